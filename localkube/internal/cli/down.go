@@ -1,0 +1,60 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"meshtls/localkube/internal/procutil"
+)
+
+func newDown(stdout io.Writer) *cobra.Command {
+	o := &common{}
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Stop the cluster in --dir and everything it started",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			dir, err := o.absDir()
+			if err != nil {
+				return err
+			}
+			return runDown(dir, timeout, stdout)
+		},
+	}
+	o.addDir(cmd)
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long to wait for a graceful stop before killing")
+	return cmd
+}
+
+func runDown(dir string, timeout time.Duration, stdout io.Writer) error {
+	st, _ := readState(dir)
+	if running(dir) && st != nil && procutil.Alive(st.Pid) {
+		_ = syscall.Kill(st.Pid, syscall.SIGTERM)
+		deadline := time.Now().Add(timeout)
+		for running(dir) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if running(dir) {
+			_ = syscall.Kill(st.Pid, syscall.SIGKILL)
+		}
+	}
+	n := procutil.KillMarked(dir, 2*time.Second)
+	if st != nil && st.Phase != "stopped" {
+		st.Phase = "stopped"
+		_ = writeState(dir, st)
+	}
+	switch {
+	case st == nil && n == 0:
+		fmt.Fprintf(stdout, "localkube: nothing runs in %s\n", dir)
+	case n > 0:
+		fmt.Fprintf(stdout, "localkube stopped in %s (killed %d leftover processes)\n", dir, n)
+	default:
+		fmt.Fprintf(stdout, "localkube stopped in %s\n", dir)
+	}
+	return nil
+}

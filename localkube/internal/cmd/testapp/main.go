@@ -1,0 +1,96 @@
+// Command testapp is the container of localkube's own tests: a tiny HTTP
+// server that reports its pid, environment and files, and can be told to
+// crash, fail its probes or ignore SIGTERM.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	addr := flag.String("listen", "", "address to serve on (default $LOCALKUBE_POD_IP:8080)")
+	exitAfter := flag.Duration("exit-after", 0, "exit after this long (0: never)")
+	exitCode := flag.Int("exit-code", 3, "exit code for --exit-after and /crash")
+	ignoreTerm := flag.Bool("ignore-sigterm", false, "keep running on SIGTERM")
+	file := flag.String("file", "", "file served at /file")
+	flag.Parse()
+	if *addr == "" {
+		*addr = net.JoinHostPort(os.Getenv("LOCALKUBE_POD_IP"), "8080")
+	}
+
+	var live atomic.Bool
+	live.Store(true)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/live", func(w http.ResponseWriter, _ *http.Request) {
+		if !live.Load() {
+			http.Error(w, "told to fail", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/fail-live", func(w http.ResponseWriter, _ *http.Request) { live.Store(false) })
+	mux.HandleFunc("/pid", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, os.Getpid()) })
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, os.Getenv(r.URL.Query().Get("name"))) })
+	mux.HandleFunc("/args", func(w http.ResponseWriter, _ *http.Request) {
+		for _, a := range os.Args[1:] {
+			fmt.Fprintln(w, a)
+		}
+	})
+	mux.HandleFunc("/file", func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Query().Get("path")
+		if p == "" {
+			p = *file
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		w.Write(b)
+	})
+	mux.HandleFunc("/crash", func(http.ResponseWriter, *http.Request) {
+		fmt.Println("crashing as asked")
+		os.Exit(*exitCode)
+	})
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testapp:", err)
+		return 1
+	}
+	fmt.Printf("testapp pid %d serving on %s\n", os.Getpid(), ln.Addr())
+	go http.Serve(ln, mux)
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	var exit <-chan time.Time
+	if *exitAfter > 0 {
+		exit = time.After(*exitAfter)
+	}
+	for {
+		select {
+		case <-sigs:
+			fmt.Println("got SIGTERM")
+			if !*ignoreTerm {
+				return 0
+			}
+		case <-exit:
+			fmt.Println("exiting with code " + strconv.Itoa(*exitCode))
+			return *exitCode
+		}
+	}
+}

@@ -1,0 +1,8 @@
+package controlplane
+
+import "syscall"
+
+const (
+	sigterm = syscall.SIGTERM
+	sigkill = syscall.SIGKILL
+)

@@ -1,0 +1,536 @@
+package kubelet
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"meshtls/localkube/internal/procutil"
+)
+
+// Restart back-off: much shorter than kubelet's 10s..5m so that a crash
+// loop shows up quickly in tests, but still doubling.
+const (
+	initialBackoff = time.Second
+	maxBackoff     = 30 * time.Second
+	// A container that ran this long before exiting starts its back-off over.
+	backoffReset = time.Minute
+)
+
+// containerRun is the process side of one container of a pod.
+type containerRun struct {
+	spec   v1.Container
+	init   bool
+	gen    int // increments with each start
+	binary string
+	pid    int
+
+	running   bool
+	startedAt time.Time
+	ready     bool // readiness verdict (true when there is no readiness probe)
+	started   bool // startup verdict
+	cancel    context.CancelFunc
+	killTimer *time.Timer
+
+	term         *v1.ContainerStateTerminated // state when stopped for good
+	lastTerm     *v1.ContainerStateTerminated
+	restartCount int32
+	waitReason   string
+	waitMessage  string
+	backoff      time.Duration
+	nextStart    time.Time
+	done         bool // init container finished successfully
+	warned       string
+}
+
+type exitEvent struct {
+	container string
+	gen       int
+	state     *v1.ContainerStateTerminated
+}
+
+// podWorker owns one pod bound to the node: its addresses, directory,
+// volumes and processes. Only its own goroutine touches its state; process
+// exits and probe verdicts arrive as events.
+type podWorker struct {
+	k   *Kubelet
+	uid types.UID
+
+	mu     sync.Mutex
+	latest *v1.Pod
+	gone   bool
+
+	wake    chan struct{}
+	exits   chan exitEvent
+	probes  chan probeResult
+	stopped chan struct{}
+
+	pod       *v1.Pod // latest spec with our addresses filled in
+	dir       string
+	ipIndex   int
+	podIP     net.IP
+	localhost net.IP
+	haveIP    bool
+	startTime metav1.Time
+
+	volumes        map[string]string
+	volErr         error
+	volumesWritten bool
+	tokens         map[string]*token
+
+	inits, containers []*containerRun
+	conditions        map[v1.PodConditionType]v1.PodCondition
+	lastSent          *v1.PodStatus
+}
+
+func newPodWorker(k *Kubelet, pod *v1.Pod) *podWorker {
+	w := &podWorker{
+		k: k, uid: pod.UID, latest: pod,
+		wake: make(chan struct{}, 1), exits: make(chan exitEvent, 16), probes: make(chan probeResult, 16),
+		stopped: make(chan struct{}), tokens: map[string]*token{}, volumes: map[string]string{},
+		conditions: map[v1.PodConditionType]v1.PodCondition{},
+		dir:        filepath.Join(k.cfg.Dir, "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)),
+	}
+	for _, c := range pod.Spec.InitContainers {
+		w.inits = append(w.inits, &containerRun{spec: c, init: true})
+	}
+	for _, c := range pod.Spec.Containers {
+		w.containers = append(w.containers, &containerRun{spec: c})
+	}
+	return w
+}
+
+func (w *podWorker) update(pod *v1.Pod) {
+	w.mu.Lock()
+	w.latest = pod
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *podWorker) markGone() {
+	w.mu.Lock()
+	w.gone = true
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *podWorker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *podWorker) run(ctx context.Context) {
+	defer close(w.stopped)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if finished := w.sync(ctx); finished {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			// localkube is stopping: end the processes, leave the API alone.
+			w.terminate(min(w.grace(), 5*time.Second))
+			w.release()
+			return
+		case <-w.wake:
+		case <-tick.C:
+		case ev := <-w.exits:
+			w.handleExit(ev)
+		case r := <-w.probes:
+			w.handleProbe(ctx, r)
+		}
+	}
+}
+
+func (w *podWorker) grace() time.Duration {
+	if g := w.pod.DeletionGracePeriodSeconds; g != nil {
+		return time.Duration(*g) * time.Second
+	}
+	if g := w.pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		return time.Duration(*g) * time.Second
+	}
+	return 30 * time.Second
+}
+
+// sync moves the pod one step towards its spec and reports status. It
+// returns true once the pod is gone and the worker should end.
+func (w *podWorker) sync(ctx context.Context) bool {
+	w.mu.Lock()
+	latest, gone := w.latest, w.gone
+	w.mu.Unlock()
+	w.pod = latest.DeepCopy()
+	if w.haveIP {
+		w.fillAddresses()
+	}
+
+	if gone || w.pod.DeletionTimestamp != nil {
+		w.terminate(w.grace())
+		if !gone {
+			w.finalDelete(ctx)
+		}
+		w.release()
+		return true
+	}
+	if !w.haveIP {
+		i, ip, lo, err := w.k.ipam.allocate(latest.Status.PodIP)
+		if err != nil {
+			w.k.log.Printf("pod %s/%s: %v", w.pod.Namespace, w.pod.Name, err)
+			return false
+		}
+		w.ipIndex, w.podIP, w.localhost, w.haveIP = i, ip, lo, true
+		w.startTime = metav1.Now()
+		w.fillAddresses()
+		for _, d := range []string{"volumes", "logs", "containers"} {
+			_ = os.MkdirAll(filepath.Join(w.dir, d), 0o755)
+		}
+	}
+	if isTerminal(w.lastSent) {
+		return false
+	}
+	vols, err := w.syncVolumes(ctx)
+	for k, v := range vols {
+		w.volumes[k] = v
+	}
+	if err != nil && w.volErr == nil || err != nil && w.volErr.Error() != err.Error() {
+		w.k.event(w.pod, v1.EventTypeWarning, "FailedMount", err.Error())
+	}
+	w.volErr = err
+	if w.volumesWritten {
+		w.syncContainers(ctx)
+	}
+	w.writeStatus(ctx)
+	return false
+}
+
+func isTerminal(s *v1.PodStatus) bool {
+	return s != nil && (s.Phase == v1.PodSucceeded || s.Phase == v1.PodFailed)
+}
+
+func (w *podWorker) fillAddresses() {
+	w.pod.Status.PodIP = w.podIP.String()
+	w.pod.Status.PodIPs = []v1.PodIP{{IP: w.podIP.String()}}
+	w.pod.Status.HostIP = hostIP
+	w.pod.Status.HostIPs = []v1.HostIP{{IP: hostIP}}
+}
+
+func (w *podWorker) syncContainers(ctx context.Context) {
+	now := time.Now()
+	policy := w.pod.Spec.RestartPolicy
+	for _, c := range w.inits {
+		if c.done {
+			continue
+		}
+		if c.running || (c.term != nil && policy == v1.RestartPolicyNever) || now.Before(c.nextStart) {
+			return
+		}
+		w.start(ctx, c)
+		return
+	}
+	for _, c := range w.containers {
+		if c.running || c.term != nil || now.Before(c.nextStart) {
+			continue
+		}
+		w.start(ctx, c)
+	}
+}
+
+func (w *podWorker) start(ctx context.Context, c *containerRun) {
+	if c.init && ImageName(c.spec.Image) == ProxyInitName {
+		now := metav1.Now()
+		c.done = true
+		c.term = &v1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", Message: ProxyInitMessage, StartedAt: now, FinishedAt: now}
+		return
+	}
+	bin, err := w.k.images.resolve(c.spec.Image)
+	if err != nil {
+		c.waitReason, c.waitMessage = ReasonImageNotMapped, err.Error()
+		if c.warned != err.Error() {
+			c.warned = err.Error()
+			w.k.event(w.pod, v1.EventTypeWarning, ReasonImageNotMapped, err.Error())
+		}
+		return
+	}
+	rw := newMountRewriter(&c.spec, w.volumes)
+	env, envMap, err := w.containerEnv(&c.spec, rw)
+	if err != nil {
+		c.waitReason, c.waitMessage = "CreateContainerConfigError", err.Error()
+		return
+	}
+	cmd := exec.Command(bin, argv(&c.spec, envMap, rw)...)
+	cmd.Env = env
+	cmd.Dir = w.dir
+	if c.spec.WorkingDir != "" {
+		if host, ok := rw.hostFor(c.spec.WorkingDir); ok {
+			cmd.Dir = host
+		}
+	}
+	logf, err := os.OpenFile(w.logPath(c.spec.Name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.waitReason, c.waitMessage = "RunContainerError", err.Error()
+		return
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	procutil.Prepare(cmd, w.k.cfg.Dir)
+	if err := cmd.Start(); err != nil {
+		c.waitReason, c.waitMessage = "RunContainerError", err.Error()
+		w.scheduleRestart(c, time.Now())
+		return
+	}
+	if c.gen > 0 {
+		c.restartCount++
+	}
+	c.gen++
+	c.binary, c.pid = bin, cmd.Process.Pid
+	c.running, c.startedAt = true, time.Now()
+	c.term, c.waitReason, c.waitMessage = nil, "", ""
+	c.ready = c.spec.ReadinessProbe == nil
+	c.started = c.spec.StartupProbe == nil
+	_ = os.WriteFile(filepath.Join(w.dir, "containers", c.spec.Name+".pid"), []byte(strconv.Itoa(c.pid)+"\n"), 0o644)
+	w.k.event(w.pod, v1.EventTypeNormal, "Started", fmt.Sprintf("Started container %s (pid %d, %s)", c.spec.Name, c.pid, bin))
+
+	gen, name := c.gen, c.spec.Name
+	go func() {
+		err := cmd.Wait()
+		st := &v1.ContainerStateTerminated{StartedAt: metav1.NewTime(c.startedAt), FinishedAt: metav1.Now(),
+			ContainerID: containerID(cmd.Process.Pid)}
+		if ps := cmd.ProcessState; ps != nil {
+			ws := ps.Sys().(syscall.WaitStatus)
+			switch {
+			case ws.Signaled():
+				st.Signal = int32(ws.Signal())
+				st.ExitCode = 128 + int32(ws.Signal())
+				st.Reason = "Error"
+				st.Message = "killed by signal " + ws.Signal().String()
+			default:
+				st.ExitCode = int32(ws.ExitStatus())
+				st.Reason = "Completed"
+				if st.ExitCode != 0 {
+					st.Reason = "Error"
+				}
+			}
+		} else if err != nil {
+			st.ExitCode, st.Reason, st.Message = 128, "Error", err.Error()
+		}
+		select {
+		case w.exits <- exitEvent{container: name, gen: gen, state: st}:
+		case <-w.stopped:
+		}
+	}()
+	if c.init {
+		return
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	c.cancel = cancel
+	podIP := w.podIP.String()
+	if p := c.spec.StartupProbe; p != nil {
+		go runProbe(pctx, startupProbe, p, &c.spec, podIP, gen, w.probes)
+	} else {
+		w.startProbes(pctx, c, podIP)
+	}
+}
+
+func (w *podWorker) startProbes(ctx context.Context, c *containerRun, podIP string) {
+	if p := c.spec.ReadinessProbe; p != nil {
+		go runProbe(ctx, readinessProbe, p, &c.spec, podIP, c.gen, w.probes)
+	}
+	if p := c.spec.LivenessProbe; p != nil {
+		go runProbe(ctx, livenessProbe, p, &c.spec, podIP, c.gen, w.probes)
+	}
+}
+
+func containerID(pid int) string { return "localkube://" + strconv.Itoa(pid) }
+
+func (w *podWorker) logPath(container string) string {
+	return filepath.Join(w.dir, "logs", container+".log")
+}
+
+func (w *podWorker) find(name string) *containerRun {
+	for _, c := range append(append([]*containerRun{}, w.inits...), w.containers...) {
+		if c.spec.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func (w *podWorker) handleExit(ev exitEvent) {
+	c := w.find(ev.container)
+	if c == nil || c.gen != ev.gen {
+		return
+	}
+	c.running, c.ready, c.pid = false, false, 0
+	if c.cancel != nil {
+		c.cancel()
+	}
+	if c.killTimer != nil {
+		c.killTimer.Stop()
+	}
+	_ = os.Remove(filepath.Join(w.dir, "containers", c.spec.Name+".pid"))
+	c.term = ev.state
+	if c.init && ev.state.ExitCode == 0 {
+		c.done = true
+		return
+	}
+	policy := w.pod.Spec.RestartPolicy
+	restart := policy == v1.RestartPolicyAlways || (policy == v1.RestartPolicyOnFailure && ev.state.ExitCode != 0)
+	if c.init {
+		restart = policy != v1.RestartPolicyNever
+	}
+	if !restart {
+		return
+	}
+	c.lastTerm, c.term = ev.state, nil
+	w.scheduleRestart(c, ev.state.FinishedAt.Time)
+	w.k.event(w.pod, v1.EventTypeWarning, "BackOff", c.waitMessage)
+}
+
+func (w *podWorker) scheduleRestart(c *containerRun, finished time.Time) {
+	if !c.startedAt.IsZero() && finished.Sub(c.startedAt) > backoffReset {
+		c.backoff = 0
+	}
+	if c.backoff == 0 {
+		c.backoff = initialBackoff
+	} else {
+		c.backoff = min(c.backoff*2, maxBackoff)
+	}
+	c.nextStart = time.Now().Add(c.backoff)
+	if c.waitReason == "" {
+		c.waitReason = "CrashLoopBackOff"
+		c.waitMessage = fmt.Sprintf("back-off %s restarting failed container=%s pod=%s", c.backoff, c.spec.Name, w.pod.Name)
+	}
+	time.AfterFunc(c.backoff, w.poke)
+}
+
+func (w *podWorker) handleProbe(ctx context.Context, r probeResult) {
+	c := w.find(r.container)
+	if c == nil || c.gen != r.gen || !c.running {
+		return
+	}
+	switch r.kind {
+	case readinessProbe:
+		c.ready = r.ok
+		if !r.ok {
+			w.k.event(w.pod, v1.EventTypeWarning, "Unhealthy", "Readiness probe failed: "+r.message)
+		}
+	case startupProbe:
+		if r.ok {
+			c.started = true
+			pctx, cancel := context.WithCancel(ctx)
+			c.cancel()
+			c.cancel = cancel
+			w.startProbes(pctx, c, w.podIP.String())
+			return
+		}
+		fallthrough
+	case livenessProbe:
+		w.k.event(w.pod, v1.EventTypeWarning, "Unhealthy", string(r.kind)+" probe failed: "+r.message)
+		w.k.event(w.pod, v1.EventTypeNormal, "Killing", fmt.Sprintf("Container %s failed %s probe, will be restarted", c.spec.Name, r.kind))
+		c.ready = false
+		w.kill(c, w.grace())
+	}
+}
+
+// kill sends SIGTERM to the container's process group and SIGKILL after grace.
+func (w *podWorker) kill(c *containerRun, grace time.Duration) {
+	if !c.running {
+		return
+	}
+	if c.cancel != nil {
+		c.cancel()
+	}
+	pid := c.pid
+	procutil.SignalGroup(pid, syscall.SIGTERM)
+	if c.killTimer != nil {
+		c.killTimer.Stop()
+	}
+	c.killTimer = time.AfterFunc(grace, func() { procutil.SignalGroup(pid, syscall.SIGKILL) })
+}
+
+// terminate stops every running process: SIGTERM, then SIGKILL after
+// grace, and waits for them to be reaped.
+func (w *podWorker) terminate(grace time.Duration) {
+	all := append(append([]*containerRun{}, w.inits...), w.containers...)
+	running := func() int {
+		n := 0
+		for _, c := range all {
+			if c.running {
+				n++
+			}
+		}
+		return n
+	}
+	if running() == 0 {
+		return
+	}
+	for _, c := range all {
+		if c.running {
+			if c.cancel != nil {
+				c.cancel()
+			}
+			if c.killTimer != nil {
+				c.killTimer.Stop()
+			}
+			procutil.SignalGroup(c.pid, syscall.SIGTERM)
+		}
+	}
+	killAt := time.After(grace)
+	giveUp := time.After(grace + 10*time.Second)
+	for running() > 0 {
+		select {
+		case ev := <-w.exits:
+			if c := w.find(ev.container); c != nil && c.gen == ev.gen {
+				c.running, c.term = false, ev.state
+				_ = os.Remove(filepath.Join(w.dir, "containers", c.spec.Name+".pid"))
+			}
+		case <-killAt:
+			for _, c := range all {
+				if c.running {
+					procutil.SignalGroup(c.pid, syscall.SIGKILL)
+				}
+			}
+		case <-giveUp:
+			w.k.log.Printf("pod %s/%s: processes did not exit after SIGKILL", w.pod.Namespace, w.pod.Name)
+			return
+		}
+	}
+}
+
+// finalDelete removes the pod object once its processes are gone, as
+// kubelet does after graceful termination.
+func (w *podWorker) finalDelete(ctx context.Context) {
+	zero := int64(0)
+	uid := w.uid
+	for attempt := 0; attempt < 5; attempt++ {
+		err := w.k.client.CoreV1().Pods(w.pod.Namespace).Delete(ctx, w.pod.Name,
+			metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &uid}})
+		if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) || ctx.Err() != nil {
+			return
+		}
+		w.k.log.Printf("pod %s/%s: final delete: %v", w.pod.Namespace, w.pod.Name, err)
+		time.Sleep(time.Second)
+	}
+}
+
+func (w *podWorker) release() {
+	if w.haveIP {
+		w.k.ipam.release(w.ipIndex)
+		w.haveIP = false
+	}
+	_ = os.RemoveAll(w.dir)
+}
