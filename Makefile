@@ -1,0 +1,54 @@
+# meshtls: automatic mutual TLS for a Kubernetes service mesh.
+# `make help` lists the targets.
+
+BIN        := $(CURDIR)/bin
+GO         ?= go
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS    := -X meshtls/cli.Version=$(VERSION)
+GOLANGCI_LINT_VERSION := v2.15.0
+
+export PATH := $(BIN):$(PATH)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@if [ -t 1 ] && [ -z "$${NO_COLOR:-}" ]; then c='\033[36m'; r='\033[0m'; else c=; r=; fi; \
+	awk -v c="$$c" -v r="$$r" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %s%-16s%s %s\n", c, $$1, r, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build the binaries (linkerd, …) into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+.PHONY: demo
+demo: build ## Print the seed's `linkerd stat authority -n emojivoto` table (no cluster needed)
+	@$(BIN)/linkerd stat authority -n emojivoto --capture builtin:emojivoto
+
+.PHONY: deps
+deps: ## Install the Debian packages tests use (prometheus, kubectl, openssl, wrk, tmux)
+	@scripts/deps.sh
+
+.PHONY: test
+test: deps build ## Run every test: unit, golden, and integration (real Prometheus)
+	$(GO) test -race -count=1 ./...
+
+.PHONY: generate
+generate: ## Regenerate fixtures (captures) and rewrite golden files
+	$(GO) generate ./...
+	$(GO) test ./... -run Golden -update
+
+.PHONY: bench
+bench: ## Run the Go benchmarks (stat aggregation over 1,000 pods, …)
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./stat/ | tee bench/stat.txt
+
+.PHONY: lint
+lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …)
+	$(BIN)/golangci-lint run ./...
+
+$(BIN)/golangci-lint:
+	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+.PHONY: clean
+clean: ## Remove build output
+	rm -rf $(BIN)

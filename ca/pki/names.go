@@ -1,0 +1,58 @@
+package pki
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Names shared by the CA, inject and check; DESIGN.md's contracts.
+const (
+	// BundleConfigMap holds the trust anchors in every TLS namespace.
+	BundleConfigMap = "linkerd-ca-bundle"
+	// BundleKey is the bundle's key in that ConfigMap.
+	BundleKey = "trust-anchors.pem"
+	// RootSecret holds the CA root in the control-plane namespace.
+	RootSecret = "linkerd-ca-root"
+	// SecretSuffix ends every workload Secret's name.
+	SecretSuffix = "-tls-linkerd-io"
+)
+
+// Owner kinds, spelled as they appear in identities, Secret names and the
+// linkerd.io/proxy-<kind> label.
+const (
+	KindDeployment            = "deployment"
+	KindStatefulSet           = "statefulset"
+	KindDaemonSet             = "daemonset"
+	KindReplicaSet            = "replicaset"
+	KindReplicationController = "replicationcontroller"
+	KindPod                   = "pod"
+)
+
+// Kinds lists the owner kinds in the order their labels are consulted: a
+// pod from a Deployment also carries its ReplicaSet's hash, and the
+// Deployment is the owner that outlives rollouts.
+var Kinds = []string{KindDeployment, KindStatefulSet, KindDaemonSet, KindReplicationController, KindReplicaSet, KindPod}
+
+// Identity is a workload's TLS identity and its certificate's DNS SAN.
+func Identity(owner, kind, namespace, controlNamespace string) string {
+	return fmt.Sprintf("%s.%s.%s.linkerd-managed.%s.svc.cluster.local", owner, kind, namespace, controlNamespace)
+}
+
+// ControllerIdentity is the identity proxies expect of control-plane
+// components, which run as Deployments in the control-plane namespace.
+func ControllerIdentity(component, controlNamespace string) string {
+	return Identity(component, KindDeployment, controlNamespace, controlNamespace)
+}
+
+// SecretName is the workload Secret for an owner.
+func SecretName(owner, kind string) string {
+	return owner + "-" + kind + SecretSuffix
+}
+
+// KindLabel is the pod label naming the owner of kind.
+func KindLabel(kind string) string { return "linkerd.io/proxy-" + kind }
+
+// RootCommonName is the subject of a generated root.
+func RootCommonName(controlNamespace string) string {
+	return "identity.linkerd." + strings.ToLower(controlNamespace) + ".cluster.local root CA"
+}

@@ -1,0 +1,282 @@
+package pki
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func mustRoot(t testing.TB) (*Root, []byte) {
+	t.Helper()
+	r, key, err := NewRoot(RootCommonName("linkerd"), DefaultRootLifetime, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, key
+}
+
+func TestNewRootIsSelfSignedP256CA(t *testing.T) {
+	r, keyPEM := mustRoot(t)
+	c := r.Cert
+	if !c.IsCA || !c.MaxPathLenZero {
+		t.Errorf("root IsCA=%v MaxPathLenZero=%v, want both", c.IsCA, c.MaxPathLenZero)
+	}
+	pub, ok := c.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		t.Fatalf("root key %T, want ECDSA P-256", c.PublicKey)
+	}
+	if got := c.NotAfter.Sub(t0); got != DefaultRootLifetime {
+		t.Errorf("root lifetime from now = %s, want %s", got, DefaultRootLifetime)
+	}
+	if !strings.Contains(string(keyPEM), "BEGIN PRIVATE KEY") {
+		t.Errorf("root key is not PKCS#8 PEM")
+	}
+	again, err := LoadRoot(r.CertPEM, keyPEM, t0)
+	if err != nil {
+		t.Fatalf("reload root: %v", err)
+	}
+	if !again.Cert.Equal(r.Cert) {
+		t.Error("reloaded root differs")
+	}
+}
+
+func TestIssueLeafContract(t *testing.T) {
+	r, _ := mustRoot(t)
+	id := Identity("web", KindDeployment, "emojivoto", "linkerd")
+	if id != "web.deployment.emojivoto.linkerd-managed.linkerd.svc.cluster.local" {
+		t.Fatalf("identity = %q", id)
+	}
+	leaf, err := r.Issue(id, DefaultLeafLifetime, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := ParseCerts(leaf.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(certs) != 2 || !certs[1].Equal(r.Cert) {
+		t.Fatalf("tls.crt holds %d certs; want leaf then root", len(certs))
+	}
+	c := certs[0]
+	if len(c.DNSNames) != 1 || c.DNSNames[0] != id {
+		t.Errorf("SANs = %v, want [%s]", c.DNSNames, id)
+	}
+	if c.IsCA {
+		t.Error("leaf is a CA")
+	}
+	if pub, ok := c.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P256() {
+		t.Errorf("leaf key %T, want ECDSA P-256", c.PublicKey)
+	}
+	if !hasBothUsages(c) {
+		t.Errorf("EKU = %v, want serverAuth and clientAuth", c.ExtKeyUsage)
+	}
+	block, _ := pem.Decode(leaf.KeyPEM)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		t.Fatalf("tls.key is not PKCS#8 PEM")
+	}
+	if _, err := x509.ParsePKCS8PrivateKey(block.Bytes); err != nil {
+		t.Errorf("tls.key: %v", err)
+	}
+	if got := c.NotAfter.Sub(t0); got != DefaultLeafLifetime {
+		t.Errorf("leaf lifetime from now = %s, want %s", got, DefaultLeafLifetime)
+	}
+	renew, err := r.Check(leaf.CertPEM, leaf.KeyPEM, id, t0)
+	if err != nil {
+		t.Fatalf("fresh leaf fails Check: %v", err)
+	}
+	if want := RenewAt(c.NotBefore, c.NotAfter); !renew.Equal(want) {
+		t.Errorf("renewAt = %s, want %s", renew, want)
+	}
+}
+
+func TestLeafNeverOutlivesRoot(t *testing.T) {
+	r, _, err := NewRoot("short", time.Hour, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := r.Issue("a.pod.ns.linkerd-managed.linkerd.svc.cluster.local", 24*time.Hour, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.NotAfter.After(r.Cert.NotAfter) {
+		t.Errorf("leaf NotAfter %s after root NotAfter %s", leaf.NotAfter, r.Cert.NotAfter)
+	}
+}
+
+func TestRenewAtTwoThirds(t *testing.T) {
+	got := RenewAt(t0, t0.Add(24*time.Hour))
+	if want := t0.Add(16 * time.Hour); !got.Equal(want) {
+		t.Errorf("RenewAt = %s, want %s", got, want)
+	}
+}
+
+func TestCheckRejects(t *testing.T) {
+	r, _ := mustRoot(t)
+	other, _ := mustRoot(t)
+	id := Identity("web", KindDeployment, "emojivoto", "linkerd")
+	leaf, err := r.Issue(id, DefaultLeafLifetime, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherLeaf, err := r.Issue(id, DefaultLeafLifetime, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		root     *Root
+		cert     []byte
+		key      []byte
+		identity string
+		now      time.Time
+		want     string
+	}{
+		{"other root", other, leaf.CertPEM, leaf.KeyPEM, id, t0, "current root"},
+		{"wrong identity", r, leaf.CertPEM, leaf.KeyPEM, "emoji.deployment.emojivoto.linkerd-managed.linkerd.svc.cluster.local", t0, "certificate is valid for"},
+		{"mismatched key", r, leaf.CertPEM, otherLeaf.KeyPEM, id, t0, "does not match"},
+		{"expired", r, leaf.CertPEM, leaf.KeyPEM, id, t0.Add(25 * time.Hour), "expired"},
+		{"garbage cert", r, []byte("nope"), leaf.KeyPEM, id, t0, "no PEM certificate"},
+		{"leaf only", r, leaf.CertPEM[:strings.Index(string(leaf.CertPEM), "-----END CERTIFICATE-----")+26], leaf.KeyPEM, id, t0, "chain"},
+		{"empty key", r, leaf.CertPEM, nil, id, t0, "tls.key"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.root.Check(tc.cert, tc.key, tc.identity, tc.now)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Check error = %v, want one containing %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "PRIVATE KEY") {
+				t.Errorf("error leaks key material: %v", err)
+			}
+		})
+	}
+	t.Run("renewal due", func(t *testing.T) {
+		_, err := r.Check(leaf.CertPEM, leaf.KeyPEM, id, leaf.RenewAt())
+		if !errors.Is(err, ErrRenewalDue) {
+			t.Fatalf("at renewAt: %v, want ErrRenewalDue", err)
+		}
+		if _, err := r.Check(leaf.CertPEM, leaf.KeyPEM, id, leaf.RenewAt().Add(-time.Second)); err != nil {
+			t.Fatalf("just before renewAt: %v", err)
+		}
+	})
+}
+
+func TestLoadRootRejectsMalformed(t *testing.T) {
+	r, keyPEM := mustRoot(t)
+	other, otherKey := mustRoot(t)
+	leaf, err := r.Issue("x.pod.ns.linkerd-managed.linkerd.svc.cluster.local", time.Hour, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafOnly, _ := pem.Decode(leaf.CertPEM)
+	cases := []struct {
+		name      string
+		cert, key []byte
+		now       time.Time
+		want      string
+	}{
+		{"empty cert", nil, keyPEM, t0, "no PEM certificate"},
+		{"truncated cert", r.CertPEM[:len(r.CertPEM)/2], keyPEM, t0, "root certificate"},
+		{"two certs", append(append([]byte{}, r.CertPEM...), other.CertPEM...), keyPEM, t0, "exactly one"},
+		{"not a CA", pem.EncodeToMemory(leafOnly), leaf.KeyPEM, t0, "not a CA"},
+		{"wrong key", r.CertPEM, otherKey, t0, "does not match"},
+		{"garbage key", r.CertPEM, []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"), t0, "root key"},
+		{"no key", r.CertPEM, nil, t0, "root key"},
+		{"expired", r.CertPEM, keyPEM, t0.Add(2 * DefaultRootLifetime), "expired"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadRoot(tc.cert, tc.key, tc.now)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("LoadRoot error = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A user may bring an RSA root in PKCS#1 from openssl; it must load and sign.
+func TestLoadUserRSARoot(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "user root"},
+		NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(time.Hour * 24 * 30),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	r, err := LoadRoot(certPEM, keyPEM, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := Identity("db", KindStatefulSet, "prod", "linkerd")
+	leaf, err := r.Issue(id, time.Hour, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Check(leaf.CertPEM, leaf.KeyPEM, id, t0); err != nil {
+		t.Fatalf("leaf from RSA root: %v", err)
+	}
+}
+
+func TestNames(t *testing.T) {
+	if got := SecretName("web", KindDeployment); got != "web-deployment-tls-linkerd-io" {
+		t.Errorf("SecretName = %q", got)
+	}
+	if got := KindLabel(KindStatefulSet); got != "linkerd.io/proxy-statefulset" {
+		t.Errorf("KindLabel = %q", got)
+	}
+	if got := ControllerIdentity("linkerd-controller", "linkerd"); got != "linkerd-controller.deployment.linkerd.linkerd-managed.linkerd.svc.cluster.local" {
+		t.Errorf("ControllerIdentity = %q", got)
+	}
+}
+
+// BenchmarkIssue measures pure signing: key generation, signing and PEM
+// encoding of one workload leaf, the CA's per-owner CPU cost.
+func BenchmarkIssue(b *testing.B) {
+	r, _ := mustRoot(b)
+	id := Identity("web", KindDeployment, "emojivoto", "linkerd")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := r.Issue(id, DefaultLeafLifetime, t0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
+}
+
+// BenchmarkCheck measures the idempotency check a pod event costs when the
+// Secret is already valid.
+func BenchmarkCheck(b *testing.B) {
+	r, _ := mustRoot(b)
+	id := Identity("web", KindDeployment, "emojivoto", "linkerd")
+	leaf, err := r.Issue(id, DefaultLeafLifetime, t0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := r.Check(leaf.CertPEM, leaf.KeyPEM, id, t0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

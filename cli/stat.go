@@ -1,0 +1,267 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"meshtls/fixtures"
+	"meshtls/stat"
+)
+
+// StatOptions is everything `linkerd stat` needs once flags are parsed.
+type StatOptions struct {
+	Resource      stat.Resource
+	From, To      *stat.Resource
+	Window        time.Duration
+	WindowSet     bool // -t given; captures otherwise use their whole span
+	Selector      string
+	Output        string
+	AllNamespaces bool
+	Capture       string
+	PrometheusURL string
+}
+
+type statFlags struct {
+	allNamespaces bool
+	window        time.Duration
+	from, to      string
+	fromNS, toNS  string
+	selector      string
+	output        string
+	capture       string
+}
+
+// builtinPrefix names captures compiled into the binary.
+const builtinPrefix = "builtin:"
+
+func newStatCmd(f *Factory, runF func(context.Context, *StatOptions) error) *cobra.Command {
+	var fl statFlags
+	cmd := &cobra.Command{
+		Use:     "stat RESOURCE [NAME] | RESOURCE/NAME",
+		Aliases: []string{"st"},
+		Short:   "Show traffic statistics, including the share of TLS traffic",
+		Long: `Show success rate, request rate, latency quantiles and the share of TLS
+traffic for authorities, deployments, pods or namespaces.
+
+Resource types: ` + stat.ValidKinds + `.
+
+Figures come from, in order of preference:
+  --capture DIR        a recorded capture (builtin:emojivoto and builtin:mixed ship
+                       with the CLI), no cluster needed;
+  --prometheus-url URL Prometheus, with the queries Linkerd's public API used;
+  otherwise            every matching proxy's :4191/metrics, scraped twice one
+                       window apart through the Kubernetes API.
+
+The TLS column is the share of requests with tls="true". -o wide and -o json
+say why the rest was not encrypted (no_tls_reason) and name the source and
+destination pairs that carry the most plain text.`,
+		Example: `  # TLS share of every authority in emojivoto (the seed's table)
+  linkerd stat authority -n emojivoto
+
+  # The same from the recorded capture shipped with the CLI
+  linkerd stat au -n emojivoto --capture builtin:emojivoto
+
+  # Why is some traffic plain text, and who sends it?
+  linkerd stat deploy -n mixed --capture builtin:mixed -o wide
+
+  # Traffic from web to voting, over the last 5 minutes, from Prometheus
+  linkerd stat deploy/voting -n emojivoto --from deploy/web -t 5m --prometheus-url http://127.0.0.1:9090
+
+  # Every namespace, as JSON for scripts
+  linkerd stat ns -A -o json`,
+		Args: cobra.RangeArgs(1, 2),
+		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+			if len(args) == 0 {
+				return stat.KindNames(), cobra.ShellCompDirectiveNoFileComp
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts, err := fl.toOptions(f, args, cmd.Flags().Changed("time-window"))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			if runF != nil {
+				return runF(ctx, opts)
+			}
+			return runStat(ctx, f, opts)
+		},
+	}
+	flags := cmd.Flags()
+	flags.BoolVarP(&fl.allNamespaces, "all-namespaces", "A", false, "stat resources in every namespace")
+	flags.DurationVarP(&fl.window, "time-window", "t", time.Minute, "window the figures cover (e.g. 10s, 1m, 1h)")
+	flags.StringVar(&fl.from, "from", "", "only traffic from this resource (e.g. deploy/web)")
+	flags.StringVar(&fl.to, "to", "", "only traffic to this resource (e.g. deploy/emoji)")
+	flags.StringVar(&fl.fromNS, "from-namespace", "", "namespace of the --from resource (default: -n)")
+	flags.StringVar(&fl.toNS, "to-namespace", "", "namespace of the --to resource (default: -n)")
+	flags.StringVarP(&fl.selector, "selector", "l", "", "only traffic of pods matching this label selector (e.g. app=web)")
+	flags.StringVarP(&fl.output, "output", "o", "table", "output format: table, wide or json")
+	flags.StringVar(&fl.capture, "capture", "", "read a capture directory (or builtin:emojivoto, builtin:mixed) instead of live proxies")
+	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("table", "wide", "json"))
+	_ = cmd.RegisterFlagCompletionFunc("capture", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		names := []string{}
+		for _, n := range fixtures.Captures() {
+			names = append(names, builtinPrefix+n)
+		}
+		return names, cobra.ShellCompDirectiveFilterDirs
+	})
+	return cmd
+}
+
+func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return values, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+func (fl *statFlags) toOptions(f *Factory, args []string, windowSet bool) (*StatOptions, error) {
+	ns := f.Namespace()
+	if fl.allNamespaces {
+		ns = ""
+	}
+	res, err := stat.ParseResource(args, ns)
+	if err != nil {
+		return nil, &usageError{err}
+	}
+	opts := &StatOptions{
+		Resource: res, Window: fl.window, WindowSet: windowSet, Selector: fl.selector,
+		Output: fl.output, AllNamespaces: fl.allNamespaces, Capture: fl.capture,
+		PrometheusURL: f.PrometheusURL,
+	}
+	switch opts.Output {
+	case "table", "wide", "json":
+	default:
+		return nil, usageErrorf("unknown output format %q: use table, wide or json", opts.Output)
+	}
+	if fl.window <= 0 {
+		return nil, usageErrorf("--time-window must be positive, got %s", fl.window)
+	}
+	if fl.from != "" && fl.to != "" {
+		return nil, usageErrorf("--from and --to cannot be used together")
+	}
+	parseEnd := func(flag, value, endNS string) (*stat.Resource, error) {
+		if value == "" {
+			return nil, nil
+		}
+		if endNS == "" {
+			endNS = f.Namespace()
+		}
+		parts := strings.SplitN(value, "/", 2)
+		if len(parts) != 2 || parts[1] == "" {
+			return nil, usageErrorf("--%s %q: want TYPE/NAME, e.g. deploy/web", flag, value)
+		}
+		r, err := stat.ParseResource([]string{value}, endNS)
+		if err != nil {
+			return nil, &usageError{fmt.Errorf("--%s: %v", flag, err)}
+		}
+		return &r, nil
+	}
+	if opts.From, err = parseEnd("from", fl.from, fl.fromNS); err != nil {
+		return nil, err
+	}
+	if opts.To, err = parseEnd("to", fl.to, fl.toNS); err != nil {
+		return nil, err
+	}
+	if opts.Capture != "" && opts.PrometheusURL != "" {
+		return nil, usageErrorf("--capture and --prometheus-url cannot be used together")
+	}
+	return opts, nil
+}
+
+// openCapture resolves a --capture value: builtin:NAME or a directory.
+func openCapture(value string) (*stat.Capture, error) {
+	if name, ok := strings.CutPrefix(value, builtinPrefix); ok {
+		fsys, err := fixtures.Capture(name)
+		if err != nil {
+			return nil, err
+		}
+		return stat.OpenCapture(fsys, value)
+	}
+	info, err := os.Stat(value)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("capture directory %s does not exist (built-in captures: %s)", value, strings.Join(prefixed(fixtures.Captures()), ", "))
+		}
+		return nil, err
+	}
+	if !info.IsDir() {
+		return nil, fmt.Errorf("capture %s is not a directory", value)
+	}
+	return stat.OpenCapture(os.DirFS(value), value)
+}
+
+func prefixed(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = builtinPrefix + n
+	}
+	return out
+}
+
+// sources picks where metrics and pods come from.
+func (f *Factory) statSources(opts *StatOptions) (stat.MetricSource, stat.PodSource, error) {
+	if opts.Capture != "" {
+		c, err := openCapture(opts.Capture)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !opts.WindowSet {
+			opts.Window = 0
+		}
+		return c, c, nil
+	}
+	if opts.PrometheusURL != "" {
+		p, err := stat.NewPrometheus(opts.PrometheusURL)
+		if err != nil {
+			return nil, nil, &usageError{err}
+		}
+		// Pods are optional with Prometheus: they fill the MESHED column.
+		var pods stat.PodSource
+		if client, err := f.KubeClient(); err == nil {
+			pods = stat.KubePods{Client: client}
+		}
+		return p, pods, nil
+	}
+	client, err := f.KubeClient()
+	if err != nil {
+		return nil, nil, fmt.Errorf("no metrics source: %v; or give --prometheus-url or --capture", err)
+	}
+	scraper := &stat.Scraper{Fetcher: stat.ProxyFetcher{Client: client}}
+	scraper.Warn = func(msg string) { fmt.Fprintln(f.IO.ErrOut, "Warning: "+msg) }
+	if f.IO.IsStderrTTY() {
+		scraper.Progress = func(left time.Duration, pods int) {
+			fmt.Fprintf(f.IO.ErrOut, "\rScraping %d proxies: %s left ", pods, left.Round(time.Second))
+		}
+	}
+	return scraper, stat.KubePods{Client: client}, nil
+}
+
+func runStat(ctx context.Context, f *Factory, opts *StatOptions) error {
+	src, pods, err := f.statSources(opts)
+	if err != nil {
+		return err
+	}
+	q := stat.Query{Resource: opts.Resource, From: opts.From, To: opts.To, Window: opts.Window, PodSelector: opts.Selector}
+	res, err := stat.Compute(ctx, q, src, pods)
+	if f.IO.IsStderrTTY() && opts.Capture == "" && opts.PrometheusURL == "" {
+		fmt.Fprint(f.IO.ErrOut, "\r\x1b[K")
+	}
+	if err != nil {
+		return err
+	}
+	if len(res.Rows) == 0 {
+		fmt.Fprintln(f.IO.ErrOut, "No traffic found.")
+		return nil
+	}
+	return printStat(f.IO, opts, res)
+}

@@ -1,0 +1,290 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/renderer"
+	"github.com/olekukonko/tablewriter/tw"
+
+	"meshtls/stat"
+)
+
+func printStat(io *IOStreams, opts *StatOptions, res *stat.Result) error {
+	switch opts.Output {
+	case "json":
+		return printStatJSON(io.Out, res)
+	default:
+		return printStatTable(io, opts, res)
+	}
+}
+
+// newTable returns a borderless table laid out like kubectl's and
+// Linkerd's: three spaces between columns, the first alignLeft columns
+// left-aligned and the figures right-aligned.
+func newTable(w io.Writer, columns, alignLeft int) *tablewriter.Table {
+	aligns := make([]tw.Align, columns)
+	pads := make([]tw.Padding, columns)
+	for i := range aligns {
+		aligns[i] = tw.AlignRight
+		if i < alignLeft {
+			aligns[i] = tw.AlignLeft
+		}
+		pads[i] = tw.PaddingNone
+	}
+	cell := func(wrapFormat tw.State) tw.CellConfig {
+		return tw.CellConfig{
+			Formatting: tw.CellFormatting{AutoFormat: wrapFormat, AutoWrap: tw.WrapNone},
+			Alignment:  tw.CellAlignment{PerColumn: aligns},
+			Padding:    tw.CellPadding{Global: tw.PaddingNone, PerColumn: pads},
+		}
+	}
+	return tablewriter.NewTable(w,
+		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
+			Borders:  tw.BorderNone,
+			Symbols:  tw.NewSymbolCustom("meshtls").WithColumn("   "),
+			Settings: tw.Settings{Separators: tw.Separators{BetweenColumns: tw.On}, Lines: tw.LinesNone},
+		})),
+		tablewriter.WithConfig(tablewriter.Config{Header: cell(tw.Off), Row: cell(tw.Off)}),
+	)
+}
+
+func printStatTable(io *IOStreams, opts *StatOptions, res *stat.Result) error {
+	wide := opts.Output == "wide"
+	withNS := opts.AllNamespaces && opts.Resource.Kind != stat.KindNamespace
+	header := []string{"NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TLS"}
+	left := 1
+	if withNS {
+		header = append([]string{"NAMESPACE"}, header...)
+		left = 2
+	}
+	if wide {
+		header = append(header, "PLAIN_RPS", "NO_TLS_REASONS", "TOP_PLAINTEXT")
+	}
+	out := &trimWriter{w: io.Out}
+	defer out.Flush()
+	tbl := newTable(out, len(header), left)
+	if wide {
+		// The breakdown columns are text: keep them left-aligned.
+		aligns := make([]tw.Align, len(header))
+		for i := range aligns {
+			aligns[i] = tw.AlignRight
+			if i < left || i >= len(header)-2 {
+				aligns[i] = tw.AlignLeft
+			}
+		}
+		tbl.Configure(func(c *tablewriter.Config) {
+			c.Header.Alignment.PerColumn = aligns
+			c.Row.Alignment.PerColumn = aligns
+		})
+	}
+	tbl.Header(toAny(header)...)
+	color := io.ColorEnabled()
+	for _, r := range res.Rows {
+		cells := []string{r.Name, meshedCell(r), percentCell(r.Success, 2), rpsCell(r.RPS),
+			latencyCell(r.P50), latencyCell(r.P95), latencyCell(r.P99), tlsCell(r.TLS, color)}
+		if withNS {
+			cells = append([]string{r.Namespace}, cells...)
+		}
+		if wide {
+			window := res.Window.Seconds()
+			plain := math.NaN()
+			if !math.IsNaN(r.RPS) {
+				plain = plainRequests(r) / window
+			}
+			cells = append(cells, rpsCell(plain), reasonsCell(r), edgesCell(r.TopPlaintext, window))
+		}
+		if err := tbl.Append(toAny(cells)...); err != nil {
+			return err
+		}
+	}
+	return tbl.Render()
+}
+
+// trimWriter drops the spaces a table pads its last column with.
+type trimWriter struct {
+	w    io.Writer
+	line []byte
+}
+
+func (t *trimWriter) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if b != '\n' {
+			t.line = append(t.line, b)
+			continue
+		}
+		if _, err := t.w.Write(append(bytes.TrimRight(t.line, " "), '\n')); err != nil {
+			return 0, err
+		}
+		t.line = t.line[:0]
+	}
+	return len(p), nil
+}
+
+// Flush writes a last line that had no newline.
+func (t *trimWriter) Flush() {
+	if len(t.line) > 0 {
+		_, _ = t.w.Write(bytes.TrimRight(t.line, " "))
+		t.line = nil
+	}
+}
+
+func toAny(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}
+
+func plainRequests(r stat.Row) float64 {
+	var n float64
+	for _, v := range r.NoTLS {
+		n += v
+	}
+	return n
+}
+
+func meshedCell(r stat.Row) string {
+	if r.Meshed == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", r.Meshed.Meshed, r.Meshed.Total)
+}
+
+func percentCell(v float64, decimals int) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return fmt.Sprintf("%.*f%%", decimals, v*100)
+}
+
+func rpsCell(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "-"
+	}
+	return fmt.Sprintf("%.1frps", v)
+}
+
+// latencyCell rounds to whole milliseconds, half away from zero.
+func latencyCell(ms float64) string {
+	if math.IsNaN(ms) || math.IsInf(ms, 0) {
+		return "-"
+	}
+	return fmt.Sprintf("%dms", int64(math.Round(ms)))
+}
+
+func tlsCell(v float64, color bool) string {
+	s := percentCell(v, 0)
+	if !color || math.IsNaN(v) {
+		return s
+	}
+	code := "33" // yellow: partly plain text
+	switch {
+	case v >= 1:
+		code = "32"
+	case v <= 0:
+		code = "31"
+	}
+	return "\x1b[" + code + "m" + s + "\x1b[0m"
+}
+
+func reasonsCell(r stat.Row) string {
+	total := r.Requests
+	if len(r.NoTLS) == 0 || total <= 0 {
+		return "-"
+	}
+	reasons := make([]string, 0, len(r.NoTLS))
+	for k := range r.NoTLS {
+		reasons = append(reasons, k)
+	}
+	sort.Slice(reasons, func(i, j int) bool {
+		if r.NoTLS[reasons[i]] != r.NoTLS[reasons[j]] {
+			return r.NoTLS[reasons[i]] > r.NoTLS[reasons[j]]
+		}
+		return reasons[i] < reasons[j]
+	})
+	parts := make([]string, 0, len(reasons))
+	for _, k := range reasons {
+		if r.NoTLS[k] <= 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s=%s", k, percentCell(r.NoTLS[k]/total, 0)))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ",")
+}
+
+// wideEdges is how many plain-text pairs the wide table shows per row.
+const wideEdges = 2
+
+func edgesCell(edges []stat.PlaintextEdge, window float64) string {
+	if len(edges) == 0 {
+		return "-"
+	}
+	parts := []string{}
+	for i, e := range edges {
+		if i == wideEdges {
+			parts = append(parts, fmt.Sprintf("+%d more", len(edges)-wideEdges))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s->%s(%s)", e.Source, e.Destination, rpsCell(e.Requests/window)))
+	}
+	return strings.Join(parts, ",")
+}
+
+// statJSON is one row of `stat -o json`. Fractions are 0..1; figures that
+// could not be computed are null.
+type statJSON struct {
+	Namespace    string               `json:"namespace"`
+	Kind         string               `json:"kind"`
+	Name         string               `json:"name"`
+	Meshed       *string              `json:"meshed"`
+	Requests     float64              `json:"requests"`
+	Success      *float64             `json:"success"`
+	RPS          *float64             `json:"rps"`
+	P50          *float64             `json:"latency_ms_p50"`
+	P95          *float64             `json:"latency_ms_p95"`
+	P99          *float64             `json:"latency_ms_p99"`
+	TLS          *float64             `json:"tls"`
+	NoTLS        map[string]float64   `json:"no_tls"`
+	TopPlaintext []stat.PlaintextEdge `json:"top_plaintext"`
+	WindowSecs   float64              `json:"window_seconds"`
+}
+
+func num(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
+func printStatJSON(w io.Writer, res *stat.Result) error {
+	rows := make([]statJSON, 0, len(res.Rows))
+	for _, r := range res.Rows {
+		j := statJSON{
+			Namespace: r.Namespace, Kind: string(r.Kind), Name: r.Name, Requests: r.Requests,
+			Success: num(r.Success), RPS: num(r.RPS), P50: num(r.P50), P95: num(r.P95), P99: num(r.P99),
+			TLS: num(r.TLS), NoTLS: r.NoTLS, TopPlaintext: r.TopPlaintext, WindowSecs: res.Window.Seconds(),
+		}
+		if r.Meshed != nil {
+			m := meshedCell(r)
+			j.Meshed = &m
+		}
+		if j.TopPlaintext == nil {
+			j.TopPlaintext = []stat.PlaintextEdge{}
+		}
+		rows = append(rows, j)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rows)
+}

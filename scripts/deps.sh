@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests drive for real, when missing:
+# Prometheus (stat's integration test), kubectl (apply --dry-run=server
+# against the local cluster), openssl (certificate verification), wrk and
+# tmux (load and TUI tests).
+set -euo pipefail
+
+need=()
+want() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
+want prometheus prometheus
+want promtool prometheus
+want kubectl kubectl
+want openssl openssl
+want wrk wrk
+want tmux tmux
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+mapfile -t pkgs < <(printf '%s\n' "${need[@]}" | sort -u)
+echo "Installing Debian packages: ${pkgs[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+# Debian's package may start a Prometheus service; tests run their own.
+$SUDO pkill -x prometheus 2>/dev/null || true

@@ -1,0 +1,410 @@
+package stat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// Pod is what stat needs to know about a pod.
+type Pod struct {
+	Namespace string            `json:"namespace"`
+	Name      string            `json:"name"`
+	IP        string            `json:"ip,omitempty"`
+	Meshed    bool              `json:"meshed"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	// Owners maps a workload kind label (deployment, replicaset, …) to the
+	// name of the pod's owner of that kind.
+	Owners map[string]string `json:"owners,omitempty"`
+}
+
+// TargetLabels are the labels Prometheus attaches to this pod's proxy
+// metrics: namespace, pod, and one label per owner kind.
+func (p Pod) TargetLabels() map[string]string {
+	t := map[string]string{"namespace": p.Namespace, "pod": p.Name}
+	for k, v := range p.Owners {
+		t[k] = v
+	}
+	return t
+}
+
+// PodSource lists pods. namespace "" means all namespaces.
+type PodSource interface {
+	Pods(ctx context.Context, namespace string, selector labels.Selector) ([]Pod, error)
+}
+
+// MetricSource prepares the metrics for one window over the given pods.
+// Sources that hold their own pod list (captures) ignore pods.
+type MetricSource interface {
+	collect(ctx context.Context, window time.Duration, pods []Pod) (evaluator, error)
+}
+
+// Quantiles stat reports.
+var reportedQuantiles = []float64{0.5, 0.95, 0.99}
+
+// maxEdges is how many plain-text pairs each row keeps.
+const maxEdges = 5
+
+// ErrNoPodSource is returned when a label selector is given but nothing can
+// list pods to apply it to.
+var ErrNoPodSource = errors.New("a label selector needs the pod list: give a capture or a reachable cluster")
+
+// Compute runs one stat query. pods may be nil when no pod list is
+// available (Prometheus without a cluster); MESHED then shows "-".
+func Compute(ctx context.Context, q Query, src MetricSource, pods PodSource) (*Result, error) {
+	var podList []Pod
+	var podFilter []string
+	selector := labels.Everything()
+	if q.PodSelector != "" {
+		s, err := labels.Parse(q.PodSelector)
+		if err != nil {
+			return nil, fmt.Errorf("invalid label selector %q: %v", q.PodSelector, err)
+		}
+		selector = s
+		if pods == nil {
+			return nil, ErrNoPodSource
+		}
+	}
+	if pods != nil {
+		var err error
+		podList, err = listScope(ctx, q, pods, selector)
+		if err != nil {
+			return nil, err
+		}
+		if q.PodSelector != "" {
+			podFilter = []string{}
+			for _, p := range podList {
+				podFilter = append(podFilter, p.Name)
+			}
+			if len(podFilter) == 0 {
+				return &Result{Window: q.Window}, nil
+			}
+		}
+	}
+	p, err := buildPlan(q, podFilter)
+	if err != nil {
+		return nil, err
+	}
+	var meshed []Pod
+	for _, pod := range podList {
+		if pod.Meshed {
+			meshed = append(meshed, pod)
+		}
+	}
+	ev, err := src.collect(ctx, q.Window, meshed)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := evaluate(ctx, q, p, ev, podList, pods != nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Rows: rows, Window: ev.window()}, nil
+}
+
+// listScope lists the pods in every namespace the query touches.
+func listScope(ctx context.Context, q Query, src PodSource, sel labels.Selector) ([]Pod, error) {
+	namespaces := map[string]bool{q.Resource.Namespace: true}
+	if q.Resource.Kind == KindNamespace && q.Resource.Name != "" {
+		namespaces = map[string]bool{q.Resource.Name: true}
+	}
+	for _, r := range []*Resource{q.From, q.To} {
+		if r != nil {
+			namespaces[r.Namespace] = true
+		}
+	}
+	if namespaces[""] {
+		namespaces = map[string]bool{"": true}
+	}
+	var out []Pod
+	for _, ns := range sortedKeys(namespaces) {
+		ps, err := src.Pods(ctx, ns, sel)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ps...)
+	}
+	return out, nil
+}
+
+type rowAcc struct {
+	row                 Row
+	success, failure    float64
+	tlsTrue             float64
+	seen                bool // some request series matched
+	quantiles           []float64
+	inboundPlain, edged float64
+}
+
+func evaluate(ctx context.Context, q Query, p plan, ev evaluator, pods []Pod, havePods bool) ([]Row, error) {
+	accs := map[rowKey]*rowAcc{}
+	get := func(k rowKey) *rowAcc {
+		a, ok := accs[k]
+		if !ok {
+			a = &rowAcc{row: Row{Namespace: k.Namespace, Kind: p.rowKind, Name: k.Name, NoTLS: map[string]float64{}}}
+			accs[k] = a
+		}
+		return a
+	}
+
+	reqs, err := ev.sum(ctx, p.requests)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range reqs {
+		a := get(p.keyOf(s.Labels))
+		a.seen = true
+		switch s.Labels["classification"] {
+		case "success":
+			a.success += s.Value
+		case "failure":
+			a.failure += s.Value
+		default:
+			continue // not a response we can classify; Linkerd skips these too
+		}
+		if s.Labels["tls"] == "true" {
+			a.tlsTrue += s.Value
+			continue
+		}
+		reason := s.Labels["no_tls_reason"]
+		if reason == "" {
+			reason = s.Labels["tls"]
+		}
+		if reason == "" {
+			reason = "unknown"
+		}
+		a.row.NoTLS[reason] += s.Value
+	}
+
+	lat, err := ev.quantiles(ctx, p.latency, reportedQuantiles)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range lat {
+		get(p.keyOf(s.Labels)).quantiles = s.Values
+	}
+
+	if err := attachEdges(ctx, q, p, ev, accs); err != nil {
+		return nil, err
+	}
+
+	if havePods && q.Resource.Kind != KindAuthority {
+		addPodRows(q, p, pods, accs, get)
+	}
+
+	window := ev.window().Seconds()
+	rows := make([]Row, 0, len(accs))
+	for _, a := range accs {
+		r := a.row
+		total := a.success + a.failure
+		r.Requests = total
+		r.Success, r.TLS, r.RPS = math.NaN(), math.NaN(), math.NaN()
+		r.P50, r.P95, r.P99 = math.NaN(), math.NaN(), math.NaN()
+		if window > 0 && a.seen {
+			r.RPS = total / window
+		}
+		if total > 0 {
+			r.Success = a.success / total
+			r.TLS = a.tlsTrue / total
+		}
+		if len(a.quantiles) == 3 {
+			r.P50, r.P95, r.P99 = a.quantiles[0], a.quantiles[1], a.quantiles[2]
+		}
+		if p.inbound {
+			addUnmeshedRemainder(&r, a.edged)
+		}
+		sortEdges(r.TopPlaintext)
+		if len(r.TopPlaintext) > maxEdges {
+			r.TopPlaintext = r.TopPlaintext[:maxEdges]
+		}
+		rows = append(rows, r)
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].Namespace != rows[j].Namespace {
+			return rows[i].Namespace < rows[j].Namespace
+		}
+		return rows[i].Name < rows[j].Name
+	})
+	return rows, nil
+}
+
+// attachEdges names who sent plain text to (or, with --to, received it
+// from) each row, from the outbound metrics of meshed clients.
+func attachEdges(ctx context.Context, q Query, p plan, ev evaluator, accs map[rowKey]*rowAcc) error {
+	edges, err := ev.sum(ctx, p.plaintext)
+	if err != nil {
+		return err
+	}
+	dstLabels := groupLabels(q.Resource.Kind, "dst_")
+	dstKind := q.Resource.Kind
+	if q.To != nil {
+		dstLabels = groupLabels(q.To.Kind, "dst_")
+		dstKind = q.To.Kind
+	}
+	for _, s := range edges {
+		if s.Value <= 0 {
+			continue
+		}
+		srcNS := s.Labels["namespace"]
+		src := ownerName(s.Labels)
+		dstNS, dstName := groupValues(dstLabels, s.Labels)
+		edge := PlaintextEdge{
+			Source:      qualify(src, srcNS, dstNS),
+			Destination: qualify(shortRef(dstKind, dstName), dstNS, srcNS),
+			Reason:      s.Labels["no_tls_reason"],
+			Requests:    s.Value,
+		}
+		if edge.Reason == "" {
+			edge.Reason = s.Labels["tls"]
+		}
+		var k rowKey
+		if p.edgeRowIsSource {
+			k = p.keyOf(s.Labels)
+		} else {
+			k = rowKey{Namespace: dstNS, Name: dstName}
+			if len(p.rowLabels) == 1 {
+				k = rowKey{Name: dstNS}
+			}
+		}
+		a, ok := accs[k]
+		if !ok {
+			continue // traffic the row figures do not cover (e.g. outside -l)
+		}
+		a.row.TopPlaintext = mergeEdge(a.row.TopPlaintext, edge)
+		a.edged += s.Value
+	}
+	return nil
+}
+
+func groupValues(group []string, l map[string]string) (ns, name string) {
+	if len(group) == 1 {
+		return l[group[0]], l[group[0]]
+	}
+	return l[group[0]], l[group[1]]
+}
+
+func mergeEdge(edges []PlaintextEdge, e PlaintextEdge) []PlaintextEdge {
+	for i := range edges {
+		if edges[i].Source == e.Source && edges[i].Destination == e.Destination && edges[i].Reason == e.Reason {
+			edges[i].Requests += e.Requests
+			return edges
+		}
+	}
+	return append(edges, e)
+}
+
+// addUnmeshedRemainder attributes inbound plain text that no meshed
+// client's outbound metrics account for to clients outside the mesh.
+func addUnmeshedRemainder(r *Row, edged float64) {
+	var plain float64
+	top, topCount := "", -1.0
+	for _, reason := range sortedKeys(r.NoTLS) {
+		plain += r.NoTLS[reason]
+		if r.NoTLS[reason] > topCount {
+			top, topCount = reason, r.NoTLS[reason]
+		}
+	}
+	if rest := plain - edged; rest >= 0.5 {
+		r.TopPlaintext = append(r.TopPlaintext, PlaintextEdge{
+			Source: UnmeshedSource, Destination: shortRef(r.Kind, r.Name), Reason: top, Requests: rest,
+		})
+	}
+}
+
+// UnmeshedSource names the senders of plain text that no proxy's outbound
+// metrics account for: clients without a proxy, or outside the capture.
+const UnmeshedSource = "(unmeshed)"
+
+func sortEdges(es []PlaintextEdge) {
+	sort.SliceStable(es, func(i, j int) bool {
+		if es[i].Requests != es[j].Requests {
+			return es[i].Requests > es[j].Requests
+		}
+		if es[i].Source != es[j].Source {
+			return es[i].Source < es[j].Source
+		}
+		return es[i].Reason < es[j].Reason
+	})
+}
+
+// ownerName is "deploy/web" for the most specific owner a series names.
+func ownerName(l map[string]string) string {
+	for _, o := range ownerLabels {
+		if v := l[o.label]; v != "" {
+			return o.short + "/" + v
+		}
+	}
+	return "-"
+}
+
+func shortRef(k Kind, name string) string {
+	switch k {
+	case KindDeployment:
+		return "deploy/" + name
+	case KindPod:
+		return "po/" + name
+	case KindNamespace:
+		return "ns/" + name
+	default:
+		return name
+	}
+}
+
+// qualify adds the namespace when it differs from the other end's, so
+// cross-namespace pairs stay unambiguous and same-namespace ones short.
+func qualify(ref, ns, otherNS string) string {
+	if ns == "" || ns == otherNS {
+		return ref
+	}
+	return ns + "/" + ref
+}
+
+// addPodRows lists workloads that have pods but no traffic, and fills the
+// MESHED column from the pod list.
+func addPodRows(q Query, p plan, pods []Pod, accs map[rowKey]*rowAcc, get func(rowKey) *rowAcc) {
+	counts := map[rowKey]*MeshedCount{}
+	for _, pod := range pods {
+		var k rowKey
+		switch p.rowKind {
+		case KindNamespace:
+			k = rowKey{Name: pod.Namespace}
+		case KindPod:
+			k = rowKey{Namespace: pod.Namespace, Name: pod.Name}
+		default:
+			name := pod.Owners[kindLabel(p.rowKind)]
+			if name == "" {
+				continue
+			}
+			k = rowKey{Namespace: pod.Namespace, Name: name}
+		}
+		c := counts[k]
+		if c == nil {
+			c = &MeshedCount{}
+			counts[k] = c
+		}
+		c.Total++
+		if pod.Meshed {
+			c.Meshed++
+		}
+	}
+	rowRes := q.Resource
+	for k, c := range counts {
+		if rowRes.Name != "" && k.Name != rowRes.Name {
+			continue
+		}
+		if rowRes.Namespace != "" && p.rowKind != KindNamespace && k.Namespace != rowRes.Namespace {
+			continue
+		}
+		get(k).row.Meshed = c
+	}
+	for _, a := range accs {
+		if a.row.Meshed == nil {
+			a.row.Meshed = &MeshedCount{}
+		}
+	}
+}

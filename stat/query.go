@@ -1,0 +1,266 @@
+package stat
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Metric names, as linkerd2-proxy exports them.
+const (
+	metricResponses = "response_total"
+	metricLatency   = "response_latency_ms_bucket"
+)
+
+// matchOp is a PromQL label match operator.
+type matchOp string
+
+const (
+	opEq  matchOp = "="
+	opNeq matchOp = "!="
+	opRe  matchOp = "=~" // value is a "|" list of literal alternatives
+)
+
+// matcher is one label matcher. It is evaluated locally exactly as
+// Prometheus evaluates it remotely, so both paths select the same series.
+type matcher struct {
+	Name  string
+	Op    matchOp
+	Value string
+}
+
+func (m matcher) matches(v string) bool {
+	switch m.Op {
+	case opEq:
+		return v == m.Value
+	case opNeq:
+		return v != m.Value
+	default:
+		for _, alt := range strings.Split(m.Value, "|") {
+			if v == alt {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// vectorQuery describes sum(increase(metric{matchers}[window])) by (by...).
+// It is rendered to PromQL for Prometheus and evaluated in memory for
+// scrapes and captures.
+type vectorQuery struct {
+	Metric   string
+	Matchers []matcher
+	By       []string
+}
+
+func (q vectorQuery) selector() string {
+	parts := make([]string, len(q.Matchers))
+	for i, m := range q.Matchers {
+		v := m.Value
+		if m.Op == opRe {
+			alts := strings.Split(v, "|")
+			for j, a := range alts {
+				alts[j] = regexpQuote(a)
+			}
+			v = strings.Join(alts, "|")
+		}
+		parts[i] = fmt.Sprintf("%s%s%q", m.Name, m.Op, v)
+	}
+	return q.Metric + "{" + strings.Join(parts, ", ") + "}"
+}
+
+// PromQL renders the sum of increases over window.
+func (q vectorQuery) PromQL(window string) string {
+	return fmt.Sprintf("sum(increase(%s[%s])) by (%s)", q.selector(), window, strings.Join(q.By, ", "))
+}
+
+// QuantilePromQL renders histogram_quantile over the bucket rates.
+func (q vectorQuery) QuantilePromQL(quantile float64, window string) string {
+	by := append([]string{"le"}, q.By...)
+	return fmt.Sprintf("histogram_quantile(%g, sum(rate(%s[%s])) by (%s))", quantile, q.selector(), window, strings.Join(by, ", "))
+}
+
+func regexpQuote(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`\.+*?()|[]{}^$`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// kindLabel is the Prometheus label that names a workload of this kind.
+// Prometheus copies linkerd.io/proxy-<kind> pod labels to <kind>, as
+// Linkerd's install config did.
+func kindLabel(k Kind) string {
+	if k == KindAuthority {
+		return "authority"
+	}
+	return string(k)
+}
+
+// ownerLabels are the target labels that name a pod's workload, most
+// specific owner first; a pod with none of them is its own owner.
+var ownerLabels = []struct {
+	label, short string
+}{
+	{"deployment", "deploy"},
+	{"statefulset", "sts"},
+	{"daemonset", "ds"},
+	{"replicationcontroller", "rc"},
+	{"replicaset", "rs"},
+	{"pod", "po"},
+}
+
+// plan is the set of queries one stat request needs, and how their groups
+// map back to rows.
+type plan struct {
+	requests  vectorQuery // by row labels + classification, tls, no_tls_reason
+	latency   vectorQuery // by row labels (le is added when evaluated)
+	plaintext vectorQuery // outbound plain text, by source owner + destination + reason
+	rowKind   Kind
+	// rowLabels are the group-by labels naming a row: namespace label first,
+	// then the name label (only the namespace for namespace rows).
+	rowLabels []string
+	// edgeRowSide says which end of a plain-text edge is the row: the
+	// destination (default and --from) or the source (--to).
+	edgeRowIsSource bool
+	// inbound is true when row figures come from inbound metrics, so
+	// plain text not seen on any client's outbound side came from outside
+	// the mesh.
+	inbound bool
+}
+
+func resourceMatchers(r Resource, prefix string) []matcher {
+	var ms []matcher
+	nsLabel := prefix + "namespace"
+	if r.Kind == KindNamespace {
+		if r.Name != "" {
+			ms = append(ms, matcher{nsLabel, opEq, r.Name})
+		}
+		return ms
+	}
+	if r.Namespace != "" {
+		ms = append(ms, matcher{nsLabel, opEq, r.Namespace})
+	}
+	if r.Name != "" {
+		label := prefix + kindLabel(r.Kind)
+		if r.Kind == KindAuthority {
+			label = "authority"
+		}
+		ms = append(ms, matcher{label, opEq, r.Name})
+	}
+	return ms
+}
+
+func groupLabels(k Kind, prefix string) []string {
+	if k == KindNamespace {
+		return []string{prefix + "namespace"}
+	}
+	if k == KindAuthority {
+		return []string{prefix + "namespace", "authority"}
+	}
+	return []string{prefix + "namespace", prefix + kindLabel(k)}
+}
+
+// buildPlan follows Linkerd's public API: without --from/--to a resource's
+// figures are its inbound traffic; --to reads the resource's outbound
+// traffic towards the target; --from reads the source's outbound traffic
+// towards the resource. pods, when non-nil, limits the scraped side to
+// those pods (the label selector).
+func buildPlan(q Query, pods []string) (plan, error) {
+	r := q.Resource
+	var p plan
+	p.rowKind = r.Kind
+	var ms []matcher
+	switch {
+	case q.From != nil && q.To != nil:
+		return p, fmt.Errorf("--from and --to cannot be used together")
+	case q.To != nil:
+		if r.Kind == KindAuthority {
+			return p, fmt.Errorf("--to cannot be used with authorities: an authority has no outbound traffic of its own")
+		}
+		ms = append(ms, matcher{"direction", opEq, "outbound"})
+		ms = append(ms, resourceMatchers(r, "")...)
+		ms = append(ms, resourceMatchers(*q.To, "dst_")...)
+		p.rowLabels = groupLabels(r.Kind, "")
+		p.edgeRowIsSource = true
+	case q.From != nil:
+		if q.From.Kind == KindAuthority {
+			return p, fmt.Errorf("--from cannot be an authority: an authority sends no traffic")
+		}
+		ms = append(ms, matcher{"direction", opEq, "outbound"})
+		ms = append(ms, resourceMatchers(*q.From, "")...)
+		ms = append(ms, resourceMatchers(r, "dst_")...)
+		p.rowLabels = groupLabels(r.Kind, "dst_")
+	default:
+		ms = append(ms, matcher{"direction", opEq, "inbound"})
+		ms = append(ms, resourceMatchers(r, "")...)
+		p.rowLabels = groupLabels(r.Kind, "")
+		p.inbound = true
+	}
+	if pods != nil {
+		ms = append(ms, matcher{"pod", opRe, strings.Join(pods, "|")})
+	}
+	p.requests = vectorQuery{Metric: metricResponses, Matchers: ms, By: append(append([]string{}, p.rowLabels...), "classification", "tls", "no_tls_reason")}
+	p.latency = vectorQuery{Metric: metricLatency, Matchers: ms, By: p.rowLabels}
+
+	// Plain-text edges always come from outbound metrics, the only side that
+	// knows both ends. Keep the request's own restrictions on that side.
+	var pm []matcher
+	pm = append(pm, matcher{"direction", opEq, "outbound"}, matcher{"tls", opNeq, "true"})
+	dstGroup := groupLabels(r.Kind, "dst_")
+	switch {
+	case q.To != nil:
+		pm = append(pm, resourceMatchers(r, "")...)
+		pm = append(pm, resourceMatchers(*q.To, "dst_")...)
+		dstGroup = groupLabels(q.To.Kind, "dst_")
+	case q.From != nil:
+		pm = append(pm, resourceMatchers(*q.From, "")...)
+		pm = append(pm, resourceMatchers(r, "dst_")...)
+	default:
+		pm = append(pm, resourceMatchers(r, "dst_")...)
+	}
+	by := []string{"namespace"}
+	for _, o := range ownerLabels {
+		by = append(by, o.label)
+	}
+	by = append(by, dstGroup...)
+	by = append(by, "no_tls_reason")
+	p.plaintext = vectorQuery{Metric: metricResponses, Matchers: pm, By: dedupe(by)}
+	return p, nil
+}
+
+func dedupe(s []string) []string {
+	seen := map[string]bool{}
+	out := s[:0:0]
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// rowKey is how rows are identified: namespace and name.
+type rowKey struct{ Namespace, Name string }
+
+func (p plan) keyOf(labels map[string]string) rowKey {
+	if len(p.rowLabels) == 1 {
+		return rowKey{Name: labels[p.rowLabels[0]]}
+	}
+	return rowKey{Namespace: labels[p.rowLabels[0]], Name: labels[p.rowLabels[1]]}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

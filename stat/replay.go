@@ -1,0 +1,225 @@
+package stat
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"path"
+	"sort"
+	"sync"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// Replay serves a capture's pods as live proxies: each meshed pod gets its
+// own loopback listener whose /metrics counters grow linearly from the
+// capture's first scrape at the capture's own rate, for as long as the
+// replay runs. Linear growth makes Prometheus's extrapolating increase()
+// exact, so Prometheus and the capture must agree on every figure.
+type Replay struct {
+	Targets []ReplayTarget
+	servers []*http.Server
+	wg      sync.WaitGroup
+}
+
+// ReplayTarget is one served pod.
+type ReplayTarget struct {
+	Pod  Pod
+	Addr string // host:port of its /metrics
+}
+
+type replayPod struct {
+	start    []*dto.MetricFamily
+	increase map[string][]float64 // family -> per metric value increases over span
+	span     time.Duration
+	began    time.Time
+}
+
+// StartReplay serves every meshed pod of c on 127.0.0.1, each on a free port.
+func StartReplay(c *Capture) (*Replay, error) {
+	first, last := c.Span(0)
+	recs := c.manifest.Scrapes
+	span := recs[last].Time.Sub(recs[first].Time)
+	r := &Replay{}
+	began := time.Now()
+	for _, p := range c.manifest.Pods {
+		if !p.Meshed {
+			continue
+		}
+		a, err := readFamilies(c.fsys, path.Join(recs[first].Dir, p.Namespace, p.Name+".prom"))
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		b, err := readFamilies(c.fsys, path.Join(recs[last].Dir, p.Namespace, p.Name+".prom"))
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		rp := &replayPod{start: a, increase: familyIncreases(a, b), span: span, began: began}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			r.Close()
+			return nil, err
+		}
+		srv := &http.Server{Handler: rp, ReadHeaderTimeout: 5 * time.Second}
+		r.servers = append(r.servers, srv)
+		r.Targets = append(r.Targets, ReplayTarget{Pod: p, Addr: ln.Addr().String()})
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			_ = srv.Serve(ln)
+		}()
+	}
+	return r, nil
+}
+
+// Close stops every listener.
+func (r *Replay) Close() {
+	for _, s := range r.servers {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = s.Shutdown(ctx)
+		cancel()
+	}
+	r.wg.Wait()
+}
+
+func readFamilies(fsys fs.FS, file string) ([]*dto.MetricFamily, error) {
+	raw, err := fs.ReadFile(fsys, file)
+	if err != nil {
+		return nil, err
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	if err != nil {
+		return nil, &ScrapeError{Source: file, Err: err}
+	}
+	names := make([]string, 0, len(fams))
+	for n := range fams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]*dto.MetricFamily, 0, len(names))
+	for _, n := range names {
+		out = append(out, fams[n])
+	}
+	return out, nil
+}
+
+// metricValues flattens a metric into its numbers: the value, or a
+// histogram's bucket counts then count and sum.
+func metricValues(m *dto.Metric) []float64 {
+	switch {
+	case m.Counter != nil:
+		return []float64{m.Counter.GetValue()}
+	case m.Gauge != nil:
+		return []float64{m.Gauge.GetValue()}
+	case m.Untyped != nil:
+		return []float64{m.Untyped.GetValue()}
+	case m.Histogram != nil:
+		var v []float64
+		for _, b := range m.Histogram.GetBucket() {
+			c := float64(b.GetCumulativeCount())
+			if b.CumulativeCountFloat != nil {
+				c = b.GetCumulativeCountFloat()
+			}
+			v = append(v, c)
+		}
+		count := float64(m.Histogram.GetSampleCount())
+		if m.Histogram.SampleCountFloat != nil {
+			count = m.Histogram.GetSampleCountFloat()
+		}
+		return append(v, count, m.Histogram.GetSampleSum())
+	}
+	return nil
+}
+
+func metricID(m *dto.Metric) string {
+	var b bytes.Buffer
+	for _, l := range m.GetLabel() {
+		fmt.Fprintf(&b, "%s=%q,", l.GetName(), l.GetValue())
+	}
+	return b.String()
+}
+
+// familyIncreases finds how much each number grew from a to b. Gauges do
+// not grow; a number missing from b keeps its value.
+func familyIncreases(a, b []*dto.MetricFamily) map[string][]float64 {
+	later := map[string][]float64{}
+	for _, f := range b {
+		for _, m := range f.GetMetric() {
+			later[f.GetName()+"|"+metricID(m)] = metricValues(m)
+		}
+	}
+	out := map[string][]float64{}
+	for _, f := range a {
+		for _, m := range f.GetMetric() {
+			key := f.GetName() + "|" + metricID(m)
+			before := metricValues(m)
+			after, ok := later[key]
+			inc := make([]float64, len(before))
+			if ok && len(after) == len(before) && f.GetType() != dto.MetricType_GAUGE {
+				for i := range before {
+					inc[i] = counterIncrease(before[i], after[i])
+				}
+			}
+			out[key] = inc
+		}
+	}
+	return out
+}
+
+func (p *replayPod) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.URL.Path != "/metrics" {
+		http.NotFound(w, req)
+		return
+	}
+	frac := time.Since(p.began).Seconds() / p.span.Seconds()
+	w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	for _, f := range p.start {
+		scaled := &dto.MetricFamily{Name: f.Name, Help: f.Help, Type: f.Type}
+		for _, m := range f.GetMetric() {
+			inc := p.increase[f.GetName()+"|"+metricID(m)]
+			scaled.Metric = append(scaled.Metric, advance(m, inc, frac))
+		}
+		if _, err := expfmt.MetricFamilyToText(w, scaled); err != nil {
+			return
+		}
+	}
+}
+
+// advance returns m with each number grown by frac of its increase.
+func advance(m *dto.Metric, inc []float64, frac float64) *dto.Metric {
+	vals := metricValues(m)
+	for i := range vals {
+		if i < len(inc) {
+			vals[i] += inc[i] * frac
+		}
+	}
+	out := &dto.Metric{Label: m.Label}
+	switch {
+	case m.Counter != nil:
+		out.Counter = &dto.Counter{Value: &vals[0]}
+	case m.Gauge != nil:
+		out.Gauge = &dto.Gauge{Value: &vals[0]}
+	case m.Untyped != nil:
+		out.Untyped = &dto.Untyped{Value: &vals[0]}
+	case m.Histogram != nil:
+		h := &dto.Histogram{}
+		n := len(m.Histogram.GetBucket())
+		for i, b := range m.Histogram.GetBucket() {
+			c := vals[i]
+			h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: b.UpperBound, CumulativeCountFloat: &c})
+		}
+		h.SampleCountFloat = &vals[n]
+		h.SampleSum = &vals[n+1]
+		out.Histogram = h
+	}
+	return out
+}
