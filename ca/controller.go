@@ -1,0 +1,684 @@
+// Package ca is the control plane's certificate authority: it watches this
+// mesh's TLS pods and keeps one certificate Secret per workload owner, plus
+// a trust bundle in every namespace that has TLS pods. The x509 work lives
+// in ca/pki; this package is the Kubernetes side.
+package ca
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/util/workqueue"
+
+	"meshtls/ca/pki"
+)
+
+// FieldManager owns the fields the CA applies; kubectl and other tools
+// keep theirs, and a conflict means the object is not the CA's.
+const FieldManager = "linkerd-ca"
+
+// Config is everything the CA needs besides a client.
+type Config struct {
+	// ControlNamespace is the control-plane namespace (DESIGN: -L).
+	ControlNamespace string
+	// LeafLifetime is how long workload certificates live.
+	LeafLifetime time.Duration
+	// RootLifetime is used only when the CA generates a root.
+	RootLifetime time.Duration
+	// Workers reconcile owners in parallel.
+	Workers int
+	// Resync re-examines every TLS pod this often, a safety net behind
+	// the timers that schedule renewals.
+	Resync time.Duration
+
+	// Identity names this replica in the Lease; LeaseName is the Lease.
+	Identity  string
+	LeaseName string
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election;
+	// zero picks client-go's usual 15s/10s/2s.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now. Tests move it.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() error {
+	if c.ControlNamespace == "" {
+		c.ControlNamespace = "linkerd"
+	}
+	if c.LeafLifetime == 0 {
+		c.LeafLifetime = pki.DefaultLeafLifetime
+	}
+	if c.LeafLifetime < 3*time.Second {
+		return fmt.Errorf("certificate lifetime %s is too short: use at least 3s", c.LeafLifetime)
+	}
+	if c.RootLifetime == 0 {
+		c.RootLifetime = pki.DefaultRootLifetime
+	}
+	if c.RootLifetime <= c.LeafLifetime {
+		return fmt.Errorf("root lifetime %s must exceed the certificate lifetime %s", c.RootLifetime, c.LeafLifetime)
+	}
+	if c.Workers <= 0 {
+		c.Workers = 8
+	}
+	if c.Resync == 0 {
+		c.Resync = 10 * time.Minute
+	}
+	if c.Identity == "" {
+		host, _ := os.Hostname()
+		c.Identity = fmt.Sprintf("%s_%d", host, os.Getpid())
+	}
+	if c.LeaseName == "" {
+		c.LeaseName = "linkerd-ca"
+	}
+	if c.LeaseDuration == 0 {
+		c.LeaseDuration = 15 * time.Second
+	}
+	if c.RenewDeadline == 0 {
+		c.RenewDeadline = 10 * time.Second
+	}
+	if c.RetryPeriod == 0 {
+		c.RetryPeriod = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Controller is one CA replica. Every replica loads the root and fills its
+// caches, so a standby is ready to take over; only the Lease holder
+// reconciles.
+type Controller struct {
+	cfg    Config
+	client kubernetes.Interface
+	log    *slog.Logger
+
+	queue   workqueue.TypedRateLimitingInterface[ownerKey]
+	metrics *metrics
+
+	podInformer, secretInformer, bundleInformer cache.SharedIndexInformer
+	pods                                        corelisters.PodLister
+	secrets                                     corelisters.SecretLister
+	bundles                                     corelisters.ConfigMapLister
+	factories                                   []informers.SharedInformerFactory
+
+	root  atomic.Pointer[pki.Root]
+	ready atomic.Bool
+
+	// written remembers each Secret this replica just applied, because the
+	// informer may not have delivered it yet when the next event for the
+	// same owner arrives; without it a burst of pod events would re-issue.
+	writtenMu sync.Mutex
+	written   map[ownerKey]writtenSecret
+}
+
+type writtenSecret struct {
+	secret *corev1.Secret
+	at     time.Time
+}
+
+// writtenTTL is how long a just-written Secret beats the informer's copy.
+const writtenTTL = 30 * time.Second
+
+const ownerIndex = "owner"
+
+// New builds a controller; it does not touch the API server until Run.
+func New(client kubernetes.Interface, cfg Config) (*Controller, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	c := &Controller{
+		cfg:     cfg,
+		client:  client,
+		log:     cfg.Logger,
+		written: map[ownerKey]writtenSecret{},
+	}
+	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.DefaultTypedControllerRateLimiter[ownerKey](),
+		workqueue.TypedRateLimitingQueueConfig[ownerKey]{Name: "linkerd-ca"},
+	)
+	c.metrics = newMetrics(func() float64 { return float64(c.queue.Len()) })
+
+	ns := cfg.ControlNamespace
+	// Each informer lists only what the CA needs: this mesh's pods, the
+	// CA's own Secrets and the bundles, so memory follows the mesh, not
+	// the cluster.
+	podFactory := informers.NewSharedInformerFactoryWithOptions(client, cfg.Resync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.LabelSelector = labels.Set{ControlPlaneNSLabel: ns}.String()
+		}))
+	secretFactory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.LabelSelector = ControlPlaneNSLabel + "=" + ns + "," + OwnerKindLabel
+		}))
+	bundleFactory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", pki.BundleConfigMap).String()
+		}))
+	c.factories = []informers.SharedInformerFactory{podFactory, secretFactory, bundleFactory}
+
+	podInf := podFactory.Core().V1().Pods()
+	c.podInformer = podInf.Informer()
+	c.pods = podInf.Lister()
+	if err := c.podInformer.AddIndexers(cache.Indexers{ownerIndex: func(obj any) ([]string, error) {
+		pod, ok := obj.(*corev1.Pod)
+		if !ok || !wantsTLS(pod, ns) {
+			return nil, nil
+		}
+		return []string{podOwner(pod).String()}, nil
+	}}); err != nil {
+		return nil, err
+	}
+	secretInf := secretFactory.Core().V1().Secrets()
+	c.secretInformer = secretInf.Informer()
+	c.secrets = secretInf.Lister()
+	bundleInf := bundleFactory.Core().V1().ConfigMaps()
+	c.bundleInformer = bundleInf.Informer()
+	c.bundles = bundleInf.Lister()
+
+	if _, err := c.podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.onPod,
+		UpdateFunc: func(_, obj any) { c.onPod(obj) },
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := c.secretInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, obj any) { c.onSecret(obj, false) },
+		DeleteFunc: func(obj any) { c.onSecret(obj, true) },
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := c.bundleInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, obj any) { c.onBundle(obj) },
+		DeleteFunc: c.onBundle,
+	}); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Controller) onPod(obj any) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || !wantsTLS(pod, c.cfg.ControlNamespace) {
+		return
+	}
+	c.queue.Add(podOwner(pod))
+	c.queue.Add(ownerKey{Kind: bundleKind, Namespace: pod.Namespace})
+}
+
+func (c *Controller) onSecret(obj any, deleted bool) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return
+	}
+	k, ok := secretOwner(s)
+	if !ok {
+		return
+	}
+	if deleted {
+		c.writtenMu.Lock()
+		delete(c.written, k)
+		c.writtenMu.Unlock()
+	}
+	c.queue.Add(k)
+}
+
+func (c *Controller) onBundle(obj any) {
+	if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	if cm, ok := obj.(*corev1.ConfigMap); ok {
+		c.queue.Add(ownerKey{Kind: bundleKind, Namespace: cm.Namespace})
+	}
+}
+
+// Ready reports whether the root is loaded and the caches have synced.
+func (c *Controller) Ready() bool { return c.ready.Load() }
+
+// Root is the loaded root, nil before Run has loaded it.
+func (c *Controller) Root() *pki.Root { return c.root.Load() }
+
+// Handler serves /ready, /live and /metrics.
+func (c *Controller) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !c.Ready() {
+			http.Error(w, "not ready: root not loaded or caches not synced", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/live", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "live") })
+	mux.Handle("/metrics", promhttp.HandlerFor(c.metrics.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Serve runs the admin endpoints on l until ctx ends.
+func (c *Controller) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shut)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// ErrLostLease is returned by Run when another replica took the Lease:
+// the process should exit and restart as a standby rather than carry on
+// with state that may no longer be true.
+var ErrLostLease = errors.New("lost the CA lease")
+
+// Run loads the root, syncs caches, then competes for the Lease and
+// reconciles while it holds it. It returns when ctx ends (nil), when the
+// root cannot be loaded, or with ErrLostLease.
+func (c *Controller) Run(ctx context.Context) error {
+	defer utilruntime.HandleCrash()
+	defer c.queue.ShutDown()
+
+	root, err := c.loadRoot(ctx)
+	if err != nil {
+		return err
+	}
+	c.root.Store(root)
+	c.log.Info("root loaded", "secret", c.cfg.ControlNamespace+"/"+pki.RootSecret,
+		"subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter.UTC().Format(time.RFC3339))
+
+	for _, f := range c.factories {
+		f.Start(ctx.Done())
+	}
+	defer func() {
+		for _, f := range c.factories {
+			f.Shutdown()
+		}
+	}()
+	if !cache.WaitForCacheSync(ctx.Done(), c.podInformer.HasSynced, c.secretInformer.HasSynced, c.bundleInformer.HasSynced) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return errors.New("caches did not sync")
+	}
+	c.ready.Store(true)
+	c.metrics.ready.Set(1)
+	c.log.Info("caches synced", "pods", len(c.podInformer.GetStore().ListKeys()), "secrets", len(c.secretInformer.GetStore().ListKeys()))
+
+	var lost atomic.Bool
+	lec := leaderelection.LeaderElectionConfig{
+		Lock: &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Name: c.cfg.LeaseName, Namespace: c.cfg.ControlNamespace},
+			Client:     c.client.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: c.cfg.Identity},
+		},
+		LeaseDuration:   c.cfg.LeaseDuration,
+		RenewDeadline:   c.cfg.RenewDeadline,
+		RetryPeriod:     c.cfg.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            c.cfg.LeaseName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(lctx context.Context) {
+				c.log.Info("leading: issuing certificates", "identity", c.cfg.Identity)
+				c.metrics.leader.Set(1)
+				c.runWorkers(lctx)
+			},
+			OnStoppedLeading: func() {
+				c.metrics.leader.Set(0)
+				if ctx.Err() == nil {
+					lost.Store(true)
+					c.log.Error("lost the CA lease", "identity", c.cfg.Identity)
+				}
+			},
+			OnNewLeader: func(id string) {
+				if id != c.cfg.Identity {
+					c.log.Info("standing by", "leader", id)
+				}
+			},
+		},
+	}
+	le, err := leaderelection.NewLeaderElector(lec)
+	if err != nil {
+		return fmt.Errorf("leader election: %w", err)
+	}
+	le.Run(ctx)
+	if lost.Load() {
+		return ErrLostLease
+	}
+	return nil
+}
+
+func (c *Controller) runWorkers(ctx context.Context) {
+	// Events that arrived while standing by are already queued; a new
+	// leader re-examines everything in case the old one died mid-burst.
+	for _, obj := range c.podInformer.GetStore().List() {
+		c.onPod(obj)
+	}
+	var wg sync.WaitGroup
+	for range c.cfg.Workers {
+		wg.Go(func() {
+			for c.processNext(ctx) {
+			}
+		})
+	}
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+}
+
+// maxRetries bounds the rate-limited retries of one key; a later event
+// for the same owner starts again.
+const maxRetries = 12
+
+func (c *Controller) processNext(ctx context.Context) bool {
+	k, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(k)
+	var err error
+	if k.Kind == bundleKind {
+		err = c.syncBundle(ctx, k.Namespace)
+	} else {
+		err = c.syncOwner(ctx, k)
+	}
+	switch {
+	case err == nil:
+		c.queue.Forget(k)
+	case ctx.Err() != nil:
+	case c.queue.NumRequeues(k) < maxRetries:
+		c.metrics.errors.WithLabelValues(errKind(k)).Inc()
+		c.log.Warn("reconcile failed, retrying", "key", k.String(), "err", err, "retries", c.queue.NumRequeues(k))
+		c.queue.AddRateLimited(k)
+	default:
+		c.metrics.errors.WithLabelValues(errKind(k)).Inc()
+		c.log.Error("reconcile failed, giving up until the next event", "key", k.String(), "err", err)
+		c.queue.Forget(k)
+	}
+	return true
+}
+
+func errKind(k ownerKey) string {
+	if k.Kind == bundleKind {
+		return "bundle"
+	}
+	return "secret"
+}
+
+// loadRoot reads the root Secret and creates it only when absent. A
+// Secret that exists but does not parse stops the CA: overwriting it
+// would silently invalidate every certificate issued from it.
+func (c *Controller) loadRoot(ctx context.Context) (*pki.Root, error) {
+	ns, name := c.cfg.ControlNamespace, pki.RootSecret
+	var root *pki.Root
+	var fatal error
+	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 1 << 30, Cap: 10 * time.Second}
+	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
+		s, err := c.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			root, fatal = pki.LoadRoot(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], c.cfg.Now())
+			if fatal != nil {
+				fatal = fmt.Errorf("root Secret %s/%s is unusable: %w; refusing to start and leaving it untouched (repair it, or delete it to have a new root generated)", ns, name, fatal)
+			}
+			return true, nil
+		case apierrors.IsNotFound(err):
+			r, keyPEM, gerr := pki.NewRoot(pki.RootCommonName(ns), c.cfg.RootLifetime, c.cfg.Now())
+			if gerr != nil {
+				fatal = gerr
+				return true, nil
+			}
+			_, err = c.client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{ControlPlaneNSLabel: ns}},
+				Type:       corev1.SecretTypeTLS,
+				Data:       map[string][]byte{corev1.TLSCertKey: r.CertPEM, corev1.TLSPrivateKeyKey: keyPEM},
+			}, metav1.CreateOptions{FieldManager: FieldManager})
+			if apierrors.IsAlreadyExists(err) {
+				// Another replica won the race; load what it wrote.
+				return false, nil
+			}
+			if err != nil {
+				c.log.Warn("cannot create root Secret, retrying", "secret", ns+"/"+name, "err", err)
+				return false, nil
+			}
+			c.log.Info("generated a new root", "secret", ns+"/"+name)
+			root = r
+			return true, nil
+		case apierrors.IsForbidden(err):
+			fatal = fmt.Errorf("cannot read root Secret %s/%s: %w (check the CA's RBAC)", ns, name, err)
+			return true, nil
+		default:
+			c.log.Warn("cannot read root Secret, retrying", "secret", ns+"/"+name, "err", err)
+			return false, nil
+		}
+	})
+	if fatal != nil {
+		return nil, fatal
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading root Secret %s/%s: %w", ns, name, err)
+	}
+	return root, nil
+}
+
+// currentSecret is the freshest copy of an owner's Secret this replica
+// knows: the informer's, unless this replica wrote a newer one moments ago.
+func (c *Controller) currentSecret(k ownerKey, name string) *corev1.Secret {
+	cached, err := c.secrets.Secrets(k.Namespace).Get(name)
+	if err != nil {
+		cached = nil
+	}
+	c.writtenMu.Lock()
+	defer c.writtenMu.Unlock()
+	w, ok := c.written[k]
+	if !ok {
+		return cached
+	}
+	if (cached != nil && cached.ResourceVersion == w.secret.ResourceVersion) || c.cfg.Now().Sub(w.at) > writtenTTL {
+		delete(c.written, k)
+		return cached
+	}
+	return w.secret
+}
+
+func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
+	pods, err := c.podInformer.GetIndexer().ByIndex(ownerIndex, k.String())
+	if err != nil {
+		return err
+	}
+	if len(pods) == 0 {
+		// No TLS pod needs this owner any more; garbage collection removes
+		// the Secret with its owner, so there is nothing to do.
+		return nil
+	}
+	root := c.root.Load()
+	name := pki.SecretName(k.Name, k.Kind)
+	identity := pki.Identity(k.Name, k.Kind, k.Namespace, c.cfg.ControlNamespace)
+	now := c.cfg.Now()
+
+	renewal := false
+	if s := c.currentSecret(k, name); s != nil {
+		renewAt, err := root.Check(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], identity, now)
+		switch {
+		case err == nil:
+			c.queue.AddAfter(k, renewAt.Sub(now)+time.Second)
+			return nil
+		case errors.Is(err, pki.ErrRenewalDue):
+			renewal = true
+			c.log.Info("renewing certificate", "secret", k.Namespace+"/"+name)
+		default:
+			c.log.Info("replacing certificate", "secret", k.Namespace+"/"+name, "reason", err.Error())
+		}
+	}
+
+	ref, err := c.ownerRef(ctx, k, pods)
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			c.log.Info("owner is gone; not issuing", "owner", k.String())
+			return nil
+		}
+		return fmt.Errorf("get owner %s: %w", k, err)
+	}
+
+	start := time.Now()
+	leaf, err := root.Issue(identity, c.cfg.LeafLifetime, now)
+	if err != nil {
+		return err
+	}
+	apply := corev1ac.Secret(name, k.Namespace).
+		WithType(corev1.SecretTypeTLS).
+		WithLabels(map[string]string{ControlPlaneNSLabel: c.cfg.ControlNamespace, OwnerKindLabel: k.Kind}).
+		WithAnnotations(map[string]string{IdentityAnnotation: identity, NotAfterAnnotation: leaf.NotAfter.UTC().Format(time.RFC3339)}).
+		WithOwnerReferences(ref).
+		WithData(map[string][]byte{corev1.TLSCertKey: leaf.CertPEM, corev1.TLSPrivateKeyKey: leaf.KeyPEM})
+	// Force stays off: a Secret of that name whose fields another manager
+	// owns is not ours, and the conflict says so instead of clobbering it.
+	written, err := c.client.CoreV1().Secrets(k.Namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager})
+	if err != nil {
+		// The apply error quotes field paths, never the data being applied.
+		return fmt.Errorf("apply Secret %s/%s: %w", k.Namespace, name, err)
+	}
+	c.metrics.latency.Observe(time.Since(start).Seconds())
+	c.metrics.issued.Inc()
+	if renewal {
+		c.metrics.renewals.Inc()
+	}
+	c.writtenMu.Lock()
+	c.written[k] = writtenSecret{secret: written, at: now}
+	c.writtenMu.Unlock()
+	c.log.Info("issued certificate", "secret", k.Namespace+"/"+name, "identity", identity,
+		"serial", leaf.Serial.Text(16), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
+	c.queue.AddAfter(k, leaf.RenewAt().Sub(now)+time.Second)
+	return nil
+}
+
+// ownerRef points the Secret at its owner so the garbage collector removes
+// it with the owner. A bare pod's UID is in the cache; other owners cost
+// one GET, paid only when a certificate is actually issued.
+func (c *Controller) ownerRef(ctx context.Context, k ownerKey, pods []any) (*metav1ac.OwnerReferenceApplyConfiguration, error) {
+	var apiVersion, kind string
+	var uid types.UID
+	var err error
+	opts := metav1.GetOptions{}
+	switch k.Kind {
+	case pki.KindPod:
+		apiVersion, kind = "v1", "Pod"
+		for _, obj := range pods {
+			if p, ok := obj.(*corev1.Pod); ok && p.Name == k.Name {
+				uid = p.UID
+			}
+		}
+		if uid == "" {
+			return nil, apierrors.NewNotFound(corev1.Resource("pods"), k.Name)
+		}
+	case pki.KindDeployment:
+		apiVersion, kind = "apps/v1", "Deployment"
+		var o metav1.Object
+		o, err = c.client.AppsV1().Deployments(k.Namespace).Get(ctx, k.Name, opts)
+		if err == nil {
+			uid = o.GetUID()
+		}
+	case pki.KindStatefulSet:
+		apiVersion, kind = "apps/v1", "StatefulSet"
+		var o metav1.Object
+		o, err = c.client.AppsV1().StatefulSets(k.Namespace).Get(ctx, k.Name, opts)
+		if err == nil {
+			uid = o.GetUID()
+		}
+	case pki.KindDaemonSet:
+		apiVersion, kind = "apps/v1", "DaemonSet"
+		var o metav1.Object
+		o, err = c.client.AppsV1().DaemonSets(k.Namespace).Get(ctx, k.Name, opts)
+		if err == nil {
+			uid = o.GetUID()
+		}
+	case pki.KindReplicaSet:
+		apiVersion, kind = "apps/v1", "ReplicaSet"
+		var o metav1.Object
+		o, err = c.client.AppsV1().ReplicaSets(k.Namespace).Get(ctx, k.Name, opts)
+		if err == nil {
+			uid = o.GetUID()
+		}
+	case pki.KindReplicationController:
+		apiVersion, kind = "v1", "ReplicationController"
+		var o metav1.Object
+		o, err = c.client.CoreV1().ReplicationControllers(k.Namespace).Get(ctx, k.Name, opts)
+		if err == nil {
+			uid = o.GetUID()
+		}
+	default:
+		return nil, apierrors.NewNotFound(corev1.Resource(k.Kind), k.Name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return metav1ac.OwnerReference().WithAPIVersion(apiVersion).WithKind(kind).WithName(k.Name).WithUID(uid), nil
+}
+
+// syncBundle keeps the namespace's trust bundle equal to the root.
+func (c *Controller) syncBundle(ctx context.Context, namespace string) error {
+	root := c.root.Load()
+	cm, err := c.bundles.ConfigMaps(namespace).Get(pki.BundleConfigMap)
+	if err == nil && cm.Data[pki.BundleKey] == string(root.CertPEM) && cm.Labels[BundleLabel] == c.cfg.ControlNamespace {
+		return nil
+	}
+	if !c.namespaceHasTLSPods(namespace) {
+		return nil
+	}
+	apply := corev1ac.ConfigMap(pki.BundleConfigMap, namespace).
+		WithLabels(map[string]string{ControlPlaneNSLabel: c.cfg.ControlNamespace, BundleLabel: c.cfg.ControlNamespace}).
+		WithData(map[string]string{pki.BundleKey: string(root.CertPEM)})
+	if _, err := c.client.CoreV1().ConfigMaps(namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager}); err != nil {
+		return fmt.Errorf("apply ConfigMap %s/%s: %w", namespace, pki.BundleConfigMap, err)
+	}
+	c.log.Info("wrote trust bundle", "configmap", namespace+"/"+pki.BundleConfigMap)
+	return nil
+}
+
+func (c *Controller) namespaceHasTLSPods(namespace string) bool {
+	pods, err := c.pods.Pods(namespace).List(labels.Everything())
+	if err != nil {
+		return false
+	}
+	for _, p := range pods {
+		if wantsTLS(p, c.cfg.ControlNamespace) {
+			return true
+		}
+	}
+	return false
+}
