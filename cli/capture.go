@@ -87,7 +87,7 @@ func newCaptureRecordCmd(f *Factory) *cobra.Command {
 			scraper := &stat.Scraper{
 				Fetcher: stat.ProxyFetcher{Client: client},
 				Rounds:  rounds,
-				Warn:    func(msg string) { fmt.Fprintln(f.IO.ErrOut, "Warning: "+msg) },
+				Warn:    f.warn,
 				Record:  w.AddScrape,
 			}
 			if f.IO.IsStderrTTY() {

@@ -40,6 +40,12 @@ func NewFactory(io *IOStreams) *Factory {
 		err    error
 	)
 	f.RESTConfig = func() (*rest.Config, error) {
+		// Without any kubeconfig client-go falls back to localhost:8080,
+		// which only produces a confusing connection error later.
+		raw, err := f.KubeFlags.ToRawKubeConfigLoader().RawConfig()
+		if err == nil && len(raw.Clusters) == 0 && (f.KubeFlags.APIServer == nil || *f.KubeFlags.APIServer == "") {
+			return nil, fmt.Errorf("no Kubernetes cluster configured: set --kubeconfig or KUBECONFIG")
+		}
 		c, err := f.KubeFlags.ToRESTConfig()
 		if err != nil {
 			return nil, fmt.Errorf("cannot load kubeconfig: %w (set --kubeconfig or KUBECONFIG)", err)
@@ -71,3 +77,6 @@ func (f *Factory) Namespace() string {
 	}
 	return ns
 }
+
+// warn prints one warning line on stderr.
+func (f *Factory) warn(msg string) { fmt.Fprintln(f.IO.ErrOut, "Warning: "+msg) }

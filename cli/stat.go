@@ -228,7 +228,7 @@ func (f *Factory) statSources(opts *StatOptions) (stat.MetricSource, stat.PodSou
 		// Pods are optional with Prometheus: they fill the MESHED column.
 		var pods stat.PodSource
 		if client, err := f.KubeClient(); err == nil {
-			pods = stat.KubePods{Client: client}
+			pods = stat.OptionalPods{Source: stat.KubePods{Client: client}, Warn: f.warn}
 		}
 		return p, pods, nil
 	}
@@ -237,7 +237,7 @@ func (f *Factory) statSources(opts *StatOptions) (stat.MetricSource, stat.PodSou
 		return nil, nil, fmt.Errorf("no metrics source: %v; or give --prometheus-url or --capture", err)
 	}
 	scraper := &stat.Scraper{Fetcher: stat.ProxyFetcher{Client: client}}
-	scraper.Warn = func(msg string) { fmt.Fprintln(f.IO.ErrOut, "Warning: "+msg) }
+	scraper.Warn = f.warn
 	if f.IO.IsStderrTTY() {
 		scraper.Progress = func(left time.Duration, pods int) {
 			fmt.Fprintf(f.IO.ErrOut, "\rScraping %d proxies: %s left ", pods, left.Round(time.Second))

@@ -50,6 +50,29 @@ var reportedQuantiles = []float64{0.5, 0.95, 0.99}
 // maxEdges is how many plain-text pairs each row keeps.
 const maxEdges = 5
 
+// ErrPodsUnavailable is returned by a PodSource that may fail without
+// failing the query: figures are still computed, with MESHED unknown.
+var ErrPodsUnavailable = errors.New("pod list unavailable")
+
+// OptionalPods lists pods when it can and otherwise warns and lets the
+// query go on without them (Prometheus with an unreachable cluster).
+type OptionalPods struct {
+	Source PodSource
+	Warn   func(string)
+}
+
+// Pods implements PodSource.
+func (o OptionalPods) Pods(ctx context.Context, namespace string, sel labels.Selector) ([]Pod, error) {
+	pods, err := o.Source.Pods(ctx, namespace, sel)
+	if err != nil {
+		if o.Warn != nil {
+			o.Warn(fmt.Sprintf("MESHED is unknown: %v", err))
+		}
+		return nil, fmt.Errorf("%w: %v", ErrPodsUnavailable, err)
+	}
+	return pods, nil
+}
+
 // ErrNoPodSource is returned when a label selector is given but nothing can
 // list pods to apply it to.
 var ErrNoPodSource = errors.New("a label selector needs the pod list: give a capture or a reachable cluster")
@@ -73,17 +96,19 @@ func Compute(ctx context.Context, q Query, src MetricSource, pods PodSource) (*R
 	if pods != nil {
 		var err error
 		podList, err = listScope(ctx, q, pods, selector)
-		if err != nil {
+		if errors.Is(err, ErrPodsUnavailable) && q.PodSelector == "" {
+			pods, podList = nil, nil
+		} else if err != nil {
 			return nil, err
 		}
-		if q.PodSelector != "" {
-			podFilter = []string{}
-			for _, p := range podList {
-				podFilter = append(podFilter, p.Name)
-			}
-			if len(podFilter) == 0 {
-				return &Result{Window: q.Window}, nil
-			}
+	}
+	if pods != nil && q.PodSelector != "" {
+		podFilter = []string{}
+		for _, p := range podList {
+			podFilter = append(podFilter, p.Name)
+		}
+		if len(podFilter) == 0 {
+			return &Result{Window: q.Window}, nil
 		}
 	}
 	p, err := buildPlan(q, podFilter)

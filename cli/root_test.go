@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+)
+
+func mustFind(t *testing.T, cmds []*cobra.Command, name string) *cobra.Command {
+	t.Helper()
+	for _, c := range cmds {
+		if c.Name() == name {
+			return c
+		}
+	}
+	t.Fatalf("no command %q", name)
+	return nil
+}
+
+func TestGlobalFlags(t *testing.T) {
+	io, _, _ := TestStreams(false)
+	root := NewRootCmd(NewFactory(io))
+	for _, name := range []string{"kubeconfig", "context", "namespace", "linkerd-namespace", "prometheus-url"} {
+		if root.PersistentFlags().Lookup(name) == nil {
+			t.Errorf("missing global flag --%s", name)
+		}
+	}
+	if f := root.PersistentFlags().ShorthandLookup("L"); f == nil || f.DefValue != "linkerd" {
+		t.Errorf("-L should default to linkerd")
+	}
+	if f := root.PersistentFlags().ShorthandLookup("n"); f == nil {
+		t.Errorf("missing -n")
+	}
+}
+
+func TestCompletion(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		res := execute(t, false, "completion", shell)
+		if res.code != 0 || !strings.Contains(res.out, "linkerd") {
+			t.Errorf("%s: exit %d, %d bytes", shell, res.code, len(res.out))
+		}
+	}
+	if res := execute(t, false, "completion", "powershell-ish"); res.code != 2 {
+		t.Errorf("unknown shell: exit %d, want 2", res.code)
+	}
+	// Resource types complete from the engine's own list.
+	res := execute(t, false, "__complete", "stat", "")
+	for _, want := range []string{"authority", "deploy", "ns"} {
+		if !strings.Contains(res.out, want+"\n") {
+			t.Errorf("completion of stat lacks %q:\n%s", want, res.out)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	res := execute(t, false, "version")
+	if res.code != 0 || !strings.HasPrefix(res.out, "Client version: ") {
+		t.Errorf("version: %d %q", res.code, res.out)
+	}
+	res = execute(t, false, "version", "-o", "json")
+	if res.code != 0 || !strings.Contains(res.out, `"client"`) {
+		t.Errorf("version json: %d %q", res.code, res.out)
+	}
+}
+
+func TestHelpHasExamples(t *testing.T) {
+	io, _, _ := TestStreams(false)
+	root := NewRootCmd(NewFactory(io))
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Runnable() && !c.Hidden && c.Name() != "help" && c.Name() != "__complete" && c.Name() != "__completeNoDesc" && c.Example == "" {
+			t.Errorf("%s has no examples in --help", c.CommandPath())
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+}

@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"meshtls/fixtures"
+	"meshtls/internal/testprom"
+	"meshtls/stat"
+)
+
+// TestStatPrometheusMatchesCapture runs a real Prometheus against replays
+// of the built-in captures and checks that `stat --prometheus-url`, which
+// lets Prometheus compute increase() and histogram_quantile(), gives the
+// same figures as `stat --capture`, which computes them client-side.
+func TestStatPrometheusMatchesCapture(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short mode: starts a real Prometheus and waits for data")
+	}
+	const interval = 500 * time.Millisecond
+	const window = "4s"
+	var targets []testprom.Target
+	for _, name := range fixtures.Captures() {
+		c, err := openCapture(builtinPrefix + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := stat.StartReplay(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Close)
+		for _, tg := range r.Targets {
+			targets = append(targets, testprom.Target{Addr: tg.Addr, Labels: tg.Pod.TargetLabels()})
+		}
+	}
+	prom := testprom.Start(t, targets, interval)
+	prom.WaitTargetsUp(t, len(targets), 60*time.Second)
+	// increase() over the window needs samples spanning all of it.
+	time.Sleep(6 * time.Second)
+
+	cases := []struct {
+		capture string
+		args    []string
+	}{
+		{"emojivoto", []string{"authority", "-n", "emojivoto"}},
+		{"emojivoto", []string{"deploy", "-n", "emojivoto"}},
+		{"emojivoto", []string{"ns", "-A"}},
+		{"emojivoto", []string{"deploy/voting", "-n", "emojivoto", "--from", "deploy/web"}},
+		{"emojivoto", []string{"deploy/web", "-n", "emojivoto", "--to", "deploy/voting"}},
+		{"mixed", []string{"authority", "-n", "mixed"}},
+		{"mixed", []string{"deploy", "-n", "mixed"}},
+		{"mixed", []string{"po", "-n", "mixed"}},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprint(tc.args), func(t *testing.T) {
+			fromCapture := statJSONRows(t, append(tc.args, "--capture", builtinPrefix+tc.capture, "-o", "json"))
+			fromProm := statJSONRows(t, append(tc.args, "--prometheus-url", prom.URL, "-t", window, "-o", "json"))
+			compared := 0
+			for key, c := range fromCapture {
+				p, ok := fromProm[key]
+				if c.RPS == nil || *c.RPS == 0 {
+					continue // no traffic: Prometheus has no row without a pod list
+				}
+				if !ok {
+					t.Errorf("%s: in the capture's output but not in Prometheus's", key)
+					continue
+				}
+				compared++
+				for _, f := range []struct {
+					name string
+					c, p *float64
+				}{
+					{"success", c.Success, p.Success}, {"rps", c.RPS, p.RPS}, {"tls", c.TLS, p.TLS},
+					{"p50", c.P50, p.P50}, {"p95", c.P95, p.P95}, {"p99", c.P99, p.P99},
+				} {
+					if !close(f.c, f.p) {
+						t.Errorf("%s %s: capture %s, prometheus %s", key, f.name, show(f.c), show(f.p))
+					}
+				}
+				for reason, n := range c.NoTLS {
+					if !closeVal(n/c.Requests, p.NoTLS[reason]/p.Requests) {
+						t.Errorf("%s no_tls[%s]: capture %.4f of requests, prometheus %.4f", key, reason, n/c.Requests, p.NoTLS[reason]/p.Requests)
+					}
+				}
+				if len(c.TopPlaintext) != len(p.TopPlaintext) {
+					t.Errorf("%s top_plaintext: capture %v, prometheus %v", key, c.TopPlaintext, p.TopPlaintext)
+				} else {
+					for i := range c.TopPlaintext {
+						ce, pe := c.TopPlaintext[i], p.TopPlaintext[i]
+						if ce.Source != pe.Source || ce.Destination != pe.Destination || ce.Reason != pe.Reason ||
+							!closeVal(ce.Requests/c.Requests, pe.Requests/p.Requests) {
+							t.Errorf("%s top_plaintext[%d]: capture %+v, prometheus %+v", key, i, ce, pe)
+						}
+					}
+				}
+			}
+			if compared == 0 {
+				t.Fatalf("no rows with traffic to compare")
+			}
+		})
+	}
+}
+
+func statJSONRows(t *testing.T, args []string) map[string]statJSON {
+	t.Helper()
+	args = append([]string{"stat"}, args...)
+	res := execute(t, false, args...)
+	if res.code != 0 {
+		t.Fatalf("linkerd %v: exit %d: %s", args, res.code, res.errOut)
+	}
+	var rows []statJSON
+	if err := json.Unmarshal([]byte(res.out), &rows); err != nil {
+		t.Fatalf("linkerd %v: bad JSON: %v\n%s", args, err, res.out)
+	}
+	out := map[string]statJSON{}
+	for _, r := range rows {
+		out[r.Namespace+"/"+r.Name] = r
+	}
+	return out
+}
+
+// Prometheus samples at slightly jittered instants; a relative 1% is far
+// inside the table's rounding, and absolute 1e-3 covers values near zero.
+func closeVal(a, b float64) bool {
+	return math.Abs(a-b) <= 1e-3 || math.Abs(a-b) <= 0.01*math.Max(math.Abs(a), math.Abs(b))
+}
+
+func close(a, b *float64) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return closeVal(*a, *b)
+}
+
+func show(v *float64) string {
+	if v == nil {
+		return "null"
+	}
+	return fmt.Sprintf("%.4f", *v)
+}

@@ -1,0 +1,202 @@
+package cli
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"meshtls/stat"
+)
+
+func TestStatGolden(t *testing.T) {
+	cases := []struct {
+		golden string
+		args   []string
+	}{
+		{"stat_au_emojivoto.golden", []string{"stat", "authority", "-n", "emojivoto", "--capture", "builtin:emojivoto"}},
+		{"stat_au_emojivoto_wide.golden", []string{"stat", "au", "-n", "emojivoto", "--capture", "builtin:emojivoto", "-o", "wide"}},
+		{"stat_au_emojivoto.json.golden", []string{"stat", "au", "-n", "emojivoto", "--capture", "builtin:emojivoto", "-o", "json"}},
+		{"stat_deploy_emojivoto.golden", []string{"stat", "deployment", "-n", "emojivoto", "--capture", "builtin:emojivoto"}},
+		{"stat_ns_all.golden", []string{"stat", "ns", "-A", "--capture", "builtin:emojivoto"}},
+		{"stat_deploy_all.golden", []string{"stat", "deploy", "-A", "--capture", "builtin:emojivoto"}},
+		{"stat_from_web.golden", []string{"stat", "deploy", "-n", "emojivoto", "--from", "deploy/web", "--capture", "builtin:emojivoto"}},
+		{"stat_to_voting.golden", []string{"stat", "deploy/web", "-n", "emojivoto", "--to", "deploy/voting", "--capture", "builtin:emojivoto"}},
+		{"stat_deploy_mixed_wide.golden", []string{"stat", "deploy", "-n", "mixed", "--capture", "builtin:mixed", "-o", "wide"}},
+		{"stat_au_mixed_wide.golden", []string{"stat", "au", "-n", "mixed", "--capture", "builtin:mixed", "-o", "wide"}},
+		{"stat_deploy_mixed.json.golden", []string{"stat", "deploy", "-n", "mixed", "--capture", "builtin:mixed", "-o", "json"}},
+		{"stat_po_mixed_selector.golden", []string{"stat", "po", "-n", "mixed", "-l", "app in (backend,frontend)", "--capture", "builtin:mixed"}},
+		{"stat_to_payments_wide.golden", []string{"stat", "deploy/frontend", "-n", "mixed", "--to", "deploy/payments", "--capture", "builtin:mixed", "-o", "wide"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.golden, func(t *testing.T) {
+			res := execute(t, false, tc.args...)
+			if res.code != 0 {
+				t.Fatalf("exit %d: %s", res.code, res.errOut)
+			}
+			if res.errOut != "" {
+				t.Errorf("unexpected stderr: %q", res.errOut)
+			}
+			golden(t, tc.golden, res.out)
+		})
+	}
+}
+
+// The demo's promise: the built-in capture prints the seed's table exactly.
+func TestStatReproducesSeedTable(t *testing.T) {
+	want, err := os.ReadFile(filepath.Join("testdata", "seed_stat_authority_emojivoto.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := execute(t, false, "stat", "authority", "-n", "emojivoto", "--capture", "builtin:emojivoto")
+	if res.out != string(want) {
+		t.Errorf("table differs from the seed's\n--- got ---\n%s--- seed ---\n%s", res.out, want)
+	}
+}
+
+func TestStatColourOnlyOnTerminal(t *testing.T) {
+	args := []string{"stat", "au", "-n", "mixed", "--capture", "builtin:mixed"}
+	if res := execute(t, false, args...); strings.Contains(res.out, "\x1b[") {
+		t.Errorf("colour codes in piped output:\n%q", res.out)
+	}
+	tty := execute(t, true, args...)
+	if !strings.Contains(tty.out, "\x1b[32m100%\x1b[0m") || !strings.Contains(tty.out, "\x1b[31m0%\x1b[0m") {
+		t.Errorf("want green 100%% and red 0%% on a terminal:\n%q", tty.out)
+	}
+	// Colour codes must not break the column layout.
+	lines := strings.Split(strings.TrimSpace(stripANSI(tty.out)), "\n")
+	plain := strings.Split(strings.TrimSpace(execute(t, false, args...).out), "\n")
+	if strings.Join(lines, "\n") != strings.Join(plain, "\n") {
+		t.Errorf("terminal layout differs from plain layout:\n%s\n---\n%s", strings.Join(lines, "\n"), strings.Join(plain, "\n"))
+	}
+
+	t.Setenv("NO_COLOR", "1")
+	io := System()
+	io.stdoutTTY = true
+	if io.ColorEnabled() {
+		t.Errorf("NO_COLOR set but colour enabled")
+	}
+}
+
+func stripANSI(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0x1b {
+			for i < len(s) && s[i] != 'm' {
+				i++
+			}
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func TestStatBadInput(t *testing.T) {
+	badCapture := writeCapture(t, "emojivoto", "web-1", "response_total{direction=\"inbound\"} 1\nresponse_total{direction=\"inbound\" 2\n")
+	cases := []struct {
+		name     string
+		args     []string
+		code     int
+		contains []string
+	}{
+		{"unknown type", []string{"stat", "gadgets", "--capture", "builtin:emojivoto"}, 2,
+			[]string{`unknown resource type "gadgets"`, "authority (au), deployment (deploy), pod (po), namespace (ns)"}},
+		{"malformed scrape", []string{"stat", "au", "-n", "emojivoto", "--capture", badCapture}, 1,
+			[]string{"001/emojivoto/web-1.prom", "line 2"}},
+		{"unreachable prometheus", []string{"stat", "au", "--prometheus-url", "http://127.0.0.1:1"}, 1,
+			[]string{"cannot reach Prometheus at http://127.0.0.1:1"}},
+		{"bad prometheus url", []string{"stat", "au", "--prometheus-url", "127.0.0.1:9090"}, 2,
+			[]string{`invalid --prometheus-url "127.0.0.1:9090"`}},
+		{"missing capture", []string{"stat", "au", "--capture", "/nonexistent/capture"}, 1,
+			[]string{"capture directory /nonexistent/capture does not exist", "builtin:emojivoto"}},
+		{"unknown builtin", []string{"stat", "au", "--capture", "builtin:nope"}, 1,
+			[]string{`no built-in capture "nope"`}},
+		{"bad output", []string{"stat", "au", "-o", "yaml", "--capture", "builtin:emojivoto"}, 2,
+			[]string{`unknown output format "yaml"`}},
+		{"from and to", []string{"stat", "deploy", "--from", "deploy/a", "--to", "deploy/b"}, 2,
+			[]string{"--from and --to cannot be used together"}},
+		{"bad from", []string{"stat", "deploy", "--from", "web"}, 2,
+			[]string{`--from "web": want TYPE/NAME`}},
+		{"bad selector", []string{"stat", "deploy", "-l", "a in (", "--capture", "builtin:mixed"}, 1,
+			[]string{"invalid label selector"}},
+		{"no source", []string{"stat", "deploy"}, 1,
+			[]string{"no metrics source", "--prometheus-url or --capture"}},
+		{"too many args", []string{"stat", "deploy", "a", "b"}, 2, []string{"accepts between 1 and 2 arg(s)"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := execute(t, false, tc.args...)
+			if res.code != tc.code {
+				t.Errorf("exit code %d, want %d (stderr %q)", res.code, tc.code, res.errOut)
+			}
+			if n := strings.Count(strings.TrimSpace(res.errOut), "\n"); n != 0 {
+				t.Errorf("want one line on stderr, got %d:\n%s", n+1, res.errOut)
+			}
+			for _, c := range tc.contains {
+				if !strings.Contains(res.errOut, c) {
+					t.Errorf("stderr %q does not contain %q", res.errOut, c)
+				}
+			}
+			if res.out != "" {
+				t.Errorf("stdout should be empty on error, got %q", res.out)
+			}
+		})
+	}
+}
+
+func TestStatNoTraffic(t *testing.T) {
+	res := execute(t, false, "stat", "au", "-n", "nowhere", "--capture", "builtin:emojivoto")
+	if res.code != 0 || res.errOut != "No traffic found.\n" || res.out != "" {
+		t.Errorf("got exit %d, stdout %q, stderr %q; want exit 0 and only \"No traffic found.\" on stderr", res.code, res.out, res.errOut)
+	}
+}
+
+// writeCapture makes a two-scrape capture whose second scrape of one pod
+// is the given text.
+func writeCapture(t *testing.T, ns, pod, second string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "capture")
+	p := stat.Pod{Namespace: ns, Name: pod, Meshed: true, Owners: map[string]string{"deployment": "web"}}
+	w, err := stat.NewCaptureWriter(dir, "test", []stat.Pod{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := w.AddScrape(at, map[string][]byte{ns + "/" + pod: []byte("response_total{direction=\"inbound\"} 0\n")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddScrape(at.Add(time.Minute), map[string][]byte{ns + "/" + pod: []byte(second)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Flags become options without touching any source.
+func TestStatFlagParsing(t *testing.T) {
+	io, _, _ := TestStreams(false)
+	f := NewFactory(io)
+	var got *StatOptions
+	root := NewRootCmd(f)
+	root.RemoveCommand(mustFind(t, root.Commands(), "stat"))
+	root.AddCommand(newStatCmd(f, func(_ context.Context, o *StatOptions) error { got = o; return nil }))
+	root.SetArgs([]string{"stat", "deploy/web", "-n", "emojivoto", "--to", "deploy/voting", "--to-namespace", "other", "-t", "5m", "-l", "app=web", "-o", "wide"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	want := stat.Resource{Kind: stat.KindDeployment, Namespace: "emojivoto", Name: "web"}
+	if got.Resource != want {
+		t.Errorf("resource %+v, want %+v", got.Resource, want)
+	}
+	if got.To == nil || *got.To != (stat.Resource{Kind: stat.KindDeployment, Namespace: "other", Name: "voting"}) {
+		t.Errorf("to %+v", got.To)
+	}
+	if got.Window != 5*time.Minute || !got.WindowSet || got.Selector != "app=web" || got.Output != "wide" {
+		t.Errorf("options %+v", got)
+	}
+}
