@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"meshtls/inject"
+	"meshtls/install"
+)
+
+func newInjectCmd(f *Factory) *cobra.Command {
+	o := inject.Options{}
+	cmd := &cobra.Command{
+		Use:   "inject [flags] FILE|DIR|-",
+		Short: "Add the linkerd proxy to Kubernetes workloads",
+		Long: `Add the linkerd proxy to the workloads in Kubernetes YAML.
+
+It reads a file, every .yaml/.yml/.json file under a directory, or standard
+input (-), and prints the injected YAML to standard output and a report to
+standard error. Deployments, StatefulSets, DaemonSets, ReplicaSets,
+ReplicationControllers, Pods and Lists of them are injected; other objects
+pass through unchanged. Pods that use hostNetwork, objects in kube-system
+and those annotated linkerd.io/inject: disabled are skipped. Injecting twice
+gives the same output.
+
+With --tls=optional each proxy is given its workload's certificate Secret
+and the trust bundle, both written by the CA of linkerd install --tls=optional.`,
+		Example: `  # Inject a manifest with TLS and apply it
+  linkerd inject --tls=optional app.yml | kubectl apply -f -
+
+  # Inject what is running now
+  kubectl get deploy -n emojivoto -o yaml | linkerd inject --tls=optional - | kubectl apply -f -
+
+  # Inject every manifest in a directory
+  linkerd inject --tls=optional ./k8s/`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.ControlNamespace = f.LinkerdNamespace
+			if o.TLS != "" && o.TLS != "optional" {
+				return usageErrorf("invalid --tls value %q: the only supported value is \"optional\"", o.TLS)
+			}
+			return runInject(f, args[0], o)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.TLS, "tls", "", `enable TLS: "optional" gives each proxy its workload's certificate and falls back to plain text`)
+	fl.StringVar(&o.Registry, "registry", install.DefaultRegistry, "registry of the proxy and proxy-init images")
+	fl.StringVarP(&o.Version, "version", "v", Version, "tag of the proxy images")
+	fl.StringVar(&o.ProxyLogLevel, "proxy-log-level", "warn,linkerd2_proxy=info", "log filter of the proxy")
+	return cmd
+}
+
+type injectInput struct {
+	name string
+	data []byte
+}
+
+func readInjectInputs(f *Factory, arg string) ([]injectInput, error) {
+	if arg == "-" {
+		data, err := io.ReadAll(f.IO.In)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read standard input: %w", err)
+		}
+		return []injectInput{{"stdin", data}}, nil
+	}
+	st, err := os.Stat(arg)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", arg, errors.Unwrap(err))
+	}
+	if !st.IsDir() {
+		data, err := os.ReadFile(arg)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", arg, err)
+		}
+		return []injectInput{{arg, data}}, nil
+	}
+	var inputs []injectInput
+	err = filepath.WalkDir(arg, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(filepath.Ext(path)) {
+		case ".yaml", ".yml", ".json":
+		default:
+			return nil
+		}
+		if d.IsDir() {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		inputs = append(inputs, injectInput{path, data})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", arg, err)
+	}
+	if len(inputs) == 0 {
+		return nil, fmt.Errorf("no .yaml, .yml or .json files under %s", arg)
+	}
+	return inputs, nil
+}
+
+func runInject(f *Factory, arg string, o inject.Options) error {
+	inputs, err := readInjectInputs(f, arg)
+	if err != nil {
+		return err
+	}
+	// Inject everything before printing anything, so an error in the
+	// third file never leaves half a manifest on stdout for kubectl.
+	var out bytes.Buffer
+	var results []*inject.Result
+	for _, in := range inputs {
+		res, err := inject.Inject(in.data, in.name, o)
+		if err != nil {
+			return err
+		}
+		out.Write(res.YAML)
+		results = append(results, res)
+	}
+	if _, err := f.IO.Out.Write(out.Bytes()); err != nil {
+		return err
+	}
+	inject.WriteReport(f.IO.ErrOut, results)
+	return nil
+}

@@ -1,0 +1,95 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"meshtls/ca/pki"
+	"meshtls/install"
+)
+
+type installOptions struct {
+	tls                string
+	registry           string
+	version            string
+	prometheusImage    string
+	controllerReplicas int
+	ha                 bool
+	certLifetime       time.Duration
+	rootCert, rootKey  string
+}
+
+func newInstallCmd(f *Factory) *cobra.Command {
+	o := &installOptions{}
+	cmd := &cobra.Command{
+		Use:   "install [flags]",
+		Short: "Print the control plane's Kubernetes YAML",
+		Long: `Print the control plane's Kubernetes YAML, for kubectl apply.
+
+With --tls=optional it includes the certificate authority, which gives every
+workload injected with --tls=optional a certificate for its identity. The CA
+generates its root on first start and keeps it in the Secret linkerd-ca-root;
+--root-cert and --root-key supply your own root instead.`,
+		Example: `  # Install the control plane with automatic TLS
+  linkerd install --tls=optional | kubectl apply -f -
+
+  # Two CA replicas (one issues, one stands by) and 12-hour certificates
+  linkerd install --tls=optional --ha --cert-lifetime 12h | kubectl apply -f -
+
+  # Bring your own root
+  linkerd install --tls=optional --root-cert root.crt --root-key root.key | kubectl apply -f -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts, err := o.toOptions(f, cmd)
+			if err != nil {
+				return err
+			}
+			return install.Render(f.IO.Out, opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.tls, "tls", "", `enable TLS: "optional" runs the CA and lets meshed pods fail open to plain text`)
+	fl.StringVar(&o.registry, "registry", install.DefaultRegistry, "registry of the control-plane and proxy images")
+	fl.StringVarP(&o.version, "version", "v", Version, "tag of the control-plane images")
+	fl.StringVar(&o.prometheusImage, "prometheus-image", install.DefaultPrometheusImage, "Prometheus image")
+	fl.IntVar(&o.controllerReplicas, "controller-replicas", 1, "replicas of each controller; the CA elects one to issue")
+	fl.BoolVar(&o.ha, "ha", false, "high availability: 3 controller replicas unless --controller-replicas says otherwise")
+	fl.DurationVar(&o.certLifetime, "cert-lifetime", pki.DefaultLeafLifetime, "lifetime of workload certificates; they renew at two thirds")
+	fl.StringVar(&o.rootCert, "root-cert", "", "PEM file of a root certificate for the CA to use (with --root-key)")
+	fl.StringVar(&o.rootKey, "root-key", "", "PEM file of the root's private key (with --root-cert)")
+	return cmd
+}
+
+func (o *installOptions) toOptions(f *Factory, cmd *cobra.Command) (install.Options, error) {
+	opts := install.Options{
+		ControlNamespace:   f.LinkerdNamespace,
+		TLS:                o.tls,
+		Registry:           o.registry,
+		Version:            o.version,
+		PrometheusImage:    o.prometheusImage,
+		ControllerReplicas: o.controllerReplicas,
+		CertLifetime:       o.certLifetime,
+	}
+	if o.tls != "" && o.tls != "optional" {
+		return opts, usageErrorf("invalid --tls value %q: the only supported value is \"optional\"", o.tls)
+	}
+	if o.ha && !cmd.Flags().Changed("controller-replicas") {
+		opts.ControllerReplicas = 3
+	}
+	var err error
+	if o.rootCert != "" {
+		if opts.RootCertPEM, err = os.ReadFile(o.rootCert); err != nil {
+			return opts, fmt.Errorf("cannot read --root-cert: %w", err)
+		}
+	}
+	if o.rootKey != "" {
+		// The error names the file, never its contents.
+		if opts.RootKeyPEM, err = os.ReadFile(o.rootKey); err != nil {
+			return opts, fmt.Errorf("cannot read --root-key: %w", err)
+		}
+	}
+	return opts, nil
+}

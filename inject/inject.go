@@ -1,0 +1,425 @@
+// Package inject adds the linkerd proxy to workload manifests for
+// `linkerd inject`. It edits documents as generic maps rather than typed
+// objects so fields it does not know (newer API fields, CRD extras) pass
+// through untouched, and it removes any earlier injection before adding
+// its own so injecting twice gives the same output.
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"meshtls/ca"
+	"meshtls/ca/pki"
+)
+
+// The contract between inject and the proxy (see README.md).
+const (
+	ProxyContainerName = "linkerd-proxy"
+	InitContainerName  = "linkerd-init"
+
+	InboundPort  = 4143
+	OutboundPort = 4140
+	TapPort      = 4190
+	AdminPort    = 4191
+
+	InboundPortName = "linkerd-proxy"
+	AdminPortName   = "linkerd-admin"
+	TapPortName     = "linkerd-tap"
+
+	// ProxyUID is the proxy's user; proxy-init exempts its traffic from
+	// redirection so the proxy's own connections are not looped back.
+	ProxyUID = 2102
+
+	TrustAnchorsVolume = "linkerd-trust-anchors"
+	IdentityVolume     = "linkerd-secrets"
+	TrustAnchorsDir    = "/var/linkerd-io/trust-anchors"
+	IdentityDir        = "/var/linkerd-io/identity"
+
+	// ControllerComponent is the Deployment whose identity proxies expect
+	// from the controller (destination and tap) they talk to.
+	ControllerComponent = "linkerd-controller"
+	// DestinationPort is the controller's proxy API port.
+	DestinationPort = 8086
+)
+
+// Annotations and labels inject writes, besides the CA's contract labels.
+const (
+	ProxyVersionAnnotation = "linkerd.io/proxy-version"
+	CreatedByAnnotation    = "linkerd.io/created-by"
+	// InjectAnnotation "disabled" on a workload or its pods opts out.
+	InjectAnnotation = "linkerd.io/inject"
+)
+
+// Options is what `linkerd inject` can change.
+type Options struct {
+	ControlNamespace string
+	// TLS is "" or "optional".
+	TLS string
+	// Registry prefixes the images: <Registry>/proxy:<Version>.
+	Registry string
+	Version  string
+	// ProxyLogLevel is the proxy's log filter.
+	ProxyLogLevel string
+}
+
+// Validate fills defaults and rejects bad values.
+func (o *Options) Validate() error {
+	if o.ControlNamespace == "" {
+		o.ControlNamespace = "linkerd"
+	}
+	switch o.TLS {
+	case "", "optional":
+	default:
+		return fmt.Errorf("invalid --tls value %q: the only supported value is \"optional\"", o.TLS)
+	}
+	if o.Registry == "" {
+		o.Registry = "ghcr.io/meshtls"
+	}
+	if o.Version == "" {
+		return errors.New("empty version: set --version")
+	}
+	if o.ProxyLogLevel == "" {
+		o.ProxyLogLevel = "warn,linkerd2_proxy=info"
+	}
+	return nil
+}
+
+// Outcome of one workload.
+type Outcome int
+
+const (
+	Injected Outcome = iota
+	Skipped
+)
+
+// Report says what happened to one workload, for the summary on stderr.
+type Report struct {
+	Kind, Name, Namespace string
+	Outcome               Outcome
+	// Reason is why a workload was skipped, or a caveat on an injected one.
+	Reason string
+	// Check is which report check a skip belongs to (hostNetwork, …).
+	Check string
+}
+
+// Result is one input's injected YAML plus its reports.
+type Result struct {
+	YAML      []byte
+	Reports   []Report
+	Documents int
+	// InjectedDocuments counts documents with at least one injection.
+	InjectedDocuments int
+}
+
+// Inject processes one multi-document YAML (or JSON) input. source names
+// it in errors.
+func Inject(input []byte, source string, o Options) (*Result, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	res := &Result{}
+	var out bytes.Buffer
+	for _, doc := range splitDocuments(input) {
+		if isBlank(doc.text) {
+			continue
+		}
+		res.Documents++
+		obj, err := parseDocument(doc, source)
+		if err != nil {
+			return nil, err
+		}
+		before := len(res.Reports)
+		injectObject(obj, o, &res.Reports)
+		for _, r := range res.Reports[before:] {
+			if r.Outcome == Injected {
+				res.InjectedDocuments++
+				break
+			}
+		}
+		rendered, err := render(obj)
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", source, doc.index, err)
+		}
+		out.WriteString("---\n")
+		out.Write(rendered)
+	}
+	res.YAML = out.Bytes()
+	return res, nil
+}
+
+type document struct {
+	index int // 1-based, counting every separator-delimited part
+	line  int // 1-based line of the document's first line in the input
+	text  []byte
+}
+
+var separator = regexp.MustCompile(`^---(\s.*)?$`)
+
+// splitDocuments cuts input at "---" lines, remembering where each
+// document starts so errors can name the input's own line numbers. Empty
+// parts are dropped and the rest numbered from 1, as a reader counts them.
+func splitDocuments(input []byte) []document {
+	var parts []document
+	cur := document{line: 1}
+	for i, l := range bytes.SplitAfter(input, []byte("\n")) {
+		if separator.Match(bytes.TrimRight(l, "\r\n")) {
+			parts = append(parts, cur)
+			cur = document{line: i + 2}
+			continue
+		}
+		cur.text = append(cur.text, l...)
+	}
+	parts = append(parts, cur)
+	var docs []document
+	for _, d := range parts {
+		if !isBlank(d.text) {
+			d.index = len(docs) + 1
+			docs = append(docs, d)
+		}
+	}
+	return docs
+}
+
+func isBlank(b []byte) bool {
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		t := bytes.TrimSpace(l)
+		if len(t) > 0 && t[0] != '#' && !bytes.Equal(t, []byte("...")) {
+			return false
+		}
+	}
+	return true
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+): `)
+
+// parseDocument decodes one document, turning the YAML library's
+// document-relative line into the input's line.
+func parseDocument(doc document, source string) (map[string]any, error) {
+	js, err := yaml.YAMLToJSON(doc.text)
+	if err != nil {
+		msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+		msg = strings.TrimPrefix(msg, "yaml: ")
+		line := doc.line
+		if m := yamlLine.FindStringSubmatchIndex(msg); m != nil {
+			rel, _ := strconv.Atoi(msg[m[2]:m[3]])
+			line = doc.line + rel - 1
+			msg = msg[:m[0]] + msg[m[1]:]
+		}
+		return nil, fmt.Errorf("%s: document %d, line %d: invalid YAML: %s", source, doc.index, line, msg)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	// Numbers stay as written: float64 would round large integers.
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("%s: document %d, line %d: %w", source, doc.index, doc.line, err)
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%s: document %d, line %d: not a Kubernetes object (want a mapping with apiVersion and kind)", source, doc.index, doc.line)
+	}
+	if _, ok := obj["kind"].(string); !ok {
+		return nil, fmt.Errorf("%s: document %d, line %d: object has no kind", source, doc.index, doc.line)
+	}
+	return obj, nil
+}
+
+func render(obj map[string]any) ([]byte, error) {
+	js, err := json.Marshal(obj)
+	if err != nil {
+		return nil, err
+	}
+	return yaml.JSONToYAML(js)
+}
+
+// workloadKinds maps the Kubernetes kinds inject handles to the owner kind
+// spelled in identities.
+var workloadKinds = map[string]string{
+	"Deployment":            pki.KindDeployment,
+	"StatefulSet":           pki.KindStatefulSet,
+	"DaemonSet":             pki.KindDaemonSet,
+	"ReplicaSet":            pki.KindReplicaSet,
+	"ReplicationController": pki.KindReplicationController,
+	"Pod":                   pki.KindPod,
+}
+
+func injectObject(obj map[string]any, o Options, reports *[]Report) {
+	kind, _ := obj["kind"].(string)
+	if strings.HasSuffix(kind, "List") {
+		items, _ := obj["items"].([]any)
+		for _, it := range items {
+			if m, ok := it.(map[string]any); ok {
+				injectObject(m, o, reports)
+			}
+		}
+		return
+	}
+	ownerKind, ok := workloadKinds[kind]
+	if !ok {
+		return
+	}
+	meta := getMap(obj, "metadata")
+	name, _ := meta["name"].(string)
+	namespace, _ := meta["namespace"].(string)
+	r := Report{Kind: ownerKind, Name: name, Namespace: namespace}
+	if name == "" {
+		if g, _ := meta["generateName"].(string); g != "" {
+			r.Name = g
+		}
+	}
+
+	// Look before touching: a skipped object must come out as it went in.
+	podMeta, podSpec := meta, getMap(obj, "spec")
+	if kind != "Pod" {
+		tmpl := getMap(podSpec, "template")
+		podMeta, podSpec = getMap(tmpl, "metadata"), getMap(tmpl, "spec")
+	}
+	switch {
+	case namespace == "kube-system":
+		r.Outcome, r.Check, r.Reason = Skipped, checkKubeSystem, "is in the kube-system namespace"
+	case podSpec["hostNetwork"] == true:
+		r.Outcome, r.Check, r.Reason = Skipped, checkHostNetwork, `uses "hostNetwork: true"`
+	case annotation(meta, InjectAnnotation) == "disabled" || annotation(podMeta, InjectAnnotation) == "disabled":
+		r.Outcome, r.Check, r.Reason = Skipped, checkDisabled, `has "linkerd.io/inject: disabled"`
+	}
+	if r.Outcome == Skipped {
+		*reports = append(*reports, r)
+		return
+	}
+	if kind == "Pod" {
+		podMeta, podSpec = mapAt(obj, "metadata"), mapAt(obj, "spec")
+	} else {
+		tmpl := mapAt(mapAt(obj, "spec"), "template")
+		podMeta, podSpec = mapAt(tmpl, "metadata"), mapAt(tmpl, "spec")
+	}
+
+	tls := o.TLS != ""
+	if tls && name == "" {
+		// The Secret's name comes from the owner's name, which a
+		// generateName pod does not have yet.
+		tls = false
+		r.Check, r.Reason = checkTLS, "has no name (generateName), so it cannot be given a TLS identity; injected without TLS"
+	}
+	uninject(podMeta, podSpec)
+	addProxy(podMeta, podSpec, ownerKind, name, o, tls)
+	*reports = append(*reports, r)
+}
+
+func annotation(meta map[string]any, key string) string {
+	v, _ := getMap(meta, "annotations")[key].(string)
+	return v
+}
+
+// getMap reads m[key] as a map without creating anything; nil when absent.
+func getMap(m map[string]any, key string) map[string]any {
+	v, _ := m[key].(map[string]any)
+	return v
+}
+
+// mapAt returns m[key] as a map, creating it when absent so callers can
+// write into it; m itself must not be nil.
+func mapAt(m map[string]any, key string) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	v, ok := m[key].(map[string]any)
+	if !ok {
+		v = map[string]any{}
+		m[key] = v
+	}
+	return v
+}
+
+// uninject removes everything an earlier inject added.
+func uninject(podMeta, podSpec map[string]any) {
+	podSpec["containers"] = withoutNamed(podSpec["containers"], ProxyContainerName)
+	if ic := withoutNamed(podSpec["initContainers"], InitContainerName); len(ic) > 0 {
+		podSpec["initContainers"] = ic
+	} else {
+		delete(podSpec, "initContainers")
+	}
+	if v := withoutNamed(podSpec["volumes"], TrustAnchorsVolume, IdentityVolume); len(v) > 0 {
+		podSpec["volumes"] = v
+	} else {
+		delete(podSpec, "volumes")
+	}
+	labels := mapAt(podMeta, "labels")
+	for k := range labels {
+		if k == ca.ControlPlaneNSLabel || strings.HasPrefix(k, "linkerd.io/proxy-") {
+			delete(labels, k)
+		}
+	}
+	ann := mapAt(podMeta, "annotations")
+	for _, k := range []string{ProxyVersionAnnotation, CreatedByAnnotation, ca.TLSAnnotation} {
+		delete(ann, k)
+	}
+}
+
+func withoutNamed(list any, names ...string) []any {
+	items, _ := list.([]any)
+	out := make([]any, 0, len(items))
+	for _, it := range items {
+		if m, ok := it.(map[string]any); ok {
+			n, _ := m["name"].(string)
+			drop := false
+			for _, name := range names {
+				drop = drop || n == name
+			}
+			if drop {
+				continue
+			}
+		}
+		out = append(out, it)
+	}
+	return out
+}
+
+func addProxy(podMeta, podSpec map[string]any, ownerKind, owner string, o Options, tls bool) {
+	labels := mapAt(podMeta, "labels")
+	labels[ca.ControlPlaneNSLabel] = o.ControlNamespace
+	// A bare pod is named by Kubernetes' own pod label in Prometheus; the
+	// CA recognises it as its own owner without a label.
+	if ownerKind != pki.KindPod {
+		labels[pki.KindLabel(ownerKind)] = owner
+	}
+	ann := mapAt(podMeta, "annotations")
+	ann[CreatedByAnnotation] = "linkerd/cli " + o.Version
+	ann[ProxyVersionAnnotation] = o.Version
+	if tls {
+		ann[ca.TLSAnnotation] = o.TLS
+	}
+
+	podSpec["initContainers"] = append(asList(podSpec["initContainers"]), toMap(initContainer(o)))
+	podSpec["containers"] = append(asList(podSpec["containers"]), toMap(proxyContainer(ownerKind, owner, o, tls)))
+	if tls {
+		podSpec["volumes"] = append(asList(podSpec["volumes"]), tlsVolumes(ownerKind, owner)...)
+	}
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
+// toMap turns typed values into the generic form the documents use.
+func toMap[T any](v T) any {
+	js, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("inject: marshal %T: %v", v, err)) // our own types always marshal
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	var out any
+	if err := dec.Decode(&out); err != nil {
+		panic(fmt.Sprintf("inject: unmarshal %T: %v", v, err))
+	}
+	return out
+}

@@ -1,0 +1,359 @@
+package inject
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./inject -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the output; run go test ./inject -update and review the diff.\n--- got ---\n%s", path, firstDiff(got, want))
+	}
+}
+
+func firstDiff(got, want []byte) string {
+	g, w := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+	for i := 0; i < len(g) || i < len(w); i++ {
+		var gl, wl string
+		if i < len(g) {
+			gl = g[i]
+		}
+		if i < len(w) {
+			wl = w[i]
+		}
+		if gl != wl {
+			return "line " + itoa(i+1) + ":\n  got:  " + gl + "\n  want: " + wl
+		}
+	}
+	return ""
+}
+
+func itoa(i int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + fmtInt(i)) }
+
+func fmtInt(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; i > 0; i /= 10 {
+		b = append([]byte{byte('0' + i%10)}, b...)
+	}
+	return string(b)
+}
+
+var testOptions = Options{Version: "v0.1.0", Registry: "ghcr.io/meshtls"}
+
+func injectFile(t *testing.T, name string, o Options) *Result {
+	t.Helper()
+	in, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Inject(in, name, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func report(res ...*Result) []byte {
+	var b bytes.Buffer
+	WriteReport(&b, res)
+	return b.Bytes()
+}
+
+func TestGolden(t *testing.T) {
+	tlsOpts := testOptions
+	tlsOpts.TLS = "optional"
+	for _, tc := range []struct {
+		input, golden string
+		o             Options
+	}{
+		{"emojivoto.yml", "emojivoto_tls.golden", tlsOpts},
+		{"emojivoto.yml", "emojivoto.golden", testOptions},
+		{"kinds.yaml", "kinds_tls.golden", tlsOpts},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			res := injectFile(t, tc.input, tc.o)
+			golden(t, tc.golden, res.YAML)
+			golden(t, strings.TrimSuffix(tc.golden, ".golden")+"_report.golden", report(res))
+		})
+	}
+}
+
+// decodeAll turns injected output back into typed objects to check the
+// contract field by field, independently of the golden files.
+func decodeAll(t *testing.T, out []byte) []map[string]any {
+	t.Helper()
+	var objs []map[string]any
+	for _, d := range splitDocuments(out) {
+		var m map[string]any
+		if err := yaml.Unmarshal(d.text, &m); err != nil {
+			t.Fatalf("output document %d: %v", d.index, err)
+		}
+		objs = append(objs, m)
+	}
+	return objs
+}
+
+func TestEmojivotoContract(t *testing.T) {
+	o := testOptions
+	o.TLS = "optional"
+	res := injectFile(t, "emojivoto.yml", o)
+	var deployments int
+	for _, d := range splitDocuments(res.YAML) {
+		var probe struct{ Kind string }
+		if err := yaml.Unmarshal(d.text, &probe); err != nil {
+			t.Fatal(err)
+		}
+		if probe.Kind != "Deployment" {
+			continue
+		}
+		deployments++
+		var dep appsv1.Deployment
+		if err := yaml.UnmarshalStrict(d.text, &dep); err != nil {
+			t.Fatalf("deployment does not decode strictly: %v", err)
+		}
+		tmpl := dep.Spec.Template
+		if got := tmpl.Labels["linkerd.io/proxy-deployment"]; got != dep.Name {
+			t.Errorf("%s: linkerd.io/proxy-deployment = %q", dep.Name, got)
+		}
+		if got := tmpl.Labels["linkerd.io/control-plane-ns"]; got != "linkerd" {
+			t.Errorf("%s: control-plane-ns = %q", dep.Name, got)
+		}
+		if tmpl.Annotations["linkerd.io/tls"] != "optional" || tmpl.Annotations["linkerd.io/proxy-version"] != "v0.1.0" {
+			t.Errorf("%s: annotations %v", dep.Name, tmpl.Annotations)
+		}
+		var proxy *corev1.Container
+		for i := range tmpl.Spec.Containers {
+			if tmpl.Spec.Containers[i].Name == ProxyContainerName {
+				proxy = &tmpl.Spec.Containers[i]
+			}
+		}
+		if proxy == nil {
+			t.Fatalf("%s: no %s container", dep.Name, ProxyContainerName)
+		}
+		if proxy.Image != "ghcr.io/meshtls/proxy:v0.1.0" {
+			t.Errorf("proxy image %q", proxy.Image)
+		}
+		ports := map[string]int32{}
+		for _, p := range proxy.Ports {
+			ports[p.Name] = p.ContainerPort
+		}
+		if ports["linkerd-proxy"] != 4143 || ports["linkerd-admin"] != 4191 || ports["linkerd-tap"] != 4190 {
+			t.Errorf("proxy ports %v", ports)
+		}
+		env := map[string]string{}
+		for _, e := range proxy.Env {
+			env[e.Name] = e.Value
+		}
+		wantID := dep.Name + ".deployment.$(LINKERD2_PROXY_POD_NAMESPACE).linkerd-managed.linkerd.svc.cluster.local"
+		if env[EnvTLSPodIdentity] != wantID {
+			t.Errorf("%s = %q, want %q", EnvTLSPodIdentity, env[EnvTLSPodIdentity], wantID)
+		}
+		if env[EnvTLSCert] != "/var/linkerd-io/identity/tls.crt" || env[EnvTLSPrivateKey] != "/var/linkerd-io/identity/tls.key" ||
+			env[EnvTLSTrustAnchors] != "/var/linkerd-io/trust-anchors/trust-anchors.pem" {
+			t.Errorf("TLS paths: %v", env)
+		}
+		if env[EnvTLSControllerID] != "linkerd-controller.deployment.linkerd.linkerd-managed.linkerd.svc.cluster.local" {
+			t.Errorf("controller identity %q", env[EnvTLSControllerID])
+		}
+		var secretVol, bundleVol *corev1.Volume
+		for i, v := range tmpl.Spec.Volumes {
+			switch v.Name {
+			case IdentityVolume:
+				secretVol = &tmpl.Spec.Volumes[i]
+			case TrustAnchorsVolume:
+				bundleVol = &tmpl.Spec.Volumes[i]
+			}
+		}
+		if secretVol == nil || secretVol.Secret == nil || secretVol.Secret.SecretName != dep.Name+"-deployment-tls-linkerd-io" ||
+			secretVol.Secret.Optional == nil || !*secretVol.Secret.Optional {
+			t.Errorf("%s: secret volume %+v", dep.Name, secretVol)
+		}
+		if bundleVol == nil || bundleVol.ConfigMap == nil || bundleVol.ConfigMap.Name != "linkerd-ca-bundle" ||
+			bundleVol.ConfigMap.Optional == nil || !*bundleVol.ConfigMap.Optional {
+			t.Errorf("%s: bundle volume %+v", dep.Name, bundleVol)
+		}
+		if len(tmpl.Spec.InitContainers) != 1 || tmpl.Spec.InitContainers[0].Name != InitContainerName ||
+			!strings.HasSuffix(strings.SplitN(tmpl.Spec.InitContainers[0].Image, ":", 2)[0], "/proxy-init") {
+			t.Errorf("%s: init containers %+v", dep.Name, tmpl.Spec.InitContainers)
+		}
+	}
+	if deployments != 4 {
+		t.Errorf("found %d deployments, want emoji, voting, web, vote-bot", deployments)
+	}
+	if res.Documents != 11 || res.InjectedDocuments != 4 {
+		t.Errorf("documents %d injected %d, want 11 and 4", res.Documents, res.InjectedDocuments)
+	}
+}
+
+func TestIdempotent(t *testing.T) {
+	for _, tls := range []string{"", "optional"} {
+		for _, in := range []string{"emojivoto.yml", "kinds.yaml"} {
+			o := testOptions
+			o.TLS = tls
+			once := injectFile(t, in, o)
+			twice, err := Inject(once.YAML, "once", o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(once.YAML, twice.YAML) {
+				t.Errorf("%s tls=%q: second injection changed the output:\n%s", in, tls, firstDiff(twice.YAML, once.YAML))
+			}
+		}
+	}
+	// Re-injecting without TLS removes the TLS parts rather than stacking.
+	o := testOptions
+	o.TLS = "optional"
+	withTLS := injectFile(t, "emojivoto.yml", o)
+	plain, err := Inject(withTLS.YAML, "tls", testOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(plain.YAML, []byte("linkerd.io/tls")) || bytes.Contains(plain.YAML, []byte(IdentityVolume)) {
+		t.Error("re-inject without --tls kept TLS parts")
+	}
+	proxies := 0
+	for _, d := range splitDocuments(plain.YAML) {
+		var dep appsv1.Deployment
+		if err := yaml.Unmarshal(d.text, &dep); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range dep.Spec.Template.Spec.Containers {
+			if c.Name == ProxyContainerName {
+				proxies++
+			}
+		}
+	}
+	if proxies != 4 {
+		t.Errorf("found %d proxy containers after re-inject, want 4", proxies)
+	}
+}
+
+func TestKindsAndSkips(t *testing.T) {
+	o := testOptions
+	o.TLS = "optional"
+	res := injectFile(t, "kinds.yaml", o)
+	got := map[string]Report{}
+	for _, r := range res.Reports {
+		got[r.Kind+"/"+r.Name] = r
+	}
+	for _, name := range []string{"statefulset/db", "daemonset/agent", "replicaset/cache", "replicationcontroller/legacy", "pod/solo", "deployment/listed"} {
+		if r, ok := got[name]; !ok || r.Outcome != Injected {
+			t.Errorf("%s: %+v, want injected", name, r)
+		}
+	}
+	for name, check := range map[string]string{"daemonset/node-exporter": checkHostNetwork, "deployment/coredns": checkKubeSystem, "deployment/opted-out": checkDisabled} {
+		if r := got[name]; r.Outcome != Skipped || r.Check != check {
+			t.Errorf("%s: %+v, want skipped by %s", name, r, check)
+		}
+	}
+	if r := got["pod/worker-"]; r.Outcome != Injected || r.Check != checkTLS {
+		t.Errorf("generateName pod: %+v, want injected without TLS", r)
+	}
+	out := string(res.YAML)
+	if !strings.Contains(out, "futureField:\n") || !strings.Contains(out, "keep: me") {
+		t.Error("unknown field futureField was dropped")
+	}
+	if !strings.Contains(out, `big: "12345678901234567890"`) {
+		t.Error("string data changed")
+	}
+	if !strings.Contains(out, "solo-pod-tls-linkerd-io") {
+		t.Error("bare pod has no Secret volume named after itself")
+	}
+	rep := string(report(res))
+	for _, want := range []string{
+		"hostNetwork: pods do not use host networking" + strings.Repeat(".", reportWidth-len("hostNetwork: pods do not use host networking")) + "[warn]",
+		`  -- daemonset/node-exporter uses "hostNetwork: true"`,
+		"  -- deployment/coredns is in the kube-system namespace",
+		"Summary: 7 of 10 YAML documents injected",
+	} {
+		if !strings.Contains(rep, want) {
+			t.Errorf("report lacks %q:\n%s", want, rep)
+		}
+	}
+	// Skipped objects come out exactly as they went in.
+	for _, obj := range decodeAll(t, res.YAML) {
+		md, _ := obj["metadata"].(map[string]any)
+		if md["name"] == "node-exporter" && strings.Contains(mustYAML(t, obj), "linkerd") {
+			t.Error("skipped hostNetwork DaemonSet was modified")
+		}
+	}
+}
+
+func mustYAML(t *testing.T, v any) string {
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestInvalidYAMLNamesDocumentAndLine(t *testing.T) {
+	in := "apiVersion: v1\nkind: Service\nmetadata:\n  name: ok\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: [broken\n"
+	_, err := Inject([]byte(in), "app.yml", testOptions)
+	if err == nil {
+		t.Fatal("no error for invalid YAML")
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "app.yml: document 2, line ") || strings.Contains(msg, "\n") {
+		t.Fatalf("error %q should name the file and document 2 on one line", msg)
+	}
+	in2 := "kind: Pod\nmetadata:\n  name: a\n  labels: x: y\n"
+	_, err = Inject([]byte(in2), "-", testOptions)
+	if err == nil || !strings.Contains(err.Error(), "document 1, line 4:") {
+		t.Fatalf("error = %v, want document 1, line 4", err)
+	}
+	for _, bad := range []string{"just a string\n", "- a\n- b\n", "metadata: {name: x}\n"} {
+		if _, err := Inject([]byte(bad), "x", testOptions); err == nil || !strings.Contains(err.Error(), "document 1") {
+			t.Errorf("input %q: error %v, want one naming document 1", bad, err)
+		}
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	o := testOptions
+	o.TLS = "required"
+	if _, err := Inject([]byte("kind: Pod\n"), "x", o); err == nil || !strings.Contains(err.Error(), "optional") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// Large inputs must stay fast: inject runs in CI pipelines over big
+// manifests. This also guards against accidental quadratic behaviour.
+func BenchmarkInjectEmojivoto(b *testing.B) {
+	in, err := os.ReadFile("testdata/emojivoto.yml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := testOptions
+	o.TLS = "optional"
+	for b.Loop() {
+		if _, err := Inject(in, "emojivoto.yml", o); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,229 @@
+package install
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"flag"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/yaml"
+
+	"meshtls/ca/pki"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./install -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+		for i := range max(len(gl), len(wl)) {
+			var g, w string
+			if i < len(gl) {
+				g = gl[i]
+			}
+			if i < len(wl) {
+				w = wl[i]
+			}
+			if g != w {
+				t.Fatalf("%s differs at line %d (run -update and review):\n got: %s\nwant: %s", path, i+1, g, w)
+			}
+		}
+	}
+}
+
+var t0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+// fixedRoot is a deterministic-enough user root for the golden file: the
+// key is random, so the golden test replaces the PEM with a marker.
+func userRoot(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "user root"},
+		NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err = pki.EncodeKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM
+}
+
+func render(t *testing.T, o Options) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := Render(&b, o); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestGolden(t *testing.T) {
+	golden(t, "install.golden", render(t, Options{Version: "v0.1.0"}))
+	golden(t, "install_tls.golden", render(t, Options{Version: "v0.1.0", TLS: "optional"}))
+	golden(t, "install_tls_ha.golden", render(t, Options{
+		Version: "v0.1.0", TLS: "optional", ControllerReplicas: 3, ControlNamespace: "mesh",
+		Registry: "registry.example/meshtls", PrometheusImage: "registry.example/prometheus:v2.42.0", CertLifetime: time.Hour,
+	}))
+}
+
+func documents(t *testing.T, out []byte) map[string]string {
+	t.Helper()
+	docs := map[string]string{}
+	for _, d := range strings.Split(string(out), "\n---\n")[1:] {
+		var h struct {
+			Kind     string
+			Metadata struct{ Name string }
+		}
+		if err := yaml.Unmarshal([]byte(d), &h); err != nil {
+			t.Fatal(err)
+		}
+		docs[h.Kind+"/"+h.Metadata.Name] = d
+	}
+	return docs
+}
+
+func TestNoCAWithoutTLS(t *testing.T) {
+	plain := documents(t, render(t, Options{Version: "v1"}))
+	for k := range plain {
+		if strings.Contains(k, "linkerd-ca") {
+			t.Errorf("install without --tls has %s", k)
+		}
+	}
+	if _, ok := plain["Deployment/linkerd-prometheus"]; !ok {
+		t.Error("no Prometheus deployment")
+	}
+	tls := documents(t, render(t, Options{Version: "v1", TLS: "optional", ControllerReplicas: 2}))
+	d, ok := tls["Deployment/linkerd-ca"]
+	if !ok {
+		t.Fatal("install --tls=optional has no CA deployment")
+	}
+	var dep appsv1.Deployment
+	if err := yaml.UnmarshalStrict([]byte(d), &dep); err != nil {
+		t.Fatal(err)
+	}
+	if *dep.Spec.Replicas != 2 {
+		t.Errorf("replicas %d, want 2", *dep.Spec.Replicas)
+	}
+	c := dep.Spec.Template.Spec.Containers[0]
+	if c.Image != "ghcr.io/meshtls/controller:v1" || c.Args[0] != "ca" {
+		t.Errorf("CA container %s %v", c.Image, c.Args)
+	}
+	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/ready" {
+		t.Error("CA has no /ready readiness probe")
+	}
+	if _, ok := tls["Secret/"+pki.RootSecret]; ok {
+		t.Error("a generated-root install must not ship a root Secret (the CA creates it)")
+	}
+}
+
+// The CA must not be able to do more than its job: no wildcard, nothing
+// cluster-wide beyond pods, owners, Secrets and ConfigMaps.
+func TestCARBACIsLeastPrivilege(t *testing.T) {
+	out := render(t, Options{Version: "v1", TLS: "optional"})
+	if bytes.Contains(out, []byte(`"*"`)) || bytes.Contains(out, []byte("- '*'")) {
+		t.Fatal("RBAC uses a wildcard")
+	}
+	docs := documents(t, out)
+	cr := docs["ClusterRole/linkerd-ca-linkerd"]
+	for _, forbidden := range []string{"delete", "update\n", "nodes", "escalate", "bind", "impersonate"} {
+		if strings.Contains(cr, forbidden) {
+			t.Errorf("CA ClusterRole grants %q", strings.TrimSpace(forbidden))
+		}
+	}
+}
+
+func TestUserRoot(t *testing.T) {
+	cert, key := userRoot(t)
+	o := Options{Version: "v1", TLS: "optional", RootCertPEM: cert, RootKeyPEM: key, Now: func() time.Time { return t0 }}
+	docs := documents(t, render(t, o))
+	s, ok := docs["Secret/"+pki.RootSecret]
+	if !ok {
+		t.Fatal("no root Secret with --root-cert/--root-key")
+	}
+	if !strings.Contains(s, "type: kubernetes.io/tls") {
+		t.Errorf("root Secret is not kubernetes.io/tls:\n%s", s)
+	}
+
+	bad := []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"cert without key", Options{Version: "v1", TLS: "optional", RootCertPEM: cert}, "go together"},
+		{"root without tls", Options{Version: "v1", RootCertPEM: cert, RootKeyPEM: key}, "--tls=optional"},
+		{"mismatched", Options{Version: "v1", TLS: "optional", RootCertPEM: cert, RootKeyPEM: []byte("junk"), Now: o.Now}, "supplied root: root key"},
+		{"bad tls", Options{Version: "v1", TLS: "required"}, `"optional"`},
+		{"bad replicas", Options{Version: "v1", ControllerReplicas: -1}, "replicas"},
+		{"bad namespace", Options{Version: "v1", ControlNamespace: "Not_Valid"}, "namespace"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			err := Render(&b, tc.o)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if b.Len() != 0 {
+				t.Error("wrote output despite the error")
+			}
+			if strings.Contains(err.Error(), "PRIVATE KEY") {
+				t.Error("error leaks key material")
+			}
+		})
+	}
+}
+
+// promtool is Prometheus's own validator; it must accept the config as is.
+func TestPrometheusConfigPassesPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool not found (install Debian's prometheus package; make test does): %v", err)
+	}
+	for _, ns := range []string{"linkerd", "mesh"} {
+		path := filepath.Join(t.TempDir(), "prometheus.yml")
+		if err := os.WriteFile(path, []byte(PrometheusConfig(ns)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(promtool, "check", "config", path).CombinedOutput()
+		if err != nil {
+			t.Fatalf("promtool check config: %v\n%s", err, out)
+		}
+	}
+	// The same text is what install ships in its ConfigMap.
+	if !strings.Contains(string(render(t, Options{Version: "v1"})), "__meta_kubernetes_pod_label_linkerd_io_proxy_(.+)") {
+		t.Error("install output lacks the proxy label map")
+	}
+}
