@@ -28,6 +28,7 @@ type upOptions struct {
 	binDirs []string
 	ports   controlplane.Ports
 	timeout time.Duration
+	owner   int
 }
 
 func (o *upOptions) addFlags(cmd *cobra.Command) {
@@ -37,10 +38,14 @@ func (o *upOptions) addFlags(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&o.ports.Etcd, "etcd-port", 0, "etcd client port on 127.0.0.1 (0: pick a free one)")
 	cmd.Flags().IntVar(&o.ports.Kubelet, "kubelet-port", 0, "kubelet API port on 127.0.0.1, serving kubectl logs (0: pick a free one)")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long up waits for the cluster to be ready")
+	cmd.Flags().IntVar(&o.owner, "owner-pid", 0, "stop the cluster when this process ends (for test harnesses)")
 }
 
 func (o *upOptions) serveArgs(dir string) []string {
 	args := []string{"serve", "--dir", dir, "--timeout", o.timeout.String()}
+	if o.owner != 0 {
+		args = append(args, "--owner-pid", strconv.Itoa(o.owner))
+	}
 	for _, d := range o.binDirs {
 		args = append(args, "--bin-dir", d)
 	}
@@ -276,6 +281,9 @@ func runServe(o *upOptions) error {
 	case <-ctx.Done():
 		shutdown("signalled")
 		return nil
+	case <-ownerGone(o.owner):
+		shutdown(fmt.Sprintf("owner process %d ended", o.owner))
+		return nil
 	case name := <-cp.Exited:
 		shutdown(name + " exited unexpectedly; see " + controlplane.LogPath(dir, name))
 		return fmt.Errorf("%s exited", name)
@@ -283,4 +291,19 @@ func runServe(o *upOptions) error {
 		shutdown(fmt.Sprintf("kubelet stopped: %v", err))
 		return err
 	}
+}
+
+// ownerGone is closed when pid ends; never for pid 0.
+func ownerGone(pid int) <-chan struct{} {
+	ch := make(chan struct{})
+	if pid == 0 {
+		return ch
+	}
+	go func() {
+		for procutil.Alive(pid) {
+			time.Sleep(time.Second)
+		}
+		close(ch)
+	}()
+	return ch
 }

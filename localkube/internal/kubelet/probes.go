@@ -31,6 +31,10 @@ type probeResult struct {
 	message   string
 }
 
+// fastRetry is the probe interval of readiness and startup probes before
+// their first success.
+const fastRetry = 250 * time.Millisecond
+
 var probeHTTP = &http.Client{
 	Transport: &http.Transport{
 		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, // kubelet does not verify probe targets either
@@ -53,6 +57,11 @@ func runProbe(ctx context.Context, kind probeKind, p *v1.Probe, c *v1.Container,
 	verdict := kind == livenessProbe
 	runOK, runFail := 0, 0
 	wait := secondsOr(p.InitialDelaySeconds, 0)
+	if kind == livenessProbe {
+		// Never judge a process in its first moments: it may not listen yet.
+		wait = max(wait, period)
+	}
+	everOK := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -63,8 +72,14 @@ func runProbe(ctx context.Context, kind probeKind, p *v1.Probe, c *v1.Container,
 		ok, msg := check(ctx, p, c, podIP, timeout)
 		if ok {
 			runOK, runFail = runOK+1, 0
+			everOK = true
 		} else {
 			runOK, runFail = 0, runFail+1
+		}
+		if !everOK && kind != livenessProbe {
+			// Until a new process first passes, look again soon rather than
+			// a whole period later, so pods become Ready promptly.
+			wait = min(period, fastRetry)
 		}
 		changed := false
 		if ok && !verdict && runOK >= successes {
