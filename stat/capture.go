@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -112,7 +113,7 @@ func absDur(d time.Duration) time.Duration {
 	return d
 }
 
-func (c *Capture) collect(ctx context.Context, window time.Duration, _ []Pod) (evaluator, error) {
+func (c *Capture) collect(ctx context.Context, window time.Duration, _ []Pod, queries []vectorQuery) (evaluator, error) {
 	first, last := c.Span(window)
 	recs := c.manifest.Scrapes[first : last+1]
 	targets := make([]targetScrapes, 0, len(c.manifest.Pods))
@@ -131,7 +132,7 @@ func (c *Capture) collect(ctx context.Context, window time.Duration, _ []Pod) (e
 		}
 		targets = append(targets, t)
 	}
-	return buildDeltas(ctx, targets, recs[len(recs)-1].Time.Sub(recs[0].Time))
+	return buildDeltas(ctx, targets, recs[len(recs)-1].Time.Sub(recs[0].Time), queries)
 }
 
 type captureFile struct {
@@ -142,12 +143,33 @@ type captureFile struct {
 
 func (f captureFile) Source() string { return path.Join(f.capture, f.file) }
 
+// Open reads the file into a buffer with room for one more byte: the
+// parser appends a newline, and without room it would copy the whole body.
 func (f captureFile) Open() ([]byte, error) {
-	b, err := fs.ReadFile(f.fsys, f.file)
+	file, err := f.fsys.Open(f.file)
 	if err != nil {
 		return nil, err
 	}
-	return b, nil
+	defer file.Close()
+	info, err := file.Stat()
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 0, info.Size()+1)
+	for {
+		n, err := file.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(buf) == cap(buf) {
+			// The file grew since Stat; keep reading.
+			buf = append(buf, 0)[:len(buf)]
+		}
+	}
 }
 
 // CaptureWriter records a capture into a directory.

@@ -39,9 +39,11 @@ type PodSource interface {
 }
 
 // MetricSource prepares the metrics for one window over the given pods.
-// Sources that hold their own pod list (captures) ignore pods.
+// Sources that hold their own pod list (captures) ignore pods. Sources that
+// compute client-side reduce each pod's series to the sums of queries as
+// soon as it is parsed, so memory grows with groups, not with series.
 type MetricSource interface {
-	collect(ctx context.Context, window time.Duration, pods []Pod) (evaluator, error)
+	collect(ctx context.Context, window time.Duration, pods []Pod, queries []vectorQuery) (evaluator, error)
 }
 
 // Quantiles stat reports.
@@ -121,7 +123,7 @@ func Compute(ctx context.Context, q Query, src MetricSource, pods PodSource) (*R
 			meshed = append(meshed, pod)
 		}
 	}
-	ev, err := src.collect(ctx, q.Window, meshed)
+	ev, err := src.collect(ctx, q.Window, meshed, p.queries())
 	if err != nil {
 		return nil, err
 	}

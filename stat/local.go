@@ -3,10 +3,14 @@ package stat
 import (
 	"context"
 	"math"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/prometheus/model/labels"
 )
 
 // sample is one group of a query result.
@@ -79,12 +83,16 @@ next:
 }
 
 func (d *deltaSet) quantiles(ctx context.Context, q vectorQuery, qs []float64) ([]quantileSample, error) {
-	withLE := q
-	withLE.By = append(append([]string{}, q.By...), "le")
-	bucketSums, err := d.sum(ctx, withLE)
+	buckets, err := d.sum(ctx, q.withLE())
 	if err != nil {
 		return nil, err
 	}
+	return quantilesFromBuckets(buckets, q.By, qs), nil
+}
+
+// quantilesFromBuckets groups bucket sums (by le and by) and interpolates
+// each group's quantiles.
+func quantilesFromBuckets(bucketSums []sample, by []string, qs []float64) []quantileSample {
 	type group struct {
 		labels  map[string]string
 		buckets []bucket
@@ -99,7 +107,7 @@ func (d *deltaSet) quantiles(ctx context.Context, q vectorQuery, qs []float64) (
 		}
 		var key strings.Builder
 		labels := map[string]string{}
-		for _, b := range q.By {
+		for _, b := range by {
 			key.WriteString(s.Labels[b])
 			key.WriteByte(0xff)
 			if v := s.Labels[b]; v != "" {
@@ -123,7 +131,7 @@ func (d *deltaSet) quantiles(ctx context.Context, q vectorQuery, qs []float64) (
 		}
 		out = append(out, quantileSample{Labels: g.labels, Values: vals})
 	}
-	return out, nil
+	return out
 }
 
 func parseLE(s string) (float64, error) {
@@ -136,8 +144,10 @@ func parseLE(s string) (float64, error) {
 // targetScrapes are the successive scrapes of one target, oldest first.
 // Each element is nil when the target was not scraped at that time.
 type targetScrapes struct {
-	Name    string // pod or file, for errors
-	Target  map[string]string
+	Name   string // pod or file, for errors
+	Target map[string]string
+	// Keep, when set, names the only labels worth keeping.
+	Keep    map[string]bool
 	Scrapes []scrapeText
 }
 
@@ -151,13 +161,25 @@ type scrapeText interface {
 // increases computes each series' increase across a target's scrapes,
 // summing counter increases between successive samples and restarting
 // from zero after a reset. A series first seen after the first scrape was
-// created inside the window, so its whole value counts.
+// created inside the window, so its whole value counts. Series are matched
+// across scrapes by a hash of their text, as Prometheus's scrape cache
+// matches them (a proxy writes a series' labels in a fixed order); only the
+// last scrape's series are decoded in full.
 func increases(t targetScrapes) ([]series, error) {
-	var prev map[string]float64
-	var last []series
-	total := map[string]float64{}
+	last := -1
+	for i, sc := range t.Scrapes {
+		if sc != nil {
+			last = i
+		}
+	}
+	if last < 0 {
+		return nil, nil
+	}
+	var prev, cur map[uint64]float64
+	total := map[uint64]float64{}
 	seenFirst := false
-	for _, sc := range t.Scrapes {
+	var out []series
+	for i, sc := range t.Scrapes {
 		if sc == nil {
 			continue
 		}
@@ -165,48 +187,122 @@ func increases(t targetScrapes) ([]series, error) {
 		if err != nil {
 			return nil, &ScrapeError{Source: sc.Source(), Err: err}
 		}
-		cur, err := parseScrape(bytesReader(body), t.Target)
+		cur = make(map[uint64]float64, len(prev))
+		err = scanScrape(body, func(raw []byte, v float64, decode func() labels.Labels) {
+			h := xxhash.Sum64(raw)
+			cur[h] = v
+			if seenFirst {
+				if p, ok := prev[h]; ok {
+					total[h] += counterIncrease(p, v)
+				} else {
+					total[h] += v
+				}
+			}
+			if i == last {
+				lset := decode()
+				out = append(out, series{Metric: lset.Get(labels.MetricName), Labels: withTarget(lset, t.Target), Value: total[h]})
+			}
+		})
 		if err != nil {
 			return nil, &ScrapeError{Source: sc.Source(), Err: err}
 		}
-		vals := make(map[string]float64, len(cur))
-		for i := range cur {
-			k := cur[i].key()
-			vals[k] = cur[i].Value
-			if !seenFirst {
-				continue
-			}
-			p, ok := prev[k]
-			if !ok {
-				total[k] += cur[i].Value
-			} else {
-				total[k] += counterIncrease(p, cur[i].Value)
-			}
-		}
 		seenFirst = true
-		prev, last = vals, cur
+		prev = cur
 	}
-	for i := range last {
-		last[i].Value = total[last[i].key()]
-	}
-	return last, nil
+	return out, nil
 }
 
-// buildDeltas computes the increases of many targets in parallel.
-func buildDeltas(ctx context.Context, targets []targetScrapes, span time.Duration) (*deltaSet, error) {
-	results := make([][]series, len(targets))
-	errs := make([]error, len(targets))
+// aggregates holds the prepared query results of a client-side source.
+type aggregates struct {
+	results map[string][]sample // by vectorQuery.id
+	span    time.Duration
+}
+
+func (a *aggregates) window() time.Duration { return a.span }
+
+func (a *aggregates) sum(_ context.Context, q vectorQuery) ([]sample, error) {
+	r, ok := a.results[q.id()]
+	if !ok {
+		return nil, fmt.Errorf("internal error: query %s was not prepared", q.id())
+	}
+	return r, nil
+}
+
+func (a *aggregates) quantiles(ctx context.Context, q vectorQuery, qs []float64) ([]quantileSample, error) {
+	buckets, err := a.sum(ctx, q.withLE())
+	if err != nil {
+		return nil, err
+	}
+	return quantilesFromBuckets(buckets, q.By, qs), nil
+}
+
+// partial accumulates query sums across pods.
+type partial struct {
+	groups map[string]*sample
+	order  []string
+}
+
+func (p *partial) add(s sample) {
+	key := groupKey(s.Labels)
+	g, ok := p.groups[key]
+	if !ok {
+		labels := make(map[string]string, len(s.Labels))
+		for k, v := range s.Labels {
+			labels[k] = strings.Clone(v) // do not pin a pod's scrape text
+		}
+		g = &sample{Labels: labels}
+		p.groups[key] = g
+		p.order = append(p.order, key)
+	}
+	g.Value += s.Value
+}
+
+func groupKey(l map[string]string) string {
+	var b strings.Builder
+	for _, k := range sortedKeys(l) {
+		b.WriteString(k)
+		b.WriteByte(0xfe)
+		b.WriteString(l[k])
+		b.WriteByte(0xff)
+	}
+	return b.String()
+}
+
+// buildDeltas computes the increases of many targets in parallel and
+// reduces each target to the sums of queries right away.
+func buildDeltas(ctx context.Context, targets []targetScrapes, span time.Duration, queries []vectorQuery) (*aggregates, error) {
+	workers := runtime.GOMAXPROCS(0)
+	perWorker := make([][]partial, workers)
+	errs := make([]error, workers)
 	work := make(chan int)
 	var wg sync.WaitGroup
-	workers := runtime.GOMAXPROCS(0)
 	for w := 0; w < workers; w++ {
+		parts := make([]partial, len(queries))
+		for i := range parts {
+			parts[i].groups = map[string]*sample{}
+		}
+		perWorker[w] = parts
 		wg.Add(1)
-		go func() {
+		go func(w int) {
 			defer wg.Done()
 			for i := range work {
-				results[i], errs[i] = increases(targets[i])
+				if errs[w] != nil {
+					continue
+				}
+				series, err := increases(targets[i])
+				if err != nil {
+					errs[w] = err
+					continue
+				}
+				pod := &deltaSet{series: series}
+				for qi, q := range queries {
+					sums, _ := pod.sum(ctx, q)
+					for _, s := range sums {
+						perWorker[w][qi].add(s)
+					}
+				}
 			}
-		}()
+		}(w)
 	}
 feed:
 	for i := range targets {
@@ -221,17 +317,25 @@ feed:
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	d := &deltaSet{span: span}
-	n := 0
-	for i, err := range errs {
+	for _, err := range errs {
 		if err != nil {
 			return nil, err
 		}
-		n += len(results[i])
 	}
-	d.series = make([]series, 0, n)
-	for _, r := range results {
-		d.series = append(d.series, r...)
+	agg := &aggregates{results: map[string][]sample{}, span: span}
+	for qi, q := range queries {
+		merged := partial{groups: map[string]*sample{}}
+		for w := range perWorker {
+			p := perWorker[w][qi]
+			for _, k := range p.order {
+				merged.add(*p.groups[k])
+			}
+		}
+		out := make([]sample, 0, len(merged.order))
+		for _, k := range merged.order {
+			out = append(out, *merged.groups[k])
+		}
+		agg.results[q.id()] = out
 	}
-	return d, nil
+	return agg, nil
 }

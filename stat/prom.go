@@ -35,7 +35,7 @@ func NewPrometheus(rawURL string) (*Prometheus, error) {
 	return &Prometheus{url: rawURL, api: promv1.NewAPI(client)}, nil
 }
 
-func (p *Prometheus) collect(ctx context.Context, window time.Duration, _ []Pod) (evaluator, error) {
+func (p *Prometheus) collect(_ context.Context, window time.Duration, _ []Pod, _ []vectorQuery) (evaluator, error) {
 	if window <= 0 {
 		window = time.Minute
 	}

@@ -234,6 +234,20 @@ func buildPlan(q Query, pods []string) (plan, error) {
 	return p, nil
 }
 
+// queries are the sums a client-side source must prepare: the request
+// counts, the latency buckets (by le) and the plain-text edges.
+func (p plan) queries() []vectorQuery {
+	return []vectorQuery{p.requests, p.latency.withLE(), p.plaintext}
+}
+
+func (q vectorQuery) withLE() vectorQuery {
+	q.By = append(append([]string{}, q.By...), "le")
+	return q
+}
+
+// id identifies a query among those prepared.
+func (q vectorQuery) id() string { return q.PromQL("") }
+
 func dedupe(s []string) []string {
 	seen := map[string]bool{}
 	out := s[:0:0]

@@ -88,12 +88,12 @@ type scrapeBody struct {
 func (b scrapeBody) Open() ([]byte, error) { return b.body, nil }
 func (b scrapeBody) Source() string        { return b.source }
 
-func (s *Scraper) collect(ctx context.Context, window time.Duration, pods []Pod) (evaluator, error) {
+func (s *Scraper) collect(ctx context.Context, window time.Duration, pods []Pod, queries []vectorQuery) (evaluator, error) {
 	if window <= 0 {
 		window = time.Minute
 	}
 	if len(pods) == 0 {
-		return &deltaSet{span: window}, nil
+		return &aggregates{span: window, results: map[string][]sample{}}, nil
 	}
 	rounds := s.Rounds
 	if rounds < 2 {
@@ -132,7 +132,7 @@ func (s *Scraper) collect(ctx context.Context, window time.Duration, pods []Pod)
 			}
 		}
 	}
-	return buildDeltas(ctx, targets, lastAt.Sub(firstAt))
+	return buildDeltas(ctx, targets, lastAt.Sub(firstAt), queries)
 }
 
 func (s *Scraper) wait(ctx context.Context, until, end time.Time, pods int) error {

@@ -1,16 +1,17 @@
 package stat
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
-	"math"
-	"sort"
-	"strconv"
+	"slices"
 	"strings"
 
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/textparse"
 )
 
 // labelPair is one label of a series.
@@ -51,73 +52,83 @@ func (s *series) key() string {
 	return b.String()
 }
 
-// wanted are the metric families stat reads; everything else in a scrape
-// is skipped after parsing.
-var wanted = map[string]bool{"response_total": true, "response_latency_ms": true, "response_latency_ms_bucket": true}
+// wanted are the series stat reads; everything else in a scrape is
+// skipped before its labels are even decoded.
+var wanted = map[string]bool{"response_total": true, "response_latency_ms_bucket": true}
 
-// parseScrape reads one proxy's /metrics text and returns the series stat
-// needs. Target labels override clashing metric labels, which are kept as
-// exported_<name>, as Prometheus does with honor_labels: false.
-func parseScrape(r io.Reader, target map[string]string) ([]series, error) {
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(r)
-	if err != nil {
-		return nil, err
+// scanScrape calls fn for each sample stat needs in one proxy's /metrics
+// text. It uses the Prometheus server's own scrape parser, which is several
+// times faster than expfmt's; when the text is malformed, expfmt parses it
+// again to say which line is wrong.
+//
+// fn gets the raw series text; it calls decode only when it needs the
+// labels, which is most of the parsing cost.
+func scanScrape(body []byte, fn func(raw []byte, v float64, decode func() labels.Labels)) error {
+	p := textparse.NewPromParser(body, labels.NewSymbolTable(), false)
+	var lset labels.Labels
+	decode := func() labels.Labels {
+		p.Labels(&lset)
+		return lset
 	}
-	var out []series
-	for name, mf := range families {
-		if !wanted[name] {
+	for {
+		entry, err := p.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return explainParseError(body, err)
+		}
+		if entry != textparse.EntrySeries {
 			continue
 		}
-		for _, m := range mf.GetMetric() {
-			labels := mergeLabels(m.GetLabel(), target)
-			switch {
-			case mf.GetType() == dto.MetricType_HISTOGRAM && m.Histogram != nil:
-				out = appendBuckets(out, name, labels, m.Histogram)
-			case m.Counter != nil:
-				out = append(out, series{Metric: name, Labels: labels, Value: m.Counter.GetValue()})
-			case m.Untyped != nil:
-				out = append(out, series{Metric: name, Labels: labels, Value: m.Untyped.GetValue()})
-			case m.Gauge != nil:
-				out = append(out, series{Metric: name, Labels: labels, Value: m.Gauge.GetValue()})
-			}
+		raw, _, v := p.Series()
+		if !wanted[seriesName(raw)] {
+			continue
 		}
+		fn(raw, v, decode)
 	}
-	return out, nil
 }
 
-func appendBuckets(out []series, family string, labels []labelPair, h *dto.Histogram) []series {
-	for _, b := range h.GetBucket() {
-		count := float64(b.GetCumulativeCount())
-		if b.CumulativeCountFloat != nil {
-			count = b.GetCumulativeCountFloat()
+// seriesName is the metric name at the start of a series' text.
+func seriesName(raw []byte) string {
+	if i := bytes.IndexAny(raw, "{ "); i >= 0 {
+		raw = raw[:i]
+	}
+	return string(raw)
+}
+
+func explainParseError(body []byte, fast error) error {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	if _, err := parser.TextToMetricFamilies(bytes.NewReader(body)); err != nil {
+		return err
+	}
+	return fast
+}
+
+// parseScrape returns the series stat needs, with target labels attached.
+// Target labels override clashing metric labels, which are kept as
+// exported_<name>, as Prometheus does with honor_labels: false.
+func parseScrape(body []byte, target map[string]string) ([]series, error) {
+	var out []series
+	err := scanScrape(body, func(_ []byte, v float64, decode func() labels.Labels) {
+		lset := decode()
+		out = append(out, series{Metric: lset.Get(labels.MetricName), Labels: withTarget(lset, target), Value: v})
+	})
+	return out, err
+}
+
+func withTarget(lset labels.Labels, target map[string]string) []labelPair {
+	out := make([]labelPair, 0, lset.Len()+len(target))
+	lset.Range(func(l labels.Label) {
+		if l.Name == labels.MetricName {
+			return
 		}
-		withLE := make([]labelPair, 0, len(labels)+1)
-		withLE = append(withLE, labels...)
-		withLE = append(withLE, labelPair{"le", formatLE(b.GetUpperBound())})
-		sortLabels(withLE)
-		out = append(out, series{Metric: family + "_bucket", Labels: withLE, Value: count})
-	}
-	return out
-}
-
-// formatLE spells a bucket bound as Prometheus stores it in the le label.
-func formatLE(v float64) string {
-	if math.IsInf(v, 1) {
-		return "+Inf"
-	}
-	return strconv.FormatFloat(v, 'f', -1, 64)
-}
-
-func mergeLabels(metric []*dto.LabelPair, target map[string]string) []labelPair {
-	out := make([]labelPair, 0, len(metric)+len(target))
-	for _, l := range metric {
-		name := l.GetName()
+		name := l.Name
 		if _, clash := target[name]; clash {
 			name = "exported_" + name
 		}
-		out = append(out, labelPair{name, l.GetValue()})
-	}
+		out = append(out, labelPair{name, l.Value})
+	})
 	for k, v := range target {
 		out = append(out, labelPair{k, v})
 	}
@@ -126,7 +137,7 @@ func mergeLabels(metric []*dto.LabelPair, target map[string]string) []labelPair 
 }
 
 func sortLabels(ls []labelPair) {
-	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
+	slices.SortFunc(ls, func(a, b labelPair) int { return strings.Compare(a.Name, b.Name) })
 }
 
 // counterIncrease is the increase of a counter from one sample to the
