@@ -30,8 +30,9 @@ deps: ## Install the Debian packages tests use (prometheus, kubectl, openssl, wr
 	@scripts/deps.sh
 
 .PHONY: test
-test: deps build ## Run every test: unit, golden, and integration (real Prometheus)
-	$(GO) test -race -count=1 ./...
+test: deps build localkube ## Run every test: unit, golden, integration (real Prometheus, real local Kubernetes)
+	$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) test-localkube
 
 .PHONY: generate
 generate: ## Regenerate fixtures (captures) and rewrite golden files
@@ -48,6 +49,8 @@ lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …)
 
 $(BIN)/golangci-lint:
 	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+include localkube/localkube.mk
 
 .PHONY: clean
 clean: ## Remove build output

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -131,6 +132,7 @@ func (s staticPods) Pods(context.Context, string, labels.Selector) ([]stat.Pod, 
 }
 
 func newCaptureReplayCmd(f *Factory) *cobra.Command {
+	var opts stat.ReplayOptions
 	cmd := &cobra.Command{
 		Use:   "replay DIR|builtin:NAME",
 		Short: "Serve a capture's pods as live proxies on loopback, for Prometheus to scrape",
@@ -138,14 +140,18 @@ func newCaptureReplayCmd(f *Factory) *cobra.Command {
 at the capture's recorded rate for as long as the replay runs, so a
 Prometheus scraping the targets sees the same traffic the capture holds.
 The targets are printed as a Prometheus file_sd list (JSON) on stdout.`,
-		Example: `  linkerd capture replay builtin:emojivoto > targets.json`,
+		Example: `  # Every pod on its own loopback port, as a file_sd list for Prometheus
+  linkerd capture replay builtin:emojivoto > targets.json
+
+  # One pod, as a proxy's admin port (how the local cluster's pods replay)
+  linkerd capture replay builtin:emojivoto --pod emojivoto/web-5d9c8b7f6-x7k2p --listen 127.0.0.5:4191`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := openCapture(args[0])
 			if err != nil {
 				return err
 			}
-			r, err := stat.StartReplay(c)
+			r, err := stat.StartReplayWith(c, opts)
 			if err != nil {
 				return err
 			}
@@ -160,11 +166,13 @@ The targets are printed as a Prometheus file_sd list (JSON) on stdout.`,
 			}
 			fmt.Fprintf(f.IO.Out, "[\n%s\n]\n", strings.Join(groups, ",\n"))
 			fmt.Fprintln(f.IO.ErrOut, "Serving; press Ctrl-C to stop.")
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			<-ctx.Done()
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&opts.Pod, "pod", "", "serve only this pod (NAMESPACE/NAME)")
+	cmd.Flags().StringVar(&opts.Listen, "listen", "", "address to serve on (default 127.0.0.1 with a free port per pod)")
 	return cmd
 }

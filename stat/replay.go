@@ -41,17 +41,35 @@ type replayPod struct {
 	began    time.Time
 }
 
+// ReplayOptions narrow what a replay serves.
+type ReplayOptions struct {
+	// Pod, as "namespace/name", serves only that pod.
+	Pod string
+	// Listen is the address to serve on; default 127.0.0.1:0 (one free port
+	// per pod). With several pods only a port of 0 makes sense.
+	Listen string
+}
+
 // StartReplay serves every meshed pod of c on 127.0.0.1, each on a free port.
-func StartReplay(c *Capture) (*Replay, error) {
+func StartReplay(c *Capture) (*Replay, error) { return StartReplayWith(c, ReplayOptions{}) }
+
+// StartReplayWith serves the capture's pods as opts says.
+func StartReplayWith(c *Capture, opts ReplayOptions) (*Replay, error) {
+	listen := opts.Listen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	found := opts.Pod == ""
 	first, last := c.Span(0)
 	recs := c.manifest.Scrapes
 	span := recs[last].Time.Sub(recs[first].Time)
 	r := &Replay{}
 	began := time.Now()
 	for _, p := range c.manifest.Pods {
-		if !p.Meshed {
+		if !p.Meshed || (opts.Pod != "" && opts.Pod != p.Namespace+"/"+p.Name) {
 			continue
 		}
+		found = true
 		a, err := readFamilies(c.fsys, path.Join(recs[first].Dir, p.Namespace, p.Name+".prom"))
 		if err != nil {
 			r.Close()
@@ -63,7 +81,7 @@ func StartReplay(c *Capture) (*Replay, error) {
 			return nil, err
 		}
 		rp := &replayPod{start: a, increase: familyIncreases(a, b), span: span, began: began}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", listen)
 		if err != nil {
 			r.Close()
 			return nil, err
@@ -76,6 +94,10 @@ func StartReplay(c *Capture) (*Replay, error) {
 			defer r.wg.Done()
 			_ = srv.Serve(ln)
 		}()
+	}
+	if !found {
+		r.Close()
+		return nil, fmt.Errorf("%s has no meshed pod %s", c.name, opts.Pod)
 	}
 	return r, nil
 }
