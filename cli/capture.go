@@ -145,7 +145,7 @@ The targets are printed as a Prometheus file_sd list (JSON) on stdout.`,
 
   # One pod, as a proxy's admin port (how the local cluster's pods replay)
   linkerd capture replay builtin:emojivoto --pod emojivoto/web-5d9c8b7f6-x7k2p --listen 127.0.0.5:4191`,
-		Args:    cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := openCapture(args[0])
 			if err != nil {

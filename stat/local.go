@@ -2,8 +2,8 @@ package stat
 
 import (
 	"context"
-	"math"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
