@@ -179,6 +179,7 @@ func increases(t targetScrapes) ([]series, error) {
 	total := map[uint64]float64{}
 	seenFirst := false
 	var out []series
+	target := sortedTarget(t.Target)
 	for i, sc := range t.Scrapes {
 		if sc == nil {
 			continue
@@ -200,7 +201,7 @@ func increases(t targetScrapes) ([]series, error) {
 			}
 			if i == last {
 				lset := decode()
-				out = append(out, series{Metric: lset.Get(labels.MetricName), Labels: withTarget(lset, t.Target), Value: total[h]})
+				out = append(out, series{Metric: lset.Get(labels.MetricName), Labels: mergeTarget(lset, t.Target, target), Value: total[h]})
 			}
 		})
 		if err != nil {

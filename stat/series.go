@@ -118,7 +118,25 @@ func parseScrape(body []byte, target map[string]string) ([]series, error) {
 }
 
 func withTarget(lset labels.Labels, target map[string]string) []labelPair {
-	out := make([]labelPair, 0, lset.Len()+len(target))
+	return mergeTarget(lset, target, sortedTarget(target))
+}
+
+// sortedTarget is a target's labels sorted by name, computed once per pod.
+func sortedTarget(target map[string]string) []labelPair {
+	out := make([]labelPair, 0, len(target))
+	for k, v := range target {
+		out = append(out, labelPair{k, v})
+	}
+	sortLabels(out)
+	return out
+}
+
+// mergeTarget merges a series' labels (sorted, as the parser gives them)
+// with the target's sorted labels, without a sort in the common case.
+func mergeTarget(lset labels.Labels, target map[string]string, sorted []labelPair) []labelPair {
+	out := make([]labelPair, 0, lset.Len()+len(sorted))
+	renamed := false
+	ti := 0
 	lset.Range(func(l labels.Label) {
 		if l.Name == labels.MetricName {
 			return
@@ -126,13 +144,18 @@ func withTarget(lset labels.Labels, target map[string]string) []labelPair {
 		name := l.Name
 		if _, clash := target[name]; clash {
 			name = "exported_" + name
+			renamed = true
+		}
+		for ti < len(sorted) && sorted[ti].Name < name {
+			out = append(out, sorted[ti])
+			ti++
 		}
 		out = append(out, labelPair{name, l.Value})
 	})
-	for k, v := range target {
-		out = append(out, labelPair{k, v})
+	out = append(out, sorted[ti:]...)
+	if renamed {
+		sortLabels(out)
 	}
-	sortLabels(out)
 	return out
 }
 
