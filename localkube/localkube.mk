@@ -9,17 +9,22 @@ LOCALKUBE_BIN := $(abspath $(BIN))
 # The pinned versions: a change to either rebuilds the upstream binaries.
 LOCALKUBE_PINS := $(LOCALKUBE_DIR)/go.mod $(LOCALKUBE_DIR)/go.sum
 LOCALKUBE_SOURCES := $(shell find $(LOCALKUBE_DIR)/cmd/localkube $(LOCALKUBE_DIR)/internal -name '*.go' -not -name '*_test.go' 2>/dev/null)
+# Stamp the upstream binaries with the pinned release, as its own build does,
+# so `kubectl version` and the API server's /version tell the truth.
+LOCALKUBE_K8S_VERSION := $(shell sed -n 's/^[[:space:]]*k8s.io\/kubernetes \(v[^ ]*\).*/\1/p' $(LOCALKUBE_DIR)/go.mod)
+LOCALKUBE_VERSION_VARS := gitVersion=$(LOCALKUBE_K8S_VERSION) gitMajor=$(word 2,$(subst ., ,$(subst v,v ,$(LOCALKUBE_K8S_VERSION)))) gitMinor=$(word 2,$(subst ., ,$(LOCALKUBE_K8S_VERSION))) gitTreeState=clean
+LOCALKUBE_LDFLAGS := $(foreach pkg,k8s.io/component-base/version k8s.io/client-go/pkg/version,$(foreach v,$(LOCALKUBE_VERSION_VARS),-X $(pkg).$(v)))
 LOCALKUBE_TEST_FLAGS ?= -race -count=1 -timeout=15m
 
 .PHONY: localkube test-localkube
 
-localkube: $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/localkube ## Build etcd, kube-apiserver, kube-controller-manager and localkube into bin/ (only when pins or sources change)
+localkube: $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl $(BIN)/localkube ## Build etcd, kube-apiserver, kube-controller-manager, kubectl and localkube into bin/ (only when pins or sources change)
 
 # One rule per binary: make rebuilds just what is missing or stale, and the
 # Go build cache keeps a rebuild after a pin change incremental.
-$(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager: $(BIN)/%: $(LOCALKUBE_PINS) $(LOCALKUBE_DIR)/cmd/%/main.go
+$(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl: $(BIN)/%: $(LOCALKUBE_PINS) $(LOCALKUBE_DIR)/cmd/%/main.go
 	@mkdir -p $(LOCALKUBE_BIN)
-	cd $(LOCALKUBE_DIR) && $(GO) build -o $(LOCALKUBE_BIN)/$* ./cmd/$*
+	cd $(LOCALKUBE_DIR) && $(GO) build -ldflags '$(LOCALKUBE_LDFLAGS)' -o $(LOCALKUBE_BIN)/$* ./cmd/$*
 
 $(BIN)/localkube: $(LOCALKUBE_PINS) $(LOCALKUBE_SOURCES)
 	@mkdir -p $(LOCALKUBE_BIN)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,9 +14,12 @@ import (
 
 func TestStockKubectlWorks(t *testing.T) {
 	t.Parallel()
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Skip("kubectl is not installed (Debian package kubectl); the client-go tests cover the API")
+	// make localkube builds kubectl beside localkube; any other is fine too.
+	kubectl := filepath.Join(filepath.Dir(localkube), "kubectl")
+	if _, err := os.Stat(kubectl); err != nil {
+		if kubectl, err = exec.LookPath("kubectl"); err != nil {
+			t.Skip("no kubectl beside localkube nor on PATH (make localkube builds bin/kubectl); the client-go tests cover the API")
+		}
 	}
 	ns := namespace(t)
 	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), appPod("talker"), metav1.CreateOptions{}); err != nil {

@@ -316,3 +316,30 @@ func TestAnUnmappedImageGivesAClearStatus(t *testing.T) {
 		t.Errorf("phase %s ready %v, want Pending and not ready", p.Status.Phase, isReady(p))
 	}
 }
+
+func TestAPodWaitsForAMissingSecretThenStarts(t *testing.T) {
+	t.Parallel()
+	ns := namespace(t)
+	ctx := context.Background()
+	pod := appPod("patient", "--file=/etc/conf/greeting")
+	pod.Spec.Containers[0].VolumeMounts = []v1.VolumeMount{{Name: "conf", MountPath: "/etc/conf"}}
+	pod.Spec.Volumes = []v1.Volume{{Name: "conf", VolumeSource: v1.VolumeSource{Secret: &v1.SecretVolumeSource{SecretName: "later"}}}}
+	if _, err := client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p := waitPod(t, ns, "patient", 30*time.Second, "waiting for its volume", func(p *v1.Pod) bool {
+		cs := p.Status.ContainerStatuses
+		return len(cs) == 1 && cs[0].State.Waiting != nil && strings.Contains(cs[0].State.Waiting.Message, `secret "later" not found`)
+	})
+	if p.Status.ContainerStatuses[0].State.Waiting.Reason != "ContainerCreating" {
+		t.Errorf("reason %q, want ContainerCreating", p.Status.ContainerStatuses[0].State.Waiting.Reason)
+	}
+	secret := &v1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "later"}, StringData: map[string]string{"greeting": "hello"}}
+	if _, err := client.CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p = waitPod(t, ns, "patient", 30*time.Second, "Ready once the secret exists", isReady)
+	if got := get(t, p.Status.PodIP, "/file"); got != "hello" {
+		t.Errorf("file %q, want hello", got)
+	}
+}

@@ -58,10 +58,6 @@ func (w *podWorker) computeStatus() v1.PodStatus {
 		StartTime: &w.startTime,
 		QOSClass:  w.pod.Status.QOSClass,
 	}
-	creating := "ContainerCreating"
-	if w.volErr != nil && !w.volumesWritten {
-		creating = "ContainerCreating"
-	}
 	initialized, initFailed := true, false
 	for _, c := range w.inits {
 		st.InitContainerStatuses = append(st.InitContainerStatuses, c.status(w.pod, "PodInitializing"))
@@ -72,13 +68,16 @@ func (w *podWorker) computeStatus() v1.PodStatus {
 			}
 		}
 	}
-	waiting := creating
+	waiting := "ContainerCreating"
 	if !initialized {
 		waiting = "PodInitializing"
 	}
 	allReady, running, succeeded, failed := true, 0, 0, 0
 	for _, c := range w.containers {
 		cs := c.status(w.pod, waiting)
+		if w.volErr != nil && !w.volumesWritten && cs.State.Waiting != nil && cs.State.Waiting.Message == "" {
+			cs.State.Waiting.Message = "waiting for volumes: " + w.volErr.Error()
+		}
 		st.ContainerStatuses = append(st.ContainerStatuses, cs)
 		if !cs.Ready {
 			allReady = false

@@ -304,10 +304,10 @@ func (w *podWorker) start(ctx context.Context, c *containerRun) {
 	_ = os.WriteFile(filepath.Join(w.dir, "containers", c.spec.Name+".pid"), []byte(strconv.Itoa(c.pid)+"\n"), 0o644)
 	w.k.event(w.pod, v1.EventTypeNormal, "Started", fmt.Sprintf("Started container %s (pid %d, %s)", c.spec.Name, c.pid, bin))
 
-	gen, name := c.gen, c.spec.Name
+	gen, name, startedAt := c.gen, c.spec.Name, c.startedAt
 	go func() {
 		err := cmd.Wait()
-		st := &v1.ContainerStateTerminated{StartedAt: metav1.NewTime(c.startedAt), FinishedAt: metav1.Now(),
+		st := &v1.ContainerStateTerminated{StartedAt: metav1.NewTime(startedAt), FinishedAt: metav1.Now(),
 			ContainerID: containerID(cmd.Process.Pid)}
 		if ps := cmd.ProcessState; ps != nil {
 			ws := ps.Sys().(syscall.WaitStatus)
