@@ -86,7 +86,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("root lifetime %s must exceed the certificate lifetime %s", c.RootLifetime, c.LeafLifetime)
 	}
 	if c.Workers <= 0 {
-		c.Workers = 8
+		c.Workers = 16
 	}
 	if c.Resync == 0 {
 		c.Resync = 10 * time.Minute

@@ -47,6 +47,9 @@ func newMetrics(queueLen func() float64) *metrics {
 			Help: "1 once the root is loaded and the caches have synced.",
 		}),
 	}
+	// Both series exist from the start, so a dashboard shows 0, not "no data".
+	m.errors.WithLabelValues("secret")
+	m.errors.WithLabelValues("bundle")
 	m.registry.MustRegister(m.issued, m.renewals, m.errors, m.latency, m.leader, m.ready,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "linkerd_ca_queue_depth",

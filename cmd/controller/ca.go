@@ -61,7 +61,7 @@ namespace: it is created only when absent, and a malformed one stops the CA.`,
 	f.StringVar(&o.cfg.ControlNamespace, "controller-namespace", "linkerd", "control-plane namespace: the root Secret and Lease live here")
 	f.DurationVar(&o.cfg.LeafLifetime, "cert-lifetime", pki.DefaultLeafLifetime, "lifetime of workload certificates (renewed at two thirds)")
 	f.DurationVar(&o.cfg.RootLifetime, "root-lifetime", pki.DefaultRootLifetime, "lifetime of a generated root")
-	f.IntVar(&o.cfg.Workers, "workers", 8, "owners reconciled in parallel")
+	f.IntVar(&o.cfg.Workers, "workers", 16, "owners reconciled in parallel")
 	f.DurationVar(&o.cfg.Resync, "resync", 10*time.Minute, "re-examine every TLS pod this often")
 	f.StringVar(&o.cfg.Identity, "leader-elect-identity", os.Getenv("POD_NAME"), "this replica's name in the Lease (default: $POD_NAME, else host_pid)")
 	f.DurationVar(&o.cfg.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a Lease holder is trusted without renewing")
