@@ -23,32 +23,12 @@ import (
 	"meshtls/ca/pki"
 )
 
-var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
-)
-
-// controllerBinary builds cmd/controller once per test run, so the tests
-// exercise the real binary: flags, admin server, signals, exit codes.
 func controllerBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "meshtls-controller-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildPath = filepath.Join(dir, "controller")
-		out, err := exec.Command("go", "build", "-o", buildPath, "meshtls/cmd/controller").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if controllerPath == "" {
+		t.Fatal("cmd/controller was not built by TestMain")
 	}
-	return buildPath
+	return controllerPath
 }
 
 type caProcess struct {
