@@ -265,8 +265,9 @@ func TestAKilledProcessIsNotReadyThenRestarts(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	// The back-off (1s) is longer than this: the pod must show not Ready.
-	waitPod(t, ns, "victim", 900*time.Millisecond, "NotReady after its process was killed", func(p *v1.Pod) bool { return !isReady(p) })
+	// Not Ready from the kill until the restarted process passes its probe,
+	// at least the 1s back-off: polling every 50ms must see it.
+	waitPod(t, ns, "victim", 5*time.Second, "NotReady after its process was killed", func(p *v1.Pod) bool { return !isReady(p) })
 	p = waitPod(t, ns, "victim", 30*time.Second, "Ready again after a restart", func(p *v1.Pod) bool {
 		return isReady(p) && p.Status.ContainerStatuses[0].RestartCount == 1
 	})

@@ -180,10 +180,12 @@ func (w *podWorker) sync(ctx context.Context) bool {
 
 	if gone || w.pod.DeletionTimestamp != nil {
 		w.terminate(w.grace())
+		// Clean up before the object goes, so that a pod that is gone from
+		// the API has nothing left on the node.
+		w.release()
 		if !gone {
 			w.finalDelete(ctx)
 		}
-		w.release()
 		return true
 	}
 	if !w.haveIP {
