@@ -145,6 +145,9 @@ type Controller struct {
 
 type writtenSecret struct {
 	secret *corev1.Secret
+	// prevRV is the resourceVersion the write replaced ("" for a create):
+	// seeing it in the informer means the informer is behind.
+	prevRV string
 	at     time.Time
 }
 
@@ -506,14 +509,22 @@ func (c *Controller) currentSecret(k ownerKey, name string) *corev1.Secret {
 	c.writtenMu.Lock()
 	defer c.writtenMu.Unlock()
 	w, ok := c.written[k]
-	if !ok {
+	switch {
+	case !ok:
 		return cached
-	}
-	if (cached != nil && cached.ResourceVersion == w.secret.ResourceVersion) || c.cfg.Now().Sub(w.at) > writtenTTL {
+	case c.cfg.Now().Sub(w.at) > writtenTTL:
+		delete(c.written, k)
+		return cached
+	case cached == nil && w.prevRV == "":
+		return w.secret // created moments ago, not delivered yet
+	case cached != nil && cached.ResourceVersion == w.prevRV:
+		return w.secret // the informer still shows what the write replaced
+	default:
+		// The informer has caught up, or someone changed the Secret after
+		// the write: either way its copy is the truth now.
 		delete(c.written, k)
 		return cached
 	}
-	return w.secret
 }
 
 func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
@@ -531,8 +542,11 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 	identity := pki.Identity(k.Name, k.Kind, k.Namespace, c.cfg.ControlNamespace)
 	now := c.cfg.Now()
 
-	renewal := false
+	renewal, owned := false, false
+	prevRV := ""
 	if s := c.currentSecret(k, name); s != nil {
+		prevRV = s.ResourceVersion
+		owned = managedBy(s, FieldManager)
 		renewAt, err := root.Check(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], identity, now)
 		switch {
 		case err == nil:
@@ -566,9 +580,10 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 		WithAnnotations(map[string]string{IdentityAnnotation: identity, NotAfterAnnotation: leaf.NotAfter.UTC().Format(time.RFC3339)}).
 		WithOwnerReferences(ref).
 		WithData(map[string][]byte{corev1.TLSCertKey: leaf.CertPEM, corev1.TLSPrivateKeyKey: leaf.KeyPEM})
-	// Force stays off: a Secret of that name whose fields another manager
-	// owns is not ours, and the conflict says so instead of clobbering it.
-	written, err := c.client.CoreV1().Secrets(k.Namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager})
+	// A Secret the CA wrote before is repaired even if someone has since
+	// written into it (Force). Any other Secret of that name is not the
+	// CA's: without Force the conflict refuses it instead of clobbering it.
+	written, err := c.client.CoreV1().Secrets(k.Namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager, Force: owned})
 	if err != nil {
 		// The apply error quotes field paths, never the data being applied.
 		return fmt.Errorf("apply Secret %s/%s: %w", k.Namespace, name, err)
@@ -579,12 +594,21 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 		c.metrics.renewals.Inc()
 	}
 	c.writtenMu.Lock()
-	c.written[k] = writtenSecret{secret: written, at: now}
+	c.written[k] = writtenSecret{secret: written, prevRV: prevRV, at: now}
 	c.writtenMu.Unlock()
 	c.log.Info("issued certificate", "secret", k.Namespace+"/"+name, "identity", identity,
 		"serial", leaf.Serial.Text(16), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
 	c.queue.AddAfter(k, leaf.RenewAt().Sub(now)+time.Second)
 	return nil
+}
+
+func managedBy(obj metav1.Object, manager string) bool {
+	for _, mf := range obj.GetManagedFields() {
+		if mf.Manager == manager {
+			return true
+		}
+	}
+	return false
 }
 
 // ownerRef points the Secret at its owner so the garbage collector removes

@@ -347,6 +347,19 @@ func TestDeletedSecretComesBack(t *testing.T) {
 	if leafSerial(t, back) == leafSerial(t, old) {
 		t.Error("re-created Secret holds the old certificate")
 	}
+
+	// A Secret someone broke is replaced too, at once, not at renewal.
+	broken := back.DeepCopy()
+	broken.Data[corev1.TLSCertKey] = []byte("garbage")
+	if _, err := client.CoreV1().Secrets(appNS).Update(context.Background(), broken, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSecret(t, client, appNS, name, func(s *corev1.Secret) error {
+		if _, err := pki.ParseCerts(s.Data[corev1.TLSCertKey]); err != nil {
+			return fmt.Errorf("still broken: %v", err)
+		}
+		return nil
+	})
 }
 
 func TestShortLifetimeRenews(t *testing.T) {
@@ -497,6 +510,35 @@ func TestOwnerDeletionCollectsSecret(t *testing.T) {
 		}
 		return fmt.Errorf("Secret still there (err %v)", err)
 	})
+}
+
+// A Secret of the same name that the CA did not write is left alone.
+func TestForeignSecretIsNotClobbered(t *testing.T) {
+	client := clusterClient(t)
+	controlNS, appNS := namespaces(t, client)
+	ca := startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0"})
+	name := pki.SecretName("web", pki.KindDeployment)
+	foreign, err := client.CoreV1().Secrets(appNS).Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Data:       map[string][]byte{corev1.TLSCertKey: []byte("theirs")},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	createDeployments(t, client, appNS, controlNS, "web")
+	eventually(t, 30*time.Second, func() error {
+		if n := testutil.ToFloat64(ca.metrics.errors.WithLabelValues("secret")); n < 1 {
+			return fmt.Errorf("no error counted yet (%v)", n)
+		}
+		return nil
+	})
+	got, err := client.CoreV1().Secrets(appNS).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ResourceVersion != foreign.ResourceVersion || string(got.Data[corev1.TLSCertKey]) != "theirs" {
+		t.Error("the CA overwrote a Secret it does not own")
+	}
 }
 
 func TestBarePodOwnsItself(t *testing.T) {
