@@ -81,6 +81,12 @@ func runUp(ctx context.Context, o *upOptions, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return err
 	}
+	if st, _ := readState(dir); st != nil && !procutil.Alive(st.Pid) {
+		// A killed localkube holds its lock until its last thread is gone.
+		for deadline := time.Now().Add(10 * time.Second); running(dir) && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	if running(dir) {
 		st, _ := readState(dir)
 		if st != nil && st.Phase == "running" {
