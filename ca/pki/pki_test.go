@@ -280,3 +280,21 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkIssueParallel is the same work on every core, as the CA's
+// workers do it.
+func BenchmarkIssueParallel(b *testing.B) {
+	r, _ := mustRoot(b)
+	id := Identity("web", KindDeployment, "emojivoto", "linkerd")
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := r.Issue(id, DefaultLeafLifetime, t0); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
+}
