@@ -53,7 +53,7 @@ and the trust bundle, both written by the CA of linkerd install --tls=optional.`
 	fl := cmd.Flags()
 	fl.StringVar(&o.TLS, "tls", "", `enable TLS: "optional" gives each proxy its workload's certificate and falls back to plain text`)
 	fl.StringVar(&o.Registry, "registry", install.DefaultRegistry, "registry of the proxy and proxy-init images")
-	fl.StringVarP(&o.Version, "version", "v", Version, "tag of the proxy images")
+	fl.StringVar(&o.Version, "version", Version, "tag of the proxy images")
 	fl.StringVar(&o.ProxyLogLevel, "proxy-log-level", "warn,linkerd2_proxy=info", "log filter of the proxy")
 	return cmd
 }

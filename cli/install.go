@@ -53,7 +53,7 @@ generates its root on first start and keeps it in the Secret linkerd-ca-root;
 	fl := cmd.Flags()
 	fl.StringVar(&o.tls, "tls", "", `enable TLS: "optional" runs the CA and lets meshed pods fail open to plain text`)
 	fl.StringVar(&o.registry, "registry", install.DefaultRegistry, "registry of the control-plane and proxy images")
-	fl.StringVarP(&o.version, "version", "v", Version, "tag of the control-plane images")
+	fl.StringVar(&o.version, "version", Version, "tag of the control-plane images")
 	fl.StringVar(&o.prometheusImage, "prometheus-image", install.DefaultPrometheusImage, "Prometheus image")
 	fl.IntVar(&o.controllerReplicas, "controller-replicas", 1, "replicas of each controller; the CA elects one to issue")
 	fl.BoolVar(&o.ha, "ha", false, "high availability: 3 controller replicas unless --controller-replicas says otherwise")
