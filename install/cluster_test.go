@@ -40,7 +40,7 @@ func testMain(m *testing.M) int {
 
 func kubectl(t *testing.T, stdin []byte, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", localcluster.Kubeconfig(t)}, args...)...)
+	cmd := exec.Command(kubectlPath(t), append([]string{"--kubeconfig", localcluster.Kubeconfig(t)}, args...)...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -169,4 +169,20 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("not true after %s: %v", timeout, err)
+}
+
+// kubectlPath prefers the kubectl `make localkube` builds at the cluster's
+// own version; one on PATH (Debian's may be years older) is the fallback.
+func kubectlPath(t *testing.T) string {
+	t.Helper()
+	if p, err := filepath.Abs(filepath.Join("..", "bin", "kubectl")); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatal("kubectl not found: run make localkube (it builds bin/kubectl)")
+	}
+	return p
 }
