@@ -404,6 +404,10 @@ func (c *Controller) runWorkers(ctx context.Context) {
 	wg.Wait()
 }
 
+// renewSlack wakes a renewal just after its time, so the check at wake-up
+// already sees the certificate as due even if clocks round differently.
+const renewSlack = 100 * time.Millisecond
+
 // maxRetries bounds the rate-limited retries of one key; a later event
 // for the same owner starts again.
 const maxRetries = 12
@@ -550,7 +554,7 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 		renewAt, err := root.Check(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], identity, now)
 		switch {
 		case err == nil:
-			c.queue.AddAfter(k, renewAt.Sub(now)+time.Second)
+			c.queue.AddAfter(k, renewAt.Sub(now)+renewSlack)
 			return nil
 		case errors.Is(err, pki.ErrRenewalDue):
 			renewal = true
@@ -598,7 +602,7 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 	c.writtenMu.Unlock()
 	c.log.Info("issued certificate", "secret", k.Namespace+"/"+name, "identity", identity,
 		"serial", leaf.Serial.Text(16), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
-	c.queue.AddAfter(k, leaf.RenewAt().Sub(now)+time.Second)
+	c.queue.AddAfter(k, leaf.RenewAt().Sub(now)+renewSlack)
 	return nil
 }
 

@@ -365,7 +365,7 @@ func TestDeletedSecretComesBack(t *testing.T) {
 func TestShortLifetimeRenews(t *testing.T) {
 	client := clusterClient(t)
 	controlNS, appNS := namespaces(t, client)
-	const lifetime = 6 * time.Second
+	const lifetime = 9 * time.Second
 	ca := startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0", LeafLifetime: lifetime})
 	createDeployments(t, client, appNS, controlNS, "web")
 	name := pki.SecretName("web", pki.KindDeployment)
@@ -399,7 +399,9 @@ func TestShortLifetimeRenews(t *testing.T) {
 func TestTwoReplicasOnlyLeaderWrites(t *testing.T) {
 	client := clusterClient(t)
 	controlNS, appNS := namespaces(t, client)
-	fast := Config{ControlNamespace: controlNS, LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 300 * time.Millisecond}
+	// Short enough to keep the test quick, long enough that a loaded machine
+	// does not lose the Lease by accident.
+	fast := Config{ControlNamespace: controlNS, LeaseDuration: 8 * time.Second, RenewDeadline: 6 * time.Second, RetryPeriod: 500 * time.Millisecond}
 	cfgA, cfgB := fast, fast
 	cfgA.Identity, cfgB.Identity = "ca-a", "ca-b"
 	var a, b *testCA
