@@ -33,8 +33,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"meshtls/ca"
@@ -55,6 +56,7 @@ type options struct {
 	creators   int
 	timeout    time.Duration
 	workers    int
+	caLog      string
 }
 
 func run() error {
@@ -65,6 +67,7 @@ func run() error {
 	flag.IntVar(&o.creators, "creators", 32, "parallel create requests")
 	flag.IntVar(&o.workers, "workers", 16, "CA workers")
 	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up after this long")
+	flag.StringVar(&o.caLog, "ca-log", "", "append the CA's log to this file")
 	flag.Parse()
 
 	work, err := os.MkdirTemp("", "ca-burst-")
@@ -121,30 +124,36 @@ func run() error {
 	}
 	rssIdle, _ := rss(proc.Process.Pid)
 
-	// Watch before creating, so no Secret's arrival is missed.
-	w, err := client.CoreV1().Secrets(appNS).Watch(ctx, metav1.ListOptions{LabelSelector: ca.OwnerKindLabel})
-	if err != nil {
-		return err
-	}
-	defer w.Stop()
+	// An informer, started before the creates, sees every Secret arrive; it
+	// re-lists by itself if the server ever drops its watch.
+	var mu sync.Mutex
 	seen := map[string]time.Time{}
 	allSeen := make(chan struct{})
-	go func() {
-		for ev := range w.ResultChan() {
-			if ev.Type != watch.Added {
-				continue
-			}
-			if s, ok := ev.Object.(*corev1.Secret); ok {
-				if _, dup := seen[s.Name]; !dup {
-					seen[s.Name] = time.Now()
-				}
-				if len(seen) == o.owners {
-					close(allSeen)
-					return
-				}
-			}
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(appNS),
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = ca.OwnerKindLabel }))
+	inf := factory.Core().V1().Secrets().Informer()
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
+		s, ok := obj.(*corev1.Secret)
+		if !ok {
+			return
 		}
-	}()
+		mu.Lock()
+		defer mu.Unlock()
+		if _, dup := seen[s.Name]; dup {
+			return
+		}
+		seen[s.Name] = time.Now()
+		if len(seen) == o.owners {
+			close(allSeen)
+		}
+	}}); err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return errors.New("Secret informer did not sync")
+	}
 
 	created := make([]time.Time, o.owners)
 	names := make([]string, o.owners)
@@ -178,8 +187,12 @@ func run() error {
 	select {
 	case <-allSeen:
 	case <-ctx.Done():
+		mu.Lock()
+		defer mu.Unlock()
 		return fmt.Errorf("only %d of %d Secrets after %s", len(seen), o.owners, o.timeout)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	whole := time.Since(start)
 	latencies := make([]time.Duration, o.owners)
 	var last time.Time
@@ -234,11 +247,20 @@ func startCA(bin string, o options, controlNS string) (*exec.Cmd, string, error)
 	if err := cmd.Start(); err != nil {
 		return nil, "", err
 	}
+	var logTo io.Writer = io.Discard
+	if o.caLog != "" {
+		f, err := os.OpenFile(o.caLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return nil, "", err
+		}
+		logTo = f
+	}
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sent := false
 		for sc.Scan() {
+			fmt.Fprintln(logTo, sc.Text())
 			if m := adminRE.FindStringSubmatch(sc.Text()); m != nil && !sent {
 				addr <- m[1]
 				sent = true
