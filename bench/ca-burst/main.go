@@ -3,10 +3,11 @@
 // has its Secret, overall and per owner (p50/p99), and reports the CA
 // process's memory.
 //
-// Each owner is a bare pod (a pod is its own owner), so the figure is the
-// CA's and the API server's, not kube-controller-manager's rate limits. The
-// pods name a scheduler that does not exist, so the process kubelet never
-// runs them.
+// By default each owner is a bare pod (a pod is its own owner), so the
+// figure is the CA's and the API server's, not kube-controller-manager's
+// rate limits; -kind deployment measures the whole path instead. The pods
+// name a scheduler that does not exist, so the process kubelet never runs
+// them.
 //
 //	go run ./bench/ca-burst                      # starts its own localkube from bin/
 //	go run ./bench/ca-burst -kubeconfig ~/.kube/config -owners 1000
@@ -31,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
@@ -57,6 +59,7 @@ type options struct {
 	timeout    time.Duration
 	workers    int
 	caLog      string
+	kind       string
 }
 
 func run() error {
@@ -68,7 +71,11 @@ func run() error {
 	flag.IntVar(&o.workers, "workers", 16, "CA workers")
 	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up after this long")
 	flag.StringVar(&o.caLog, "ca-log", "", "append the CA's log to this file")
+	flag.StringVar(&o.kind, "kind", "pod", "owner kind: pod (the CA's own speed) or deployment (adds kube-controller-manager making ReplicaSets and pods)")
 	flag.Parse()
+	if o.kind != pki.KindPod && o.kind != pki.KindDeployment {
+		return fmt.Errorf("-kind must be pod or deployment, not %q", o.kind)
+	}
 
 	work, err := os.MkdirTemp("", "ca-burst-")
 	if err != nil {
@@ -166,7 +173,12 @@ func run() error {
 			for i := range next {
 				names[i] = fmt.Sprintf("owner-%04d", i)
 				created[i] = time.Now()
-				_, err := client.CoreV1().Pods(appNS).Create(ctx, burstPod(names[i], controlNS), metav1.CreateOptions{})
+				var err error
+				if o.kind == pki.KindPod {
+					_, err = client.CoreV1().Pods(appNS).Create(ctx, burstPod(names[i], controlNS), metav1.CreateOptions{})
+				} else {
+					_, err = client.AppsV1().Deployments(appNS).Create(ctx, burstDeployment(names[i], controlNS), metav1.CreateOptions{})
+				}
 				if err != nil {
 					errs <- err
 				}
@@ -197,7 +209,7 @@ func run() error {
 	latencies := make([]time.Duration, o.owners)
 	var last time.Time
 	for i, n := range names {
-		t := seen[pki.SecretName(n, pki.KindPod)]
+		t := seen[pki.SecretName(n, o.kind)]
 		if t.IsZero() {
 			return fmt.Errorf("no Secret seen for %s", n)
 		}
@@ -211,9 +223,9 @@ func run() error {
 	peak, _ := hwm(proc.Process.Pid)
 	metrics := scrape("http://" + admin + "/metrics")
 
-	fmt.Printf("owners:            %d bare pods, created by %d parallel clients in %s\n", o.owners, o.creators, createdAll.Round(time.Millisecond))
+	fmt.Printf("owners:            %d %ss, created by %d parallel clients in %s\n", o.owners, o.kind, o.creators, createdAll.Round(time.Millisecond))
 	fmt.Printf("whole burst:       %s (first create to last Secret)\n", last.Sub(start).Round(time.Millisecond))
-	fmt.Printf("per owner:         p50 %s  p99 %s  max %s (pod create to Secret seen)\n",
+	fmt.Printf("per owner:         p50 %s  p99 %s  max %s (owner created to Secret seen)\n",
 		pct(latencies, 50), pct(latencies, 99), latencies[len(latencies)-1].Round(time.Millisecond))
 	fmt.Printf("throughput:        %.0f Secrets/s\n", float64(o.owners)/whole.Seconds())
 	fmt.Printf("CA memory:         RSS %.1f MiB idle, %.1f MiB after, peak %.1f MiB\n", mib(rssIdle), mib(rssAfter), mib(peak))
@@ -231,6 +243,21 @@ func burstPod(name, controlNS string) *corev1.Pod {
 		Spec: corev1.PodSpec{
 			SchedulerName: "ca-burst-unscheduled",
 			Containers:    []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}},
+		},
+	}
+}
+
+func burstDeployment(name, controlNS string) *appsv1.Deployment {
+	one := int32(1)
+	pod := burstPod(name, controlNS)
+	pod.Labels["app"] = name
+	pod.Labels[pki.KindLabel(pki.KindDeployment)] = name
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &one,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: pod.Labels, Annotations: pod.Annotations}, Spec: pod.Spec},
 		},
 	}
 }
