@@ -688,10 +688,12 @@ func (c *Controller) syncBundle(ctx context.Context, namespace string) error {
 	if !c.namespaceHasTLSPods(namespace) {
 		return nil
 	}
+	// As with Secrets: repair a bundle the CA wrote, refuse anyone else's.
+	owned := err == nil && managedBy(cm, FieldManager)
 	apply := corev1ac.ConfigMap(pki.BundleConfigMap, namespace).
 		WithLabels(map[string]string{ControlPlaneNSLabel: c.cfg.ControlNamespace, BundleLabel: c.cfg.ControlNamespace}).
 		WithData(map[string]string{pki.BundleKey: string(root.CertPEM)})
-	if _, err := c.client.CoreV1().ConfigMaps(namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager}); err != nil {
+	if _, err := c.client.CoreV1().ConfigMaps(namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager, Force: owned}); err != nil {
 		return fmt.Errorf("apply ConfigMap %s/%s: %w", namespace, pki.BundleConfigMap, err)
 	}
 	c.log.Info("wrote trust bundle", "configmap", namespace+"/"+pki.BundleConfigMap)

@@ -563,3 +563,38 @@ func TestBarePodOwnsItself(t *testing.T) {
 		t.Errorf("identity annotation %q", s.Annotations[IdentityAnnotation])
 	}
 }
+
+// The documented rotation: delete the root Secret and restart. The new CA
+// makes a new root and re-issues every Secret and bundle against it.
+func TestRootRotationByDeletingRoot(t *testing.T) {
+	client := clusterClient(t)
+	controlNS, appNS := namespaces(t, client)
+	first := startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-old"})
+	createDeployments(t, client, appNS, controlNS, "web")
+	name := pki.SecretName("web", pki.KindDeployment)
+	waitSecret(t, client, appNS, name, nil)
+	first.stop(t)
+	if err := client.CoreV1().Secrets(controlNS).Delete(context.Background(), pki.RootSecret, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	second := startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-new"})
+	newRoot := second.Root()
+	if newRoot.Cert.Equal(first.Root().Cert) {
+		t.Fatal("no new root after the root Secret was deleted")
+	}
+	id := pki.Identity("web", pki.KindDeployment, appNS, controlNS)
+	waitSecret(t, client, appNS, name, func(s *corev1.Secret) error {
+		_, err := newRoot.Check(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], id, time.Now())
+		return err
+	})
+	eventually(t, 30*time.Second, func() error {
+		cm, err := client.CoreV1().ConfigMaps(appNS).Get(context.Background(), pki.BundleConfigMap, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if cm.Data[pki.BundleKey] != string(newRoot.CertPEM) {
+			return errors.New("bundle still holds the old root")
+		}
+		return nil
+	})
+}
