@@ -357,3 +357,24 @@ func BenchmarkInjectEmojivoto(b *testing.B) {
 		}
 	}
 }
+
+// `kubectl get deploy -o json | linkerd inject -` hands inject a JSON List.
+func TestJSONListInput(t *testing.T) {
+	in := `{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"apps/v1","kind":"Deployment",
+	"metadata":{"name":"web","namespace":"shop","resourceVersion":"12345678901234567"},
+	"spec":{"selector":{"matchLabels":{"app":"web"}},"template":{"metadata":{"labels":{"app":"web"}},
+	"spec":{"containers":[{"name":"web","image":"example/web:1"}]}}}}]}`
+	o := testOptions
+	o.TLS = "optional"
+	res, err := Inject([]byte(in), "stdin", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Reports) != 1 || res.Reports[0].Outcome != Injected || res.Reports[0].Name != "web" {
+		t.Fatalf("reports %+v", res.Reports)
+	}
+	out := string(res.YAML)
+	if !strings.Contains(out, "web-deployment-tls-linkerd-io") || !strings.Contains(out, `resourceVersion: "12345678901234567"`) {
+		t.Errorf("JSON list not injected faithfully:\n%s", out)
+	}
+}
