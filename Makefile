@@ -30,7 +30,7 @@ deps: ## Install the Debian packages tests use (prometheus, openssl, wrk, tmux)
 	@scripts/deps.sh
 
 .PHONY: test
-test: deps build localkube ## Run every test: unit, golden, integration (real Prometheus, real local Kubernetes)
+test: deps build localkube $(BIN)/promtool ## Run every test: unit, golden, integration (real Prometheus, real local Kubernetes)
 	$(GO) test -race -count=1 -timeout 30m ./...
 	$(MAKE) test-localkube
 
@@ -39,9 +39,19 @@ generate: ## Regenerate fixtures (captures) and rewrite golden files
 	$(GO) generate ./...
 	$(GO) test ./... -run Golden -update
 
+# Debian's promtool is built without Kubernetes service discovery, which
+# install's Prometheus config uses; build Prometheus's own (own go.mod).
+$(BIN)/promtool: install/promtool/go.mod install/promtool/go.sum
+	@mkdir -p $(BIN)
+	cd install/promtool && $(GO) build -o $(BIN)/promtool github.com/prometheus/prometheus/cmd/promtool
+
 .PHONY: bench
-bench: ## Run the Go benchmarks (stat aggregation over 1,000 pods, …)
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./stat/ | tee bench/stat.txt
+bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing and a 1,000-owner burst
+	$(GO) test -run '^$$' -bench Aggregate1000Pods -benchtime 3x -count 5 ./stat/ | tee bench/stat-aggregate.txt
+	$(GO) test -run '^$$' -bench Parse -count 5 ./stat/ | tee bench/stat-parse.txt
+	bench/stat-rss.sh | tee bench/stat-rss.txt
+	$(GO) test -run '^$$' -bench Issue -benchmem -count 5 ./ca/pki/ | tee bench/ca-pki.txt
+	$(GO) run ./bench/ca-burst | tee bench/ca-burst.txt
 
 .PHONY: lint
 lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …)
