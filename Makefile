@@ -19,7 +19,7 @@ help: ## Show this help
 .PHONY: build
 build: ## Build the binaries (linkerd, …) into bin/
 	@mkdir -p $(BIN)
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	@$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 .PHONY: demo
 demo: build ## Print the seed's `linkerd stat authority -n emojivoto` table (no cluster needed)
