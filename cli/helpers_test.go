@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"k8s.io/client-go/kubernetes"
@@ -25,7 +26,19 @@ type runResult struct {
 // execute runs the CLI in-process, as `linkerd args...`, with no cluster.
 func execute(t *testing.T, tty bool, args ...string) runResult {
 	t.Helper()
+	return executeIO(t, tty, "", args...)
+}
+
+// executeWithInput is execute with text on stdin.
+func executeWithInput(t *testing.T, in string, args ...string) runResult {
+	t.Helper()
+	return executeIO(t, false, in, args...)
+}
+
+func executeIO(t *testing.T, tty bool, in string, args ...string) runResult {
+	t.Helper()
 	io, out, errOut := TestStreams(tty)
+	io.In = strings.NewReader(in)
 	f := NewFactory(io)
 	f.RESTConfig = func() (*rest.Config, error) { return nil, errNoCluster }
 	f.KubeClient = func() (kubernetes.Interface, error) { return nil, errNoCluster }

@@ -8,20 +8,6 @@ import (
 	"testing"
 )
 
-func executeWithInput(t *testing.T, in string, args ...string) runResult {
-	t.Helper()
-	io, out, errOut := TestStreams(false)
-	io.In = strings.NewReader(in)
-	f := NewFactory(io)
-	root := NewRootCmd(f)
-	root.SetArgs(args)
-	code, line := exitCode(root.Execute())
-	if line != "" {
-		errOut.WriteString(line + "\n")
-	}
-	return runResult{out: out.String(), errOut: errOut.String(), code: code}
-}
-
 func TestInjectFileDirAndStdin(t *testing.T) {
 	emojivoto := filepath.Join("..", "inject", "testdata", "emojivoto.yml")
 	fromFile := execute(t, false, "inject", "--tls=optional", "--version", "v1", emojivoto)
