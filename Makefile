@@ -54,8 +54,9 @@ bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signin
 	$(GO) run ./bench/ca-burst | tee bench/ca-burst.txt
 
 .PHONY: lint
-lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …)
+lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …) on both modules
 	$(BIN)/golangci-lint run ./...
+	cd localkube && $(BIN)/golangci-lint run --config ../.golangci.yml ./...
 
 $(BIN)/golangci-lint:
 	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)

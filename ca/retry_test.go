@@ -57,7 +57,9 @@ func TestAPIErrorsRetryWithBackoff(t *testing.T) {
 	go func() { done <- ctrl.Run(ctx) }()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil && ctx.Err() == nil {
+			t.Errorf("CA stopped with %v", err)
+		}
 	}()
 	eventually(t, 30*time.Second, func() error {
 		s, err := client.CoreV1().Secrets(ns).Get(context.Background(), pki.SecretName("web", pki.KindDeployment), metav1.GetOptions{})

@@ -160,12 +160,12 @@ func listScope(ctx context.Context, q Query, src PodSource, sel labels.Selector)
 }
 
 type rowAcc struct {
-	row                 Row
-	success, failure    float64
-	tlsTrue             float64
-	seen                bool // some request series matched
-	quantiles           []float64
-	inboundPlain, edged float64
+	row              Row
+	success, failure float64
+	tlsTrue          float64
+	seen             bool // some request series matched
+	quantiles        []float64
+	edged            float64 // plain-text requests named by outbound edges
 }
 
 func evaluate(ctx context.Context, q Query, p plan, ev evaluator, pods []Pod, havePods bool) ([]Row, error) {

@@ -34,24 +34,6 @@ func (s *series) get(name string) string {
 	return ""
 }
 
-// key identifies the series across scrapes of the same target.
-func (s *series) key() string {
-	n := len(s.Metric)
-	for _, l := range s.Labels {
-		n += len(l.Name) + len(l.Value) + 2
-	}
-	var b strings.Builder
-	b.Grow(n)
-	b.WriteString(s.Metric)
-	for _, l := range s.Labels {
-		b.WriteByte(0xff)
-		b.WriteString(l.Name)
-		b.WriteByte(0xfe)
-		b.WriteString(l.Value)
-	}
-	return b.String()
-}
-
 // wanted are the series stat reads; everything else in a scrape is
 // skipped before its labels are even decoded.
 var wanted = map[string]bool{"response_total": true, "response_latency_ms_bucket": true}

@@ -159,7 +159,7 @@ func run() error {
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
-		return errors.New("Secret informer did not sync")
+		return errors.New("the Secret informer did not sync")
 	}
 
 	created := make([]time.Time, o.owners)
@@ -274,7 +274,7 @@ func startCA(bin string, o options, controlNS string) (*exec.Cmd, string, error)
 	if err := cmd.Start(); err != nil {
 		return nil, "", err
 	}
-	var logTo io.Writer = io.Discard
+	logTo := io.Writer(io.Discard)
 	if o.caLog != "" {
 		f, err := os.OpenFile(o.caLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {

@@ -61,7 +61,11 @@ func TestUpOnABusyPortNamesThePort(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	dir := t.TempDir()
 	out, err := lk("up", "--dir", dir, "--apiserver-port", fmt.Sprint(port))
-	t.Cleanup(func() { lk("down", "--dir", dir) })
+	t.Cleanup(func() {
+		if out, err := lk("down", "--dir", dir); err != nil {
+			t.Logf("down: %v\n%s", err, out)
+		}
+	})
 	oneLine(t, out, err, fmt.Sprintf("127.0.0.1:%d", port), "busy", "--apiserver-port")
 	if left := procutil.Marked(dir); len(left) > 0 {
 		t.Errorf("failed up left processes %v", left)
@@ -71,7 +75,11 @@ func TestUpOnABusyPortNamesThePort(t *testing.T) {
 func TestUpRecoversAStaleDirAndDownStopsEverything(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	t.Cleanup(func() { lk("down", "--dir", dir) })
+	t.Cleanup(func() {
+		if out, err := lk("down", "--dir", dir); err != nil {
+			t.Logf("down: %v\n%s", err, out)
+		}
+	})
 	if out, err := lk("up", "--dir", dir, "--bin-dir", appBinDir); err != nil {
 		t.Fatalf("up: %v\n%s", err, out)
 	}

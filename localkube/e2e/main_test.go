@@ -51,13 +51,18 @@ func run(m *testing.M) int {
 		return 1
 	}
 	clusterDir = filepath.Join(tmp, "cluster")
+	down := func() {
+		if out, err := lk("down", "--dir", clusterDir); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: localkube down: %v\n%s", err, out)
+		}
+	}
 	start := time.Now()
 	if out, err := lk("up", "--dir", clusterDir, "--bin-dir", appBinDir, "--owner-pid", fmt.Sprint(os.Getpid())); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: localkube up: %v\n%s", err, out)
-		lk("down", "--dir", clusterDir)
+		down()
 		return 1
 	}
-	defer lk("down", "--dir", clusterDir)
+	defer down()
 	fmt.Printf("e2e: cluster up in %.1fs\n", time.Since(start).Seconds())
 	if restConfig, err = clientcmd.BuildConfigFromFlags("", filepath.Join(clusterDir, "kubeconfig")); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

@@ -249,7 +249,10 @@ func runServe(o *upOptions) error {
 		logger.Printf("stopping: %s", reason)
 		kstop()
 		select {
-		case <-kdone:
+		case err := <-kdone:
+			if err != nil && kctx.Err() == nil {
+				logger.Printf("kubelet: %v", err)
+			}
 		case <-time.After(30 * time.Second):
 			logger.Print("kubelet did not stop within 30s")
 		}

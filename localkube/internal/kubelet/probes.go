@@ -176,7 +176,7 @@ func check(ctx context.Context, p *v1.Probe, c *v1.Container, podIP string, time
 		if err != nil {
 			return false, err.Error()
 		}
-		conn.Close()
+		_ = conn.Close() // the probe only needed the connection to open
 		return true, ""
 	}
 	return true, ""
