@@ -22,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -615,67 +614,50 @@ func managedBy(obj metav1.Object, manager string) bool {
 	return false
 }
 
+// ownerKinds maps each workload kind a Secret can belong to (a bare pod
+// aside) to its API version, Kind and a GET of the object.
+var ownerKinds = map[string]struct {
+	apiVersion, kind string
+	get              func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error)
+}{
+	pki.KindDeployment: {"apps/v1", "Deployment", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+		return c.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+	}},
+	pki.KindStatefulSet: {"apps/v1", "StatefulSet", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+		return c.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+	}},
+	pki.KindDaemonSet: {"apps/v1", "DaemonSet", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+		return c.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+	}},
+	pki.KindReplicaSet: {"apps/v1", "ReplicaSet", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+		return c.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
+	}},
+	pki.KindReplicationController: {"v1", "ReplicationController", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+		return c.CoreV1().ReplicationControllers(ns).Get(ctx, name, metav1.GetOptions{})
+	}},
+}
+
 // ownerRef points the Secret at its owner so the garbage collector removes
 // it with the owner. A bare pod's UID is in the cache; other owners cost
 // one GET, paid only when a certificate is actually issued.
 func (c *Controller) ownerRef(ctx context.Context, k ownerKey, pods []any) (*metav1ac.OwnerReferenceApplyConfiguration, error) {
-	var apiVersion, kind string
-	var uid types.UID
-	var err error
-	opts := metav1.GetOptions{}
-	switch k.Kind {
-	case pki.KindPod:
-		apiVersion, kind = "v1", "Pod"
+	if k.Kind == pki.KindPod {
 		for _, obj := range pods {
 			if p, ok := obj.(*corev1.Pod); ok && p.Name == k.Name {
-				uid = p.UID
+				return metav1ac.OwnerReference().WithAPIVersion("v1").WithKind("Pod").WithName(k.Name).WithUID(p.UID), nil
 			}
 		}
-		if uid == "" {
-			return nil, apierrors.NewNotFound(corev1.Resource("pods"), k.Name)
-		}
-	case pki.KindDeployment:
-		apiVersion, kind = "apps/v1", "Deployment"
-		var o metav1.Object
-		o, err = c.client.AppsV1().Deployments(k.Namespace).Get(ctx, k.Name, opts)
-		if err == nil {
-			uid = o.GetUID()
-		}
-	case pki.KindStatefulSet:
-		apiVersion, kind = "apps/v1", "StatefulSet"
-		var o metav1.Object
-		o, err = c.client.AppsV1().StatefulSets(k.Namespace).Get(ctx, k.Name, opts)
-		if err == nil {
-			uid = o.GetUID()
-		}
-	case pki.KindDaemonSet:
-		apiVersion, kind = "apps/v1", "DaemonSet"
-		var o metav1.Object
-		o, err = c.client.AppsV1().DaemonSets(k.Namespace).Get(ctx, k.Name, opts)
-		if err == nil {
-			uid = o.GetUID()
-		}
-	case pki.KindReplicaSet:
-		apiVersion, kind = "apps/v1", "ReplicaSet"
-		var o metav1.Object
-		o, err = c.client.AppsV1().ReplicaSets(k.Namespace).Get(ctx, k.Name, opts)
-		if err == nil {
-			uid = o.GetUID()
-		}
-	case pki.KindReplicationController:
-		apiVersion, kind = "v1", "ReplicationController"
-		var o metav1.Object
-		o, err = c.client.CoreV1().ReplicationControllers(k.Namespace).Get(ctx, k.Name, opts)
-		if err == nil {
-			uid = o.GetUID()
-		}
-	default:
+		return nil, apierrors.NewNotFound(corev1.Resource("pods"), k.Name)
+	}
+	owner, ok := ownerKinds[k.Kind]
+	if !ok {
 		return nil, apierrors.NewNotFound(corev1.Resource(k.Kind), k.Name)
 	}
+	o, err := owner.get(ctx, c.client, k.Namespace, k.Name)
 	if err != nil {
 		return nil, err
 	}
-	return metav1ac.OwnerReference().WithAPIVersion(apiVersion).WithKind(kind).WithName(k.Name).WithUID(uid), nil
+	return metav1ac.OwnerReference().WithAPIVersion(owner.apiVersion).WithKind(owner.kind).WithName(k.Name).WithUID(o.GetUID()), nil
 }
 
 // syncBundle keeps the namespace's trust bundle equal to the root.

@@ -2,17 +2,12 @@ package cli
 
 import (
 	"errors"
-	"flag"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // errNoCluster stands in for a kubeconfig in tests that must not reach
 // whatever cluster the machine happens to have.
@@ -49,26 +44,4 @@ func executeIO(t *testing.T, tty bool, in string, args ...string) runResult {
 		errOut.WriteString(line + "\n")
 	}
 	return runResult{out: out.String(), errOut: errOut.String(), code: code}
-}
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run `go test ./cli -run %s -update` to create it)", err, t.Name())
-	}
-	if string(want) != got {
-		t.Errorf("output differs from %s (rerun with -update if the change is intended)\n--- got ---\n%s\n--- want ---\n%s", path, got, want)
-	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"meshtls/internal/golden"
 	"meshtls/stat"
 )
 
@@ -39,7 +40,7 @@ func TestStatGolden(t *testing.T) {
 			if res.errOut != "" {
 				t.Errorf("unexpected stderr: %q", res.errOut)
 			}
-			golden(t, tc.golden, res.out)
+			golden.Assert(t, tc.golden, []byte(res.out))
 		})
 	}
 }

@@ -2,66 +2,17 @@ package inject
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"meshtls/internal/golden"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./inject -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the output; run go test ./inject -update and review the diff.\n--- got ---\n%s", path, firstDiff(got, want))
-	}
-}
-
-func firstDiff(got, want []byte) string {
-	g, w := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
-	for i := 0; i < len(g) || i < len(w); i++ {
-		var gl, wl string
-		if i < len(g) {
-			gl = g[i]
-		}
-		if i < len(w) {
-			wl = w[i]
-		}
-		if gl != wl {
-			return "line " + itoa(i+1) + ":\n  got:  " + gl + "\n  want: " + wl
-		}
-	}
-	return ""
-}
-
-func itoa(i int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + fmtInt(i)) }
-
-func fmtInt(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; i > 0; i /= 10 {
-		b = append([]byte{byte('0' + i%10)}, b...)
-	}
-	return string(b)
-}
 
 var testOptions = Options{Version: "v0.1.0", Registry: "ghcr.io/meshtls"}
 
@@ -97,8 +48,8 @@ func TestGolden(t *testing.T) {
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			res := injectFile(t, tc.input, tc.o)
-			golden(t, tc.golden, res.YAML)
-			golden(t, strings.TrimSuffix(tc.golden, ".golden")+"_report.golden", report(res))
+			golden.Assert(t, tc.golden, res.YAML)
+			golden.Assert(t, strings.TrimSuffix(tc.golden, ".golden")+"_report.golden", report(res))
 		})
 	}
 }
@@ -221,7 +172,7 @@ func TestIdempotent(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(once.YAML, twice.YAML) {
-				t.Errorf("%s tls=%q: second injection changed the output:\n%s", in, tls, firstDiff(twice.YAML, once.YAML))
+				t.Errorf("%s tls=%q: second injection changed the output:\n%s", in, tls, golden.FirstDiff(twice.YAML, once.YAML))
 			}
 		}
 	}

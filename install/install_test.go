@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"flag"
 	"math/big"
 	"os"
 	"os/exec"
@@ -21,39 +20,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"meshtls/ca/pki"
+	"meshtls/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./install -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
-		for i := range max(len(gl), len(wl)) {
-			var g, w string
-			if i < len(gl) {
-				g = gl[i]
-			}
-			if i < len(wl) {
-				w = wl[i]
-			}
-			if g != w {
-				t.Fatalf("%s differs at line %d (run -update and review):\n got: %s\nwant: %s", path, i+1, g, w)
-			}
-		}
-	}
-}
 
 var t0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 
@@ -91,9 +59,9 @@ func render(t *testing.T, o Options) []byte {
 }
 
 func TestGolden(t *testing.T) {
-	golden(t, "install.golden", render(t, Options{Version: "v0.1.0"}))
-	golden(t, "install_tls.golden", render(t, Options{Version: "v0.1.0", TLS: "optional"}))
-	golden(t, "install_tls_ha.golden", render(t, Options{
+	golden.Assert(t, "install.golden", render(t, Options{Version: "v0.1.0"}))
+	golden.Assert(t, "install_tls.golden", render(t, Options{Version: "v0.1.0", TLS: "optional"}))
+	golden.Assert(t, "install_tls_ha.golden", render(t, Options{
 		Version: "v0.1.0", TLS: "optional", ControllerReplicas: 3, ControlNamespace: "mesh",
 		Registry: "registry.example/meshtls", PrometheusImage: "registry.example/prometheus:v2.42.0", CertLifetime: time.Hour,
 	}))
