@@ -387,9 +387,12 @@ func TestShortLifetimeRenews(t *testing.T) {
 	if seen.After(certs[0].NotAfter) {
 		t.Errorf("renewed at %s, after the old certificate expired (%s)", seen.Format(time.StampMilli), certs[0].NotAfter)
 	}
-	if n := testutil.ToFloat64(ca.metrics.renewals); n < 1 {
-		t.Errorf("renewals metric %v, want ≥ 1", n)
-	}
+	eventually(t, 10*time.Second, func() error { // counted just after the write
+		if n := testutil.ToFloat64(ca.metrics.renewals); n < 1 {
+			return fmt.Errorf("renewals metric %v, want ≥ 1", n)
+		}
+		return nil
+	})
 	if _, err := ca.Root().Check(renewed.Data[corev1.TLSCertKey], renewed.Data[corev1.TLSPrivateKeyKey],
 		pki.Identity("web", pki.KindDeployment, appNS, controlNS), time.Now()); err != nil {
 		t.Errorf("renewed certificate: %v", err)
@@ -423,11 +426,11 @@ func TestTwoReplicasOnlyLeaderWrites(t *testing.T) {
 	if testutil.ToFloat64(leader.metrics.leader) != 1 || testutil.ToFloat64(standby.metrics.leader) != 0 {
 		t.Fatalf("leader gauges a=%v b=%v, want exactly one leader", testutil.ToFloat64(a.metrics.leader), testutil.ToFloat64(b.metrics.leader))
 	}
+	// The CA counts a certificate just after the API server has the Secret,
+	// so the count can trail what waitSecret saw by a moment.
+	waitIssued(t, leader, 3)
 	if n := testutil.ToFloat64(standby.metrics.issued); n != 0 {
 		t.Errorf("standby %s issued %v certificates", standby.cfg.Identity, n)
-	}
-	if n := testutil.ToFloat64(leader.metrics.issued); n != 3 {
-		t.Errorf("leader issued %v certificates, want 3", n)
 	}
 	lease, err := client.CoordinationV1().Leases(controlNS).Get(context.Background(), "linkerd-ca", metav1.GetOptions{})
 	if err != nil {
@@ -450,8 +453,22 @@ func TestTwoReplicasOnlyLeaderWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSecret(t, client, appNS, name, nil)
-	if n := testutil.ToFloat64(standby.metrics.issued); n != 1 {
-		t.Errorf("new leader issued %v certificates, want 1 (only the deleted one)", n)
+	waitIssued(t, standby, 1) // only the deleted one
+}
+
+// waitIssued waits for ca's issued counter to reach want, and fails if it
+// goes past it.
+func waitIssued(t *testing.T, ca *testCA, want float64) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		if n := testutil.ToFloat64(ca.metrics.issued); n != want {
+			return fmt.Errorf("%s issued %v certificates, want %v", ca.cfg.Identity, n, want)
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond)
+	if n := testutil.ToFloat64(ca.metrics.issued); n != want {
+		t.Errorf("%s issued %v certificates, want exactly %v", ca.cfg.Identity, n, want)
 	}
 }
 

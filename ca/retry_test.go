@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -74,9 +75,12 @@ func TestAPIErrorsRetryWithBackoff(t *testing.T) {
 	if got := testutil.ToFloat64(ctrl.metrics.errors.WithLabelValues("secret")); got != failures {
 		t.Errorf("errors metric %v, want %d", got, failures)
 	}
-	if got := testutil.ToFloat64(ctrl.metrics.issued); got != 1 {
-		t.Errorf("issued %v, want 1", got)
-	}
+	eventually(t, 10*time.Second, func() error { // counted just after the write
+		if got := testutil.ToFloat64(ctrl.metrics.issued); got != 1 {
+			return fmt.Errorf("issued %v, want 1", got)
+		}
+		return nil
+	})
 	// Exponential backoff from client-go's controller rate limiter: the
 	// retries wait at least 5ms, 10ms and 20ms (timers never fire early,
 	// so these lower bounds hold on a loaded machine too).
