@@ -49,7 +49,7 @@ func TestStatScrapesLivePods(t *testing.T) {
 		waitReady(ctx, t, client, p.Namespace, p.Name)
 	}
 
-	live := statJSON(t, "stat", "authority", "-n", "emojivoto", "-t", "3s", "--kubeconfig", kubeconfig, "-o", "json")
+	live := statJSON(t, "stat", "authority", "-n", "emojivoto", "-t", "5s", "--kubeconfig", kubeconfig, "-o", "json")
 	recorded := statJSON(t, "stat", "authority", "-n", "emojivoto", "--capture", "builtin:emojivoto", "-o", "json")
 	compareRows(t, live, recorded)
 
@@ -63,7 +63,7 @@ func TestStatScrapesLivePods(t *testing.T) {
 
 	// A capture recorded from the live pods gives the same figures again.
 	dir := filepath.Join(t.TempDir(), "rec")
-	run(t, "capture", "record", dir, "-A", "-t", "3s", "--kubeconfig", kubeconfig)
+	run(t, "capture", "record", dir, "-A", "-t", "5s", "--kubeconfig", kubeconfig)
 	rerun := statJSON(t, "stat", "authority", "-n", "emojivoto", "--capture", dir, "-o", "json")
 	compareRows(t, rerun, recorded)
 }
@@ -160,6 +160,10 @@ func statJSON(t *testing.T, args ...string) map[string]row {
 	return m
 }
 
+// tolerance allows for each pod's scrape being served a little after the
+// round's timestamp on a loaded machine; the table rounds far coarser.
+const tolerance = 0.05
+
 func compareRows(t *testing.T, got, want map[string]row) {
 	t.Helper()
 	if len(got) != len(want) {
@@ -175,7 +179,7 @@ func compareRows(t *testing.T, got, want map[string]row) {
 			name string
 			g, w *float64
 		}{{"success", g.Success, w.Success}, {"rps", g.RPS, w.RPS}, {"tls", g.TLS, w.TLS}, {"p50", g.P50, w.P50}, {"p99", g.P99, w.P99}} {
-			if (f.g == nil) != (f.w == nil) || (f.g != nil && math.Abs(*f.g-*f.w) > 0.03*math.Max(math.Abs(*f.w), 1e-3)) {
+			if (f.g == nil) != (f.w == nil) || (f.g != nil && math.Abs(*f.g-*f.w) > tolerance*math.Max(math.Abs(*f.w), 1e-3)) {
 				t.Errorf("%s %s: got %v, want %v", key, f.name, deref(f.g), deref(f.w))
 			}
 		}

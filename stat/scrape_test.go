@@ -67,7 +67,7 @@ func TestScraperMatchesCapture(t *testing.T) {
 		Warn:     func(m string) { warnings = append(warnings, m) },
 		Progress: func(time.Duration, int) { progress.Add(1) },
 	}
-	q := stat.Query{Resource: stat.Resource{Kind: stat.KindAuthority, Namespace: "emojivoto"}, Window: 2 * time.Second}
+	q := stat.Query{Resource: stat.Resource{Kind: stat.KindAuthority, Namespace: "emojivoto"}, Window: 3 * time.Second}
 	live, err := stat.Compute(context.Background(), q, scraper, c)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +88,9 @@ func TestScraperMatchesCapture(t *testing.T) {
 			name string
 			l, r float64
 		}{{"rps", l.RPS, r.RPS}, {"success", l.Success, r.Success}, {"tls", l.TLS, r.TLS}, {"p50", l.P50, r.P50}, {"p99", l.P99, r.P99}} {
-			if math.Abs(f.l-f.r) > 0.02*math.Max(math.Abs(f.r), 1e-3) {
+			// Each pod is served a little after its round's timestamp; on a
+			// loaded machine that skews a rate by a few percent at most.
+			if math.Abs(f.l-f.r) > 0.05*math.Max(math.Abs(f.r), 1e-3) {
 				t.Errorf("%s %s: live %.4f, recorded %.4f", l.Name, f.name, f.l, f.r)
 			}
 		}
@@ -102,8 +104,8 @@ func TestScraperMatchesCapture(t *testing.T) {
 	if progress.Load() == 0 {
 		t.Errorf("no progress reported while waiting")
 	}
-	if w := live.Window; w < 1900*time.Millisecond || w > 3*time.Second {
-		t.Errorf("window %s, want about 2s", w)
+	if w := live.Window; w < 2900*time.Millisecond || w > 4*time.Second {
+		t.Errorf("window %s, want about 3s", w)
 	}
 }
 
