@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"meshtls/ca/pki"
+	"meshtls/testutil/localcluster"
 )
 
 // unscheduled keeps test pods away from the process kubelet: the CA only
@@ -68,7 +69,7 @@ func startCA(t *testing.T, cfg Config) *testCA {
 	tc := &testCA{Controller: ctrl, cancel: cancel, done: make(chan error, 1)}
 	go func() { tc.done <- ctrl.Run(ctx) }()
 	t.Cleanup(func() { tc.stop(t) })
-	eventually(t, 30*time.Second, func() error {
+	localcluster.Eventually(t, 30*time.Second, func() error {
 		if !ctrl.Ready() {
 			return errors.New("CA not ready")
 		}
@@ -91,19 +92,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	}
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
-}
-
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("not true after %s: %v", timeout, err)
 }
 
 // namespaces makes a fresh control-plane namespace and app namespace, so
@@ -167,7 +155,7 @@ func createDeployments(t *testing.T, client kubernetes.Interface, ns, controlNS 
 func waitSecret(t *testing.T, client kubernetes.Interface, ns, name string, accept func(*corev1.Secret) error) *corev1.Secret {
 	t.Helper()
 	var got *corev1.Secret
-	eventually(t, 60*time.Second, func() error {
+	localcluster.Eventually(t, 60*time.Second, func() error {
 		s, err := client.CoreV1().Secrets(ns).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -200,7 +188,7 @@ func TestDeploymentsGetSecretsAndBundle(t *testing.T) {
 
 	bundle := func() *corev1.ConfigMap {
 		var cm *corev1.ConfigMap
-		eventually(t, 60*time.Second, func() error {
+		localcluster.Eventually(t, 60*time.Second, func() error {
 			var err error
 			cm, err = client.CoreV1().ConfigMaps(appNS).Get(context.Background(), pki.BundleConfigMap, metav1.GetOptions{})
 			return err
@@ -297,7 +285,7 @@ func TestRestartKeepsRootAndReissuesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 30*time.Second, func() error {
+	localcluster.Eventually(t, 30*time.Second, func() error {
 		if testutil.ToFloat64(second.metrics.leader) != 1 {
 			return errors.New("second CA not leading yet")
 		}
@@ -387,7 +375,7 @@ func TestShortLifetimeRenews(t *testing.T) {
 	if seen.After(certs[0].NotAfter) {
 		t.Errorf("renewed at %s, after the old certificate expired (%s)", seen.Format(time.StampMilli), certs[0].NotAfter)
 	}
-	eventually(t, 10*time.Second, func() error { // counted just after the write
+	localcluster.Eventually(t, 10*time.Second, func() error { // counted just after the write
 		if n := testutil.ToFloat64(ca.metrics.renewals); n < 1 {
 			return fmt.Errorf("renewals metric %v, want ≥ 1", n)
 		}
@@ -442,7 +430,7 @@ func TestTwoReplicasOnlyLeaderWrites(t *testing.T) {
 
 	// The standby takes over when the leader goes, and then it writes.
 	leader.stop(t)
-	eventually(t, 20*time.Second, func() error {
+	localcluster.Eventually(t, 20*time.Second, func() error {
 		if testutil.ToFloat64(standby.metrics.leader) != 1 {
 			return errors.New("standby has not taken the lease")
 		}
@@ -460,7 +448,7 @@ func TestTwoReplicasOnlyLeaderWrites(t *testing.T) {
 // goes past it.
 func waitIssued(t *testing.T, ca *testCA, want float64) {
 	t.Helper()
-	eventually(t, 10*time.Second, func() error {
+	localcluster.Eventually(t, 10*time.Second, func() error {
 		if n := testutil.ToFloat64(ca.metrics.issued); n != want {
 			return fmt.Errorf("%s issued %v certificates, want %v", ca.cfg.Identity, n, want)
 		}
@@ -522,7 +510,7 @@ func TestOwnerDeletionCollectsSecret(t *testing.T) {
 	if err := client.AppsV1().Deployments(appNS).Delete(context.Background(), "gone", metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, func() error {
+	localcluster.Eventually(t, 60*time.Second, func() error {
 		_, err := client.CoreV1().Secrets(appNS).Get(context.Background(), name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
@@ -545,7 +533,7 @@ func TestForeignSecretIsNotClobbered(t *testing.T) {
 		t.Fatal(err)
 	}
 	createDeployments(t, client, appNS, controlNS, "web")
-	eventually(t, 30*time.Second, func() error {
+	localcluster.Eventually(t, 30*time.Second, func() error {
 		if n := testutil.ToFloat64(ca.metrics.errors.WithLabelValues("secret")); n < 1 {
 			return fmt.Errorf("no error counted yet (%v)", n)
 		}
@@ -604,7 +592,7 @@ func TestRootRotationByDeletingRoot(t *testing.T) {
 		_, err := newRoot.Check(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], id, time.Now())
 		return err
 	})
-	eventually(t, 30*time.Second, func() error {
+	localcluster.Eventually(t, 30*time.Second, func() error {
 		cm, err := client.CoreV1().ConfigMaps(appNS).Get(context.Background(), pki.BundleConfigMap, metav1.GetOptions{})
 		if err != nil {
 			return err

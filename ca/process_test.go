@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"meshtls/ca/pki"
+	"meshtls/testutil/localcluster"
 )
 
 func controllerBinary(t *testing.T) string {
@@ -131,7 +132,7 @@ func TestControllerBinaryServesReadyAndMetrics(t *testing.T) {
 	p := startProcess(t, "ca", "--kubeconfig", clusterKubeconfig(t), "--controller-namespace", controlNS,
 		"--admin-addr", "127.0.0.1:0", "--leader-elect-identity", "proc-0")
 	base := "http://" + p.admin
-	eventually(t, 30*time.Second, func() error {
+	localcluster.Eventually(t, 30*time.Second, func() error {
 		code, body, err := get(base + "/ready")
 		if err != nil || code != http.StatusOK {
 			return fmt.Errorf("/ready: %d %q %v", code, body, err)
@@ -145,7 +146,7 @@ func TestControllerBinaryServesReadyAndMetrics(t *testing.T) {
 		names[i] = fmt.Sprintf("svc-%02d", i)
 	}
 	createDeployments(t, client, appNS, controlNS, names...)
-	eventually(t, 60*time.Second, func() error {
+	localcluster.Eventually(t, 60*time.Second, func() error {
 		list, err := client.CoreV1().Secrets(appNS).List(context.Background(), metav1.ListOptions{LabelSelector: OwnerKindLabel})
 		if err != nil {
 			return err

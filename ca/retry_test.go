@@ -19,6 +19,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"meshtls/ca/pki"
+	"meshtls/testutil/localcluster"
 )
 
 // A real API server cannot be made to fail on cue, so this one unit test
@@ -62,7 +63,7 @@ func TestAPIErrorsRetryWithBackoff(t *testing.T) {
 			t.Errorf("CA stopped with %v", err)
 		}
 	}()
-	eventually(t, 30*time.Second, func() error {
+	localcluster.Eventually(t, 30*time.Second, func() error {
 		s, err := client.CoreV1().Secrets(ns).Get(context.Background(), pki.SecretName("web", pki.KindDeployment), metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -75,7 +76,7 @@ func TestAPIErrorsRetryWithBackoff(t *testing.T) {
 	if got := testutil.ToFloat64(ctrl.metrics.errors.WithLabelValues("secret")); got != failures {
 		t.Errorf("errors metric %v, want %d", got, failures)
 	}
-	eventually(t, 10*time.Second, func() error { // counted just after the write
+	localcluster.Eventually(t, 10*time.Second, func() error { // counted just after the write
 		if got := testutil.ToFloat64(ctrl.metrics.issued); got != 1 {
 			return fmt.Errorf("issued %v, want 1", got)
 		}

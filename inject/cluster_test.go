@@ -5,7 +5,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -36,7 +35,7 @@ func TestInjectedPassesServerDryRun(t *testing.T) {
 			if in == "kinds.yaml" {
 				res = serverSafe(t, o)
 			}
-			cmd := exec.Command(kubectlPath(t), "--kubeconfig", localcluster.Kubeconfig(t), "apply", "--dry-run=server", "-f", "-")
+			cmd := exec.Command(localcluster.Kubectl(t), "--kubeconfig", localcluster.Kubeconfig(t), "apply", "--dry-run=server", "-f", "-")
 			cmd.Stdin = bytes.NewReader(res.YAML)
 			out, err := cmd.CombinedOutput()
 			if err != nil {
@@ -76,20 +75,4 @@ func serverSafe(t *testing.T, o Options) *Result {
 		t.Fatal(err)
 	}
 	return res
-}
-
-// kubectlPath prefers the kubectl `make localkube` builds at the cluster's
-// own version; one on PATH (Debian's may be years older) is the fallback.
-func kubectlPath(t *testing.T) string {
-	t.Helper()
-	if p, err := filepath.Abs(filepath.Join("..", "bin", "kubectl")); err == nil {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Fatal("kubectl not found: run make localkube (it builds bin/kubectl)")
-	}
-	return p
 }

@@ -40,7 +40,7 @@ func testMain(m *testing.M) int {
 
 func kubectl(t *testing.T, stdin []byte, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(kubectlPath(t), append([]string{"--kubeconfig", localcluster.Kubeconfig(t)}, args...)...)
+	cmd := exec.Command(localcluster.Kubectl(t), append([]string{"--kubeconfig", localcluster.Kubeconfig(t)}, args...)...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -93,7 +93,7 @@ func TestInstallThenInjectEmojivoto(t *testing.T) {
 	t.Cleanup(func() {
 		_ = client.CoreV1().Namespaces().Delete(context.Background(), controlNS, metav1.DeleteOptions{})
 	})
-	waitFor(t, 90*time.Second, func() error {
+	localcluster.Eventually(t, 90*time.Second, func() error {
 		pods, err := client.CoreV1().Pods(controlNS).List(context.Background(), metav1.ListOptions{LabelSelector: ComponentLabel + "=ca"})
 		if err != nil {
 			return err
@@ -125,7 +125,7 @@ func TestInstallThenInjectEmojivoto(t *testing.T) {
 		_ = client.CoreV1().Namespaces().Delete(context.Background(), "emojivoto", metav1.DeleteOptions{})
 	})
 	var bundle string
-	waitFor(t, 90*time.Second, func() error {
+	localcluster.Eventually(t, 90*time.Second, func() error {
 		cm, err := client.CoreV1().ConfigMaps("emojivoto").Get(context.Background(), pki.BundleConfigMap, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -139,7 +139,7 @@ func TestInstallThenInjectEmojivoto(t *testing.T) {
 	}
 	for _, name := range []string{"emoji", "voting", "web", "vote-bot"} {
 		var s *corev1.Secret
-		waitFor(t, 90*time.Second, func() error {
+		localcluster.Eventually(t, 90*time.Second, func() error {
 			s, err = client.CoreV1().Secrets("emojivoto").Get(context.Background(), pki.SecretName(name, pki.KindDeployment), metav1.GetOptions{})
 			return err
 		})
@@ -156,33 +156,4 @@ func TestInstallThenInjectEmojivoto(t *testing.T) {
 			t.Errorf("%s: SAN %s, want %s (%v)", name, out, want, err)
 		}
 	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("not true after %s: %v", timeout, err)
-}
-
-// kubectlPath prefers the kubectl `make localkube` builds at the cluster's
-// own version; one on PATH (Debian's may be years older) is the fallback.
-func kubectlPath(t *testing.T) string {
-	t.Helper()
-	if p, err := filepath.Abs(filepath.Join("..", "bin", "kubectl")); err == nil {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Fatal("kubectl not found: run make localkube (it builds bin/kubectl)")
-	}
-	return p
 }

@@ -241,3 +241,36 @@ func Namespace(t testing.TB) string {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Kubectl returns the kubectl `make localkube` builds at the cluster's own
+// version (bin/kubectl); one on PATH, which may be years older, is the
+// fallback.
+func Kubectl(t testing.TB) string {
+	t.Helper()
+	if root, err := repoRoot(); err == nil {
+		p := filepath.Join(root, "bin", "kubectl")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatal("kubectl not found: run `make localkube` (it builds bin/kubectl)")
+	}
+	return p
+}
+
+// Eventually retries cond until it returns nil, and fails the test with its
+// last error when timeout passes first.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("not true after %s: %v", timeout, err)
+}
