@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -71,7 +72,7 @@ func TestStatScrapesLivePods(t *testing.T) {
 func createReplayPod(ctx context.Context, t *testing.T, client kubernetes.Interface, p stat.Pod) {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: p.Namespace}}
-	if _, err := client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !isAlreadyExists(err) {
+	if _, err := client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	pod := &corev1.Pod{
@@ -115,10 +116,6 @@ func waitReady(ctx context.Context, t *testing.T, client kubernetes.Interface, n
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-func isAlreadyExists(err error) bool {
-	return err != nil && bytes.Contains([]byte(err.Error()), []byte("already exists"))
 }
 
 type row struct {
