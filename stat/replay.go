@@ -202,13 +202,19 @@ func (p *replayPod) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.NotFound(w, req)
 		return
 	}
-	frac := time.Since(p.began).Seconds() / p.span.Seconds()
+	// Each sample carries the instant its value was computed for, so a
+	// scraper that honours timestamps (Prometheus does by default) sees
+	// exact linear growth however late a loaded machine serves the scrape.
+	nowMs := time.Now().UnixMilli()
+	frac := time.UnixMilli(nowMs).Sub(p.began).Seconds() / p.span.Seconds()
 	w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
 	for _, f := range p.start {
 		scaled := &dto.MetricFamily{Name: f.Name, Help: f.Help, Type: f.Type}
 		for _, m := range f.GetMetric() {
 			inc := p.increase[f.GetName()+"|"+metricID(m)]
-			scaled.Metric = append(scaled.Metric, advance(m, inc, frac))
+			am := advance(m, inc, frac)
+			am.TimestampMs = &nowMs
+			scaled.Metric = append(scaled.Metric, am)
 		}
 		if _, err := expfmt.MetricFamilyToText(w, scaled); err != nil {
 			return
