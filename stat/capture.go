@@ -116,12 +116,13 @@ func absDur(d time.Duration) time.Duration {
 func (c *Capture) collect(ctx context.Context, window time.Duration, _ []Pod, queries []vectorQuery) (evaluator, error) {
 	first, last := c.Span(window)
 	recs := c.manifest.Scrapes[first : last+1]
+	span := recs[len(recs)-1].Time.Sub(recs[0].Time)
 	targets := make([]targetScrapes, 0, len(c.manifest.Pods))
 	for _, p := range c.manifest.Pods {
 		if !p.Meshed {
 			continue
 		}
-		t := targetScrapes{Name: p.Namespace + "/" + p.Name, Target: p.TargetLabels()}
+		t := targetScrapes{Name: p.Namespace + "/" + p.Name, Target: p.TargetLabels(), Span: span}
 		for _, r := range recs {
 			file := path.Join(r.Dir, p.Namespace, p.Name+".prom")
 			if _, err := fs.Stat(c.fsys, file); err != nil {
@@ -132,7 +133,7 @@ func (c *Capture) collect(ctx context.Context, window time.Duration, _ []Pod, qu
 		}
 		targets = append(targets, t)
 	}
-	return buildDeltas(ctx, targets, recs[len(recs)-1].Time.Sub(recs[0].Time), queries)
+	return buildDeltas(ctx, targets, span, queries)
 }
 
 type captureFile struct {

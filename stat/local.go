@@ -149,6 +149,11 @@ type targetScrapes struct {
 	// Keep, when set, names the only labels worth keeping.
 	Keep    map[string]bool
 	Scrapes []scrapeText
+	// Span, when set, is the window the figures are for. The target's
+	// increases are then scaled from its own first-to-last interval to
+	// Span, as Prometheus's increase() extrapolates to its range: a pod
+	// served late in one round and early in the next is not over-counted.
+	Span time.Duration
 }
 
 // scrapeText is one scrape body; Open returns its text and Source names
@@ -156,6 +161,12 @@ type targetScrapes struct {
 type scrapeText interface {
 	Open() ([]byte, error)
 	Source() string
+}
+
+// timedScrape is a scrape that knows when it arrived. Samples that carry
+// their own timestamp override that instant, as Prometheus honours them.
+type timedScrape interface {
+	At() time.Time
 }
 
 // increases computes each series' increase across a target's scrapes,
@@ -179,6 +190,7 @@ func increases(t targetScrapes) ([]series, error) {
 	total := map[uint64]float64{}
 	seenFirst := false
 	var out []series
+	var firstAt, at time.Time
 	target := sortedTarget(t.Target)
 	for i, sc := range t.Scrapes {
 		if sc == nil {
@@ -188,8 +200,16 @@ func increases(t targetScrapes) ([]series, error) {
 		if err != nil {
 			return nil, &ScrapeError{Source: sc.Source(), Err: err}
 		}
+		at = time.Time{}
+		if ts, ok := sc.(timedScrape); ok {
+			at = ts.At()
+		}
+		stamped := false
 		cur = make(map[uint64]float64, len(prev))
-		err = scanScrape(body, func(raw []byte, v float64, decode func() labels.Labels) {
+		err = scanScrape(body, func(raw []byte, ts *int64, v float64, decode func() labels.Labels) {
+			if ts != nil && !stamped {
+				at, stamped = time.UnixMilli(*ts), true
+			}
 			h := xxhash.Sum64(raw)
 			cur[h] = v
 			if seenFirst {
@@ -207,8 +227,17 @@ func increases(t targetScrapes) ([]series, error) {
 		if err != nil {
 			return nil, &ScrapeError{Source: sc.Source(), Err: err}
 		}
+		if !seenFirst {
+			firstAt = at
+		}
 		seenFirst = true
 		prev = cur
+	}
+	if own := at.Sub(firstAt); t.Span > 0 && !firstAt.IsZero() && !at.IsZero() && own > 0 {
+		scale := t.Span.Seconds() / own.Seconds()
+		for i := range out {
+			out[i].Value *= scale
+		}
 	}
 	return out, nil
 }

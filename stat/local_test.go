@@ -249,3 +249,45 @@ func mustPlan(t *testing.T, q Query) plan {
 	}
 	return p
 }
+
+type timedText struct {
+	text string
+	at   time.Time
+}
+
+func (s timedText) Open() ([]byte, error) { return []byte(s.text), nil }
+func (s timedText) Source() string        { return "test" }
+func (s timedText) At() time.Time         { return s.at }
+
+// A target's increase is scaled from its own first-to-last interval to the
+// window, by arrival time or, when the samples carry one, their timestamp.
+func TestIncreasesScaleToWindow(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	cases := []struct {
+		name    string
+		span    time.Duration
+		scrapes []scrapeText
+		want    float64
+	}{
+		{"no span: the raw increase", 0, []scrapeText{
+			timedText{"response_total 10\n", t0}, timedText{"response_total 30\n", t0.Add(5 * time.Second)}}, 20},
+		{"arrived 5s apart, window 4s", 4 * time.Second, []scrapeText{
+			timedText{"response_total 10\n", t0}, timedText{"response_total 30\n", t0.Add(5 * time.Second)}}, 16},
+		{"timestamps override arrival", 4 * time.Second, []scrapeText{
+			timedText{"response_total 10 1700000000000\n", t0.Add(time.Second)},
+			timedText{"response_total 30 1700000002000\n", t0.Add(5 * time.Second)}}, 40},
+		{"untimed scrapes are not scaled", 4 * time.Second, []scrapeText{
+			textScrape("response_total 10\n"), textScrape("response_total 30\n")}, 20},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			series, err := increases(targetScrapes{Name: "pod", Target: map[string]string{}, Scrapes: tc.scrapes, Span: tc.span})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(series) != 1 || math.Abs(series[0].Value-tc.want) > 1e-9 {
+				t.Fatalf("got %+v, want one series of %v", series, tc.want)
+			}
+		})
+	}
+}

@@ -79,14 +79,16 @@ type Scraper struct {
 	Rounds int
 }
 
-// scrapeBody is an already fetched scrape.
+// scrapeBody is an already fetched scrape and when it arrived.
 type scrapeBody struct {
 	body   []byte
 	source string
+	at     time.Time
 }
 
 func (b scrapeBody) Open() ([]byte, error) { return b.body, nil }
 func (b scrapeBody) Source() string        { return b.source }
+func (b scrapeBody) At() time.Time         { return b.at }
 
 func (s *Scraper) collect(ctx context.Context, window time.Duration, pods []Pod, queries []vectorQuery) (evaluator, error) {
 	if window <= 0 {
@@ -116,14 +118,14 @@ func (s *Scraper) collect(ctx context.Context, window time.Duration, pods []Pod,
 			firstAt = at
 		}
 		lastAt = at
-		bodies := s.fetchAll(ctx, pods)
+		bodies, arrived := s.fetchAll(ctx, pods)
 		record := map[string][]byte{}
 		for i, b := range bodies {
 			if b == nil {
 				targets[i].Scrapes = append(targets[i].Scrapes, nil)
 				continue
 			}
-			targets[i].Scrapes = append(targets[i].Scrapes, scrapeBody{b, targets[i].Name})
+			targets[i].Scrapes = append(targets[i].Scrapes, scrapeBody{b, targets[i].Name, arrived[i]})
 			record[pods[i].Namespace+"/"+pods[i].Name] = b
 		}
 		if s.Record != nil {
@@ -132,7 +134,11 @@ func (s *Scraper) collect(ctx context.Context, window time.Duration, pods []Pod,
 			}
 		}
 	}
-	return buildDeltas(ctx, targets, lastAt.Sub(firstAt), queries)
+	span := lastAt.Sub(firstAt)
+	for i := range targets {
+		targets[i].Span = span
+	}
+	return buildDeltas(ctx, targets, span, queries)
 }
 
 func (s *Scraper) wait(ctx context.Context, until, end time.Time, pods int) error {
@@ -155,9 +161,11 @@ func (s *Scraper) wait(ctx context.Context, until, end time.Time, pods int) erro
 	}
 }
 
-// fetchAll scrapes pods concurrently; a failed pod gives nil and a warning.
-func (s *Scraper) fetchAll(ctx context.Context, pods []Pod) [][]byte {
+// fetchAll scrapes pods concurrently, noting when each body arrived; a
+// failed pod gives nil and a warning.
+func (s *Scraper) fetchAll(ctx context.Context, pods []Pod) ([][]byte, []time.Time) {
 	out := make([][]byte, len(pods))
+	arrived := make([]time.Time, len(pods))
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for i := range pods {
@@ -173,9 +181,9 @@ func (s *Scraper) fetchAll(ctx context.Context, pods []Pod) [][]byte {
 				}
 				return
 			}
-			out[i] = body
+			out[i], arrived[i] = body, time.Now()
 		}(i)
 	}
 	wg.Wait()
-	return out
+	return out, arrived
 }

@@ -45,7 +45,7 @@ var wanted = map[string]bool{"response_total": true, "response_latency_ms_bucket
 //
 // fn gets the raw series text; it calls decode only when it needs the
 // labels, which is most of the parsing cost.
-func scanScrape(body []byte, fn func(raw []byte, v float64, decode func() labels.Labels)) error {
+func scanScrape(body []byte, fn func(raw []byte, ts *int64, v float64, decode func() labels.Labels)) error {
 	p := textparse.NewPromParser(body, labels.NewSymbolTable(), false)
 	var lset labels.Labels
 	decode := func() labels.Labels {
@@ -63,11 +63,11 @@ func scanScrape(body []byte, fn func(raw []byte, v float64, decode func() labels
 		if entry != textparse.EntrySeries {
 			continue
 		}
-		raw, _, v := p.Series()
+		raw, ts, v := p.Series()
 		if !wanted[seriesName(raw)] {
 			continue
 		}
-		fn(raw, v, decode)
+		fn(raw, ts, v, decode)
 	}
 }
 
@@ -92,7 +92,7 @@ func explainParseError(body []byte, fast error) error {
 // exported_<name>, as Prometheus does with honor_labels: false.
 func parseScrape(body []byte, target map[string]string) ([]series, error) {
 	var out []series
-	err := scanScrape(body, func(_ []byte, v float64, decode func() labels.Labels) {
+	err := scanScrape(body, func(_ []byte, _ *int64, v float64, decode func() labels.Labels) {
 		lset := decode()
 		out = append(out, series{Metric: lset.Get(labels.MetricName), Labels: withTarget(lset, target), Value: v})
 	})
