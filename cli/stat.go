@@ -27,6 +27,8 @@ type StatOptions struct {
 	AllNamespaces bool
 	Capture       string
 	PrometheusURL string
+	// At ends the window at a past instant (Prometheus only); zero is now.
+	At time.Time
 }
 
 type statFlags struct {
@@ -37,6 +39,7 @@ type statFlags struct {
 	selector      string
 	output        string
 	capture       string
+	at            string
 }
 
 // builtinPrefix names captures compiled into the binary.
@@ -75,6 +78,9 @@ destination pairs that carry the most plain text.`,
   # Traffic from web to voting, over the last 5 minutes, from Prometheus
   linkerd stat deploy/voting -n emojivoto --from deploy/web -t 5m --prometheus-url http://127.0.0.1:9090
 
+  # The five minutes before an incident, from Prometheus
+  linkerd stat au -n emojivoto -t 5m --at 2026-11-22T03:15:00Z --prometheus-url http://127.0.0.1:9090
+
   # Every namespace, as JSON for scripts
   linkerd stat ns -A -o json`,
 		Args: cobra.RangeArgs(1, 2),
@@ -106,8 +112,10 @@ destination pairs that carry the most plain text.`,
 	flags.StringVar(&fl.toNS, "to-namespace", "", "namespace of the --to resource (default: -n)")
 	flags.StringVarP(&fl.selector, "selector", "l", "", "only traffic of pods matching this label selector (e.g. app=web)")
 	flags.StringVarP(&fl.output, "output", "o", "table", "output format: table, wide or json")
+	flags.StringVar(&fl.at, "at", "", "end the window at this past time, RFC 3339 (2026-11-22T03:15:00Z) or a duration ago (90m); needs --prometheus-url")
 	flags.StringVar(&fl.capture, "capture", "", "read a capture directory (or builtin:emojivoto, builtin:mixed) instead of live proxies")
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("table", "wide", "json"))
+	_ = cmd.RegisterFlagCompletionFunc("at", fixedCompletion("5m", "1h", time.Now().UTC().Truncate(time.Minute).Format(time.RFC3339)))
 	_ = cmd.RegisterFlagCompletionFunc("capture", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		names := []string{}
 		for _, n := range fixtures.Captures() {
@@ -175,6 +183,14 @@ func (fl *statFlags) toOptions(f *Factory, args []string, windowSet bool) (*Stat
 	if opts.Capture != "" && opts.PrometheusURL != "" {
 		return nil, usageErrorf("--capture and --prometheus-url cannot be used together")
 	}
+	if fl.at != "" {
+		if opts.PrometheusURL == "" {
+			return nil, usageErrorf("--at needs --prometheus-url: proxies only know their counters now, and a capture's window ends at its last round")
+		}
+		if opts.At, err = parseAt(fl.at, time.Now()); err != nil {
+			return nil, err
+		}
+	}
 	return opts, nil
 }
 
@@ -225,6 +241,7 @@ func (f *Factory) statSources(opts *StatOptions) (stat.MetricSource, stat.PodSou
 		if err != nil {
 			return nil, nil, &usageError{err}
 		}
+		p.Now = opts.At
 		// Pods are optional with Prometheus: they fill the MESHED column.
 		var pods stat.PodSource
 		if client, err := f.KubeClient(); err == nil {
@@ -264,4 +281,23 @@ func runStat(ctx context.Context, f *Factory, opts *StatOptions) error {
 		return nil
 	}
 	return printStat(f.IO, opts, res)
+}
+
+// parseAt reads --at: an RFC 3339 time, or a duration meaning that long
+// before now. The instant must not be in the future.
+func parseAt(value string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(value); err == nil {
+		if d < 0 {
+			return time.Time{}, usageErrorf("--at %q: give a duration ago as a positive value, e.g. 90m", value)
+		}
+		return now.Add(-d), nil
+	}
+	at, err := time.Parse(time.RFC3339, value)
+	if err != nil {
+		return time.Time{}, usageErrorf("--at %q: want an RFC 3339 time (2026-11-22T03:15:00Z) or a duration ago (90m)", value)
+	}
+	if at.After(now) {
+		return time.Time{}, usageErrorf("--at %s is in the future", value)
+	}
+	return at, nil
 }

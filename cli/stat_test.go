@@ -126,6 +126,12 @@ func TestStatBadInput(t *testing.T) {
 		{"no source", []string{"stat", "deploy"}, 1,
 			[]string{"no metrics source", "--prometheus-url or --capture"}},
 		{"too many args", []string{"stat", "deploy", "a", "b"}, 2, []string{"accepts between 1 and 2 arg(s)"}},
+		{"at without prometheus", []string{"stat", "au", "--at", "5m", "--capture", "builtin:emojivoto"}, 2,
+			[]string{"--at needs --prometheus-url"}},
+		{"at unparsable", []string{"stat", "au", "--at", "yesterday", "--prometheus-url", "http://127.0.0.1:1"}, 2,
+			[]string{`--at "yesterday": want an RFC 3339 time`}},
+		{"at in the future", []string{"stat", "au", "--at", "2999-01-01T00:00:00Z", "--prometheus-url", "http://127.0.0.1:1"}, 2,
+			[]string{"--at 2999-01-01T00:00:00Z is in the future"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,5 +205,30 @@ func TestStatFlagParsing(t *testing.T) {
 	}
 	if got.Window != 5*time.Minute || !got.WindowSet || got.Selector != "app=web" || got.Output != "wide" {
 		t.Errorf("options %+v", got)
+	}
+}
+
+func TestParseAt(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		in   string
+		want time.Time
+	}{
+		{"90m", now.Add(-90 * time.Minute)},
+		{"0s", now},
+		{"2026-11-22T03:15:00Z", time.Date(2026, 11, 22, 3, 15, 0, 0, time.UTC)},
+		{"2026-11-22T11:59:59.5Z", time.Date(2026, 11, 22, 11, 59, 59, 5e8, time.UTC)},
+		{"2026-11-22T04:00:00-05:00", time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)},
+	}
+	for _, tc := range cases {
+		got, err := parseAt(tc.in, now)
+		if err != nil || !got.Equal(tc.want) {
+			t.Errorf("parseAt(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"-5m", "noon", "2026-11-22", "2026-11-22T12:00:01Z"} {
+		if _, err := parseAt(bad, now); err == nil {
+			t.Errorf("parseAt(%q): want an error", bad)
+		}
 	}
 }

@@ -39,6 +39,15 @@ type replayPod struct {
 	increase map[string][]float64 // family -> per metric value increases over span
 	span     time.Duration
 	began    time.Time
+	step     time.Duration
+}
+
+// stepDown rounds a Unix millisecond instant down to a multiple of step.
+func stepDown(ms int64, step time.Duration) int64 {
+	if s := step.Milliseconds(); s > 0 {
+		return ms - ms%s
+	}
+	return ms
 }
 
 // ReplayOptions narrow what a replay serves.
@@ -48,6 +57,12 @@ type ReplayOptions struct {
 	// Listen is the address to serve on; default 127.0.0.1:0 (one free port
 	// per pod). With several pods only a port of 0 makes sense.
 	Listen string
+	// Step, when set, rounds each scrape's instant down to a multiple of
+	// it. With Step equal to a Prometheus scrape interval, samples land on
+	// a shared grid, so a query evaluated at a grid instant finds samples
+	// exactly at both ends of its range and increase() needs no
+	// extrapolation, however irregular a loaded machine makes the scrapes.
+	Step time.Duration
 }
 
 // StartReplay serves every meshed pod of c on 127.0.0.1, each on a free port.
@@ -64,7 +79,7 @@ func StartReplayWith(c *Capture, opts ReplayOptions) (*Replay, error) {
 	recs := c.manifest.Scrapes
 	span := recs[last].Time.Sub(recs[first].Time)
 	r := &Replay{}
-	began := time.Now()
+	began := time.UnixMilli(stepDown(time.Now().UnixMilli(), opts.Step))
 	for _, p := range c.manifest.Pods {
 		if !p.Meshed || (opts.Pod != "" && opts.Pod != p.Namespace+"/"+p.Name) {
 			continue
@@ -80,7 +95,7 @@ func StartReplayWith(c *Capture, opts ReplayOptions) (*Replay, error) {
 			r.Close()
 			return nil, err
 		}
-		rp := &replayPod{start: a, increase: familyIncreases(a, b), span: span, began: began}
+		rp := &replayPod{start: a, increase: familyIncreases(a, b), span: span, began: began, step: opts.Step}
 		ln, err := net.Listen("tcp", listen)
 		if err != nil {
 			r.Close()
@@ -205,7 +220,7 @@ func (p *replayPod) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// Each sample carries the instant its value was computed for, so a
 	// scraper that honours timestamps (Prometheus does by default) sees
 	// exact linear growth however late a loaded machine serves the scrape.
-	nowMs := time.Now().UnixMilli()
+	nowMs := stepDown(time.Now().UnixMilli(), p.step)
 	frac := time.UnixMilli(nowMs).Sub(p.began).Seconds() / p.span.Seconds()
 	w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
 	for _, f := range p.start {
