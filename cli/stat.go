@@ -115,7 +115,9 @@ destination pairs that carry the most plain text.`,
 	flags.StringVar(&fl.at, "at", "", "end the window at this past time, RFC 3339 (2026-11-22T03:15:00Z) or a duration ago (90m); needs --prometheus-url")
 	flags.StringVar(&fl.capture, "capture", "", "read a capture directory (or builtin:emojivoto, builtin:mixed) instead of live proxies")
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("table", "wide", "json"))
-	_ = cmd.RegisterFlagCompletionFunc("at", fixedCompletion("5m", "1h", time.Now().UTC().Truncate(time.Minute).Format(time.RFC3339)))
+	_ = cmd.RegisterFlagCompletionFunc("at", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"5m", "1h", time.Now().UTC().Truncate(time.Minute).Format(time.RFC3339)}, cobra.ShellCompDirectiveNoFileComp
+	})
 	_ = cmd.RegisterFlagCompletionFunc("capture", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		names := []string{}
 		for _, n := range fixtures.Captures() {

@@ -149,11 +149,6 @@ type targetScrapes struct {
 	// Keep, when set, names the only labels worth keeping.
 	Keep    map[string]bool
 	Scrapes []scrapeText
-	// Span, when set, is the window the figures are for. The target's
-	// increases are then scaled from its own first-to-last interval to
-	// Span, as Prometheus's increase() extrapolates to its range: a pod
-	// served late in one round and early in the next is not over-counted.
-	Span time.Duration
 }
 
 // scrapeText is one scrape body; Open returns its text and Source names
@@ -176,7 +171,13 @@ type timedScrape interface {
 // across scrapes by a hash of their text, as Prometheus's scrape cache
 // matches them (a proxy writes a series' labels in a fixed order); only the
 // last scrape's series are decoded in full.
-func increases(t targetScrapes) ([]series, error) {
+//
+// When the scrapes know their instants (timedScrape, or timestamps on the
+// samples) and window is set, the increases are scaled from the target's
+// own first-to-last interval to window, as Prometheus's increase()
+// extrapolates to its range: a pod served late in one round and early in
+// the next is not over-counted.
+func increases(t targetScrapes, window time.Duration) ([]series, error) {
 	last := -1
 	for i, sc := range t.Scrapes {
 		if sc != nil {
@@ -233,8 +234,8 @@ func increases(t targetScrapes) ([]series, error) {
 		seenFirst = true
 		prev = cur
 	}
-	if own := at.Sub(firstAt); t.Span > 0 && !firstAt.IsZero() && !at.IsZero() && own > 0 {
-		scale := t.Span.Seconds() / own.Seconds()
+	if own := at.Sub(firstAt); window > 0 && !firstAt.IsZero() && !at.IsZero() && own > 0 {
+		scale := window.Seconds() / own.Seconds()
 		for i := range out {
 			out[i].Value *= scale
 		}
@@ -319,7 +320,7 @@ func buildDeltas(ctx context.Context, targets []targetScrapes, span time.Duratio
 				if errs[w] != nil {
 					continue
 				}
-				series, err := increases(targets[i])
+				series, err := increases(targets[i], span)
 				if err != nil {
 					errs[w] = err
 					continue

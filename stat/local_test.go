@@ -25,7 +25,7 @@ func deltasOf(t *testing.T, scrapes ...string) map[string]float64 {
 		}
 		ts.Scrapes = append(ts.Scrapes, textScrape(s))
 	}
-	series, err := increases(ts)
+	series, err := increases(ts, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func ftoa(v float64) string {
 
 func TestParseErrorNamesSourceAndLine(t *testing.T) {
 	ts := targetScrapes{Target: map[string]string{}, Scrapes: []scrapeText{textScrape("ok 1\nbroken{ 2\n")}}
-	_, err := increases(ts)
+	_, err := increases(ts, 0)
 	var se *ScrapeError
 	if !errors.As(err, &se) || !strings.Contains(err.Error(), "test") || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("want a ScrapeError naming the source and line 2, got %v", err)
@@ -218,7 +218,7 @@ response_total{direction="inbound",authority="svc:80",tls="no_identity",no_tls_r
 	d := &deltaSet{span: 20 * time.Second}
 	ts := targetScrapes{Target: map[string]string{"namespace": "ns", "pod": "p", "deployment": "svc"}, Scrapes: []scrapeText{textScrape(first), textScrape(second)}}
 	var err error
-	d.series, err = increases(ts)
+	d.series, err = increases(ts, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestIncreasesScaleToWindow(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			series, err := increases(targetScrapes{Name: "pod", Target: map[string]string{}, Scrapes: tc.scrapes, Span: tc.span})
+			series, err := increases(targetScrapes{Name: "pod", Target: map[string]string{}, Scrapes: tc.scrapes}, tc.span)
 			if err != nil {
 				t.Fatal(err)
 			}

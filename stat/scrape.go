@@ -134,11 +134,7 @@ func (s *Scraper) collect(ctx context.Context, window time.Duration, pods []Pod,
 			}
 		}
 	}
-	span := lastAt.Sub(firstAt)
-	for i := range targets {
-		targets[i].Span = span
-	}
-	return buildDeltas(ctx, targets, span, queries)
+	return buildDeltas(ctx, targets, lastAt.Sub(firstAt), queries)
 }
 
 func (s *Scraper) wait(ctx context.Context, until, end time.Time, pods int) error {
