@@ -35,6 +35,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"meshtls/ca/pki"
+	"meshtls/contract"
 )
 
 // FieldManager owns the fields the CA applies; kubectl and other tools
@@ -178,15 +179,15 @@ func New(client kubernetes.Interface, cfg Config) (*Controller, error) {
 	// the cluster.
 	podFactory := informers.NewSharedInformerFactoryWithOptions(client, cfg.Resync,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = labels.Set{ControlPlaneNSLabel: ns}.String()
+			o.LabelSelector = labels.Set{contract.ControlPlaneNSLabel: ns}.String()
 		}))
 	secretFactory := informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.LabelSelector = ControlPlaneNSLabel + "=" + ns + "," + OwnerKindLabel
+			o.LabelSelector = contract.ControlPlaneNSLabel + "=" + ns + "," + contract.OwnerKindLabel
 		}))
 	bundleFactory := informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", pki.BundleConfigMap).String()
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", contract.BundleConfigMap).String()
 		}))
 	c.factories = []informers.SharedInformerFactory{podFactory, secretFactory, bundleFactory}
 
@@ -321,7 +322,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	c.root.Store(root)
-	c.log.Info("root loaded", "secret", c.cfg.ControlNamespace+"/"+pki.RootSecret,
+	c.log.Info("root loaded", "secret", c.cfg.ControlNamespace+"/"+contract.RootSecret,
 		"subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter.UTC().Format(time.RFC3339))
 
 	for _, f := range c.factories {
@@ -450,7 +451,7 @@ func errKind(k ownerKey) string {
 // Secret that exists but does not parse stops the CA: overwriting it
 // would silently invalidate every certificate issued from it.
 func (c *Controller) loadRoot(ctx context.Context) (*pki.Root, error) {
-	ns, name := c.cfg.ControlNamespace, pki.RootSecret
+	ns, name := c.cfg.ControlNamespace, contract.RootSecret
 	var root *pki.Root
 	var fatal error
 	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 1 << 30, Cap: 10 * time.Second}
@@ -464,13 +465,13 @@ func (c *Controller) loadRoot(ctx context.Context) (*pki.Root, error) {
 			}
 			return true, nil
 		case apierrors.IsNotFound(err):
-			r, keyPEM, gerr := pki.NewRoot(pki.RootCommonName(ns), c.cfg.RootLifetime, c.cfg.Now())
+			r, keyPEM, gerr := pki.NewRoot(contract.RootCommonName(ns), c.cfg.RootLifetime, c.cfg.Now())
 			if gerr != nil {
 				fatal = gerr
 				return true, nil
 			}
 			_, err = c.client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{ControlPlaneNSLabel: ns}},
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{contract.ControlPlaneNSLabel: ns}},
 				Type:       corev1.SecretTypeTLS,
 				Data:       map[string][]byte{corev1.TLSCertKey: r.CertPEM, corev1.TLSPrivateKeyKey: keyPEM},
 			}, metav1.CreateOptions{FieldManager: FieldManager})
@@ -541,8 +542,8 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 		return nil
 	}
 	root := c.root.Load()
-	name := pki.SecretName(k.Name, k.Kind)
-	identity := pki.Identity(k.Name, k.Kind, k.Namespace, c.cfg.ControlNamespace)
+	name := contract.SecretName(k.Name, k.Kind)
+	identity := contract.Identity(k.Name, k.Kind, k.Namespace, c.cfg.ControlNamespace)
 	now := c.cfg.Now()
 
 	renewal, owned := false, false
@@ -579,8 +580,8 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 	}
 	apply := corev1ac.Secret(name, k.Namespace).
 		WithType(corev1.SecretTypeTLS).
-		WithLabels(map[string]string{ControlPlaneNSLabel: c.cfg.ControlNamespace, OwnerKindLabel: k.Kind}).
-		WithAnnotations(map[string]string{IdentityAnnotation: identity, NotAfterAnnotation: leaf.NotAfter.UTC().Format(time.RFC3339)}).
+		WithLabels(map[string]string{contract.ControlPlaneNSLabel: c.cfg.ControlNamespace, contract.OwnerKindLabel: k.Kind}).
+		WithAnnotations(map[string]string{contract.IdentityAnnotation: identity, contract.NotAfterAnnotation: leaf.NotAfter.UTC().Format(time.RFC3339)}).
 		WithOwnerReferences(ref).
 		WithData(map[string][]byte{corev1.TLSCertKey: leaf.CertPEM, corev1.TLSPrivateKeyKey: leaf.KeyPEM})
 	// A Secret the CA wrote before is repaired even if someone has since
@@ -620,19 +621,19 @@ var ownerKinds = map[string]struct {
 	apiVersion, kind string
 	get              func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error)
 }{
-	pki.KindDeployment: {"apps/v1", "Deployment", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+	contract.KindDeployment: {"apps/v1", "Deployment", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
 		return c.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 	}},
-	pki.KindStatefulSet: {"apps/v1", "StatefulSet", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+	contract.KindStatefulSet: {"apps/v1", "StatefulSet", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
 		return c.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
 	}},
-	pki.KindDaemonSet: {"apps/v1", "DaemonSet", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+	contract.KindDaemonSet: {"apps/v1", "DaemonSet", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
 		return c.AppsV1().DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
 	}},
-	pki.KindReplicaSet: {"apps/v1", "ReplicaSet", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+	contract.KindReplicaSet: {"apps/v1", "ReplicaSet", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
 		return c.AppsV1().ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
 	}},
-	pki.KindReplicationController: {"v1", "ReplicationController", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+	contract.KindReplicationController: {"v1", "ReplicationController", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
 		return c.CoreV1().ReplicationControllers(ns).Get(ctx, name, metav1.GetOptions{})
 	}},
 }
@@ -641,7 +642,7 @@ var ownerKinds = map[string]struct {
 // it with the owner. A bare pod's UID is in the cache; other owners cost
 // one GET, paid only when a certificate is actually issued.
 func (c *Controller) ownerRef(ctx context.Context, k ownerKey, pods []any) (*metav1ac.OwnerReferenceApplyConfiguration, error) {
-	if k.Kind == pki.KindPod {
+	if k.Kind == contract.KindPod {
 		for _, obj := range pods {
 			if p, ok := obj.(*corev1.Pod); ok && p.Name == k.Name {
 				return metav1ac.OwnerReference().WithAPIVersion("v1").WithKind("Pod").WithName(k.Name).WithUID(p.UID), nil
@@ -663,8 +664,8 @@ func (c *Controller) ownerRef(ctx context.Context, k ownerKey, pods []any) (*met
 // syncBundle keeps the namespace's trust bundle equal to the root.
 func (c *Controller) syncBundle(ctx context.Context, namespace string) error {
 	root := c.root.Load()
-	cm, err := c.bundles.ConfigMaps(namespace).Get(pki.BundleConfigMap)
-	if err == nil && cm.Data[pki.BundleKey] == string(root.CertPEM) && cm.Labels[BundleLabel] == c.cfg.ControlNamespace {
+	cm, err := c.bundles.ConfigMaps(namespace).Get(contract.BundleConfigMap)
+	if err == nil && cm.Data[contract.BundleKey] == string(root.CertPEM) && cm.Labels[contract.BundleLabel] == c.cfg.ControlNamespace {
 		return nil
 	}
 	if !c.namespaceHasTLSPods(namespace) {
@@ -672,13 +673,13 @@ func (c *Controller) syncBundle(ctx context.Context, namespace string) error {
 	}
 	// As with Secrets: repair a bundle the CA wrote, refuse anyone else's.
 	owned := err == nil && managedBy(cm, FieldManager)
-	apply := corev1ac.ConfigMap(pki.BundleConfigMap, namespace).
-		WithLabels(map[string]string{ControlPlaneNSLabel: c.cfg.ControlNamespace, BundleLabel: c.cfg.ControlNamespace}).
-		WithData(map[string]string{pki.BundleKey: string(root.CertPEM)})
+	apply := corev1ac.ConfigMap(contract.BundleConfigMap, namespace).
+		WithLabels(map[string]string{contract.ControlPlaneNSLabel: c.cfg.ControlNamespace, contract.BundleLabel: c.cfg.ControlNamespace}).
+		WithData(map[string]string{contract.BundleKey: string(root.CertPEM)})
 	if _, err := c.client.CoreV1().ConfigMaps(namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager, Force: owned}); err != nil {
-		return fmt.Errorf("apply ConfigMap %s/%s: %w", namespace, pki.BundleConfigMap, err)
+		return fmt.Errorf("apply ConfigMap %s/%s: %w", namespace, contract.BundleConfigMap, err)
 	}
-	c.log.Info("wrote trust bundle", "configmap", namespace+"/"+pki.BundleConfigMap)
+	c.log.Info("wrote trust bundle", "configmap", namespace+"/"+contract.BundleConfigMap)
 	return nil
 }
 

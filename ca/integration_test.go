@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"meshtls/ca/pki"
+	"meshtls/contract"
 	"meshtls/testutil/localcluster"
 )
 
@@ -127,8 +128,8 @@ func meshedDeployment(name, ns, controlNS string) *appsv1.Deployment {
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
-					Labels:      map[string]string{"app": name, ControlPlaneNSLabel: controlNS, pki.KindLabel(pki.KindDeployment): name},
-					Annotations: map[string]string{TLSAnnotation: "optional"},
+					Labels:      map[string]string{"app": name, contract.ControlPlaneNSLabel: controlNS, contract.KindLabel(contract.KindDeployment): name},
+					Annotations: map[string]string{contract.TLSAnnotation: "optional"},
 				},
 				Spec: corev1.PodSpec{
 					SchedulerName: unscheduled,
@@ -190,22 +191,22 @@ func TestDeploymentsGetSecretsAndBundle(t *testing.T) {
 		var cm *corev1.ConfigMap
 		localcluster.Eventually(t, 60*time.Second, func() error {
 			var err error
-			cm, err = client.CoreV1().ConfigMaps(appNS).Get(context.Background(), pki.BundleConfigMap, metav1.GetOptions{})
+			cm, err = client.CoreV1().ConfigMaps(appNS).Get(context.Background(), contract.BundleConfigMap, metav1.GetOptions{})
 			return err
 		})
 		return cm
 	}()
 	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(bundle.Data[pki.BundleKey])) {
-		t.Fatalf("bundle %s has no certificate", pki.BundleKey)
+	if !roots.AppendCertsFromPEM([]byte(bundle.Data[contract.BundleKey])) {
+		t.Fatalf("bundle %s has no certificate", contract.BundleKey)
 	}
 	bundleFile := filepath.Join(t.TempDir(), "bundle.pem")
-	if err := os.WriteFile(bundleFile, []byte(bundle.Data[pki.BundleKey]), 0o600); err != nil {
+	if err := os.WriteFile(bundleFile, []byte(bundle.Data[contract.BundleKey]), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
 	for name, dep := range deps {
-		s := waitSecret(t, client, appNS, pki.SecretName(name, pki.KindDeployment), nil)
+		s := waitSecret(t, client, appNS, contract.SecretName(name, contract.KindDeployment), nil)
 		if s.Type != corev1.SecretTypeTLS {
 			t.Errorf("%s: type %q", s.Name, s.Type)
 		}
@@ -223,7 +224,7 @@ func TestDeploymentsGetSecretsAndBundle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id := pki.Identity(name, pki.KindDeployment, appNS, controlNS)
+		id := contract.Identity(name, contract.KindDeployment, appNS, controlNS)
 		if got := certs[0].DNSNames; len(got) != 1 || got[0] != id {
 			t.Errorf("%s: SAN %v, want %s", s.Name, got, id)
 		}
@@ -261,10 +262,10 @@ func TestRestartKeepsRootAndReissuesNothing(t *testing.T) {
 	createDeployments(t, client, appNS, controlNS, "a", "b", "c")
 	before := map[string]string{}
 	for _, n := range []string{"a", "b", "c"} {
-		s := waitSecret(t, client, appNS, pki.SecretName(n, pki.KindDeployment), nil)
+		s := waitSecret(t, client, appNS, contract.SecretName(n, contract.KindDeployment), nil)
 		before[s.Name] = s.ResourceVersion
 	}
-	root1, err := client.CoreV1().Secrets(controlNS).Get(context.Background(), pki.RootSecret, metav1.GetOptions{})
+	root1, err := client.CoreV1().Secrets(controlNS).Get(context.Background(), contract.RootSecret, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +308,7 @@ func TestRestartKeepsRootAndReissuesNothing(t *testing.T) {
 			t.Errorf("%s was rewritten after restart (resourceVersion %s → %s)", name, rv, s.ResourceVersion)
 		}
 	}
-	root2, err := client.CoreV1().Secrets(controlNS).Get(context.Background(), pki.RootSecret, metav1.GetOptions{})
+	root2, err := client.CoreV1().Secrets(controlNS).Get(context.Background(), contract.RootSecret, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +322,7 @@ func TestDeletedSecretComesBack(t *testing.T) {
 	controlNS, appNS := namespaces(t, client)
 	startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0"})
 	createDeployments(t, client, appNS, controlNS, "web")
-	name := pki.SecretName("web", pki.KindDeployment)
+	name := contract.SecretName("web", contract.KindDeployment)
 	old := waitSecret(t, client, appNS, name, nil)
 	if err := client.CoreV1().Secrets(appNS).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -356,7 +357,7 @@ func TestShortLifetimeRenews(t *testing.T) {
 	const lifetime = 9 * time.Second
 	ca := startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0", LeafLifetime: lifetime})
 	createDeployments(t, client, appNS, controlNS, "web")
-	name := pki.SecretName("web", pki.KindDeployment)
+	name := contract.SecretName("web", contract.KindDeployment)
 	first := waitSecret(t, client, appNS, name, nil)
 	serial := leafSerial(t, first)
 	certs, _ := pki.ParseCerts(first.Data[corev1.TLSCertKey])
@@ -382,7 +383,7 @@ func TestShortLifetimeRenews(t *testing.T) {
 		return nil
 	})
 	if _, err := ca.Root().Check(renewed.Data[corev1.TLSCertKey], renewed.Data[corev1.TLSPrivateKeyKey],
-		pki.Identity("web", pki.KindDeployment, appNS, controlNS), time.Now()); err != nil {
+		contract.Identity("web", contract.KindDeployment, appNS, controlNS), time.Now()); err != nil {
 		t.Errorf("renewed certificate: %v", err)
 	}
 }
@@ -405,7 +406,7 @@ func TestTwoReplicasOnlyLeaderWrites(t *testing.T) {
 	}
 	createDeployments(t, client, appNS, controlNS, "one", "two", "three")
 	for _, n := range []string{"one", "two", "three"} {
-		waitSecret(t, client, appNS, pki.SecretName(n, pki.KindDeployment), nil)
+		waitSecret(t, client, appNS, contract.SecretName(n, contract.KindDeployment), nil)
 	}
 	leader, standby := a, b
 	if testutil.ToFloat64(b.metrics.leader) == 1 {
@@ -436,7 +437,7 @@ func TestTwoReplicasOnlyLeaderWrites(t *testing.T) {
 		}
 		return nil
 	})
-	name := pki.SecretName("two", pki.KindDeployment)
+	name := contract.SecretName("two", contract.KindDeployment)
 	if err := client.CoreV1().Secrets(appNS).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +465,7 @@ func TestMalformedRootRefusesToStart(t *testing.T) {
 	client := clusterClient(t)
 	controlNS, _ := namespaces(t, client)
 	bad, err := client.CoreV1().Secrets(controlNS).Create(context.Background(), &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: pki.RootSecret},
+		ObjectMeta: metav1.ObjectMeta{Name: contract.RootSecret},
 		Type:       corev1.SecretTypeTLS,
 		Data: map[string][]byte{
 			corev1.TLSCertKey:       []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
@@ -481,7 +482,7 @@ func TestMalformedRootRefusesToStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err = ctrl.Run(ctx)
-	if err == nil || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), controlNS+"/"+pki.RootSecret) {
+	if err == nil || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), controlNS+"/"+contract.RootSecret) {
 		t.Fatalf("Run = %v, want a refusal naming the root Secret", err)
 	}
 	if strings.Contains(err.Error(), "c2VjcmV0") || strings.Contains(err.Error(), "PRIVATE KEY") {
@@ -490,7 +491,7 @@ func TestMalformedRootRefusesToStart(t *testing.T) {
 	if ctrl.Ready() {
 		t.Error("CA with a malformed root reported ready")
 	}
-	after, err := client.CoreV1().Secrets(controlNS).Get(context.Background(), pki.RootSecret, metav1.GetOptions{})
+	after, err := client.CoreV1().Secrets(controlNS).Get(context.Background(), contract.RootSecret, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,7 +505,7 @@ func TestOwnerDeletionCollectsSecret(t *testing.T) {
 	controlNS, appNS := namespaces(t, client)
 	startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0"})
 	createDeployments(t, client, appNS, controlNS, "gone")
-	name := pki.SecretName("gone", pki.KindDeployment)
+	name := contract.SecretName("gone", contract.KindDeployment)
 	waitSecret(t, client, appNS, name, nil)
 	bg := metav1.DeletePropagationBackground
 	if err := client.AppsV1().Deployments(appNS).Delete(context.Background(), "gone", metav1.DeleteOptions{PropagationPolicy: &bg}); err != nil {
@@ -524,7 +525,7 @@ func TestForeignSecretIsNotClobbered(t *testing.T) {
 	client := clusterClient(t)
 	controlNS, appNS := namespaces(t, client)
 	ca := startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0"})
-	name := pki.SecretName("web", pki.KindDeployment)
+	name := contract.SecretName("web", contract.KindDeployment)
 	foreign, err := client.CoreV1().Secrets(appNS).Create(context.Background(), &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Data:       map[string][]byte{corev1.TLSCertKey: []byte("theirs")},
@@ -553,19 +554,19 @@ func TestBarePodOwnsItself(t *testing.T) {
 	controlNS, appNS := namespaces(t, client)
 	startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0"})
 	pod, err := client.CoreV1().Pods(appNS).Create(context.Background(), &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "solo", Labels: map[string]string{ControlPlaneNSLabel: controlNS},
-			Annotations: map[string]string{TLSAnnotation: "optional"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "solo", Labels: map[string]string{contract.ControlPlaneNSLabel: controlNS},
+			Annotations: map[string]string{contract.TLSAnnotation: "optional"}},
 		Spec: corev1.PodSpec{SchedulerName: unscheduled, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := waitSecret(t, client, appNS, pki.SecretName("solo", pki.KindPod), nil)
+	s := waitSecret(t, client, appNS, contract.SecretName("solo", contract.KindPod), nil)
 	if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].UID != pod.UID {
 		t.Errorf("owner references %+v, want the pod", s.OwnerReferences)
 	}
-	if s.Annotations[IdentityAnnotation] != pki.Identity("solo", pki.KindPod, appNS, controlNS) {
-		t.Errorf("identity annotation %q", s.Annotations[IdentityAnnotation])
+	if s.Annotations[contract.IdentityAnnotation] != contract.Identity("solo", contract.KindPod, appNS, controlNS) {
+		t.Errorf("identity annotation %q", s.Annotations[contract.IdentityAnnotation])
 	}
 }
 
@@ -576,10 +577,10 @@ func TestRootRotationByDeletingRoot(t *testing.T) {
 	controlNS, appNS := namespaces(t, client)
 	first := startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-old"})
 	createDeployments(t, client, appNS, controlNS, "web")
-	name := pki.SecretName("web", pki.KindDeployment)
+	name := contract.SecretName("web", contract.KindDeployment)
 	waitSecret(t, client, appNS, name, nil)
 	first.stop(t)
-	if err := client.CoreV1().Secrets(controlNS).Delete(context.Background(), pki.RootSecret, metav1.DeleteOptions{}); err != nil {
+	if err := client.CoreV1().Secrets(controlNS).Delete(context.Background(), contract.RootSecret, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	second := startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-new"})
@@ -587,17 +588,17 @@ func TestRootRotationByDeletingRoot(t *testing.T) {
 	if newRoot.Cert.Equal(first.Root().Cert) {
 		t.Fatal("no new root after the root Secret was deleted")
 	}
-	id := pki.Identity("web", pki.KindDeployment, appNS, controlNS)
+	id := contract.Identity("web", contract.KindDeployment, appNS, controlNS)
 	waitSecret(t, client, appNS, name, func(s *corev1.Secret) error {
 		_, err := newRoot.Check(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], id, time.Now())
 		return err
 	})
 	localcluster.Eventually(t, 30*time.Second, func() error {
-		cm, err := client.CoreV1().ConfigMaps(appNS).Get(context.Background(), pki.BundleConfigMap, metav1.GetOptions{})
+		cm, err := client.CoreV1().ConfigMaps(appNS).Get(context.Background(), contract.BundleConfigMap, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		if cm.Data[pki.BundleKey] != string(newRoot.CertPEM) {
+		if cm.Data[contract.BundleKey] != string(newRoot.CertPEM) {
 			return errors.New("bundle still holds the old root")
 		}
 		return nil

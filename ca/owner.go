@@ -3,27 +3,9 @@ package ca
 import (
 	"strings"
 
+	"meshtls/contract"
+
 	corev1 "k8s.io/api/core/v1"
-
-	"meshtls/ca/pki"
-)
-
-// Labels and annotations of the contract (DESIGN.md) the CA reads or writes.
-const (
-	// TLSAnnotation marks a pod whose proxy wants a certificate.
-	TLSAnnotation = "linkerd.io/tls"
-	// ControlPlaneNSLabel ties a meshed pod, and each object the CA writes,
-	// to one control plane.
-	ControlPlaneNSLabel = "linkerd.io/control-plane-ns"
-	// OwnerKindLabel marks the CA's workload Secrets and names their owner's
-	// kind; with the Secret name it recovers the owner on a delete.
-	OwnerKindLabel = "linkerd.io/tls-owner-kind"
-	// BundleLabel marks the trust bundles the CA writes.
-	BundleLabel = "linkerd.io/ca-bundle"
-	// IdentityAnnotation repeats a Secret's identity for humans and check.
-	IdentityAnnotation = "linkerd.io/tls-identity"
-	// NotAfterAnnotation repeats a Secret's expiry (RFC 3339).
-	NotAfterAnnotation = "linkerd.io/tls-not-after"
 )
 
 // ownerKey names one TLS owner, or with kind bundleKind one namespace's
@@ -40,7 +22,7 @@ func (k ownerKey) String() string { return k.Kind + "/" + k.Namespace + "/" + k.
 
 // wantsTLS says whether pod is one of this control plane's TLS pods.
 func wantsTLS(pod *corev1.Pod, controlNS string) bool {
-	return pod.Annotations[TLSAnnotation] == "optional" && pod.Labels[ControlPlaneNSLabel] == controlNS
+	return pod.Annotations[contract.TLSAnnotation] == "optional" && pod.Labels[contract.ControlPlaneNSLabel] == controlNS
 }
 
 // podOwner finds the workload that owns pod's identity. inject writes a
@@ -49,8 +31,8 @@ func wantsTLS(pod *corev1.Pod, controlNS string) bool {
 // API call; pods meshed some other way fall back to their controller
 // reference, and a bare pod owns itself.
 func podOwner(pod *corev1.Pod) ownerKey {
-	for _, kind := range pki.Kinds {
-		if name := pod.Labels[pki.KindLabel(kind)]; name != "" {
+	for _, kind := range contract.Kinds {
+		if name := pod.Labels[contract.KindLabel(kind)]; name != "" {
 			return ownerKey{Kind: kind, Namespace: pod.Namespace, Name: name}
 		}
 	}
@@ -59,20 +41,20 @@ func podOwner(pod *corev1.Pod) ownerKey {
 			continue
 		}
 		kind := strings.ToLower(ref.Kind)
-		for _, k := range pki.Kinds {
+		for _, k := range contract.Kinds {
 			if k == kind {
 				return ownerKey{Kind: kind, Namespace: pod.Namespace, Name: ref.Name}
 			}
 		}
 	}
-	return ownerKey{Kind: pki.KindPod, Namespace: pod.Namespace, Name: pod.Name}
+	return ownerKey{Kind: contract.KindPod, Namespace: pod.Namespace, Name: pod.Name}
 }
 
 // secretOwner recovers the owner from one of the CA's Secrets, so a
 // deleted Secret can be re-created.
 func secretOwner(s *corev1.Secret) (ownerKey, bool) {
-	kind := s.Labels[OwnerKindLabel]
-	suffix := "-" + kind + pki.SecretSuffix
+	kind := s.Labels[contract.OwnerKindLabel]
+	suffix := "-" + kind + contract.SecretSuffix
 	if kind == "" || !strings.HasSuffix(s.Name, suffix) {
 		return ownerKey{}, false
 	}

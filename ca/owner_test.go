@@ -3,6 +3,8 @@ package ca
 import (
 	"testing"
 
+	"meshtls/contract"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -41,7 +43,7 @@ func TestPodOwner(t *testing.T) {
 func TestWantsTLS(t *testing.T) {
 	pod := func(ann, ns string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
-			Annotations: map[string]string{TLSAnnotation: ann}, Labels: map[string]string{ControlPlaneNSLabel: ns}}}
+			Annotations: map[string]string{contract.TLSAnnotation: ann}, Labels: map[string]string{contract.ControlPlaneNSLabel: ns}}}
 	}
 	if !wantsTLS(pod("optional", "linkerd"), "linkerd") {
 		t.Error("TLS pod of this control plane not wanted")
@@ -56,11 +58,11 @@ func TestWantsTLS(t *testing.T) {
 
 func TestSecretOwner(t *testing.T) {
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "my-app-deployment-tls-linkerd-io", Namespace: "ns",
-		Labels: map[string]string{OwnerKindLabel: "deployment"}}}
+		Labels: map[string]string{contract.OwnerKindLabel: "deployment"}}}
 	if got, ok := secretOwner(s); !ok || got != (ownerKey{"deployment", "ns", "my-app"}) {
 		t.Errorf("secretOwner = %v %v", got, ok)
 	}
-	s.Labels[OwnerKindLabel] = "statefulset"
+	s.Labels[contract.OwnerKindLabel] = "statefulset"
 	if _, ok := secretOwner(s); ok {
 		t.Error("name and kind label disagree, yet an owner was found")
 	}

@@ -20,7 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"meshtls/ca/pki"
+	"meshtls/contract"
 	"meshtls/testutil/localcluster"
 )
 
@@ -147,7 +147,7 @@ func TestControllerBinaryServesReadyAndMetrics(t *testing.T) {
 	}
 	createDeployments(t, client, appNS, controlNS, names...)
 	localcluster.Eventually(t, 60*time.Second, func() error {
-		list, err := client.CoreV1().Secrets(appNS).List(context.Background(), metav1.ListOptions{LabelSelector: OwnerKindLabel})
+		list, err := client.CoreV1().Secrets(appNS).List(context.Background(), metav1.ListOptions{LabelSelector: contract.OwnerKindLabel})
 		if err != nil {
 			return err
 		}
@@ -204,7 +204,7 @@ func TestControllerBinaryBadInput(t *testing.T) {
 	client := clusterClient(t)
 	controlNS, _ := namespaces(t, client)
 	if _, err := client.CoreV1().Secrets(controlNS).Create(context.Background(), &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: pki.RootSecret},
+		ObjectMeta: metav1.ObjectMeta{Name: contract.RootSecret},
 		Data:       map[string][]byte{corev1.TLSCertKey: []byte("not a certificate"), corev1.TLSPrivateKeyKey: []byte("c2VjcmV0")},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

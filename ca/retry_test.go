@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"meshtls/ca/pki"
+	"meshtls/contract"
 	"meshtls/testutil/localcluster"
 )
 
@@ -30,8 +30,8 @@ func TestAPIErrorsRetryWithBackoff(t *testing.T) {
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns, UID: "dep-uid"}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
 		Name: "web-1", Namespace: ns, UID: "pod-uid",
-		Labels:      map[string]string{ControlPlaneNSLabel: ctl, pki.KindLabel(pki.KindDeployment): "web"},
-		Annotations: map[string]string{TLSAnnotation: "optional"},
+		Labels:      map[string]string{contract.ControlPlaneNSLabel: ctl, contract.KindLabel(contract.KindDeployment): "web"},
+		Annotations: map[string]string{contract.TLSAnnotation: "optional"},
 	}}
 	client := fake.NewClientset(dep, pod)
 	const failures = 3
@@ -64,7 +64,7 @@ func TestAPIErrorsRetryWithBackoff(t *testing.T) {
 		}
 	}()
 	localcluster.Eventually(t, 30*time.Second, func() error {
-		s, err := client.CoreV1().Secrets(ns).Get(context.Background(), pki.SecretName("web", pki.KindDeployment), metav1.GetOptions{})
+		s, err := client.CoreV1().Secrets(ns).Get(context.Background(), contract.SecretName("web", contract.KindDeployment), metav1.GetOptions{})
 		if err != nil {
 			return err
 		}

@@ -14,48 +14,9 @@ import (
 	"strconv"
 	"strings"
 
+	"meshtls/contract"
+
 	"sigs.k8s.io/yaml"
-
-	"meshtls/ca"
-	"meshtls/ca/pki"
-)
-
-// The contract between inject and the proxy (see README.md).
-const (
-	ProxyContainerName = "linkerd-proxy"
-	InitContainerName  = "linkerd-init"
-
-	InboundPort  = 4143
-	OutboundPort = 4140
-	TapPort      = 4190
-	AdminPort    = 4191
-
-	InboundPortName = "linkerd-proxy"
-	AdminPortName   = "linkerd-admin"
-	TapPortName     = "linkerd-tap"
-
-	// ProxyUID is the proxy's user; proxy-init exempts its traffic from
-	// redirection so the proxy's own connections are not looped back.
-	ProxyUID = 2102
-
-	TrustAnchorsVolume = "linkerd-trust-anchors"
-	IdentityVolume     = "linkerd-secrets"
-	TrustAnchorsDir    = "/var/linkerd-io/trust-anchors"
-	IdentityDir        = "/var/linkerd-io/identity"
-
-	// ControllerComponent is the Deployment whose identity proxies expect
-	// from the controller (destination and tap) they talk to.
-	ControllerComponent = "linkerd-controller"
-	// DestinationPort is the controller's proxy API port.
-	DestinationPort = 8086
-)
-
-// Annotations and labels inject writes, besides the CA's contract labels.
-const (
-	ProxyVersionAnnotation = "linkerd.io/proxy-version"
-	CreatedByAnnotation    = "linkerd.io/created-by"
-	// InjectAnnotation "disabled" on a workload or its pods opts out.
-	InjectAnnotation = "linkerd.io/inject"
 )
 
 // Options is what `linkerd inject` can change.
@@ -243,12 +204,12 @@ func render(obj map[string]any) ([]byte, error) {
 // workloadKinds maps the Kubernetes kinds inject handles to the owner kind
 // spelled in identities.
 var workloadKinds = map[string]string{
-	"Deployment":            pki.KindDeployment,
-	"StatefulSet":           pki.KindStatefulSet,
-	"DaemonSet":             pki.KindDaemonSet,
-	"ReplicaSet":            pki.KindReplicaSet,
-	"ReplicationController": pki.KindReplicationController,
-	"Pod":                   pki.KindPod,
+	"Deployment":            contract.KindDeployment,
+	"StatefulSet":           contract.KindStatefulSet,
+	"DaemonSet":             contract.KindDaemonSet,
+	"ReplicaSet":            contract.KindReplicaSet,
+	"ReplicationController": contract.KindReplicationController,
+	"Pod":                   contract.KindPod,
 }
 
 func injectObject(obj map[string]any, o Options, reports *[]Report) {
@@ -287,7 +248,7 @@ func injectObject(obj map[string]any, o Options, reports *[]Report) {
 		r.Outcome, r.Check, r.Reason = Skipped, checkKubeSystem, "is in the kube-system namespace"
 	case podSpec["hostNetwork"] == true:
 		r.Outcome, r.Check, r.Reason = Skipped, checkHostNetwork, `uses "hostNetwork: true"`
-	case annotation(meta, InjectAnnotation) == "disabled" || annotation(podMeta, InjectAnnotation) == "disabled":
+	case annotation(meta, contract.InjectAnnotation) == "disabled" || annotation(podMeta, contract.InjectAnnotation) == "disabled":
 		r.Outcome, r.Check, r.Reason = Skipped, checkDisabled, `has "linkerd.io/inject: disabled"`
 	}
 	if r.Outcome == Skipped {
@@ -340,25 +301,25 @@ func mapAt(m map[string]any, key string) map[string]any {
 
 // uninject removes everything an earlier inject added.
 func uninject(podMeta, podSpec map[string]any) {
-	podSpec["containers"] = withoutNamed(podSpec["containers"], ProxyContainerName)
-	if ic := withoutNamed(podSpec["initContainers"], InitContainerName); len(ic) > 0 {
+	podSpec["containers"] = withoutNamed(podSpec["containers"], contract.ProxyContainerName)
+	if ic := withoutNamed(podSpec["initContainers"], contract.InitContainerName); len(ic) > 0 {
 		podSpec["initContainers"] = ic
 	} else {
 		delete(podSpec, "initContainers")
 	}
-	if v := withoutNamed(podSpec["volumes"], TrustAnchorsVolume, IdentityVolume); len(v) > 0 {
+	if v := withoutNamed(podSpec["volumes"], contract.TrustAnchorsVolume, contract.IdentityVolume); len(v) > 0 {
 		podSpec["volumes"] = v
 	} else {
 		delete(podSpec, "volumes")
 	}
 	labels := mapAt(podMeta, "labels")
 	for k := range labels {
-		if k == ca.ControlPlaneNSLabel || strings.HasPrefix(k, "linkerd.io/proxy-") {
+		if k == contract.ControlPlaneNSLabel || strings.HasPrefix(k, contract.ProxyKindLabelPrefix) {
 			delete(labels, k)
 		}
 	}
 	ann := mapAt(podMeta, "annotations")
-	for _, k := range []string{ProxyVersionAnnotation, CreatedByAnnotation, ca.TLSAnnotation} {
+	for _, k := range []string{contract.ProxyVersionAnnotation, contract.CreatedByAnnotation, contract.TLSAnnotation} {
 		delete(ann, k)
 	}
 }
@@ -384,17 +345,17 @@ func withoutNamed(list any, names ...string) []any {
 
 func addProxy(podMeta, podSpec map[string]any, ownerKind, owner string, o Options, tls bool) {
 	labels := mapAt(podMeta, "labels")
-	labels[ca.ControlPlaneNSLabel] = o.ControlNamespace
+	labels[contract.ControlPlaneNSLabel] = o.ControlNamespace
 	// A bare pod is named by Kubernetes' own pod label in Prometheus; the
 	// CA recognises it as its own owner without a label.
-	if ownerKind != pki.KindPod {
-		labels[pki.KindLabel(ownerKind)] = owner
+	if ownerKind != contract.KindPod {
+		labels[contract.KindLabel(ownerKind)] = owner
 	}
 	ann := mapAt(podMeta, "annotations")
-	ann[CreatedByAnnotation] = "linkerd/cli " + o.Version
-	ann[ProxyVersionAnnotation] = o.Version
+	ann[contract.CreatedByAnnotation] = "linkerd/cli " + o.Version
+	ann[contract.ProxyVersionAnnotation] = o.Version
 	if tls {
-		ann[ca.TLSAnnotation] = o.TLS
+		ann[contract.TLSAnnotation] = o.TLS
 	}
 
 	podSpec["initContainers"] = append(asList(podSpec["initContainers"]), toMap(initContainer(o)))

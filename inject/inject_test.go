@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"meshtls/contract"
 	"meshtls/internal/golden"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -99,12 +100,12 @@ func TestEmojivotoContract(t *testing.T) {
 		}
 		var proxy *corev1.Container
 		for i := range tmpl.Spec.Containers {
-			if tmpl.Spec.Containers[i].Name == ProxyContainerName {
+			if tmpl.Spec.Containers[i].Name == contract.ProxyContainerName {
 				proxy = &tmpl.Spec.Containers[i]
 			}
 		}
 		if proxy == nil {
-			t.Fatalf("%s: no %s container", dep.Name, ProxyContainerName)
+			t.Fatalf("%s: no %s container", dep.Name, contract.ProxyContainerName)
 		}
 		if proxy.Image != "ghcr.io/meshtls/proxy:v0.1.0" {
 			t.Errorf("proxy image %q", proxy.Image)
@@ -121,22 +122,22 @@ func TestEmojivotoContract(t *testing.T) {
 			env[e.Name] = e.Value
 		}
 		wantID := dep.Name + ".deployment.$(LINKERD2_PROXY_POD_NAMESPACE).linkerd-managed.linkerd.svc.cluster.local"
-		if env[EnvTLSPodIdentity] != wantID {
-			t.Errorf("%s = %q, want %q", EnvTLSPodIdentity, env[EnvTLSPodIdentity], wantID)
+		if env[contract.EnvTLSPodIdentity] != wantID {
+			t.Errorf("%s = %q, want %q", contract.EnvTLSPodIdentity, env[contract.EnvTLSPodIdentity], wantID)
 		}
-		if env[EnvTLSCert] != "/var/linkerd-io/identity/tls.crt" || env[EnvTLSPrivateKey] != "/var/linkerd-io/identity/tls.key" ||
-			env[EnvTLSTrustAnchors] != "/var/linkerd-io/trust-anchors/trust-anchors.pem" {
+		if env[contract.EnvTLSCert] != "/var/linkerd-io/identity/tls.crt" || env[contract.EnvTLSPrivateKey] != "/var/linkerd-io/identity/tls.key" ||
+			env[contract.EnvTLSTrustAnchors] != "/var/linkerd-io/trust-anchors/trust-anchors.pem" {
 			t.Errorf("TLS paths: %v", env)
 		}
-		if env[EnvTLSControllerID] != "linkerd-controller.deployment.linkerd.linkerd-managed.linkerd.svc.cluster.local" {
-			t.Errorf("controller identity %q", env[EnvTLSControllerID])
+		if env[contract.EnvTLSControllerID] != "linkerd-controller.deployment.linkerd.linkerd-managed.linkerd.svc.cluster.local" {
+			t.Errorf("controller identity %q", env[contract.EnvTLSControllerID])
 		}
 		var secretVol, bundleVol *corev1.Volume
 		for i, v := range tmpl.Spec.Volumes {
 			switch v.Name {
-			case IdentityVolume:
+			case contract.IdentityVolume:
 				secretVol = &tmpl.Spec.Volumes[i]
-			case TrustAnchorsVolume:
+			case contract.TrustAnchorsVolume:
 				bundleVol = &tmpl.Spec.Volumes[i]
 			}
 		}
@@ -148,7 +149,7 @@ func TestEmojivotoContract(t *testing.T) {
 			bundleVol.ConfigMap.Optional == nil || !*bundleVol.ConfigMap.Optional {
 			t.Errorf("%s: bundle volume %+v", dep.Name, bundleVol)
 		}
-		if len(tmpl.Spec.InitContainers) != 1 || tmpl.Spec.InitContainers[0].Name != InitContainerName ||
+		if len(tmpl.Spec.InitContainers) != 1 || tmpl.Spec.InitContainers[0].Name != contract.InitContainerName ||
 			!strings.HasSuffix(strings.SplitN(tmpl.Spec.InitContainers[0].Image, ":", 2)[0], "/proxy-init") {
 			t.Errorf("%s: init containers %+v", dep.Name, tmpl.Spec.InitContainers)
 		}
@@ -184,7 +185,7 @@ func TestIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(plain.YAML, []byte("linkerd.io/tls")) || bytes.Contains(plain.YAML, []byte(IdentityVolume)) {
+	if bytes.Contains(plain.YAML, []byte("linkerd.io/tls")) || bytes.Contains(plain.YAML, []byte(contract.IdentityVolume)) {
 		t.Error("re-inject without --tls kept TLS parts")
 	}
 	proxies := 0
@@ -194,7 +195,7 @@ func TestIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, c := range dep.Spec.Template.Spec.Containers {
-			if c.Name == ProxyContainerName {
+			if c.Name == contract.ProxyContainerName {
 				proxies++
 			}
 		}

@@ -14,7 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"meshtls/ca/pki"
+	"meshtls/contract"
 	"meshtls/inject"
 	"meshtls/testutil/localcluster"
 )
@@ -94,7 +94,7 @@ func TestInstallThenInjectEmojivoto(t *testing.T) {
 		_ = client.CoreV1().Namespaces().Delete(context.Background(), controlNS, metav1.DeleteOptions{})
 	})
 	localcluster.Eventually(t, 90*time.Second, func() error {
-		pods, err := client.CoreV1().Pods(controlNS).List(context.Background(), metav1.ListOptions{LabelSelector: ComponentLabel + "=ca"})
+		pods, err := client.CoreV1().Pods(controlNS).List(context.Background(), metav1.ListOptions{LabelSelector: contract.ComponentLabel + "=ca"})
 		if err != nil {
 			return err
 		}
@@ -126,11 +126,11 @@ func TestInstallThenInjectEmojivoto(t *testing.T) {
 	})
 	var bundle string
 	localcluster.Eventually(t, 90*time.Second, func() error {
-		cm, err := client.CoreV1().ConfigMaps("emojivoto").Get(context.Background(), pki.BundleConfigMap, metav1.GetOptions{})
+		cm, err := client.CoreV1().ConfigMaps("emojivoto").Get(context.Background(), contract.BundleConfigMap, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		bundle = cm.Data[pki.BundleKey]
+		bundle = cm.Data[contract.BundleKey]
 		return nil
 	})
 	bundleFile := filepath.Join(t.TempDir(), "bundle.pem")
@@ -140,7 +140,7 @@ func TestInstallThenInjectEmojivoto(t *testing.T) {
 	for _, name := range []string{"emoji", "voting", "web", "vote-bot"} {
 		var s *corev1.Secret
 		localcluster.Eventually(t, 90*time.Second, func() error {
-			s, err = client.CoreV1().Secrets("emojivoto").Get(context.Background(), pki.SecretName(name, pki.KindDeployment), metav1.GetOptions{})
+			s, err = client.CoreV1().Secrets("emojivoto").Get(context.Background(), contract.SecretName(name, contract.KindDeployment), metav1.GetOptions{})
 			return err
 		})
 		leaf := filepath.Join(t.TempDir(), name+".crt")
@@ -150,7 +150,7 @@ func TestInstallThenInjectEmojivoto(t *testing.T) {
 		if out, err := exec.Command("openssl", "verify", "-CAfile", bundleFile, leaf).CombinedOutput(); err != nil {
 			t.Errorf("%s: openssl verify: %v\n%s", name, err, out)
 		}
-		want := "DNS:" + pki.Identity(name, pki.KindDeployment, "emojivoto", controlNS)
+		want := "DNS:" + contract.Identity(name, contract.KindDeployment, "emojivoto", controlNS)
 		out, err := exec.Command("openssl", "x509", "-in", leaf, "-noout", "-ext", "subjectAltName").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), want) {
 			t.Errorf("%s: SAN %s, want %s (%v)", name, out, want, err)

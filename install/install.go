@@ -20,21 +20,15 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
-	"meshtls/ca"
 	"meshtls/ca/pki"
+	"meshtls/contract"
 )
 
 // Ports of the control plane's own endpoints.
 const (
-	CAAdminPort      = 9995
-	PrometheusPort   = 9090
-	ProxyAdminPort   = 4191
-	ProxyAdminPortNm = "linkerd-admin"
+	CAAdminPort    = 9995
+	PrometheusPort = 9090
 )
-
-// ComponentLabel names the control-plane component of a pod; Services and
-// check select on it.
-const ComponentLabel = "linkerd.io/control-plane-component"
 
 // Options is what `linkerd install` can change.
 type Options struct {
@@ -199,13 +193,13 @@ func Objects(o Options) []any {
 }
 
 func meta(name, ns, component string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{ComponentLabel: component, ca.ControlPlaneNSLabel: ns}}
+	return metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{contract.ComponentLabel: component, contract.ControlPlaneNSLabel: ns}}
 }
 
 // clusterMeta labels a cluster-scoped object with the control plane it
 // belongs to, so two control planes' RBAC never collide.
 func clusterMeta(name, controlNS, component string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: name, Labels: map[string]string{ComponentLabel: component, ca.ControlPlaneNSLabel: controlNS}}
+	return metav1.ObjectMeta{Name: name, Labels: map[string]string{contract.ComponentLabel: component, contract.ControlPlaneNSLabel: controlNS}}
 }
 
 func caObjects(o Options) []any {
@@ -254,15 +248,15 @@ func caObjects(o Options) []any {
 	if len(o.RootCertPEM) > 0 {
 		objs = append(objs, &corev1.Secret{
 			TypeMeta:   typeMeta("v1", "Secret"),
-			ObjectMeta: meta(pki.RootSecret, ns, "ca"),
+			ObjectMeta: meta(contract.RootSecret, ns, "ca"),
 			Type:       corev1.SecretTypeTLS,
 			Data:       map[string][]byte{corev1.TLSCertKey: o.RootCertPEM, corev1.TLSPrivateKeyKey: o.RootKeyPEM},
 		})
 	}
 
 	replicas := int32(o.ControllerReplicas)
-	selector := map[string]string{ComponentLabel: "ca"}
-	podLabels := map[string]string{ComponentLabel: "ca", ca.ControlPlaneNSLabel: ns}
+	selector := map[string]string{contract.ComponentLabel: "ca"}
+	podLabels := map[string]string{contract.ComponentLabel: "ca", contract.ControlPlaneNSLabel: ns}
 	objs = append(objs, &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
 		ObjectMeta: meta(name, ns, "ca"),

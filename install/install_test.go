@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"meshtls/ca/pki"
+	"meshtls/contract"
 	"meshtls/internal/golden"
 )
 
@@ -112,7 +113,7 @@ func TestNoCAWithoutTLS(t *testing.T) {
 	if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/ready" {
 		t.Error("CA has no /ready readiness probe")
 	}
-	if _, ok := tls["Secret/"+pki.RootSecret]; ok {
+	if _, ok := tls["Secret/"+contract.RootSecret]; ok {
 		t.Error("a generated-root install must not ship a root Secret (the CA creates it)")
 	}
 }
@@ -137,7 +138,7 @@ func TestUserRoot(t *testing.T) {
 	cert, key := userRoot(t)
 	o := Options{Version: "v1", TLS: "optional", RootCertPEM: cert, RootKeyPEM: key, Now: func() time.Time { return t0 }}
 	docs := documents(t, render(t, o))
-	s, ok := docs["Secret/"+pki.RootSecret]
+	s, ok := docs["Secret/"+contract.RootSecret]
 	if !ok {
 		t.Fatal("no root Secret with --root-cert/--root-key")
 	}

@@ -5,13 +5,13 @@ import (
 	"strconv"
 	"strings"
 
+	"meshtls/contract"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-
-	"meshtls/ca"
 )
 
 // PrometheusConfigKey is the config file's key in its ConfigMap.
@@ -79,14 +79,14 @@ scrape_configs:
   - action: labelmap
     regex: __meta_kubernetes_pod_label_linkerd_io_proxy_(.+)
     replacement: $1
-`, PrometheusPort, controlNS, ProxyAdminPortNm, ProxyAdminPort)
+`, PrometheusPort, controlNS, contract.AdminPortName, contract.AdminPort)
 	return b.String()
 }
 
 func prometheusObjects(o Options) []any {
 	ns := o.ControlNamespace
 	const name = "linkerd-prometheus"
-	selector := map[string]string{ComponentLabel: "prometheus"}
+	selector := map[string]string{contract.ComponentLabel: "prometheus"}
 	replicas := int32(1)
 	return []any{
 		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(name, ns, "prometheus")},
@@ -115,7 +115,7 @@ func prometheusObjects(o Options) []any {
 				Selector: &metav1.LabelSelector{MatchLabels: selector},
 				Template: corev1.PodTemplateSpec{
 					ObjectMeta: metav1.ObjectMeta{
-						Labels:      map[string]string{ComponentLabel: "prometheus", ca.ControlPlaneNSLabel: ns},
+						Labels:      map[string]string{contract.ComponentLabel: "prometheus", contract.ControlPlaneNSLabel: ns},
 						Annotations: map[string]string{"linkerd.io/created-by": "linkerd/cli " + o.Version},
 					},
 					Spec: corev1.PodSpec{

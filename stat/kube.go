@@ -5,16 +5,12 @@ import (
 	"fmt"
 	"strings"
 
+	"meshtls/contract"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
-)
-
-// Labels and annotations of meshed pods (DESIGN.md contracts).
-const (
-	LabelControlPlaneNS = "linkerd.io/control-plane-ns"
-	proxyLabelPrefix    = "linkerd.io/proxy-"
 )
 
 // KubePods lists pods from the Kubernetes API.
@@ -54,13 +50,13 @@ func podFromKube(p *corev1.Pod) Pod {
 		Name:      p.Name,
 		IP:        p.Status.PodIP,
 		Labels:    p.Labels,
-		Meshed:    p.Labels[LabelControlPlaneNS] != "",
+		Meshed:    p.Labels[contract.ControlPlaneNSLabel] != "",
 		Owners:    map[string]string{},
 	}
 	// A meshed pod names its owners in linkerd.io/proxy-<kind> labels;
 	// Prometheus turns those into the <kind> labels the queries use.
 	for k, v := range p.Labels {
-		if kind, ok := strings.CutPrefix(k, proxyLabelPrefix); ok {
+		if kind, ok := strings.CutPrefix(k, contract.ProxyKindLabelPrefix); ok {
 			pod.Owners[kind] = v
 		}
 	}

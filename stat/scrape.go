@@ -9,11 +9,10 @@ import (
 	"sync"
 	"time"
 
+	"meshtls/contract"
+
 	"k8s.io/client-go/kubernetes"
 )
-
-// ProxyAdminPort serves each proxy's /metrics.
-const ProxyAdminPort = 4191
 
 // Fetcher reads one pod's proxy metrics.
 type Fetcher interface {
@@ -32,7 +31,7 @@ type ProxyFetcher struct {
 func (f ProxyFetcher) Fetch(ctx context.Context, pod Pod) ([]byte, error) {
 	port := f.Port
 	if port == 0 {
-		port = ProxyAdminPort
+		port = contract.AdminPort
 	}
 	ip := net.ParseIP(pod.IP)
 	if ip != nil && ip.IsLoopback() || f.Client == nil {

@@ -32,6 +32,8 @@ import (
 	"syscall"
 	"time"
 
+	"meshtls/contract"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,9 +41,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
-
-	"meshtls/ca"
-	"meshtls/ca/pki"
 )
 
 func main() {
@@ -73,7 +72,7 @@ func run() error {
 	flag.StringVar(&o.caLog, "ca-log", "", "append the CA's log to this file")
 	flag.StringVar(&o.kind, "kind", "pod", "owner kind: pod (the CA's own speed) or deployment (adds kube-controller-manager making ReplicaSets and pods)")
 	flag.Parse()
-	if o.kind != pki.KindPod && o.kind != pki.KindDeployment {
+	if o.kind != contract.KindPod && o.kind != contract.KindDeployment {
 		return fmt.Errorf("-kind must be pod or deployment, not %q", o.kind)
 	}
 
@@ -137,7 +136,7 @@ func run() error {
 	seen := map[string]time.Time{}
 	allSeen := make(chan struct{})
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(appNS),
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = ca.OwnerKindLabel }))
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = contract.OwnerKindLabel }))
 	inf := factory.Core().V1().Secrets().Informer()
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
 		s, ok := obj.(*corev1.Secret)
@@ -174,7 +173,7 @@ func run() error {
 				names[i] = fmt.Sprintf("owner-%04d", i)
 				created[i] = time.Now()
 				var err error
-				if o.kind == pki.KindPod {
+				if o.kind == contract.KindPod {
 					_, err = client.CoreV1().Pods(appNS).Create(ctx, burstPod(names[i], controlNS), metav1.CreateOptions{})
 				} else {
 					_, err = client.AppsV1().Deployments(appNS).Create(ctx, burstDeployment(names[i], controlNS), metav1.CreateOptions{})
@@ -209,7 +208,7 @@ func run() error {
 	latencies := make([]time.Duration, o.owners)
 	var last time.Time
 	for i, n := range names {
-		t := seen[pki.SecretName(n, o.kind)]
+		t := seen[contract.SecretName(n, o.kind)]
 		if t.IsZero() {
 			return fmt.Errorf("no Secret seen for %s", n)
 		}
@@ -237,8 +236,8 @@ func burstPod(name, controlNS string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        name,
-			Labels:      map[string]string{ca.ControlPlaneNSLabel: controlNS},
-			Annotations: map[string]string{ca.TLSAnnotation: "optional"},
+			Labels:      map[string]string{contract.ControlPlaneNSLabel: controlNS},
+			Annotations: map[string]string{contract.TLSAnnotation: "optional"},
 		},
 		Spec: corev1.PodSpec{
 			SchedulerName: "ca-burst-unscheduled",
@@ -251,7 +250,7 @@ func burstDeployment(name, controlNS string) *appsv1.Deployment {
 	one := int32(1)
 	pod := burstPod(name, controlNS)
 	pod.Labels["app"] = name
-	pod.Labels[pki.KindLabel(pki.KindDeployment)] = name
+	pod.Labels[contract.KindLabel(contract.KindDeployment)] = name
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: appsv1.DeploymentSpec{

@@ -13,13 +13,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"meshtls/contract"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func mustRoot(t testing.TB) (*Root, []byte) {
 	t.Helper()
-	r, key, err := NewRoot(RootCommonName("linkerd"), DefaultRootLifetime, t0)
+	r, key, err := NewRoot(contract.RootCommonName("linkerd"), DefaultRootLifetime, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +55,7 @@ func TestNewRootIsSelfSignedP256CA(t *testing.T) {
 
 func TestIssueLeafContract(t *testing.T) {
 	r, _ := mustRoot(t)
-	id := Identity("web", KindDeployment, "emojivoto", "linkerd")
+	id := contract.Identity("web", contract.KindDeployment, "emojivoto", "linkerd")
 	if id != "web.deployment.emojivoto.linkerd-managed.linkerd.svc.cluster.local" {
 		t.Fatalf("identity = %q", id)
 	}
@@ -124,7 +126,7 @@ func TestRenewAtTwoThirds(t *testing.T) {
 func TestCheckRejects(t *testing.T) {
 	r, _ := mustRoot(t)
 	other, _ := mustRoot(t)
-	id := Identity("web", KindDeployment, "emojivoto", "linkerd")
+	id := contract.Identity("web", contract.KindDeployment, "emojivoto", "linkerd")
 	leaf, err := r.Issue(id, DefaultLeafLifetime, t0)
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +228,7 @@ func TestLoadUserRSARoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := Identity("db", KindStatefulSet, "prod", "linkerd")
+	id := contract.Identity("db", contract.KindStatefulSet, "prod", "linkerd")
 	leaf, err := r.Issue(id, time.Hour, t0)
 	if err != nil {
 		t.Fatal(err)
@@ -236,23 +238,11 @@ func TestLoadUserRSARoot(t *testing.T) {
 	}
 }
 
-func TestNames(t *testing.T) {
-	if got := SecretName("web", KindDeployment); got != "web-deployment-tls-linkerd-io" {
-		t.Errorf("SecretName = %q", got)
-	}
-	if got := KindLabel(KindStatefulSet); got != "linkerd.io/proxy-statefulset" {
-		t.Errorf("KindLabel = %q", got)
-	}
-	if got := ControllerIdentity("linkerd-controller", "linkerd"); got != "linkerd-controller.deployment.linkerd.linkerd-managed.linkerd.svc.cluster.local" {
-		t.Errorf("ControllerIdentity = %q", got)
-	}
-}
-
 // BenchmarkIssue measures pure signing: key generation, signing and PEM
 // encoding of one workload leaf, the CA's per-owner CPU cost.
 func BenchmarkIssue(b *testing.B) {
 	r, _ := mustRoot(b)
-	id := Identity("web", KindDeployment, "emojivoto", "linkerd")
+	id := contract.Identity("web", contract.KindDeployment, "emojivoto", "linkerd")
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -267,7 +257,7 @@ func BenchmarkIssue(b *testing.B) {
 // Secret is already valid.
 func BenchmarkCheck(b *testing.B) {
 	r, _ := mustRoot(b)
-	id := Identity("web", KindDeployment, "emojivoto", "linkerd")
+	id := contract.Identity("web", contract.KindDeployment, "emojivoto", "linkerd")
 	leaf, err := r.Issue(id, DefaultLeafLifetime, t0)
 	if err != nil {
 		b.Fatal(err)
@@ -285,7 +275,7 @@ func BenchmarkCheck(b *testing.B) {
 // workers do it.
 func BenchmarkIssueParallel(b *testing.B) {
 	r, _ := mustRoot(b)
-	id := Identity("web", KindDeployment, "emojivoto", "linkerd")
+	id := contract.Identity("web", contract.KindDeployment, "emojivoto", "linkerd")
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

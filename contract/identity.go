@@ -1,11 +1,11 @@
-package pki
+package contract
 
 import (
 	"fmt"
 	"strings"
 )
 
-// Names shared by the CA, inject and check; DESIGN.md's contracts.
+// The Secret and bundle layout.
 const (
 	// BundleConfigMap holds the trust anchors in every TLS namespace.
 	BundleConfigMap = "linkerd-ca-bundle"
@@ -48,9 +48,6 @@ func ControllerIdentity(component, controlNamespace string) string {
 func SecretName(owner, kind string) string {
 	return owner + "-" + kind + SecretSuffix
 }
-
-// KindLabel is the pod label naming the owner of kind.
-func KindLabel(kind string) string { return "linkerd.io/proxy-" + kind }
 
 // RootCommonName is the subject of a generated root.
 func RootCommonName(controlNamespace string) string {

@@ -1,0 +1,50 @@
+package contract
+
+// The proxy's containers, ports and user, as inject writes them.
+const (
+	ProxyContainerName = "linkerd-proxy"
+	InitContainerName  = "linkerd-init"
+
+	InboundPort  = 4143
+	OutboundPort = 4140
+	TapPort      = 4190
+	AdminPort    = 4191
+
+	InboundPortName = "linkerd-proxy"
+	AdminPortName   = "linkerd-admin"
+	TapPortName     = "linkerd-tap"
+
+	// ProxyUID is the proxy's user; proxy-init exempts its traffic from
+	// redirection so the proxy's own connections are not looped back.
+	ProxyUID = 2102
+
+	TrustAnchorsVolume = "linkerd-trust-anchors"
+	IdentityVolume     = "linkerd-secrets"
+	TrustAnchorsDir    = "/var/linkerd-io/trust-anchors"
+	IdentityDir        = "/var/linkerd-io/identity"
+
+	// ControllerComponent is the Deployment whose identity proxies expect
+	// from the controller (destination and tap) they talk to.
+	ControllerComponent = "linkerd-controller"
+	// DestinationPort is the controller's proxy API port.
+	DestinationPort = 8086
+)
+
+// The proxy's environment: the names inject writes and the proxy reads.
+const (
+	EnvLog                = "LINKERD2_PROXY_LOG"
+	EnvControllerNS       = "LINKERD2_PROXY_CONTROLLER_NAMESPACE"
+	EnvDestinationAddr    = "LINKERD2_PROXY_DESTINATION_ADDR"
+	EnvInboundListenAddr  = "LINKERD2_PROXY_INBOUND_LISTEN_ADDR"
+	EnvOutboundListenAddr = "LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR"
+	EnvAdminListenAddr    = "LINKERD2_PROXY_ADMIN_LISTEN_ADDR"
+	EnvTapListenAddr      = "LINKERD2_PROXY_TAP_LISTEN_ADDR"
+	EnvPodNamespace       = "LINKERD2_PROXY_POD_NAMESPACE"
+	EnvPodName            = "LINKERD2_PROXY_POD_NAME"
+	EnvPodIP              = "LINKERD2_PROXY_POD_IP"
+	EnvTLSTrustAnchors    = "LINKERD2_PROXY_TLS_TRUST_ANCHORS"
+	EnvTLSCert            = "LINKERD2_PROXY_TLS_CERT"
+	EnvTLSPrivateKey      = "LINKERD2_PROXY_TLS_PRIVATE_KEY"
+	EnvTLSPodIdentity     = "LINKERD2_PROXY_TLS_POD_IDENTITY"
+	EnvTLSControllerID    = "LINKERD2_PROXY_TLS_CONTROLLER_IDENTITY"
+)
