@@ -35,7 +35,8 @@ test: deps build localkube $(BIN)/promtool ## Run every test: unit, golden, inte
 	$(MAKE) test-localkube
 
 .PHONY: generate
-generate: ## Regenerate fixtures (captures) and rewrite golden files
+generate: ## Regenerate the gRPC code (proto/), fixtures (captures) and golden files
+	@scripts/deps.sh generate
 	$(GO) generate ./...
 	$(GO) test ./... -run Golden -update
 

@@ -13,6 +13,12 @@ want promtool prometheus
 want openssl openssl
 want wrk wrk
 want tmux tmux
+# `scripts/deps.sh generate` (make generate) also installs protoc and the
+# well-known .proto files the tap API imports.
+if [ "${1:-}" = generate ]; then
+  want protoc protobuf-compiler
+  [ -f /usr/include/google/protobuf/duration.proto ] || need+=(libprotobuf-dev)
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
