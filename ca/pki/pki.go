@@ -11,8 +11,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -25,6 +27,13 @@ const (
 	DefaultLeafLifetime = 24 * time.Hour
 	DefaultRootLifetime = 365 * 24 * time.Hour
 )
+
+// MinLeafLifetime is the shortest workload certificate lifetime allowed.
+// The kubelet delivers an updated Secret to pods within its sync period
+// plus its cache TTL (a minute each by default), and renewal leaves at
+// least the last 0.33 of the lifetime for that: ten minutes leaves over
+// three, enough for a slow kubelet and a retry.
+const MinLeafLifetime = 10 * time.Minute
 
 // maxBackdate bounds how far NotBefore is set in the past, so a peer whose
 // clock is slightly behind still accepts a fresh certificate.
@@ -372,19 +381,55 @@ func (r *Root) Issue(identity string, lifetime time.Duration, now time.Time) (*L
 // reported as ErrRenewalDue. The CA runs it on every certificate it has
 // just issued too, so what it writes always passes what it later checks.
 func (r *Root) Check(certPEM, keyPEM []byte, identity string, now time.Time) (time.Time, error) {
-	if err := r.checkChain(certPEM, keyPEM, identity, now); err != nil {
+	if _, _, err := r.CheckLeaf(certPEM, identity, now); err != nil && !errors.Is(err, ErrRenewalDue) {
 		return time.Time{}, err
+	}
+	if err := KeyMatches(certPEM, keyPEM); err != nil {
+		return time.Time{}, err
+	}
+	_, renewAt, err := r.CheckLeaf(certPEM, identity, now)
+	return renewAt, err
+}
+
+// CheckLeaf is Check without the private key: everything that can be
+// decided from tls.crt alone. It also returns the parsed leaf.
+func (r *Root) CheckLeaf(certPEM []byte, identity string, now time.Time) (*x509.Certificate, time.Time, error) {
+	if err := r.verifyChain(certPEM, identity, now); err != nil {
+		return nil, time.Time{}, err
 	}
 	certs, _ := parseCerts(certPEM)
 	leaf := certs[0]
 	renewAt := RenewAtJittered(leaf.NotBefore, leaf.NotAfter, leaf.SerialNumber)
 	if !now.Before(renewAt) {
-		return renewAt, ErrRenewalDue
+		return leaf, renewAt, ErrRenewalDue
 	}
-	return renewAt, nil
+	return leaf, renewAt, nil
+}
+
+// KeyMatches says whether keyPEM is the private key of tls.crt's leaf.
+func KeyMatches(certPEM, keyPEM []byte) error {
+	certs, err := parseCerts(certPEM)
+	if err != nil {
+		return fmt.Errorf("tls.crt: %w", err)
+	}
+	key, err := ParseKey(keyPEM)
+	if err != nil {
+		return fmt.Errorf("tls.key: %w", err)
+	}
+	if !publicKeysEqual(key.Public(), certs[0].PublicKey) {
+		return errors.New("tls.key does not match tls.crt")
+	}
+	return nil
 }
 
 func (r *Root) checkChain(certPEM, keyPEM []byte, identity string, now time.Time) error {
+	if err := r.verifyChain(certPEM, identity, now); err != nil {
+		return err
+	}
+	return KeyMatches(certPEM, keyPEM)
+}
+
+func (r *Root) verifyChain(certPEM []byte, identity string, now time.Time) error {
 	certs, err := parseCerts(certPEM)
 	if err != nil {
 		return fmt.Errorf("tls.crt: %w", err)
@@ -410,14 +455,14 @@ func (r *Root) checkChain(certPEM, keyPEM []byte, identity string, now time.Time
 	if !hasBothUsages(leaf) {
 		return errors.New("tls.crt: extended key usage must include both serverAuth and clientAuth")
 	}
-	key, err := ParseKey(keyPEM)
-	if err != nil {
-		return fmt.Errorf("tls.key: %w", err)
-	}
-	if !publicKeysEqual(key.Public(), leaf.PublicKey) {
-		return errors.New("tls.key does not match tls.crt")
-	}
 	return nil
+}
+
+// Fingerprint is the hex SHA-256 of a certificate's DER, as the
+// linkerd.io/tls-issuer annotation spells it.
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
 }
 
 // ErrRenewalDue marks a valid leaf that has passed two thirds of its life.
