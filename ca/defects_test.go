@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -344,5 +345,64 @@ func TestEventsAndExpiryMetrics(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(ca.metrics.rootExpiry); got != float64(ca.Root().Cert.NotAfter.Unix()) {
 		t.Errorf("root expiry gauge %v, want %d", got, ca.Root().Cert.NotAfter.Unix())
+	}
+}
+
+// Defect 8, the CA's side: Job and CronJob owners get Secrets owned by
+// the Job or CronJob, under the names inject mounts.
+func TestJobAndCronJobOwners(t *testing.T) {
+	client := clusterClient(t)
+	controlNS, appNS := namespaces(t, client)
+	startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0"})
+	tmpl := func(kind, name string) corev1.PodTemplateSpec {
+		return corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{
+				Labels:      map[string]string{contract.ControlPlaneNSLabel: controlNS, contract.KindLabel(kind): name},
+				Annotations: map[string]string{contract.TLSAnnotation: contract.TLSOptional},
+			},
+			Spec: corev1.PodSpec{SchedulerName: unscheduled, RestartPolicy: corev1.RestartPolicyNever,
+				Containers: []corev1.Container{{Name: "work", Image: "example.invalid/work:1"}}},
+		}
+	}
+	job, err := client.BatchV1().Jobs(appNS).Create(context.Background(), &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: "migrate"},
+		Spec:       batchv1.JobSpec{Template: tmpl(contract.KindJob, "migrate")},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cron, err := client.BatchV1().CronJobs(appNS).Create(context.Background(), &batchv1.CronJob{
+		ObjectMeta: metav1.ObjectMeta{Name: "nightly"},
+		Spec: batchv1.CronJobSpec{Schedule: "0 3 * * *", JobTemplate: batchv1.JobTemplateSpec{
+			Spec: batchv1.JobSpec{Template: tmpl(contract.KindCronJob, "nightly")}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stand in for the CronJob's first run: a Job it owns, as the cronjob
+	// controller would create at 03:00.
+	run := tmpl(contract.KindCronJob, "nightly")
+	yes := true
+	if _, err := client.BatchV1().Jobs(appNS).Create(context.Background(), &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: "nightly-29000000", OwnerReferences: []metav1.OwnerReference{{
+			APIVersion: "batch/v1", Kind: "CronJob", Name: "nightly", UID: cron.UID, Controller: &yes}}},
+		Spec: batchv1.JobSpec{Template: run},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		kind, name, ownerKind string
+		uid                   string
+	}{
+		{contract.KindJob, "migrate", "Job", string(job.UID)},
+		{contract.KindCronJob, "nightly", "CronJob", string(cron.UID)},
+	} {
+		s := waitSecret(t, client, appNS, contract.SecretName(tc.name, tc.kind), nil)
+		if len(s.OwnerReferences) != 1 || s.OwnerReferences[0].Kind != tc.ownerKind || string(s.OwnerReferences[0].UID) != tc.uid {
+			t.Errorf("%s: owner references %+v, want the %s", s.Name, s.OwnerReferences, tc.ownerKind)
+		}
+		if got, want := s.Annotations[contract.IdentityAnnotation], contract.Identity(tc.name, tc.kind, appNS, controlNS); got != want {
+			t.Errorf("%s: identity %q, want %q", s.Name, got, want)
+		}
 	}
 }
