@@ -14,6 +14,9 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -403,6 +406,84 @@ func TestJobAndCronJobOwners(t *testing.T) {
 		}
 		if got, want := s.Annotations[contract.IdentityAnnotation], contract.Identity(tc.name, tc.kind, appNS, controlNS); got != want {
 			t.Errorf("%s: identity %q, want %q", s.Name, got, want)
+		}
+	}
+}
+
+// An intermediate issuer signed by an offline root: leaves carry the
+// issuer after them, bundles hold only the root, and openssl agrees.
+func TestIntermediateIssuerEndToEnd(t *testing.T) {
+	client := clusterClient(t)
+	controlNS, appNS := namespaces(t, client)
+	now := time.Now()
+	rootPEM, rootKeyPEM := makeRoot(t, &x509.Certificate{Subject: pkix.Name{CommonName: "offline root"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * 365 * 24 * time.Hour)})
+	rootCert, err := pki.ParseCerts(rootPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootKey, err := pki.ParseKey(rootKeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "cluster issuer"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
+		KeyUsage: x509.KeyUsageCertSign}, rootCert[0], &issuerKey.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuerPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	issuerKeyPEM, err := pki.EncodeKey(issuerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Secrets(controlNS).Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: contract.RootSecret},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: issuerPEM, corev1.TLSPrivateKeyKey: issuerKeyPEM, contract.RootAnchorsKey: rootPEM},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ca := startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0"})
+	if !ca.Root().Intermediate() {
+		t.Fatal("CA did not load the issuer as an intermediate")
+	}
+	createDeployments(t, client, appNS, controlNS, "web")
+	s := waitSecret(t, client, appNS, contract.SecretName("web", contract.KindDeployment), nil)
+	var bundle string
+	localcluster.Eventually(t, 30*time.Second, func() error {
+		cm, err := client.CoreV1().ConfigMaps(appNS).Get(context.Background(), contract.BundleConfigMap, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		bundle = cm.Data[contract.BundleKey]
+		return nil
+	})
+	if bundle != string(rootPEM) {
+		t.Errorf("bundle is not the offline root alone")
+	}
+	certs, err := pki.ParseCerts(s.Data[corev1.TLSCertKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(certs) != 2 || certs[1].Subject.CommonName != "cluster issuer" {
+		t.Fatalf("tls.crt holds %d certificates, want leaf then issuer", len(certs))
+	}
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"bundle.pem": []byte(bundle), "leaf.pem": pki.EncodeCerts(certs[:1]), "issuer.pem": pki.EncodeCerts(certs[1:])} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, purpose := range []string{"sslserver", "sslclient"} {
+		out, err := exec.Command("openssl", "verify", "-CAfile", filepath.Join(dir, "bundle.pem"), "-untrusted", filepath.Join(dir, "issuer.pem"),
+			"-purpose", purpose, filepath.Join(dir, "leaf.pem")).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), ": OK") {
+			t.Errorf("openssl verify (%s) against the offline root: %v\n%s", purpose, err, out)
 		}
 	}
 }
