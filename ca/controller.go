@@ -287,6 +287,10 @@ func stripKey(obj any) (any, error) {
 	if !ok || s.Data == nil {
 		return obj, nil
 	}
+	if _, done := s.Data[keyMatchesKey]; done {
+		// Informers may hand an object to the transform more than once.
+		return obj, nil
+	}
 	out := *s
 	match := "false"
 	if pki.KeyMatches(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]) == nil {
