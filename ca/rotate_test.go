@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -260,5 +261,71 @@ func TestRotationKeepsHandshakesWorking(t *testing.T) {
 	}
 	if _, ok := root.Annotations[contract.RotationAnnotation]; ok || len(root.Data[contract.RootNextKeyKey]) > 0 {
 		t.Errorf("root Secret still carries rotation state: %v", root.Annotations)
+	}
+}
+
+// The disaster path: the root Secret is gone. The running CA refuses to
+// issue; `linkerd ca rotate` makes a new root whose bundles keep the old
+// one until every leaf has moved, and the CA recovers without a restart.
+func TestRotateReplacesALostRoot(t *testing.T) {
+	client := clusterClient(t)
+	controlNS, appNS := namespaces(t, client)
+	ca := startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0"})
+	createDeployments(t, client, appNS, controlNS, "web")
+	name := contract.SecretName("web", contract.KindDeployment)
+	waitSecret(t, client, appNS, name, nil)
+	oldRoot := ca.Root()
+	localcluster.Eventually(t, 30*time.Second, func() error {
+		_, err := client.CoreV1().ConfigMaps(appNS).Get(context.Background(), contract.BundleConfigMap, metav1.GetOptions{})
+		return err
+	})
+	if err := client.CoreV1().Secrets(controlNS).Delete(context.Background(), contract.RootSecret, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	localcluster.Eventually(t, 30*time.Second, func() error {
+		if ca.Ready() {
+			return errors.New("CA still ready without its root")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var sawBoth atomic.Bool
+	res, err := Rotate(ctx, client, RotateOptions{ControlNamespace: controlNS, PropagationDelay: time.Second,
+		Progress: func(step, msg string) {
+			t.Logf("rotate [%s] %s", step, msg)
+			if step == contract.RotationReissue {
+				cm, err := client.CoreV1().ConfigMaps(appNS).Get(context.Background(), contract.BundleConfigMap, metav1.GetOptions{})
+				if err == nil && strings.Count(cm.Data[contract.BundleKey], "BEGIN CERTIFICATE") == 2 {
+					sawBoth.Store(true)
+				}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.LostRoot {
+		t.Error("result does not say the root was lost")
+	}
+	newRoot := ca.Root()
+	if newRoot.Cert.Equal(oldRoot.Cert) || !ca.Ready() {
+		t.Fatalf("CA did not recover on a new root (ready: %q)", ca.NotReadyReason())
+	}
+	if !sawBoth.Load() {
+		t.Error("bundles did not hold the old and the new root while leaves moved")
+	}
+	s, err := client.CoreV1().Secrets(appNS).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newRoot.Check(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], contract.Identity("web", contract.KindDeployment, appNS, controlNS), time.Now()); err != nil {
+		t.Errorf("leaf after the rotation: %v", err)
+	}
+	cm, err := client.CoreV1().ConfigMaps(appNS).Get(context.Background(), contract.BundleConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cm.Data[contract.BundleKey] != string(newRoot.AnchorsPEM) {
+		t.Error("the lost root is still in the bundle after the rotation")
 	}
 }
