@@ -154,6 +154,8 @@ func TestUserRoot(t *testing.T) {
 		{"cert without key", Options{Version: "v1", TLS: "optional", RootCertPEM: cert}, "go together"},
 		{"root without tls", Options{Version: "v1", RootCertPEM: cert, RootKeyPEM: key}, "--tls=optional"},
 		{"mismatched", Options{Version: "v1", TLS: "optional", RootCertPEM: cert, RootKeyPEM: []byte("junk"), Now: o.Now}, "supplied root: root key"},
+		{"root about to expire", Options{Version: "v1", TLS: "optional", RootCertPEM: cert, RootKeyPEM: key,
+			Now: func() time.Time { return t0.Add(365*24*time.Hour - time.Hour) }}, "expires within one certificate lifetime"},
 		{"bad tls", Options{Version: "v1", TLS: "required"}, `"optional"`},
 		{"bad replicas", Options{Version: "v1", ControllerReplicas: -1}, "replicas"},
 		{"bad namespace", Options{Version: "v1", ControlNamespace: "Not_Valid"}, "namespace"},
