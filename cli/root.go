@@ -60,7 +60,7 @@ into workloads, and shows how much of your traffic is encrypted.`,
 		newCompletionCmd(f),
 		newStatCmd(f, nil),
 		newCaptureCmd(f),
-		newInstallCmd(f), newInjectCmd(f),
+		newInstallCmd(f), newInjectCmd(f), newCACmd(f),
 	)
 	return root
 }
