@@ -155,6 +155,9 @@ func NewReplay(r *RecordingReader, opts ReplayOptions) *Replay {
 	return &Replay{reader: r, opts: opts}
 }
 
+// Certificates is everything the recording's header knows.
+func (r *Replay) Certificates() map[string]CertInfo { return r.reader.Header.Certificates }
+
 // Certificate looks an identity up in the recording's header.
 func (r *Replay) Certificate(identity string) (CertInfo, bool) {
 	c, ok := r.reader.Header.Certificates[identity]
