@@ -45,6 +45,13 @@ type CertLookup interface {
 	Certificate(identity string) (CertInfo, bool)
 }
 
+// trailingDrops is implemented by streams that can say, at their end, how
+// many events they dropped after the last one they sent (no later event
+// carries that count).
+type trailingDrops interface {
+	TrailingDrops() uint64
+}
+
 // Stats counts what a Run saw.
 type Stats struct {
 	// Events is the number of events read from the stream.
@@ -80,6 +87,9 @@ func Run(ctx context.Context, cfg RunConfig) (Stats, error) {
 	for {
 		rec, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
+			if t, ok := stream.(trailingDrops); ok {
+				st.Dropped += t.TrailingDrops()
+			}
 			break
 		}
 		if err != nil {
@@ -206,6 +216,8 @@ type replayStream struct {
 	wallStart     time.Time
 	recordedStart time.Time
 }
+
+func (s *replayStream) TrailingDrops() uint64 { return s.dropped }
 
 func (s *replayStream) Recv() (Record, error) {
 	for {
