@@ -81,7 +81,7 @@ func ParseFilter(expr string) (*Filter, error) {
 		}
 		return nil, p.errf(p.pos, "expected && or || before %q", p.word())
 	}
-	return &Filter{src: expr, eval: eval}, nil
+	return &Filter{src: strings.TrimSpace(expr), eval: eval}, nil
 }
 
 type parser struct {
