@@ -234,7 +234,7 @@ func runTap(ctx context.Context, f *Factory, opts *TapOptions) error {
 	if err != nil {
 		return err
 	}
-	defer closer.Close()
+	defer func() { _ = closer.Close() }()
 	cfg := tap.RunConfig{Source: src, Query: opts.Query, Filter: opts.Filter}
 	if opts.Record != "" {
 		out, err := os.Create(opts.Record)

@@ -172,12 +172,12 @@ type Event struct {
 	HasGRPCStatus bool
 	// ResetCode is the HTTP/2 error code of a reset stream; HasReset says
 	// whether the stream was reset.
-	ResetCode        uint32
-	HasReset         bool
-	Error            string
-	RequestBytes     uint64
-	ResponseBytes    uint64
-	DroppedBefore    uint64
+	ResetCode     uint32
+	HasReset      bool
+	Error         string
+	RequestBytes  uint64
+	ResponseBytes uint64
+	DroppedBefore uint64
 
 	key RequestKey
 }

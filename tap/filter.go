@@ -51,7 +51,9 @@ type ParseError struct {
 }
 
 // Column is the 1-based character column of the problem.
-func (e *ParseError) Column() int { return utf8.RuneCountInString(e.Input[:min(e.Pos, len(e.Input))]) + 1 }
+func (e *ParseError) Column() int {
+	return utf8.RuneCountInString(e.Input[:min(e.Pos, len(e.Input))]) + 1
+}
 
 func (e *ParseError) Error() string {
 	return fmt.Sprintf("at column %d: %s", e.Column(), e.Msg)
@@ -370,9 +372,10 @@ func peerOf(side string) func(*Event) *Peer {
 // resource, and any other label of the peer (src.deployment, dst.app).
 func peerField(name string) (field, bool) {
 	side, attr, ok := strings.Cut(name, ".")
-	if side == "source" {
+	switch side {
+	case "source":
 		side = "src"
-	} else if side == "destination" {
+	case "destination":
 		side = "dst"
 	}
 	if side != "src" && side != "dst" {

@@ -11,9 +11,9 @@ import (
 func sampleEnd() *Event {
 	return &Event{
 		Kind: KindEnd, Direction: DirInbound, ID: StreamID{7, 3},
-		Src: Peer{Addr: netip.MustParseAddrPort("10.244.0.20:40001"), Labels: map[string]string{"namespace": "emojivoto", "deployment": "legacy-client", "pod": "legacy-1"}},
-		Dst: Peer{Addr: netip.MustParseAddrPort("10.244.0.11:8080"), Labels: map[string]string{"namespace": "emojivoto", "deployment": "web", "pod": "web-1", "app": "web-svc"}},
-		TLS: TLS{Status: "no_identity", NoTLSReason: "no_tls_from_remote"},
+		Src:    Peer{Addr: netip.MustParseAddrPort("10.244.0.20:40001"), Labels: map[string]string{"namespace": "emojivoto", "deployment": "legacy-client", "pod": "legacy-1"}},
+		Dst:    Peer{Addr: netip.MustParseAddrPort("10.244.0.11:8080"), Labels: map[string]string{"namespace": "emojivoto", "deployment": "web", "pod": "web-1", "app": "web-svc"}},
+		TLS:    TLS{Status: "no_identity", NoTLSReason: "no_tls_from_remote"},
 		Method: "GET", Scheme: "http", Authority: "web-svc.emojivoto:80", Path: "/api/vote?choice=:doughnut:", HasRequest: true,
 		Status: 500, Latency: 150 * time.Millisecond, Duration: 2 * time.Millisecond,
 		HasGRPCStatus: true, GRPCStatus: 2, ResponseBytes: 1200,

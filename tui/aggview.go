@@ -66,10 +66,9 @@ func (a *aggregateView) view(agg *tap.Aggregator, g glyphs, st styles) string {
 			name = tap.Escape(r.Key.Method) + " " + tap.Escape(r.Key.Path) + "  (" + name + ")"
 		}
 		tls := pct(r.TLSRate())
-		switch {
-		case r.TLS == r.Count:
+		if r.TLS == r.Count {
 			tls = st.lock.Render(fmt.Sprintf("%7s", tls))
-		default:
+		} else {
 			tls = st.plain.Render(fmt.Sprintf("%7s", tls))
 		}
 		succ := fmt.Sprintf("%8s", pct(r.SuccessRate()))

@@ -497,7 +497,8 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
 	m := New(opts)
 	p := tea.NewProgram(m, tea.WithContext(ctx), tea.WithInput(in), tea.WithOutput(out))
 	final, err := p.Run()
-	if err != nil && !(errors.Is(err, tea.ErrProgramKilled) && ctx.Err() != nil) {
+	// Cancelling ctx kills the program; that is a quit, not a failure.
+	if err != nil && (!errors.Is(err, tea.ErrProgramKilled) || ctx.Err() == nil) {
 		return err
 	}
 	if fm, ok := final.(*Model); ok {
