@@ -15,7 +15,7 @@ import (
 // End to end through a real bubbletea program: the stream arrives through
 // the re-arming command, keys go through the program's input, and the
 // final screen is compared with a golden file (-update rewrites it).
-func TestProgramEndToEnd(t *testing.T) {
+func TestProgramEndToEndGolden(t *testing.T) {
 	evs, src := fixtureEvents(t)
 	ch := make(chan tap.Event, 64)
 	go func() {
