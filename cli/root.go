@@ -59,6 +59,7 @@ into workloads, and shows how much of your traffic is encrypted.`,
 		newVersionCmd(f),
 		newCompletionCmd(f),
 		newStatCmd(f, nil),
+		newTapCmd(f, nil),
 		newCaptureCmd(f),
 		newInstallCmd(f), newInjectCmd(f), newCACmd(f),
 	)
