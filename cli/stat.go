@@ -278,7 +278,10 @@ func runStat(ctx context.Context, f *Factory, opts *StatOptions) error {
 	if err != nil {
 		return err
 	}
-	if len(res.Rows) == 0 {
+	for _, w := range res.Warnings {
+		f.warn(w)
+	}
+	if len(res.Rows) == 0 && opts.Output != "json" {
 		fmt.Fprintln(f.IO.ErrOut, "No traffic found.")
 		return nil
 	}

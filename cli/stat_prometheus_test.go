@@ -89,8 +89,9 @@ func TestStatPrometheusMatchesCapture(t *testing.T) {
 					}
 				}
 				for reason, n := range c.NoTLS {
-					if !closeVal(n/c.Requests, p.NoTLS[reason]/p.Requests) {
-						t.Errorf("%s no_tls[%s]: capture %.4f of requests, prometheus %.4f", key, reason, n/c.Requests, p.NoTLS[reason]/p.Requests)
+					cs, ps := share(n, c.Requests), share(p.NoTLS[reason], p.Requests)
+					if !closeVal(cs, ps) {
+						t.Errorf("%s no_tls[%s]: capture %.4f of requests, prometheus %.4f", key, reason, cs, ps)
 					}
 				}
 				if len(c.TopPlaintext) != len(p.TopPlaintext) {
@@ -99,7 +100,7 @@ func TestStatPrometheusMatchesCapture(t *testing.T) {
 					for i := range c.TopPlaintext {
 						ce, pe := c.TopPlaintext[i], p.TopPlaintext[i]
 						if ce.Source != pe.Source || ce.Destination != pe.Destination || ce.Reason != pe.Reason ||
-							!closeVal(ce.Requests/c.Requests, pe.Requests/p.Requests) {
+							!closeVal(share(ce.Requests, c.Requests), share(pe.Requests, p.Requests)) {
 							t.Errorf("%s top_plaintext[%d]: capture %+v, prometheus %+v", key, i, ce, pe)
 						}
 					}
@@ -142,6 +143,14 @@ func close(a, b *float64) bool {
 		return a == nil && b == nil
 	}
 	return closeVal(*a, *b)
+}
+
+// share is n/total, NaN when either is null.
+func share(n, total *float64) float64 {
+	if n == nil || total == nil {
+		return math.NaN()
+	}
+	return *n / *total
 }
 
 func show(v *float64) string {

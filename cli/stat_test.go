@@ -165,6 +165,12 @@ func TestStatNoTraffic(t *testing.T) {
 // is the given text.
 func writeCapture(t *testing.T, ns, pod, second string) string {
 	t.Helper()
+	return writeCaptureRounds(t, ns, pod, "response_total{direction=\"inbound\"} 0\n", second)
+}
+
+// writeCaptureRounds makes a two-scrape capture of one pod of deploy/web.
+func writeCaptureRounds(t *testing.T, ns, pod, first, second string) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "capture")
 	p := stat.Pod{Namespace: ns, Name: pod, Meshed: true, Owners: map[string]string{"deployment": "web"}}
 	w, err := stat.NewCaptureWriter(dir, "test", []stat.Pod{p})
@@ -172,7 +178,7 @@ func writeCapture(t *testing.T, ns, pod, second string) string {
 		t.Fatal(err)
 	}
 	at := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
-	if err := w.AddScrape(at, map[string][]byte{ns + "/" + pod: []byte("response_total{direction=\"inbound\"} 0\n")}); err != nil {
+	if err := w.AddScrape(at, map[string][]byte{ns + "/" + pod: []byte(first)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.AddScrape(at.Add(time.Minute), map[string][]byte{ns + "/" + pod: []byte(second)}); err != nil {
@@ -230,5 +236,66 @@ func TestParseAt(t *testing.T) {
 		if _, err := parseAt(bad, now); err == nil {
 			t.Errorf("parseAt(%q): want an error", bad)
 		}
+	}
+}
+
+// A NaN sample goes into the sums as Prometheus would carry it: the figures
+// it touches are unknown ("-", null), the row stays, and JSON stays valid.
+func TestStatNaNSampleKeepsJSONValid(t *testing.T) {
+	line := func(class, v string) string {
+		return "response_total{direction=\"inbound\",tls=\"true\",classification=\"" + class + "\"} " + v + "\n"
+	}
+	dir := writeCaptureRounds(t, "emojivoto", "web-1", line("success", "5")+line("failure", "1"), line("success", "NaN")+line("failure", "4"))
+	res := execute(t, false, "stat", "deploy", "-n", "emojivoto", "--capture", dir, "-o", "json")
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.errOut)
+	}
+	golden.Assert(t, "stat_nan.json.golden", []byte(res.out))
+	table := execute(t, false, "stat", "deploy", "-n", "emojivoto", "--capture", dir)
+	if table.code != 0 {
+		t.Fatalf("exit %d: %s", table.code, table.errOut)
+	}
+	golden.Assert(t, "stat_nan.golden", []byte(table.out))
+}
+
+// A pod scraped in only one round has no increase: every figure is "-"
+// and a warning names the pod.
+func TestStatMissedScrape(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "capture")
+	pods := []stat.Pod{
+		{Namespace: "ns", Name: "web-1", Meshed: true, Owners: map[string]string{"deployment": "web"}},
+		{Namespace: "ns", Name: "api-1", Meshed: true, Owners: map[string]string{"deployment": "api"}},
+	}
+	w, err := stat.NewCaptureWriter(dir, "test", pods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	line := func(n string) []byte {
+		return []byte("response_total{direction=\"inbound\",tls=\"true\",classification=\"success\"} " + n + "\n")
+	}
+	if err := w.AddScrape(at, map[string][]byte{"ns/web-1": line("0")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddScrape(at.Add(time.Minute), map[string][]byte{"ns/web-1": line("60"), "ns/api-1": line("60")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res := execute(t, false, "stat", "deploy", "-n", "ns", "--capture", dir)
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.errOut)
+	}
+	golden.Assert(t, "stat_missed.golden", []byte(res.out))
+	if !strings.Contains(res.errOut, "Warning: no figures for pod ns/api-1: scraped in 1 of 2 rounds") {
+		t.Errorf("stderr %q does not name the missed pod", res.errOut)
+	}
+}
+
+func TestStatEmptyJSONIsAnEmptyList(t *testing.T) {
+	res := execute(t, false, "stat", "au", "-n", "linkerd", "--capture", "builtin:emojivoto", "-o", "json")
+	if res.code != 0 || res.out != "[]\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q; want [] on stdout", res.code, res.out, res.errOut)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
@@ -242,47 +243,80 @@ func edgesCell(edges []stat.PlaintextEdge, window float64) string {
 }
 
 // statJSON is one row of `stat -o json`. Fractions are 0..1; figures that
-// could not be computed are null.
+// could not be computed (no traffic, or NaN from the proxies, as Prometheus
+// would give) are null, so the output is always valid JSON. Numbers are
+// rounded a few digits below what the table shows.
 type statJSON struct {
-	Namespace    string               `json:"namespace"`
-	Kind         string               `json:"kind"`
-	Name         string               `json:"name"`
-	Meshed       *string              `json:"meshed"`
-	Requests     float64              `json:"requests"`
-	Success      *float64             `json:"success"`
-	RPS          *float64             `json:"rps"`
-	P50          *float64             `json:"latency_ms_p50"`
-	P95          *float64             `json:"latency_ms_p95"`
-	P99          *float64             `json:"latency_ms_p99"`
-	TLS          *float64             `json:"tls"`
-	NoTLS        map[string]float64   `json:"no_tls"`
-	TopPlaintext []stat.PlaintextEdge `json:"top_plaintext"`
-	WindowSecs   float64              `json:"window_seconds"`
+	Namespace    string              `json:"namespace"`
+	Kind         string              `json:"kind"`
+	Name         string              `json:"name"`
+	Meshed       *string             `json:"meshed"`
+	Requests     *float64            `json:"requests"`
+	Success      *float64            `json:"success"`
+	RPS          *float64            `json:"rps"`
+	P50          *float64            `json:"latency_ms_p50"`
+	P95          *float64            `json:"latency_ms_p95"`
+	P99          *float64            `json:"latency_ms_p99"`
+	TLS          *float64            `json:"tls"`
+	NoTLS        map[string]*float64 `json:"no_tls"`
+	TopPlaintext []edgeJSON          `json:"top_plaintext"`
+	WindowSecs   float64             `json:"window_seconds"`
 }
 
-func num(v float64) *float64 {
+type edgeJSON struct {
+	Source      string   `json:"source"`
+	Destination string   `json:"destination"`
+	Reason      string   `json:"reason"`
+	Requests    *float64 `json:"requests"`
+}
+
+// Decimals kept in JSON: the table shows success to 0.01% (4 decimals of
+// a fraction), RPS to 0.1 and latency to 1 ms; JSON keeps two more for
+// fractions and five more for rates and latencies, so scripts can compare
+// sources without the table's rounding. TLS rounds as success does.
+const (
+	fractionDecimals = 6
+	rateDecimals     = 6
+	latencyDecimals  = 5
+	countDecimals    = 4
+)
+
+// num rounds v to decimals, or is nil for NaN and ±Inf, which JSON cannot
+// carry.
+func num(v float64, decimals int) *float64 {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return nil
 	}
-	return &v
+	p := math.Pow10(decimals)
+	r := math.Round(v*p) / p
+	return &r
+}
+
+func statJSONRow(r stat.Row, window time.Duration) statJSON {
+	j := statJSON{
+		Namespace: r.Namespace, Kind: string(r.Kind), Name: r.Name,
+		Requests: num(r.Requests, countDecimals), Success: num(r.Success, fractionDecimals),
+		RPS: num(r.RPS, rateDecimals), P50: num(r.P50, latencyDecimals), P95: num(r.P95, latencyDecimals),
+		P99: num(r.P99, latencyDecimals), TLS: num(r.TLS, fractionDecimals),
+		NoTLS: map[string]*float64{}, TopPlaintext: []edgeJSON{}, WindowSecs: *num(window.Seconds(), 3),
+	}
+	for k, v := range r.NoTLS {
+		j.NoTLS[k] = num(v, countDecimals)
+	}
+	for _, e := range r.TopPlaintext {
+		j.TopPlaintext = append(j.TopPlaintext, edgeJSON{e.Source, e.Destination, e.Reason, num(e.Requests, countDecimals)})
+	}
+	if r.Meshed != nil {
+		m := meshedCell(r)
+		j.Meshed = &m
+	}
+	return j
 }
 
 func printStatJSON(w io.Writer, res *stat.Result) error {
 	rows := make([]statJSON, 0, len(res.Rows))
 	for _, r := range res.Rows {
-		j := statJSON{
-			Namespace: r.Namespace, Kind: string(r.Kind), Name: r.Name, Requests: r.Requests,
-			Success: num(r.Success), RPS: num(r.RPS), P50: num(r.P50), P95: num(r.P95), P99: num(r.P99),
-			TLS: num(r.TLS), NoTLS: r.NoTLS, TopPlaintext: r.TopPlaintext, WindowSecs: res.Window.Seconds(),
-		}
-		if r.Meshed != nil {
-			m := meshedCell(r)
-			j.Meshed = &m
-		}
-		if j.TopPlaintext == nil {
-			j.TopPlaintext = []stat.PlaintextEdge{}
-		}
-		rows = append(rows, j)
+		rows = append(rows, statJSONRow(r, res.Window))
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

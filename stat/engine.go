@@ -131,7 +131,11 @@ func Compute(ctx context.Context, q Query, src MetricSource, pods PodSource) (*R
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Rows: rows, Window: ev.window()}, nil
+	res := &Result{Rows: rows, Window: ev.window()}
+	if w, ok := ev.(interface{ warnings() []string }); ok {
+		res.Warnings = w.warnings()
+	}
+	return res, nil
 }
 
 // listScope lists the pods in every namespace the query touches.
@@ -267,6 +271,12 @@ func attachEdges(ctx context.Context, q Query, p plan, ev evaluator, accs map[ro
 	if err != nil {
 		return err
 	}
+	received := func(map[string]string) bool { return true }
+	if p.inbound {
+		if received, err = receivedBy(ctx, p, ev); err != nil {
+			return err
+		}
+	}
 	dstLabels := groupLabels(q.Resource.Kind, "dst_")
 	dstKind := q.Resource.Kind
 	if q.To != nil {
@@ -274,7 +284,7 @@ func attachEdges(ctx context.Context, q Query, p plan, ev evaluator, accs map[ro
 		dstKind = q.To.Kind
 	}
 	for _, s := range edges {
-		if s.Value <= 0 {
+		if s.Value <= 0 || !received(s.Labels) {
 			continue
 		}
 		srcNS := s.Labels["namespace"]
@@ -306,6 +316,37 @@ func attachEdges(ctx context.Context, q Query, p plan, ev evaluator, accs map[ro
 		a.edged += s.Value
 	}
 	return nil
+}
+
+// receivedBy returns whether an outbound plain-text series went to a pod
+// whose inbound metrics the rows count: by its dst_pod when the client's
+// proxy knew it, else by the narrowest destination owner it names.
+func receivedBy(ctx context.Context, p plan, ev evaluator) (func(map[string]string) bool, error) {
+	recv, err := ev.sum(ctx, p.receivers)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, s := range recv {
+		ns := s.Labels["namespace"]
+		for _, o := range ownerLabels {
+			if v := s.Labels[o.label]; v != "" {
+				seen[ns+"\xff"+o.label+"\xff"+v] = true
+			}
+		}
+	}
+	return func(l map[string]string) bool {
+		ns := l["dst_namespace"]
+		// ownerLabels run from the widest owner to the pod; the narrowest
+		// one the client knows decides.
+		for i := len(ownerLabels) - 1; i >= 0; i-- {
+			o := ownerLabels[i]
+			if v := l["dst_"+o.label]; v != "" {
+				return seen[ns+"\xff"+o.label+"\xff"+v]
+			}
+		}
+		return true // the client knew nothing of its destination
+	}, nil
 }
 
 func groupValues(group []string, l map[string]string) (ns, name string) {

@@ -62,10 +62,47 @@ func TestIncreasesHandleResets(t *testing.T) {
 	}
 }
 
-func TestIncreasesNewSeriesCountsWhole(t *testing.T) {
-	got := deltasOf(t, `response_total{authority="a"} 1`+"\n", `response_total{authority="a"} 2`+"\n"+`response_total{authority="b"} 5`+"\n")
-	if got["a"] != 1 || got["b"] != 5 {
-		t.Fatalf("got %v, want a=1 b=5", got)
+// Prometheus's increase() needs two samples of a series in the range: a
+// series first seen in the last scrape has none yet, and one first seen in
+// a middle scrape counts from there.
+func TestIncreasesNeedTwoSamples(t *testing.T) {
+	a := func(v string) string { return `response_total{authority="a"} ` + v + "\n" }
+	b := func(v string) string { return `response_total{authority="b"} ` + v + "\n" }
+	got := deltasOf(t, a("1"), a("2")+b("5"))
+	if _, ok := got["b"]; ok || got["a"] != 1 {
+		t.Fatalf("got %v, want a=1 and no b", got)
+	}
+	got = deltasOf(t, a("1"), a("2")+b("5"), a("3")+b("9"))
+	if got["a"] != 2 || got["b"] != 4 {
+		t.Fatalf("got %v, want a=2 b=4", got)
+	}
+}
+
+// NaN and ±Inf samples go through increase() as Prometheus computes it:
+// last - first + resets, where comparisons with NaN are false.
+func TestIncreasesNaNAndInfAsPrometheus(t *testing.T) {
+	line := func(v string) string { return `response_total{authority="a"} ` + v + "\n" }
+	cases := []struct {
+		name    string
+		scrapes []string
+		want    float64
+	}{
+		{"NaN in the middle is skipped over", []string{line("10"), line("NaN"), line("30")}, 20},
+		{"NaN first", []string{line("NaN"), line("5")}, math.NaN()},
+		{"NaN last", []string{line("5"), line("NaN")}, math.NaN()},
+		{"+Inf last", []string{line("5"), line("+Inf")}, math.Inf(1)},
+		{"+Inf both", []string{line("+Inf"), line("+Inf")}, math.NaN()},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := deltasOf(t, tc.scrapes...)["a"]
+			if !ok {
+				t.Fatal("series missing")
+			}
+			if !(got == tc.want || math.IsNaN(got) && math.IsNaN(tc.want)) {
+				t.Fatalf("increase %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 

@@ -121,6 +121,11 @@ type plan struct {
 	requests  vectorQuery // by row labels + classification, tls, no_tls_reason
 	latency   vectorQuery // by row labels (le is added when evaluated)
 	plaintext vectorQuery // outbound plain text, by source owner + destination + reason
+	// receivers are the pods whose inbound metrics saw plain text (rows
+	// from inbound metrics only): an outbound edge names a row's sender
+	// only when its destination pod is one of them, so traffic to an
+	// unmeshed pod of the same namespace or workload is not blamed on it.
+	receivers vectorQuery
 	rowKind   Kind
 	// rowLabels are the group-by labels naming a row: namespace label first,
 	// then the name label (only the namespace for namespace rows).
@@ -229,15 +234,30 @@ func buildPlan(q Query, pods []string) (plan, error) {
 		by = append(by, o.label)
 	}
 	by = append(by, dstGroup...)
+	if p.inbound {
+		by = append(by, "dst_pod")
+	}
 	by = append(by, "no_tls_reason")
 	p.plaintext = vectorQuery{Metric: metricResponses, Matchers: pm, By: dedupe(by)}
+	if p.inbound {
+		rm := append(append([]matcher{}, ms...), matcher{"tls", opNeq, "true"})
+		rby := []string{"namespace"}
+		for _, o := range ownerLabels {
+			rby = append(rby, o.label)
+		}
+		p.receivers = vectorQuery{Metric: metricResponses, Matchers: rm, By: rby}
+	}
 	return p, nil
 }
 
 // queries are the sums a client-side source must prepare: the request
 // counts, the latency buckets (by le) and the plain-text edges.
 func (p plan) queries() []vectorQuery {
-	return []vectorQuery{p.requests, p.latency.withLE(), p.plaintext}
+	qs := []vectorQuery{p.requests, p.latency.withLE(), p.plaintext}
+	if p.inbound {
+		qs = append(qs, p.receivers)
+	}
+	return qs
 }
 
 func (q vectorQuery) withLE() vectorQuery {

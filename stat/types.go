@@ -151,4 +151,6 @@ type Result struct {
 	Rows []Row
 	// Window is the window the figures really cover.
 	Window time.Duration
+	// Warnings say what the figures leave out (pods scraped too rarely).
+	Warnings []string
 }
