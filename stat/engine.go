@@ -123,6 +123,14 @@ func Compute(ctx context.Context, q Query, src MetricSource, pods PodSource) (*R
 			meshed = append(meshed, pod)
 		}
 	}
+	if sc, ok := src.(*Scraper); ok && p.inbound && q.Resource.Namespace != "" && pods != nil {
+		// Only the senders' outbound metrics name who sent plain text, and
+		// senders may live in any namespace: scrape every meshed pod, as
+		// Prometheus does, so -n blames the same clients -A does.
+		if meshed, err = sc.withSenders(ctx, pods, meshed); err != nil {
+			return nil, err
+		}
+	}
 	ev, err := src.collect(ctx, q.Window, meshed, p.queries())
 	if err != nil {
 		return nil, err
