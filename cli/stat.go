@@ -18,7 +18,10 @@ import (
 
 // StatOptions is everything `linkerd stat` needs once flags are parsed.
 type StatOptions struct {
+	// Resource is the first of Resources, the resources asked for.
 	Resource      stat.Resource
+	Resources     []stat.Resource
+	Unmeshed      bool
 	From, To      *stat.Resource
 	Window        time.Duration
 	WindowSet     bool // -t given; captures otherwise use their whole span
@@ -40,6 +43,8 @@ type statFlags struct {
 	output        string
 	capture       string
 	at            string
+	unmeshed      bool
+	prometheusURL string
 }
 
 // builtinPrefix names captures compiled into the binary.
@@ -48,11 +53,15 @@ const builtinPrefix = "builtin:"
 func newStatCmd(f *Factory, runF func(context.Context, *StatOptions) error) *cobra.Command {
 	var fl statFlags
 	cmd := &cobra.Command{
-		Use:     "stat RESOURCE [NAME] | RESOURCE/NAME",
+		Use:     "stat RESOURCE [NAME...] | RESOURCE/NAME...",
 		Aliases: []string{"st"},
 		Short:   "Show traffic statistics, including the share of TLS traffic",
-		Long: `Show success rate, request rate, latency quantiles and the share of TLS
-traffic for authorities, deployments, pods or namespaces.
+		Long: `Show success rate, request rate, latency quantiles, open TCP connections
+and the share of TLS traffic for workloads, pods, services, authorities or
+namespaces. Several resources may be given at once (deploy/web po/web-1,
+or po a b); "all" stands for every workload kind, pods, services and
+authorities. Workloads without a meshed pod and without traffic are hidden
+unless --unmeshed is given.
 
 Resource types: ` + stat.ValidKinds + `.
 
@@ -60,8 +69,10 @@ Figures come from, in order of preference:
   --capture DIR        a recorded capture (builtin:emojivoto and builtin:mixed ship
                        with the CLI), no cluster needed;
   --prometheus-url URL Prometheus, with the queries Linkerd's public API used;
-  otherwise            every matching proxy's :4191/metrics, scraped twice one
-                       window apart through the Kubernetes API.
+  otherwise            the control plane's Prometheus (-L), reached through a
+                       port-forward via the Kubernetes API; when none answers,
+                       every meshed proxy's :4191/metrics, scraped twice one
+                       window apart (and stat says so).
 
 The TLS column is the share of requests with tls="true". -o wide and -o json
 say why the rest was not encrypted (no_tls_reason) and name the source and
@@ -81,26 +92,31 @@ destination pairs that carry the most plain text.`,
   # The five minutes before an incident, from Prometheus
   linkerd stat au -n emojivoto -t 5m --at 2026-11-22T03:15:00Z --prometheus-url http://127.0.0.1:9090
 
+  # Several resources in one call, and every workload kind
+  linkerd stat deploy/web po/vote-bot-8b9c7d6f5-x7k2p -n emojivoto
+  linkerd stat all -n emojivoto
+
   # Every namespace, as JSON for scripts
   linkerd stat ns -A -o json`,
-		Args: cobra.RangeArgs(1, 2),
-		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-			if len(args) == 0 {
-				return stat.KindNames(), cobra.ShellCompDirectiveNoFileComp
-			}
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		},
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: statCompletion(f),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts, err := fl.toOptions(f, args, cmd.Flags().Changed("time-window"))
+			opts, err := fl.toOptions(f, args, cmd.Flags().Changed("time-window"), cmd.Flags().Changed("namespace"))
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
 			if runF != nil {
-				return runF(ctx, opts)
+				err = runF(ctx, opts)
+			} else {
+				err = runStat(ctx, f, opts)
 			}
-			return runStat(ctx, f, opts)
+			if err != nil && ctx.Err() != nil && cmd.Context().Err() == nil {
+				// Ctrl-C: the user knows; exit as a shell does, quietly.
+				return &ExitError{Code: 130}
+			}
+			return err
 		},
 	}
 	flags := cmd.Flags()
@@ -113,6 +129,8 @@ destination pairs that carry the most plain text.`,
 	flags.StringVarP(&fl.selector, "selector", "l", "", "only traffic of pods matching this label selector (e.g. app=web)")
 	flags.StringVarP(&fl.output, "output", "o", "table", "output format: table, wide or json")
 	flags.StringVar(&fl.at, "at", "", "end the window at this past time, RFC 3339 (2026-11-22T03:15:00Z) or a duration ago (90m); needs --prometheus-url")
+	flags.BoolVar(&fl.unmeshed, "unmeshed", false, "also show workloads with no meshed pod and no traffic")
+	flags.StringVar(&fl.prometheusURL, "prometheus-url", "", "query this Prometheus (e.g. http://127.0.0.1:9090) instead of the control plane's")
 	flags.StringVar(&fl.capture, "capture", "", "read a capture directory (or builtin:emojivoto, builtin:mixed) instead of live proxies")
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("table", "wide", "json"))
 	_ = cmd.RegisterFlagCompletionFunc("at", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
@@ -134,19 +152,29 @@ func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([
 	}
 }
 
-func (fl *statFlags) toOptions(f *Factory, args []string, windowSet bool) (*StatOptions, error) {
+func (fl *statFlags) toOptions(f *Factory, args []string, windowSet, namespaceSet bool) (*StatOptions, error) {
 	ns := f.Namespace()
 	if fl.allNamespaces {
+		if namespaceSet {
+			return nil, usageErrorf("-A/--all-namespaces and -n/--namespace cannot be used together")
+		}
 		ns = ""
 	}
-	res, err := stat.ParseResource(args, ns)
+	resources, err := stat.ParseResources(args, ns)
 	if err != nil {
 		return nil, &usageError{err}
 	}
+	if namespaceSet && fl.from == "" && fl.to == "" {
+		for _, r := range resources {
+			if r.Kind == stat.KindNamespace {
+				return nil, usageErrorf("-n/--namespace cannot be used with namespaces: a namespace is not inside one (use stat ns/NAME)")
+			}
+		}
+	}
 	opts := &StatOptions{
-		Resource: res, Window: fl.window, WindowSet: windowSet, Selector: fl.selector,
+		Resource: resources[0], Resources: resources, Window: fl.window, WindowSet: windowSet, Selector: fl.selector,
 		Output: fl.output, AllNamespaces: fl.allNamespaces, Capture: fl.capture,
-		PrometheusURL: f.PrometheusURL,
+		PrometheusURL: fl.prometheusURL, Unmeshed: fl.unmeshed,
 	}
 	switch opts.Output {
 	case "table", "wide", "json":
@@ -270,8 +298,11 @@ func runStat(ctx context.Context, f *Factory, opts *StatOptions) error {
 	if err != nil {
 		return err
 	}
-	q := stat.Query{Resource: opts.Resource, From: opts.From, To: opts.To, Window: opts.Window, PodSelector: opts.Selector}
-	res, err := stat.Compute(ctx, q, src, pods)
+	var qs []stat.Query
+	for _, r := range opts.Resources {
+		qs = append(qs, stat.Query{Resource: r, From: opts.From, To: opts.To, Window: opts.Window, PodSelector: opts.Selector, Unmeshed: opts.Unmeshed})
+	}
+	res, err := stat.ComputeAll(ctx, qs, src, pods)
 	if f.IO.IsStderrTTY() && opts.Capture == "" && opts.PrometheusURL == "" {
 		fmt.Fprint(f.IO.ErrOut, "\r\x1b[K")
 	}
@@ -280,6 +311,9 @@ func runStat(ctx context.Context, f *Factory, opts *StatOptions) error {
 	}
 	for _, w := range res.Warnings {
 		f.warn(w)
+	}
+	if opts.Capture != "" && opts.WindowSet && res.Window != opts.Window {
+		fmt.Fprintf(f.IO.ErrOut, "Note: the window is %s, the span of the capture's rounds closest to -t %s\n", res.Window, opts.Window)
 	}
 	if len(res.Rows) == 0 && opts.Output != "json" {
 		fmt.Fprintln(f.IO.ErrOut, "No traffic found.")

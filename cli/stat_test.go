@@ -30,6 +30,14 @@ func TestStatGolden(t *testing.T) {
 		{"stat_deploy_mixed.json.golden", []string{"stat", "deploy", "-n", "mixed", "--capture", "builtin:mixed", "-o", "json"}},
 		{"stat_po_mixed_selector.golden", []string{"stat", "po", "-n", "mixed", "-l", "app in (backend,frontend)", "--capture", "builtin:mixed"}},
 		{"stat_to_payments_wide.golden", []string{"stat", "deploy/frontend", "-n", "mixed", "--to", "deploy/payments", "--capture", "builtin:mixed", "-o", "wide"}},
+		{"stat_ns_mixed_wide.golden", []string{"stat", "ns", "-A", "--capture", "builtin:mixed", "-o", "wide"}},
+		{"stat_ns_mixed.json.golden", []string{"stat", "ns", "-A", "--capture", "builtin:mixed", "-o", "json"}},
+		{"stat_deploy_mixed_unmeshed.golden", []string{"stat", "deploy", "-n", "mixed", "--capture", "builtin:mixed", "--unmeshed"}},
+		{"stat_svc_mixed_wide.golden", []string{"stat", "svc", "-n", "mixed", "--capture", "builtin:mixed", "-o", "wide"}},
+		{"stat_several.golden", []string{"stat", "deploy/web", "po/vote-bot-8b9c7d6f5-x7k2p", "au/web-svc.emojivoto:80", "-n", "emojivoto", "--capture", "builtin:emojivoto"}},
+		{"stat_po_two.golden", []string{"stat", "po", "web-5d9c8b7f6-x7k2p", "emoji-7c8d9f5b4-q9v4m", "-n", "emojivoto", "--capture", "builtin:emojivoto"}},
+		{"stat_all_mixed.golden", []string{"stat", "all", "-n", "mixed", "--capture", "builtin:mixed"}},
+		{"stat_several.json.golden", []string{"stat", "deploy/web", "svc/emoji-svc", "-n", "emojivoto", "--capture", "builtin:emojivoto", "-o", "json"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.golden, func(t *testing.T) {
@@ -104,7 +112,7 @@ func TestStatBadInput(t *testing.T) {
 		contains []string
 	}{
 		{"unknown type", []string{"stat", "gadgets", "--capture", "builtin:emojivoto"}, 2,
-			[]string{`unknown resource type "gadgets"`, "authority (au), deployment (deploy), pod (po), namespace (ns)"}},
+			[]string{`unknown resource type "gadgets"`, "authority (au), deployment (deploy), statefulset (sts), daemonset (ds), replicaset (rs), replicationcontroller (rc), job, cronjob, pod (po), service (svc), namespace (ns), all"}},
 		{"malformed scrape", []string{"stat", "au", "-n", "emojivoto", "--capture", badCapture}, 1,
 			[]string{"001/emojivoto/web-1.prom", "line 2"}},
 		{"unreachable prometheus", []string{"stat", "au", "--prometheus-url", "http://127.0.0.1:1"}, 1,
@@ -125,7 +133,22 @@ func TestStatBadInput(t *testing.T) {
 			[]string{"invalid label selector"}},
 		{"no source", []string{"stat", "deploy"}, 1,
 			[]string{"no metrics source", "--prometheus-url or --capture"}},
-		{"too many args", []string{"stat", "deploy", "a", "b"}, 2, []string{"accepts between 1 and 2 arg(s)"}},
+		{"name twice", []string{"stat", "deploy/a", "b"}, 2, []string{`give the name either as "deploy/a" or as a second argument`}},
+		{"no args", []string{"stat"}, 2, []string{"requires at least 1 arg(s)"}},
+		{"ns with -n", []string{"stat", "ns", "-n", "x", "--capture", "builtin:emojivoto"}, 2,
+			[]string{"-n/--namespace cannot be used with namespaces"}},
+		{"-A with -n", []string{"stat", "deploy", "-A", "-n", "x", "--capture", "builtin:emojivoto"}, 2,
+			[]string{"-A/--all-namespaces and -n/--namespace cannot be used together"}},
+		{"deploy not found", []string{"stat", "deploy/nope", "-n", "emojivoto", "--capture", "builtin:emojivoto"}, 1,
+			[]string{`deployment "nope" in namespace "emojivoto" not found in capture builtin:emojivoto`}},
+		{"namespace not found", []string{"stat", "deploy", "-n", "nope", "--capture", "builtin:emojivoto"}, 1,
+			[]string{`namespace "nope" not found in capture builtin:emojivoto (it holds namespaces emojivoto, linkerd)`}},
+		{"from not found", []string{"stat", "deploy", "-n", "emojivoto", "--from", "deploy/nope", "--capture", "builtin:emojivoto"}, 1,
+			[]string{`deployment "nope" in namespace "emojivoto" not found in capture builtin:emojivoto`}},
+		{"ns resource not found", []string{"stat", "ns/nope", "--capture", "builtin:mixed"}, 1,
+			[]string{`namespace "nope" not found in capture builtin:mixed (it holds namespaces mixed)`}},
+		{"pod not found", []string{"stat", "po", "a", "b", "-n", "mixed", "--capture", "builtin:mixed"}, 1,
+			[]string{`pod "a" in namespace "mixed" not found in capture builtin:mixed`}},
 		{"at without prometheus", []string{"stat", "au", "--at", "5m", "--capture", "builtin:emojivoto"}, 2,
 			[]string{"--at needs --prometheus-url"}},
 		{"at unparsable", []string{"stat", "au", "--at", "yesterday", "--prometheus-url", "http://127.0.0.1:1"}, 2,
@@ -155,7 +178,8 @@ func TestStatBadInput(t *testing.T) {
 }
 
 func TestStatNoTraffic(t *testing.T) {
-	res := execute(t, false, "stat", "au", "-n", "nowhere", "--capture", "builtin:emojivoto")
+	// linkerd holds Prometheus, which sends but receives nothing.
+	res := execute(t, false, "stat", "au", "-n", "linkerd", "--capture", "builtin:emojivoto")
 	if res.code != 0 || res.errOut != "No traffic found.\n" || res.out != "" {
 		t.Errorf("got exit %d, stdout %q, stderr %q; want exit 0 and only \"No traffic found.\" on stderr", res.code, res.out, res.errOut)
 	}

@@ -56,9 +56,38 @@ func newTable(w io.Writer, columns, alignLeft int) *tablewriter.Table {
 	)
 }
 
+// printStatTable prints one table per kind, in the order asked, with a
+// blank line between them; when a call mixes kinds, names carry their
+// type (deploy/web) as kubectl prints them.
 func printStatTable(io *IOStreams, opts *StatOptions, res *stat.Result) error {
+	var kinds []stat.Kind
+	byKind := map[stat.Kind][]stat.Row{}
+	for _, r := range res.Rows {
+		if _, ok := byKind[r.Kind]; !ok {
+			kinds = append(kinds, r.Kind)
+		}
+		byKind[r.Kind] = append(byKind[r.Kind], r)
+	}
+	mixed := false
+	for _, r := range opts.Resources {
+		if r.Kind != opts.Resource.Kind {
+			mixed = true
+		}
+	}
+	for i, k := range kinds {
+		if i > 0 {
+			fmt.Fprintln(io.Out)
+		}
+		if err := printKindTable(io, opts, byKind[k], res.Window, mixed); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func printKindTable(io *IOStreams, opts *StatOptions, rows []stat.Row, window time.Duration, typed bool) error {
 	wide := opts.Output == "wide"
-	withNS := opts.AllNamespaces && opts.Resource.Kind != stat.KindNamespace
+	withNS := opts.AllNamespaces && rows[0].Kind != stat.KindNamespace
 	header := []string{"NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TLS"}
 	left := 1
 	if withNS {
@@ -87,19 +116,23 @@ func printStatTable(io *IOStreams, opts *StatOptions, res *stat.Result) error {
 	}
 	tbl.Header(toAny(header)...)
 	color := io.ColorEnabled()
-	for _, r := range res.Rows {
-		cells := []string{r.Name, meshedCell(r), percentCell(r.Success, 2), rpsCell(r.RPS),
+	for _, r := range rows {
+		name := r.Name
+		if typed && r.Kind != stat.KindAuthority {
+			name = r.Kind.Short() + "/" + name
+		}
+		cells := []string{name, meshedCell(r), percentCell(r.Success, 2), rpsCell(r.RPS),
 			latencyCell(r.P50), latencyCell(r.P95), latencyCell(r.P99), tlsCell(r.TLS, color)}
 		if withNS {
 			cells = append([]string{r.Namespace}, cells...)
 		}
 		if wide {
-			window := res.Window.Seconds()
+			secs := window.Seconds()
 			plain := math.NaN()
 			if !math.IsNaN(r.RPS) {
-				plain = plainRequests(r) / window
+				plain = plainRequests(r) / secs
 			}
-			cells = append(cells, rpsCell(plain), reasonsCell(r), edgesCell(r.TopPlaintext, window))
+			cells = append(cells, rpsCell(plain), reasonsCell(r), edgesCell(r.TopPlaintext, secs))
 		}
 		if err := tbl.Append(toAny(cells)...); err != nil {
 			return err

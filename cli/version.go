@@ -43,7 +43,7 @@ func newVersionCmd(f *Factory) *cobra.Command {
 
 func newCompletionCmd(f *Factory) *cobra.Command {
 	return &cobra.Command{
-		Use:   "completion bash|zsh|fish",
+		Use:   "completion bash|zsh|fish|powershell",
 		Short: "Print a shell completion script",
 		Example: `  # bash, for this shell
   source <(linkerd completion bash)
@@ -52,8 +52,11 @@ func newCompletionCmd(f *Factory) *cobra.Command {
   linkerd completion zsh > "${fpath[1]}/_linkerd"
 
   # fish
-  linkerd completion fish > ~/.config/fish/completions/linkerd.fish`,
-		ValidArgs: []string{"bash", "zsh", "fish"},
+  linkerd completion fish > ~/.config/fish/completions/linkerd.fish
+
+  # PowerShell
+  linkerd completion powershell | Out-String | Invoke-Expression`,
+		ValidArgs: []string{"bash", "zsh", "fish", "powershell"},
 		Args:      cobra.MatchAll(cobra.ExactArgs(1), cobra.OnlyValidArgs),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			root := cmd.Root()
@@ -62,6 +65,8 @@ func newCompletionCmd(f *Factory) *cobra.Command {
 				return root.GenBashCompletionV2(f.IO.Out, true)
 			case "zsh":
 				return root.GenZshCompletion(f.IO.Out)
+			case "powershell":
+				return root.GenPowerShellCompletionWithDesc(f.IO.Out)
 			default:
 				return root.GenFishCompletion(f.IO.Out, true)
 			}

@@ -82,13 +82,22 @@ var ErrNoPodSource = errors.New("a label selector needs the pod list: give a cap
 // Compute runs one stat query. pods may be nil when no pod list is
 // available (Prometheus without a cluster); MESHED then shows "-".
 func Compute(ctx context.Context, q Query, src MetricSource, pods PodSource) (*Result, error) {
-	var podList []Pod
-	var podFilter []string
+	return ComputeAll(ctx, []Query{q}, src, pods)
+}
+
+// ComputeAll runs several queries (one per resource of a call such as
+// `stat deploy/web po/x`) over one collection of metrics: live proxies are
+// scraped once for all of them. Rows come in the order of the queries.
+func ComputeAll(ctx context.Context, qs []Query, src MetricSource, pods PodSource) (*Result, error) {
+	if len(qs) == 0 {
+		return &Result{}, nil
+	}
 	selector := labels.Everything()
-	if q.PodSelector != "" {
-		s, err := labels.Parse(q.PodSelector)
+	sel := qs[0].PodSelector
+	if sel != "" {
+		s, err := labels.Parse(sel)
 		if err != nil {
-			return nil, fmt.Errorf("invalid label selector %q: %v", q.PodSelector, err)
+			return nil, fmt.Errorf("invalid label selector %q: %v", sel, err)
 		}
 		selector = s
 		if pods == nil {
@@ -96,26 +105,60 @@ func Compute(ctx context.Context, q Query, src MetricSource, pods PodSource) (*R
 		}
 	}
 	if pods != nil {
-		var err error
-		podList, err = listScope(ctx, q, pods, selector)
-		if errors.Is(err, ErrPodsUnavailable) && q.PodSelector == "" {
-			pods, podList = nil, nil
-		} else if err != nil {
-			return nil, err
+		for _, q := range qs {
+			if err := checkExists(ctx, q, pods); err != nil {
+				return nil, err
+			}
 		}
 	}
-	if pods != nil && q.PodSelector != "" {
+	var podList []Pod
+	if pods != nil {
+		seen := map[string]bool{}
+		for _, q := range qs {
+			ps, err := listScope(ctx, q, pods, selector)
+			if errors.Is(err, ErrPodsUnavailable) && sel == "" {
+				pods, podList = nil, nil
+				break
+			} else if err != nil {
+				return nil, err
+			}
+			for _, p := range ps {
+				if k := p.Namespace + "/" + p.Name; !seen[k] {
+					seen[k] = true
+					podList = append(podList, p)
+				}
+			}
+		}
+	}
+	var podFilter []string
+	if pods != nil && sel != "" {
 		podFilter = []string{}
 		for _, p := range podList {
 			podFilter = append(podFilter, p.Name)
 		}
 		if len(podFilter) == 0 {
-			return &Result{Window: q.Window}, nil
+			return &Result{Window: qs[0].Window}, nil
 		}
 	}
-	p, err := buildPlan(q, podFilter)
-	if err != nil {
-		return nil, err
+	plans := make([]plan, len(qs))
+	var queries []vectorQuery
+	haveQuery := map[string]bool{}
+	needSenders := false
+	for i, q := range qs {
+		p, err := buildPlan(q, podFilter)
+		if err != nil {
+			return nil, err
+		}
+		plans[i] = p
+		for _, vq := range p.queries() {
+			if !haveQuery[vq.id()] {
+				haveQuery[vq.id()] = true
+				queries = append(queries, vq)
+			}
+		}
+		if p.inbound && q.Resource.Namespace != "" {
+			needSenders = true
+		}
 	}
 	var meshed []Pod
 	for _, pod := range podList {
@@ -123,23 +166,32 @@ func Compute(ctx context.Context, q Query, src MetricSource, pods PodSource) (*R
 			meshed = append(meshed, pod)
 		}
 	}
-	if sc, ok := src.(*Scraper); ok && p.inbound && q.Resource.Namespace != "" && pods != nil {
+	if sc, ok := src.(*Scraper); ok && needSenders && pods != nil {
 		// Only the senders' outbound metrics name who sent plain text, and
 		// senders may live in any namespace: scrape every meshed pod, as
 		// Prometheus does, so -n blames the same clients -A does.
+		var err error
 		if meshed, err = sc.withSenders(ctx, pods, meshed); err != nil {
 			return nil, err
 		}
 	}
-	ev, err := src.collect(ctx, q.Window, meshed, p.queries())
+	ev, err := src.collect(ctx, qs[0].Window, meshed, queries)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := evaluate(ctx, q, p, ev, podList, pods != nil)
-	if err != nil {
-		return nil, err
+	res := &Result{Window: ev.window()}
+	for i, q := range qs {
+		rows, err := evaluate(ctx, q, plans[i], ev, podList, pods != nil)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			if !q.Unmeshed && r.Meshed != nil && r.Meshed.Meshed == 0 && r.Requests == 0 {
+				continue // Linkerd hides workloads outside the mesh unless asked
+			}
+			res.Rows = append(res.Rows, r)
+		}
 	}
-	res := &Result{Rows: rows, Window: ev.window()}
 	if w, ok := ev.(interface{ warnings() []string }); ok {
 		res.Warnings = w.warnings()
 	}
@@ -232,7 +284,7 @@ func evaluate(ctx context.Context, q Query, p plan, ev evaluator, pods []Pod, ha
 		return nil, err
 	}
 
-	if havePods && q.Resource.Kind != KindAuthority {
+	if havePods && q.Resource.Kind != KindAuthority && q.Resource.Kind != KindService {
 		addPodRows(q, p, pods, accs, get)
 	}
 
@@ -419,16 +471,10 @@ func ownerName(l map[string]string) string {
 }
 
 func shortRef(k Kind, name string) string {
-	switch k {
-	case KindDeployment:
-		return "deploy/" + name
-	case KindPod:
-		return "po/" + name
-	case KindNamespace:
-		return "ns/" + name
-	default:
+	if k == KindAuthority {
 		return name
 	}
+	return k.Short() + "/" + name
 }
 
 // qualify adds the namespace when it differs from the other end's, so

@@ -186,11 +186,11 @@ func TestPromQLRendering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `sum(increase(response_total{direction="inbound", namespace="emojivoto"}[1m])) by (namespace, authority, classification, tls, no_tls_reason)`
+	want := `sum(increase(response_total{direction="inbound", namespace="emojivoto", authority!=""}[1m])) by (namespace, authority, classification, tls, no_tls_reason)`
 	if got := p.requests.PromQL("1m"); got != want {
 		t.Errorf("requests query\n got %s\nwant %s", got, want)
 	}
-	want = `histogram_quantile(0.95, sum(rate(response_latency_ms_bucket{direction="inbound", namespace="emojivoto"}[1m])) by (le, namespace, authority))`
+	want = `histogram_quantile(0.95, sum(rate(response_latency_ms_bucket{direction="inbound", namespace="emojivoto", authority!=""}[1m])) by (le, namespace, authority))`
 	if got := p.latency.QuantilePromQL(0.95, "1m"); got != want {
 		t.Errorf("latency query\n got %s\nwant %s", got, want)
 	}
@@ -227,7 +227,9 @@ func TestParseResource(t *testing.T) {
 		{[]string{"ns/emojivoto"}, Resource{Kind: KindNamespace, Name: "emojivoto"}, ""},
 		{[]string{"deploy/web", "x"}, Resource{}, "either"},
 		{[]string{"deploy/"}, Resource{}, "empty name"},
-		{[]string{"svc"}, Resource{}, "valid types are"},
+		{[]string{"gadget"}, Resource{}, "valid types are"},
+		{[]string{"svc/web"}, Resource{Kind: KindService, Namespace: "ns", Name: "web"}, ""},
+		{[]string{"sts", "db"}, Resource{Kind: KindStatefulSet, Namespace: "ns", Name: "db"}, ""},
 	}
 	for _, tc := range cases {
 		got, err := ParseResource(tc.args, "ns")

@@ -108,8 +108,10 @@ var ownerLabels = []struct {
 	label, short string
 }{
 	{"deployment", "deploy"},
+	{"cronjob", "cronjob"},
 	{"statefulset", "sts"},
 	{"daemonset", "ds"},
+	{"job", "job"},
 	{"replicationcontroller", "rc"},
 	{"replicaset", "rs"},
 	{"pod", "po"},
@@ -185,8 +187,8 @@ func buildPlan(q Query, pods []string) (plan, error) {
 	case q.From != nil && q.To != nil:
 		return p, fmt.Errorf("--from and --to cannot be used together")
 	case q.To != nil:
-		if r.Kind == KindAuthority {
-			return p, fmt.Errorf("--to cannot be used with authorities: an authority has no outbound traffic of its own")
+		if r.Kind == KindAuthority || r.Kind == KindService {
+			return p, fmt.Errorf("--to cannot be used with %ss: a %s has no outbound traffic of its own", r.Kind, r.Kind)
 		}
 		ms = append(ms, matcher{"direction", opEq, "outbound"})
 		ms = append(ms, resourceMatchers(r, "")...)
@@ -194,11 +196,17 @@ func buildPlan(q Query, pods []string) (plan, error) {
 		p.rowLabels = groupLabels(r.Kind, "")
 		p.edgeRowIsSource = true
 	case q.From != nil:
-		if q.From.Kind == KindAuthority {
-			return p, fmt.Errorf("--from cannot be an authority: an authority sends no traffic")
+		if q.From.Kind == KindAuthority || q.From.Kind == KindService {
+			return p, fmt.Errorf("--from cannot be a %s: a %s sends no traffic", q.From.Kind, q.From.Kind)
 		}
 		ms = append(ms, matcher{"direction", opEq, "outbound"})
 		ms = append(ms, resourceMatchers(*q.From, "")...)
+		ms = append(ms, resourceMatchers(r, "dst_")...)
+		p.rowLabels = groupLabels(r.Kind, "dst_")
+	case r.Kind == KindService:
+		// A Service has no proxy of its own: its traffic is what meshed
+		// clients sent to it, as Linkerd reports it.
+		ms = append(ms, matcher{"direction", opEq, "outbound"})
 		ms = append(ms, resourceMatchers(r, "dst_")...)
 		p.rowLabels = groupLabels(r.Kind, "dst_")
 	default:
@@ -206,6 +214,15 @@ func buildPlan(q Query, pods []string) (plan, error) {
 		ms = append(ms, resourceMatchers(r, "")...)
 		p.rowLabels = groupLabels(r.Kind, "")
 		p.inbound = true
+	}
+	named := false
+	for _, m := range ms {
+		named = named || len(p.rowLabels) == 2 && m.Name == p.rowLabels[1] && m.Op == opEq
+	}
+	if len(p.rowLabels) == 2 && !named {
+		// Traffic of pods without an owner of the row's kind belongs to
+		// no row; Prometheus would otherwise group it under an empty name.
+		ms = append(ms, matcher{p.rowLabels[1], opNeq, ""})
 	}
 	if pods != nil {
 		ms = append(ms, matcher{"pod", opRe, strings.Join(pods, "|")})
