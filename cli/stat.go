@@ -214,8 +214,8 @@ func (fl *statFlags) toOptions(f *Factory, args []string, windowSet, namespaceSe
 		return nil, usageErrorf("--capture and --prometheus-url cannot be used together")
 	}
 	if fl.at != "" {
-		if opts.PrometheusURL == "" {
-			return nil, usageErrorf("--at needs --prometheus-url: proxies only know their counters now, and a capture's window ends at its last round")
+		if opts.Capture != "" {
+			return nil, usageErrorf("--at needs a Prometheus: a capture's window ends at its last round")
 		}
 		if opts.At, err = parseAt(fl.at, time.Now()); err != nil {
 			return nil, err
@@ -254,59 +254,99 @@ func prefixed(names []string) []string {
 	return out
 }
 
-// sources picks where metrics and pods come from.
-func (f *Factory) statSources(opts *StatOptions) (stat.MetricSource, stat.PodSource, error) {
+// statSources picks where metrics and pods come from: a capture, the
+// Prometheus given, the control plane's Prometheus through a port-forward,
+// or, when no Prometheus answers, the proxies themselves. close ends
+// whatever the sources hold open.
+func (f *Factory) statSources(ctx context.Context, opts *StatOptions) (src stat.MetricSource, pods stat.PodSource, close func(), err error) {
+	close = func() {}
 	if opts.Capture != "" {
 		c, err := openCapture(opts.Capture)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, close, err
 		}
 		if !opts.WindowSet {
 			opts.Window = 0
 		}
-		return c, c, nil
+		return c, c, close, nil
 	}
 	if opts.PrometheusURL != "" {
 		p, err := stat.NewPrometheus(opts.PrometheusURL)
 		if err != nil {
-			return nil, nil, &usageError{err}
+			return nil, nil, close, &usageError{err}
 		}
 		p.Now = opts.At
 		// Pods are optional with Prometheus: they fill the MESHED column.
-		var pods stat.PodSource
 		if client, err := f.KubeClient(); err == nil {
 			pods = stat.OptionalPods{Source: stat.KubePods{Client: client}, Warn: f.warn}
 		}
-		return p, pods, nil
+		return p, pods, close, nil
 	}
 	client, err := f.KubeClient()
 	if err != nil {
-		return nil, nil, fmt.Errorf("no metrics source: %v; or give --prometheus-url or --capture", err)
+		return nil, nil, close, fmt.Errorf("no metrics source: %v; or give --prometheus-url or --capture", err)
 	}
+	kubePods := stat.KubePods{Client: client}
+	cfg, err := f.RESTConfig()
+	if err != nil {
+		return nil, nil, close, err
+	}
+	cp, err := stat.ConnectControlPlanePrometheus(ctx, cfg, client, f.LinkerdNamespace)
+	if err == nil {
+		p, err := stat.NewPrometheus(cp.URL)
+		if err != nil {
+			cp.Close()
+			return nil, nil, close, err
+		}
+		p.Name = fmt.Sprintf("%s (pod %s, port-forwarded)", cp.URL, cp.Pod)
+		p.Now = opts.At
+		return p, kubePods, cp.Close, nil
+	}
+	if ctx.Err() != nil {
+		return nil, nil, close, ctx.Err()
+	}
+	if !opts.At.IsZero() {
+		return nil, nil, close, fmt.Errorf("--at needs a Prometheus, and none answered: %v", err)
+	}
+	f.warn(fmt.Sprintf("no Prometheus answered (%v); scraping every meshed proxy directly, which takes the whole window (%s)", err, opts.Window))
 	scraper := &stat.Scraper{Fetcher: stat.ProxyFetcher{Client: client}}
 	scraper.Warn = f.warn
 	if f.IO.IsStderrTTY() {
+		start := time.Now()
 		scraper.Progress = func(left time.Duration, pods int) {
+			// Short waits need no progress; longer ones say how long is left.
+			if time.Since(start) < progressAfter {
+				return
+			}
 			fmt.Fprintf(f.IO.ErrOut, "\rScraping %d proxies: %s left ", pods, left.Round(time.Second))
 		}
 	}
-	return scraper, stat.KubePods{Client: client}, nil
+	return scraper, kubePods, close, nil
 }
 
+// progressAfter is how long direct scraping runs before it shows progress.
+const progressAfter = 3 * time.Second
+
 func runStat(ctx context.Context, f *Factory, opts *StatOptions) error {
-	src, pods, err := f.statSources(opts)
+	src, pods, closeSrc, err := f.statSources(ctx, opts)
 	if err != nil {
 		return err
 	}
+	defer closeSrc()
+	_, scraping := src.(*stat.Scraper)
 	var qs []stat.Query
 	for _, r := range opts.Resources {
 		qs = append(qs, stat.Query{Resource: r, From: opts.From, To: opts.To, Window: opts.Window, PodSelector: opts.Selector, Unmeshed: opts.Unmeshed})
 	}
 	res, err := stat.ComputeAll(ctx, qs, src, pods)
-	if f.IO.IsStderrTTY() && opts.Capture == "" && opts.PrometheusURL == "" {
+	if f.IO.IsStderrTTY() && scraping {
 		fmt.Fprint(f.IO.ErrOut, "\r\x1b[K")
 	}
 	if err != nil {
+		var we *stat.WindowError
+		if errors.As(err, &we) {
+			return &usageError{err}
+		}
 		return err
 	}
 	for _, w := range res.Warnings {

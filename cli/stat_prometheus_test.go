@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,6 +111,24 @@ func TestStatPrometheusMatchesCapture(t *testing.T) {
 				t.Fatalf("no rows with traffic to compare")
 			}
 		})
+	}
+}
+
+// TestStatPrometheusRefusesShortWindow: a window under two scrape
+// intervals cannot hold two samples, so stat refuses it with a hint
+// instead of printing nothing.
+func TestStatPrometheusRefusesShortWindow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short mode: starts a real Prometheus")
+	}
+	prom := testprom.Start(t, nil, 2*time.Second)
+	res := execute(t, false, "stat", "au", "-A", "--prometheus-url", prom.URL, "-t", "3s")
+	if res.code != 2 || !strings.Contains(res.errOut, "-t 3s is shorter than twice Prometheus's scrape interval (2s)") ||
+		!strings.Contains(res.errOut, "use -t 4s or more") {
+		t.Errorf("exit %d, stderr %q; want a usage error with the interval and a hint", res.code, res.errOut)
+	}
+	if res := execute(t, false, "stat", "au", "-A", "--prometheus-url", prom.URL, "-t", "4s"); res.code != 0 {
+		t.Errorf("-t 4s: exit %d, stderr %q", res.code, res.errOut)
 	}
 }
 

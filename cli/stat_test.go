@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,7 +152,7 @@ func TestStatBadInput(t *testing.T) {
 		{"pod not found", []string{"stat", "po", "a", "b", "-n", "mixed", "--capture", "builtin:mixed"}, 1,
 			[]string{`pod "a" in namespace "mixed" not found in capture builtin:mixed`}},
 		{"at without prometheus", []string{"stat", "au", "--at", "5m", "--capture", "builtin:emojivoto"}, 2,
-			[]string{"--at needs --prometheus-url"}},
+			[]string{"--at needs a Prometheus"}},
 		{"at unparsable", []string{"stat", "au", "--at", "yesterday", "--prometheus-url", "http://127.0.0.1:1"}, 2,
 			[]string{`--at "yesterday": want an RFC 3339 time`}},
 		{"at in the future", []string{"stat", "au", "--at", "2999-01-01T00:00:00Z", "--prometheus-url", "http://127.0.0.1:1"}, 2,
@@ -321,5 +323,47 @@ func TestStatEmptyJSONIsAnEmptyList(t *testing.T) {
 	res := execute(t, false, "stat", "au", "-n", "linkerd", "--capture", "builtin:emojivoto", "-o", "json")
 	if res.code != 0 || res.out != "[]\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q; want [] on stdout", res.code, res.out, res.errOut)
+	}
+}
+
+// Ctrl-C while stat waits on Prometheus exits 130 with nothing printed,
+// as a shell reports an interrupted command.
+func TestStatInterruptExits130Quietly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	done := make(chan runResult, 1)
+	go func() { done <- execute(t, false, "stat", "au", "-A", "--prometheus-url", "http://"+ln.Addr().String()) }()
+	select {
+	case <-accepted: // stat is waiting on Prometheus, with its signal handler in place
+	case <-time.After(30 * time.Second):
+		t.Fatal("stat never queried Prometheus")
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-done:
+		if res.code != 130 || res.errOut != "" || res.out != "" {
+			t.Errorf("exit %d, stdout %q, stderr %q; want 130 and nothing printed", res.code, res.out, res.errOut)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("stat did not stop on SIGINT")
 	}
 }

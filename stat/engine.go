@@ -28,7 +28,7 @@ type Pod struct {
 func (p Pod) TargetLabels() map[string]string {
 	t := map[string]string{"namespace": p.Namespace, "pod": p.Name}
 	for k, v := range p.Owners {
-		t[k] = v
+		t[kindLabel(Kind(k))] = v
 	}
 	return t
 }
@@ -498,7 +498,7 @@ func addPodRows(q Query, p plan, pods []Pod, accs map[rowKey]*rowAcc, get func(r
 		case KindPod:
 			k = rowKey{Namespace: pod.Namespace, Name: pod.Name}
 		default:
-			name := pod.Owners[kindLabel(p.rowKind)]
+			name := pod.Owners[string(p.rowKind)]
 			if name == "" {
 				continue
 			}

@@ -103,7 +103,7 @@ func (c *Capture) exists(_ context.Context, r Resource) error {
 			return nil
 		case r.Kind == KindService:
 			return nil // a capture records pods, not Services
-		case p.Owners[kindLabel(r.Kind)] == r.Name:
+		case p.Owners[string(r.Kind)] == r.Name:
 			return nil
 		}
 	}

@@ -96,11 +96,18 @@ func regexpQuote(s string) string {
 // Prometheus copies linkerd.io/proxy-<kind> pod labels to <kind>, as
 // Linkerd's install config did.
 func kindLabel(k Kind) string {
-	if k == KindAuthority {
+	switch k {
+	case KindAuthority:
 		return "authority"
+	case KindJob:
+		// Prometheus's own job label would clash; Linkerd's config and
+		// ours rename a Job owner to k8s_job.
+		return jobLabel
 	}
 	return string(k)
 }
+
+const jobLabel = "k8s_job"
 
 // ownerLabels are the target labels that name a pod's workload, most
 // specific owner first; a pod with none of them is its own owner.
@@ -111,7 +118,7 @@ var ownerLabels = []struct {
 	{"cronjob", "cronjob"},
 	{"statefulset", "sts"},
 	{"daemonset", "ds"},
-	{"job", "job"},
+	{jobLabel, "job"},
 	{"replicationcontroller", "rc"},
 	{"replicaset", "rs"},
 	{"pod", "po"},
