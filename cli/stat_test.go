@@ -349,7 +349,9 @@ func TestStatInterruptExits130Quietly(t *testing.T) {
 		}
 	}()
 	done := make(chan runResult, 1)
-	go func() { done <- execute(t, false, "stat", "au", "-A", "--prometheus-url", "http://"+ln.Addr().String()) }()
+	go func() {
+		done <- execute(t, false, "stat", "au", "-A", "--prometheus-url", "http://"+ln.Addr().String())
+	}()
 	select {
 	case <-accepted: // stat is waiting on Prometheus, with its signal handler in place
 	case <-time.After(30 * time.Second):
