@@ -67,8 +67,18 @@ func TestCompletion(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	res := execute(t, false, "version")
-	if res.code != 0 || !strings.HasPrefix(res.out, "Client version: ") {
+	// No cluster in this test: the server's version is unavailable.
+	if res.code != 0 || res.out != "Client version: dev\nServer version: unavailable\n" {
 		t.Errorf("version: %d %q", res.code, res.out)
+	}
+	if res := execute(t, false, "version", "--client"); res.code != 0 || res.out != "Client version: dev\n" {
+		t.Errorf("version --client: %d %q", res.code, res.out)
+	}
+	if res := execute(t, false, "version", "--client", "--short"); res.code != 0 || res.out != "dev\n" {
+		t.Errorf("version --client --short: %d %q", res.code, res.out)
+	}
+	if res := execute(t, false, "version", "--short"); res.code != 0 || res.out != "dev\nunavailable\n" {
+		t.Errorf("version --short: %d %q", res.code, res.out)
 	}
 	res = execute(t, false, "version", "-o", "json")
 	if res.code != 0 || !strings.Contains(res.out, `"client"`) {
