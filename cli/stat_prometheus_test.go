@@ -84,6 +84,8 @@ func TestStatPrometheusMatchesCapture(t *testing.T) {
 				}{
 					{"success", c.Success, p.Success}, {"rps", c.RPS, p.RPS}, {"tls", c.TLS, p.TLS},
 					{"p50", c.P50, p.P50}, {"p95", c.P95, p.P95}, {"p99", c.P99, p.P99},
+					{"tcp_open_connections", c.TCPConn, p.TCPConn},
+					{"tcp_read_bytes_per_sec", c.ReadBPS, p.ReadBPS}, {"tcp_write_bytes_per_sec", c.WriteBPS, p.WriteBPS},
 				} {
 					if !close(f.c, f.p) {
 						t.Errorf("%s %s: capture %s, prometheus %s", key, f.name, show(f.c), show(f.p))

@@ -88,7 +88,17 @@ func printStatTable(io *IOStreams, opts *StatOptions, res *stat.Result) error {
 func printKindTable(io *IOStreams, opts *StatOptions, rows []stat.Row, window time.Duration, typed bool) error {
 	wide := opts.Output == "wide"
 	withNS := opts.AllNamespaces && rows[0].Kind != stat.KindNamespace
-	header := []string{"NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TLS"}
+	// Authorities have no TCP figures (the proxy does not label
+	// connections by authority), so their table is the seed's.
+	tcp := rows[0].Kind != stat.KindAuthority
+	header := []string{"NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99"}
+	if tcp {
+		header = append(header, "TCP_CONN")
+		if wide {
+			header = append(header, "READ_BYTES/SEC", "WRITE_BYTES/SEC")
+		}
+	}
+	header = append(header, "TLS")
 	left := 1
 	if withNS {
 		header = append([]string{"NAMESPACE"}, header...)
@@ -122,7 +132,14 @@ func printKindTable(io *IOStreams, opts *StatOptions, rows []stat.Row, window ti
 			name = r.Kind.Short() + "/" + name
 		}
 		cells := []string{name, meshedCell(r), percentCell(r.Success, 2), rpsCell(r.RPS),
-			latencyCell(r.P50), latencyCell(r.P95), latencyCell(r.P99), tlsCell(r.TLS, color)}
+			latencyCell(r.P50), latencyCell(r.P95), latencyCell(r.P99)}
+		if tcp {
+			cells = append(cells, countCell(r.TCPConn))
+			if wide {
+				cells = append(cells, bytesRateCell(r.ReadBytes, window), bytesRateCell(r.WriteBytes, window))
+			}
+		}
+		cells = append(cells, tlsCell(r.TLS, color))
 		if withNS {
 			cells = append([]string{r.Namespace}, cells...)
 		}
@@ -183,6 +200,22 @@ func plainRequests(r stat.Row) float64 {
 		n += v
 	}
 	return n
+}
+
+func countCell(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "-"
+	}
+	return fmt.Sprintf("%d", int64(math.Round(v)))
+}
+
+// bytesRateCell is bytes per second over the window, as Linkerd prints it
+// (B/s with one decimal).
+func bytesRateCell(bytes float64, window time.Duration) string {
+	if math.IsNaN(bytes) || math.IsInf(bytes, 0) || window <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fB/s", bytes/window.Seconds())
 }
 
 func meshedCell(r stat.Row) string {
@@ -291,6 +324,9 @@ type statJSON struct {
 	P95          *float64            `json:"latency_ms_p95"`
 	P99          *float64            `json:"latency_ms_p99"`
 	TLS          *float64            `json:"tls"`
+	TCPConn      *float64            `json:"tcp_open_connections"`
+	ReadBPS      *float64            `json:"tcp_read_bytes_per_sec"`
+	WriteBPS     *float64            `json:"tcp_write_bytes_per_sec"`
 	NoTLS        map[string]*float64 `json:"no_tls"`
 	TopPlaintext []edgeJSON          `json:"top_plaintext"`
 	WindowSecs   float64             `json:"window_seconds"`
@@ -332,6 +368,10 @@ func statJSONRow(r stat.Row, window time.Duration) statJSON {
 		RPS: num(r.RPS, rateDecimals), P50: num(r.P50, latencyDecimals), P95: num(r.P95, latencyDecimals),
 		P99: num(r.P99, latencyDecimals), TLS: num(r.TLS, fractionDecimals),
 		NoTLS: map[string]*float64{}, TopPlaintext: []edgeJSON{}, WindowSecs: *num(window.Seconds(), 3),
+		TCPConn: num(r.TCPConn, countDecimals),
+	}
+	if secs := window.Seconds(); secs > 0 {
+		j.ReadBPS, j.WriteBPS = num(r.ReadBytes/secs, rateDecimals), num(r.WriteBytes/secs, rateDecimals)
 	}
 	for k, v := range r.NoTLS {
 		j.NoTLS[k] = num(v, countDecimals)

@@ -79,7 +79,25 @@ func TestStatUsesControlPlanePrometheus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// No Prometheus in the control plane yet: stat says so and scrapes the
+	// proxies itself.
+	var stderr bytes.Buffer
+	cmd := exec.Command(linkerdBin, "stat", "deploy", "-n", "mixed", "-t", "2s", "-L", controlNS, "--kubeconfig", kubeconfig, "-o", "json")
+	cmd.Stderr = &stderr
+	if out, err := cmd.Output(); err != nil || len(parseRows(t, out)) == 0 {
+		t.Fatalf("direct scraping: %v, %s\n%s", err, out, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "no Prometheus answered (no running Prometheus in namespace "+controlNS) ||
+		!strings.Contains(stderr.String(), "scraping every meshed proxy directly") {
+		t.Errorf("stderr %q does not say it fell back to scraping, and why", stderr.String())
+	}
+
 	startPrometheus(ctx, t, controlNS, string(cfg))
+
+	// The control plane's version, as `linkerd install` stamps it.
+	if out := string(run(t, "version", "-L", controlNS, "--kubeconfig", kubeconfig)); !strings.Contains(out, "Server version: e2e-test-version") {
+		t.Errorf("linkerd version: %q, want the control plane's version", out)
+	}
 
 	// Reach it as stat will; a kubelet without port-forward support is the
 	// one reason to skip (the local kubelet gains it in another branch).
@@ -93,16 +111,12 @@ func TestStatUsesControlPlanePrometheus(t *testing.T) {
 	}
 	cp.Close()
 
-	// The control plane's version, as `linkerd install` stamps it.
-	if out := string(run(t, "version", "-L", controlNS, "--kubeconfig", kubeconfig)); !strings.Contains(out, "Server version: e2e-test-version") {
-		t.Errorf("linkerd version: %q, want the control plane's version", out)
-	}
-
 	// Enough samples for a 6 s window (increase() needs two in it).
 	time.Sleep(9 * time.Second)
 	args := []string{"stat", "deploy", "-n", "mixed", "-t", "6s", "-L", controlNS, "--kubeconfig", kubeconfig, "-o", "json"}
-	cmd := exec.Command(linkerdBin, args...)
-	var stdout, stderr bytes.Buffer
+	cmd = exec.Command(linkerdBin, args...)
+	var stdout bytes.Buffer
+	stderr.Reset()
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("linkerd %v: %v\n%s", args, err, stderr.String())
@@ -131,26 +145,6 @@ func TestStatUsesControlPlanePrometheus(t *testing.T) {
 		}
 	}
 
-	// With the Prometheus gone, stat says so and scrapes the proxies.
-	if err := client.AppsV1().Deployments(controlNS).Delete(ctx, "linkerd-prometheus", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	localcluster.Eventually(t, time.Minute, func() error {
-		l, err := client.CoreV1().Pods(controlNS).List(ctx, metav1.ListOptions{LabelSelector: contract.ComponentLabel + "=prometheus"})
-		if err != nil || len(l.Items) > 0 {
-			return fmt.Errorf("prometheus pods left: %v", err)
-		}
-		return nil
-	})
-	cmd = exec.Command(linkerdBin, "stat", "deploy", "-n", "mixed", "-t", "2s", "-L", controlNS, "--kubeconfig", kubeconfig, "-o", "json")
-	stderr.Reset()
-	cmd.Stderr = &stderr
-	if out, err := cmd.Output(); err != nil || len(parseRows(t, out)) == 0 {
-		t.Fatalf("direct scraping: %v, %s\n%s", err, out, stderr.String())
-	}
-	if !strings.Contains(stderr.String(), "no Prometheus answered") || !strings.Contains(stderr.String(), "scraping every meshed proxy directly") {
-		t.Errorf("stderr %q does not say it fell back to scraping", stderr.String())
-	}
 }
 
 func startPrometheus(ctx context.Context, t *testing.T, ns, config string) {

@@ -228,6 +228,8 @@ type rowAcc struct {
 	success, failure float64
 	tlsTrue          float64
 	seen             bool // some request series matched
+	tcp              [3]float64
+	tcpSeen          [3]bool
 	quantiles        []float64
 	edged            float64 // plain-text requests named by outbound edges
 }
@@ -284,6 +286,20 @@ func evaluate(ctx context.Context, q Query, p plan, ev evaluator, pods []Pod, ha
 		return nil, err
 	}
 
+	if p.tcp {
+		for i, tq := range []vectorQuery{p.tcpOpen, p.tcpRead, p.tcpWrite} {
+			sums, err := ev.sum(ctx, tq)
+			if err != nil {
+				return nil, err
+			}
+			for _, s := range sums {
+				a := get(p.keyOf(s.Labels))
+				a.tcp[i] += s.Value
+				a.tcpSeen[i] = true
+			}
+		}
+	}
+
 	if havePods && q.Resource.Kind != KindAuthority && q.Resource.Kind != KindService {
 		addPodRows(q, p, pods, accs, get)
 	}
@@ -302,6 +318,12 @@ func evaluate(ctx context.Context, q Query, p plan, ev evaluator, pods []Pod, ha
 		if total > 0 {
 			r.Success = a.success / total
 			r.TLS = a.tlsTrue / total
+		}
+		r.TCPConn, r.ReadBytes, r.WriteBytes = math.NaN(), math.NaN(), math.NaN()
+		for i, v := range []*float64{&r.TCPConn, &r.ReadBytes, &r.WriteBytes} {
+			if a.tcpSeen[i] {
+				*v = a.tcp[i]
+			}
 		}
 		if len(a.quantiles) == 3 {
 			r.P50, r.P95, r.P99 = a.quantiles[0], a.quantiles[1], a.quantiles[2]

@@ -214,7 +214,7 @@ func increases(t targetScrapes, window time.Duration) ([]series, error) {
 		return nil, nil
 	}
 	var runs map[uint64]counterRun
-	var out []series
+	var out, gauges []series
 	var firstAt, at time.Time
 	seenFirst := false
 	target := sortedTarget(t.Target)
@@ -244,7 +244,14 @@ func increases(t targetScrapes, window time.Duration) ([]series, error) {
 			r := runs[h]
 			r.add(v)
 			runs[h] = r
-			if i == last && r.n >= 2 {
+			if i != last {
+				return
+			}
+			if isGauge(raw) {
+				// A gauge is read now, as an instant query reads it.
+				lset := decode()
+				gauges = append(gauges, series{Metric: lset.Get(labels.MetricName), Labels: mergeTarget(lset, t.Target, target), Value: v})
+			} else if r.n >= 2 {
 				lset := decode()
 				out = append(out, series{Metric: lset.Get(labels.MetricName), Labels: mergeTarget(lset, t.Target, target), Value: r.increase()})
 			}
@@ -263,7 +270,7 @@ func increases(t targetScrapes, window time.Duration) ([]series, error) {
 			out[i].Value *= scale
 		}
 	}
-	return out, nil
+	return append(out, gauges...), nil
 }
 
 // scrapedRounds counts the rounds in which a target answered.

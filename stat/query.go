@@ -8,8 +8,11 @@ import (
 
 // Metric names, as linkerd2-proxy exports them.
 const (
-	metricResponses = "response_total"
-	metricLatency   = "response_latency_ms_bucket"
+	metricResponses  = "response_total"
+	metricLatency    = "response_latency_ms_bucket"
+	metricTCPOpen    = "tcp_open_connections" // a gauge
+	metricTCPRead    = "tcp_read_bytes_total"
+	metricTCPWritten = "tcp_write_bytes_total"
 )
 
 // matchOp is a PromQL label match operator.
@@ -52,6 +55,8 @@ type vectorQuery struct {
 	Metric   string
 	Matchers []matcher
 	By       []string
+	// Gauge sums the latest values instead of increases.
+	Gauge bool
 }
 
 func (q vectorQuery) selector() string {
@@ -72,6 +77,9 @@ func (q vectorQuery) selector() string {
 
 // PromQL renders the sum of increases over window.
 func (q vectorQuery) PromQL(window string) string {
+	if q.Gauge {
+		return fmt.Sprintf("sum(%s) by (%s)", q.selector(), strings.Join(q.By, ", "))
+	}
 	return fmt.Sprintf("sum(increase(%s[%s])) by (%s)", q.selector(), window, strings.Join(q.By, ", "))
 }
 
@@ -135,6 +143,11 @@ type plan struct {
 	// only when its destination pod is one of them, so traffic to an
 	// unmeshed pod of the same namespace or workload is not blamed on it.
 	receivers vectorQuery
+	// tcpOpen, tcpRead and tcpWrite are the TCP figures, from the same
+	// side as the request figures; tcp is false for authorities, whose
+	// connections the proxy does not label.
+	tcpOpen, tcpRead, tcpWrite vectorQuery
+	tcp                        bool
 	rowKind   Kind
 	// rowLabels are the group-by labels naming a row: namespace label first,
 	// then the name label (only the namespace for namespace rows).
@@ -235,6 +248,19 @@ func buildPlan(q Query, pods []string) (plan, error) {
 		ms = append(ms, matcher{"pod", opRe, strings.Join(pods, "|")})
 	}
 	p.requests = vectorQuery{Metric: metricResponses, Matchers: ms, By: append(append([]string{}, p.rowLabels...), "classification", "tls", "no_tls_reason")}
+	if r.Kind != KindAuthority && (q.To == nil || q.To.Kind != KindAuthority) && (q.From == nil || q.From.Kind != KindAuthority) {
+		// As Linkerd: the server side's connections from its peers
+		// (peer="src"), or the client side's to them (peer="dst").
+		peer := "dst"
+		if p.inbound {
+			peer = "src"
+		}
+		tm := append(append([]matcher{}, ms...), matcher{"peer", opEq, peer})
+		p.tcp = true
+		p.tcpOpen = vectorQuery{Metric: metricTCPOpen, Matchers: tm, By: p.rowLabels, Gauge: true}
+		p.tcpRead = vectorQuery{Metric: metricTCPRead, Matchers: tm, By: p.rowLabels}
+		p.tcpWrite = vectorQuery{Metric: metricTCPWritten, Matchers: tm, By: p.rowLabels}
+	}
 	p.latency = vectorQuery{Metric: metricLatency, Matchers: ms, By: p.rowLabels}
 
 	// Plain-text edges always come from outbound metrics, the only side that
@@ -280,6 +306,9 @@ func (p plan) queries() []vectorQuery {
 	qs := []vectorQuery{p.requests, p.latency.withLE(), p.plaintext}
 	if p.inbound {
 		qs = append(qs, p.receivers)
+	}
+	if p.tcp {
+		qs = append(qs, p.tcpOpen, p.tcpRead, p.tcpWrite)
 	}
 	return qs
 }

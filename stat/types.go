@@ -249,6 +249,11 @@ type Row struct {
 	P99      float64
 	TLS      float64 // fraction of requests with tls="true"
 
+	// TCPConn is the open TCP connections at the window's end; ReadBytes
+	// and WriteBytes the bytes the proxy read and wrote on them in the
+	// window. NaN when the proxies reported none (and for authorities).
+	TCPConn, ReadBytes, WriteBytes float64
+
 	// NoTLS counts requests that were not encrypted, by no_tls_reason.
 	NoTLS map[string]float64
 	// TopPlaintext names the source→destination pairs carrying the most
