@@ -148,7 +148,7 @@ type plan struct {
 	// connections the proxy does not label.
 	tcpOpen, tcpRead, tcpWrite vectorQuery
 	tcp                        bool
-	rowKind   Kind
+	rowKind                    Kind
 	// rowLabels are the group-by labels naming a row: namespace label first,
 	// then the name label (only the namespace for namespace rows).
 	rowLabels []string
