@@ -328,16 +328,24 @@ func (f *Factory) statSources(ctx context.Context, opts *StatOptions) (src stat.
 const progressAfter = 3 * time.Second
 
 func runStat(ctx context.Context, f *Factory, opts *StatOptions) error {
+	var qs []stat.Query
+	for _, r := range opts.Resources {
+		qs = append(qs, stat.Query{Resource: r, From: opts.From, To: opts.To, Window: opts.Window, PodSelector: opts.Selector, Unmeshed: opts.Unmeshed})
+	}
+	if opts.Capture == "" && opts.PrometheusURL == "" {
+		// A typo fails before any Prometheus is looked for.
+		if client, err := f.KubeClient(); err == nil {
+			if err := stat.CheckExists(ctx, qs, stat.KubePods{Client: client}); err != nil {
+				return err
+			}
+		}
+	}
 	src, pods, closeSrc, err := f.statSources(ctx, opts)
 	if err != nil {
 		return err
 	}
 	defer closeSrc()
 	_, scraping := src.(*stat.Scraper)
-	var qs []stat.Query
-	for _, r := range opts.Resources {
-		qs = append(qs, stat.Query{Resource: r, From: opts.From, To: opts.To, Window: opts.Window, PodSelector: opts.Selector, Unmeshed: opts.Unmeshed})
-	}
 	res, err := stat.ComputeAll(ctx, qs, src, pods)
 	if f.IO.IsStderrTTY() && scraping {
 		fmt.Fprint(f.IO.ErrOut, "\r\x1b[K")

@@ -341,7 +341,7 @@ func TestStatInterruptExits130Quietly(t *testing.T) {
 			if err != nil {
 				return
 			}
-			defer c.Close()
+			t.Cleanup(func() { _ = c.Close() })
 			select {
 			case accepted <- struct{}{}:
 			default:
@@ -367,5 +367,17 @@ func TestStatInterruptExits130Quietly(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("stat did not stop on SIGINT")
+	}
+}
+
+// A capture's rounds may not span -t exactly: stat says which window the
+// figures cover.
+func TestStatCaptureWindowNote(t *testing.T) {
+	res := execute(t, false, "stat", "au", "-n", "emojivoto", "--capture", "builtin:emojivoto", "-t", "1m")
+	if res.code != 0 || res.errOut != "Note: the window is 1m50s, the span of the capture's rounds closest to -t 1m0s\n" {
+		t.Errorf("exit %d, stderr %q", res.code, res.errOut)
+	}
+	if res := execute(t, false, "stat", "au", "-n", "emojivoto", "--capture", "builtin:emojivoto", "-t", "110s"); res.errOut != "" {
+		t.Errorf("matching -t: stderr %q, want nothing", res.errOut)
 	}
 }

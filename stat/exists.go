@@ -51,6 +51,18 @@ type existenceChecker interface {
 	exists(ctx context.Context, r Resource) error
 }
 
+// CheckExists verifies every resource the queries name against pods (a
+// capture or the cluster), as ComputeAll does first; callers use it to
+// fail fast before opening a metrics source.
+func CheckExists(ctx context.Context, qs []Query, pods PodSource) error {
+	for _, q := range qs {
+		if err := checkExists(ctx, q, pods); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // checkExists verifies every resource a query names, so that a typo gives
 // an error and not "No traffic found.". Authorities are not objects and
 // are never checked.

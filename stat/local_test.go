@@ -3,6 +3,7 @@ package stat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -328,5 +329,26 @@ func TestIncreasesScaleToWindow(t *testing.T) {
 				t.Fatalf("got %+v, want one series of %v", series, tc.want)
 			}
 		})
+	}
+}
+
+func TestParseResources(t *testing.T) {
+	got, err := ParseResources([]string{"deploy/web", "po/x", "deploy/web"}, "ns")
+	want := []Resource{{KindDeployment, "ns", "web"}, {KindPod, "ns", "x"}}
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("mixed TYPE/NAMEs: %v, %v; want %v (duplicates once)", got, err, want)
+	}
+	got, err = ParseResources([]string{"po", "a", "b"}, "ns")
+	if err != nil || len(got) != 2 || got[1] != (Resource{KindPod, "ns", "b"}) {
+		t.Errorf("po a b: %v, %v", got, err)
+	}
+	got, err = ParseResources([]string{"all"}, "ns")
+	if err != nil || len(got) != len(AllKinds) {
+		t.Errorf("all: %v, %v", got, err)
+	}
+	for _, bad := range [][]string{{"all/x"}, {"all", "x"}, {"deploy/web", "x"}, {"po", "a/b"}} {
+		if _, err := ParseResources(bad, "ns"); err == nil {
+			t.Errorf("%v: want an error", bad)
+		}
 	}
 }

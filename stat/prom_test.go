@@ -22,7 +22,8 @@ func TestPrometheusQueryTimeoutNamesTheURL(t *testing.T) {
 			if err != nil {
 				return
 			}
-			defer c.Close() // held open, never answered, until the test ends
+			// Held open, never answered, until the test ends.
+			t.Cleanup(func() { _ = c.Close() })
 		}
 	}()
 	url := "http://" + ln.Addr().String()

@@ -5,6 +5,7 @@
 package stat
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -133,7 +134,7 @@ func ParseResource(args []string, namespace string) (Resource, error) {
 // (which may mix types). "all" stands for every kind in AllKinds.
 func ParseResources(args []string, namespace string) ([]Resource, error) {
 	if len(args) == 0 {
-		return nil, fmt.Errorf("expected RESOURCE [NAME...] or RESOURCE/NAME...")
+		return nil, errors.New("expected a resource: TYPE [NAME...] or TYPE/NAME")
 	}
 	mk := func(typ, name string) ([]Resource, error) {
 		var kinds []Kind
