@@ -62,6 +62,9 @@ func TestStatPrometheusMatchesCapture(t *testing.T) {
 		{"mixed", []string{"authority", "-n", "mixed"}},
 		{"mixed", []string{"deploy", "-n", "mixed"}},
 		{"mixed", []string{"po", "-n", "mixed"}},
+		{"mixed", []string{"ns", "-A"}},
+		{"mixed", []string{"svc", "-n", "mixed"}},
+		{"mixed", []string{"deploy/backend", "po/frontend-6c7d8e9f4-q9v4m", "-n", "mixed"}},
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprint(tc.args), func(t *testing.T) {

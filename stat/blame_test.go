@@ -2,12 +2,15 @@ package stat
 
 import (
 	"context"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // testCapture writes a capture of pods whose scrapes are given per round
@@ -126,3 +129,28 @@ func TestMissedScrapeShowsNothingAndSaysWhich(t *testing.T) {
 }
 
 func itoa(n int) string { return ftoa(float64(n)) }
+
+type unreachablePods struct{}
+
+func (unreachablePods) Pods(context.Context, string, labels.Selector) ([]Pod, error) {
+	return nil, errors.New("connection refused")
+}
+
+func (unreachablePods) exists(context.Context, Resource) error {
+	return errors.New("cannot look up: connection refused")
+}
+
+// With Prometheus the cluster is optional: an unreachable one leaves MESHED
+// unknown but must not fail the query, while a definite "not found" does.
+func TestOptionalPodsCheckOnlyFailsOnNotFound(t *testing.T) {
+	q := Query{Resource: Resource{Kind: KindDeployment, Namespace: "ns", Name: "web"}}
+	if err := CheckExists(context.Background(), []Query{q}, OptionalPods{Source: unreachablePods{}}); err != nil {
+		t.Errorf("unreachable cluster: %v, want no error", err)
+	}
+	c := testCapture(t, []Pod{meshedPod("ns", "web-1", "web")}, map[string]string{}, map[string]string{})
+	q.Resource.Name = "nope"
+	var nf *NotFoundError
+	if err := CheckExists(context.Background(), []Query{q}, OptionalPods{Source: c}); !errors.As(err, &nf) {
+		t.Errorf("missing deployment: %v, want a NotFoundError", err)
+	}
+}

@@ -67,12 +67,17 @@ func CheckExists(ctx context.Context, qs []Query, pods PodSource) error {
 // an error and not "No traffic found.". Authorities are not objects and
 // are never checked.
 func checkExists(ctx context.Context, q Query, pods PodSource) error {
-	c, ok := pods.(existenceChecker)
-	if !ok {
-		if o, isOpt := pods.(OptionalPods); isOpt {
-			c, ok = o.Source.(existenceChecker)
+	if o, isOpt := pods.(OptionalPods); isOpt {
+		// The cluster is optional here: only a definite "not found"
+		// stops the query; an unreachable cluster does not.
+		err := checkExists(ctx, q, o.Source)
+		var nf *NotFoundError
+		if errors.As(err, &nf) {
+			return err
 		}
+		return nil
 	}
+	c, ok := pods.(existenceChecker)
 	if !ok {
 		return nil
 	}
