@@ -128,7 +128,7 @@ destination pairs that carry the most plain text.`,
 	flags.StringVar(&fl.toNS, "to-namespace", "", "namespace of the --to resource (default: -n)")
 	flags.StringVarP(&fl.selector, "selector", "l", "", "only traffic of pods matching this label selector (e.g. app=web)")
 	flags.StringVarP(&fl.output, "output", "o", "table", "output format: table, wide or json")
-	flags.StringVar(&fl.at, "at", "", "end the window at this past time, RFC 3339 (2026-11-22T03:15:00Z) or a duration ago (90m); needs --prometheus-url")
+	flags.StringVar(&fl.at, "at", "", "end the window at this past time, RFC 3339 (2026-11-22T03:15:00Z) or a duration ago (90m); needs a Prometheus")
 	flags.BoolVar(&fl.unmeshed, "unmeshed", false, "also show workloads with no meshed pod and no traffic")
 	flags.StringVar(&fl.prometheusURL, "prometheus-url", "", "query this Prometheus (e.g. http://127.0.0.1:9090) instead of the control plane's")
 	flags.StringVar(&fl.capture, "capture", "", "read a capture directory (or builtin:emojivoto, builtin:mixed) instead of live proxies")

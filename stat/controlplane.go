@@ -120,8 +120,10 @@ func (e *PortForwardError) Unwrap() error { return e.Err }
 // (its kubelet has no port-forward endpoint), as opposed to a Prometheus
 // that did not answer.
 func (e *PortForwardError) Unsupported() bool {
+	// What the API server relays when the kubelet has no such endpoint:
+	// its 404 (or a 501) to the upgrade request.
 	msg := strings.ToLower(e.Err.Error())
-	for _, s := range []string{"upgrad", "not found", "not supported", "unsupported", "not implemented", "404", "501"} {
+	for _, s := range []string{"404 page not found", "not implemented", "not supported", "501"} {
 		if strings.Contains(msg, s) {
 			return true
 		}

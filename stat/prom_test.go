@@ -2,6 +2,7 @@ package stat
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -39,5 +40,23 @@ func TestPrometheusQueryTimeoutNamesTheURL(t *testing.T) {
 	}
 	if time.Since(start) > 20*time.Second {
 		t.Errorf("took %s", time.Since(start))
+	}
+}
+
+// Only a kubelet without the port-forward endpoint counts as unsupported;
+// other failures (RBAC, a missing pod, a silent Prometheus) do not.
+func TestPortForwardUnsupported(t *testing.T) {
+	cases := map[string]bool{
+		"error upgrading connection: unable to upgrade connection: 404 page not found":     true,
+		"error upgrading connection: unable to upgrade connection: 501 Not Implemented":    true,
+		`error upgrading connection: pods "prometheus-x" is forbidden: User cannot create`: false,
+		`pods "prometheus-x" not found`:                  false,
+		"Prometheus does not answer: connection refused": false,
+	}
+	for msg, want := range cases {
+		e := &PortForwardError{Pod: "linkerd/prometheus-x", Err: errors.New(msg)}
+		if got := e.Unsupported(); got != want {
+			t.Errorf("%q: Unsupported() = %v, want %v", msg, got, want)
+		}
 	}
 }
