@@ -20,8 +20,6 @@ type Factory struct {
 	KubeFlags *genericclioptions.ConfigFlags
 	// LinkerdNamespace is the control-plane namespace (-L).
 	LinkerdNamespace string
-	// PrometheusURL, when set, makes metric commands query Prometheus.
-	PrometheusURL string
 
 	// RESTConfig and KubeClient are functions so tests can replace them.
 	RESTConfig func() (*rest.Config, error)
