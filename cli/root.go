@@ -61,6 +61,7 @@ into workloads, and shows how much of your traffic is encrypted.`,
 		newStatCmd(f, nil),
 		newCaptureCmd(f),
 		newInstallCmd(f), newInjectCmd(f),
+		newCheckCmd(f, nil),
 	)
 	return root
 }
