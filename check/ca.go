@@ -79,7 +79,7 @@ func caCategory(cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*root
 	rootCert := func(ctx context.Context) (*x509.Certificate, error) {
 		r, err := root.Get(ctx)
 		if err != nil {
-			return nil, Skip("no usable root (see above)")
+			return nil, Skip("no usable root, see above")
 		}
 		return r.Cert, nil
 	}
@@ -138,7 +138,7 @@ func caCategory(cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*root
 						notes = append(notes, fmt.Sprintf("po/%s/%s: %s", p.Namespace, p.Name, via))
 					}
 				}
-				return WithNotes(Problems(probs, "%d CA pods are not ready"), notes...)
+				return WithNotes(Problems(probs, "CA pods not ready: %d"), notes...)
 			},
 		},
 		{
@@ -214,7 +214,7 @@ func caCategory(cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*root
 				}
 				now := cfg.Now()
 				if validityProblem(r, now) != "" {
-					return Skip("the root is outside its validity period (see above)")
+					return Skip("the root is outside its validity period, see above")
 				}
 				p, fatal := expiryProblem(r.NotAfter, now, thresholds{cfg.RootWarnWithin, cfg.RootFailWithin})
 				if p == "" {

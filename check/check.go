@@ -276,7 +276,7 @@ type ProblemsError struct {
 func (e *ProblemsError) Error() string { return e.Summary }
 
 // Problems returns nil for no problems, else a ProblemsError whose summary
-// is format with the count, e.g. "%d owners have no Secret".
+// is format with the count, e.g. "owners without a Secret: %d".
 func Problems(probs []Problem, format string) error {
 	if len(probs) == 0 {
 		return nil

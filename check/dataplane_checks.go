@@ -23,7 +23,7 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 			return err
 		}
 		if needRoot && dp.root == nil {
-			return Skip("no usable root to verify against (see linkerd-ca)")
+			return Skip("no usable root to verify against, see linkerd-ca")
 		}
 		var probs []Problem
 		for _, st := range dp.owners {
@@ -55,7 +55,7 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 						probs = append(probs, Problem{Kind: "ns", Name: b.namespace, Reason: b.problem, Remedy: "the CA writes it while running: " + caLogs})
 					}
 				}
-				return withNoPodsNote(dp, Problems(probs, "%d namespaces have no usable trust bundle"))
+				return withNoPodsNote(dp, Problems(probs, "namespaces without a usable trust bundle: %d"))
 			},
 		},
 		{
@@ -68,7 +68,7 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 					return err
 				}
 				if dp.root == nil {
-					return Skip("no usable root to compare with (see linkerd-ca)")
+					return Skip("no usable root to compare with, see linkerd-ca")
 				}
 				var probs []Problem
 				for _, b := range dp.bundles {
@@ -79,7 +79,7 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 						Reason: fmt.Sprintf("%s does not hold the current root %q", contract.BundleConfigMap, dp.root.Subject.CommonName),
 						Remedy: fmt.Sprintf("%s so it rewrites the bundle, then restart %s so it loads the new bundle", restartCA, ownersIn(dp, b.namespace))})
 				}
-				return withNoPodsNote(dp, Problems(probs, "%d namespaces have a stale trust bundle"))
+				return withNoPodsNote(dp, Problems(probs, "namespaces with a stale trust bundle: %d"))
 			},
 		},
 		{
@@ -97,7 +97,7 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 						probs = append(probs, ownerProblem(st, st.secret, "the CA re-creates it while running: "+caLogs))
 					}
 				}
-				return withNoPodsNote(dp, Problems(probs, "%d owners have no usable Secret"))
+				return withNoPodsNote(dp, Problems(probs, "owners without a usable Secret: %d"))
 			},
 		},
 		{
@@ -117,14 +117,14 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 						probs = append(probs, ownerProblem(st, f, reissue(st)))
 					}
 				}
-				return withNoPodsNote(dp, Problems(probs, "%d Secrets are unreadable or hold a key that does not match"))
+				return withNoPodsNote(dp, Problems(probs, "Secrets unreadable or with a key that does not match: %d"))
 			},
 		},
 		{
 			Description: "workload certificates chain to the current root",
 			Hint:        "certificates from another or an older root are rejected by every peer; the CA re-issues against the root it loaded at start",
 			Run: func(ctx context.Context) error {
-				return ownerCheck(ctx, true, "%d certificates do not chain to the current root",
+				return ownerCheck(ctx, true, "certificates not chaining to the current root: %d",
 					func(st *ownerState) string { return st.findings.Chain },
 					func(st *ownerState) string {
 						return fmt.Sprintf("%s to re-issue against the current root (or %s)", restartCA, reissue(st))
@@ -135,7 +135,7 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 			Description: "workload certificates name their identity",
 			Hint:        "the DNS SAN must be <owner>.<kind>.<ns>.linkerd-managed." + ns + ".svc.cluster.local, the name peers verify",
 			Run: func(ctx context.Context) error {
-				return ownerCheck(ctx, false, "%d certificates do not name their identity",
+				return ownerCheck(ctx, false, "certificates not naming their identity: %d",
 					func(st *ownerState) string { return st.findings.SAN }, reissue)
 			},
 		},
@@ -143,7 +143,7 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 			Description: "workload certificates allow server and client auth",
 			Hint:        "each proxy is both a TLS server (inbound) and a TLS client (outbound)",
 			Run: func(ctx context.Context) error {
-				return ownerCheck(ctx, false, "%d certificates lack a TLS usage",
+				return ownerCheck(ctx, false, "certificates lacking a TLS usage: %d",
 					func(st *ownerState) string { return st.findings.EKU }, reissue)
 			},
 		},
@@ -151,7 +151,7 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 			Description: "workload certificates are within their validity period",
 			Hint:        "the CA renews at two thirds of a certificate's life; an expired one means it is not running or refuses the Secret: " + caLogs,
 			Run: func(ctx context.Context) error {
-				return ownerCheck(ctx, false, "%d certificates are outside their validity period",
+				return ownerCheck(ctx, false, "certificates outside their validity period: %d",
 					func(st *ownerState) string { return st.findings.Validity }, reissue)
 			},
 		},
@@ -160,7 +160,7 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 			Hint:        "the CA should have renewed these by now: " + caLogs,
 			Run: func(ctx context.Context) error {
 				var fatal bool
-				err := ownerCheck(ctx, false, "%d certificates expire soon",
+				err := ownerCheck(ctx, false, "certificates expiring soon: %d",
 					func(st *ownerState) string {
 						if st.findings.Expiry != "" && st.findings.ExpiryFatal {
 							fatal = true
@@ -193,7 +193,7 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 						}
 					}
 				}
-				return withNoPodsNote(dp, Problems(probs, "%d pods do not mount their Secret"))
+				return withNoPodsNote(dp, Problems(probs, "pods not mounting their Secret: %d"))
 			},
 		},
 		{

@@ -144,7 +144,7 @@ func linkerdExistence(cfg Config, client *Lazy[kubernetes.Interface]) Category {
 					}
 				}
 				sortProblems(probs)
-				return Problems(probs, "%d control plane Deployments are not ready")
+				return Problems(probs, "control plane Deployments not ready: %d")
 			},
 		},
 	}}

@@ -133,7 +133,7 @@ func servedCheck(ctx context.Context, cfg Config, dp *dataPlane) error {
 	if len(targets) > 0 {
 		notes = append(notes, fmt.Sprintf("compared %d of %d pods", len(targets)-len(notServing), len(dp.pods)))
 	}
-	return WithNotes(Problems(probs, "%d proxies serve a certificate other than their Secret's"), notes...)
+	return WithNotes(Problems(probs, "proxies serving a certificate other than their Secret's: %d"), notes...)
 }
 
 func proxyRunning(p *corev1.Pod) bool {

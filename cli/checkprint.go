@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -26,10 +25,9 @@ const (
 	glyphWarning = "‼"
 	glyphSkipped = "-"
 	// maxListedProblems is how many failing objects are listed one per
-	// line; beyond that they are grouped by reason, one line per group.
+	// line; beyond that one line gives the count and the first few names.
 	maxListedProblems = 5
-	maxGroups         = 3
-	namesPerGroup     = 3
+	namesShown        = 3
 )
 
 type checkTextPrinter struct {
@@ -90,7 +88,7 @@ func (p *checkTextPrinter) printResult(r check.Result) {
 	}
 	line := glyph + " " + r.Description
 	if r.Status == check.StatusSkipped {
-		line += p.paint("2", " ("+r.Error+")")
+		line += p.paint("2", " (skipped: "+r.Error+")")
 	}
 	fmt.Fprintln(p.out, line)
 	if r.Status == check.StatusError || r.Status == check.StatusWarning {
@@ -108,7 +106,8 @@ func (p *checkTextPrinter) printResult(r check.Result) {
 }
 
 // problemLines names each failing object with its remedy, or, when there
-// are many, one line per reason with a count and the first few names.
+// are many, one line with the count and the first few names, then the
+// first one's reason and remedy as an example.
 func problemLines(probs []check.Problem) []string {
 	if len(probs) <= maxListedProblems {
 		var out []string
@@ -120,38 +119,15 @@ func problemLines(probs []check.Problem) []string {
 		}
 		return out
 	}
-	type group struct {
-		reason string
-		names  []string
-		remedy string
+	names := make([]string, 0, namesShown)
+	for _, pr := range probs[:namesShown] {
+		names = append(names, pr.Object())
 	}
-	var groups []*group
-	byReason := map[string]*group{}
-	for _, pr := range probs {
-		g := byReason[pr.Reason]
-		if g == nil {
-			g = &group{reason: pr.Reason, remedy: pr.Remedy}
-			byReason[pr.Reason] = g
-			groups = append(groups, g)
-		}
-		g.names = append(g.names, pr.Object())
-	}
-	sort.SliceStable(groups, func(i, j int) bool { return len(groups[i].names) > len(groups[j].names) })
-	var out []string
-	shown := 0
-	for i, g := range groups {
-		if i == maxGroups {
-			out = append(out, fmt.Sprintf("* %d more with %d other reasons", len(probs)-shown, len(groups)-maxGroups))
-			break
-		}
-		shown += len(g.names)
-		names := g.names
-		more := ""
-		if len(names) > namesPerGroup {
-			more = fmt.Sprintf(", +%d more", len(names)-namesPerGroup)
-			names = names[:namesPerGroup]
-		}
-		out = append(out, fmt.Sprintf("* %d× %s: %s%s", len(g.names), oneLine(g.reason), strings.Join(names, ", "), more))
+	first := probs[0]
+	out := []string{fmt.Sprintf("* %d objects: %s, +%d more (-o json lists all)", len(probs), strings.Join(names, ", "), len(probs)-namesShown),
+		"  first: " + first.Object() + ": " + oneLine(first.Reason)}
+	if first.Remedy != "" {
+		out = append(out, "  remedy: "+first.Remedy)
 	}
 	return out
 }
@@ -171,7 +147,7 @@ func (p *checkTextPrinter) Finish(sum check.Summary) error {
 	for _, c := range []struct {
 		s    check.Status
 		name string
-	}{{check.StatusOK, "passed"}, {check.StatusWarning, "warnings"}, {check.StatusError, "failed"}, {check.StatusSkipped, "skipped"}} {
+	}{{check.StatusOK, "passed"}, {check.StatusWarning, "warning"}, {check.StatusError, "failed"}, {check.StatusSkipped, "skipped"}} {
 		if n := counts[c.s]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, c.name))
 		}
