@@ -46,12 +46,13 @@ $(BIN)/promtool: install/promtool/go.mod install/promtool/go.sum
 	cd install/promtool && $(GO) build -o $(BIN)/promtool github.com/prometheus/prometheus/cmd/promtool
 
 .PHONY: bench
-bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing and a 1,000-owner burst
+bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing, a 1,000-owner burst, check --tls over 1,000 pods
 	$(GO) test -run '^$$' -bench Aggregate1000Pods -benchtime 3x -count 5 ./stat/ | tee bench/stat-aggregate.txt
 	$(GO) test -run '^$$' -bench Parse -count 5 ./stat/ | tee bench/stat-parse.txt
 	bench/stat-rss.sh | tee bench/stat-rss.txt
 	$(GO) test -run '^$$' -bench Issue -benchmem -count 5 ./ca/pki/ | tee bench/ca-pki.txt
 	$(GO) run ./bench/ca-burst | tee bench/ca-burst.txt
+	$(GO) test -run '^$$' -bench CheckTLS1000Pods -benchtime 5x -count 5 ./check/ | tee bench/check-tls.txt
 
 .PHONY: lint
 lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …) on both modules

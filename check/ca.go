@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -50,7 +51,7 @@ func loadRoot(ctx context.Context, cfg Config, client *Lazy[kubernetes.Interface
 	if err != nil {
 		return nil, fmt.Errorf("Secret %s/%s: %s: %w", ns, contract.RootSecret, corev1.TLSPrivateKeyKey, err)
 	}
-	type equaler interface{ Equal(x any) bool }
+	type equaler interface{ Equal(crypto.PublicKey) bool }
 	if pub, ok := key.Public().(equaler); !ok || !pub.Equal(certs[0].PublicKey) {
 		return nil, fmt.Errorf("Secret %s/%s: %s does not match %s", ns, contract.RootSecret, corev1.TLSPrivateKeyKey, corev1.TLSCertKey)
 	}

@@ -1,6 +1,7 @@
 package check
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
@@ -52,7 +53,7 @@ func analyzeLeaf(certPEM, keyPEM []byte, root *x509.Certificate, identity string
 		f.Parse = "tls.key: " + err.Error()
 		return f
 	}
-	type equaler interface{ Equal(x any) bool }
+	type equaler interface{ Equal(crypto.PublicKey) bool }
 	if pub, ok := key.Public().(equaler); !ok || !pub.Equal(leaf.PublicKey) {
 		f.KeyMatch = "tls.key does not match the certificate in tls.crt"
 	}
@@ -94,10 +95,20 @@ func verifyOptions(leaf *x509.Certificate, rest []*x509.Certificate, root *x509.
 			inter.AddCert(c)
 		}
 	}
-	at := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
-	if at.Before(root.NotBefore) || at.After(root.NotAfter) {
-		at = root.NotBefore.Add(root.NotAfter.Sub(root.NotBefore) / 2)
+	// The middle of the window where both leaf and root are valid; with
+	// no such window the chain cannot verify at any instant, which is the
+	// error to report.
+	start, end := leaf.NotBefore, leaf.NotAfter
+	if root.NotBefore.After(start) {
+		start = root.NotBefore
 	}
+	if root.NotAfter.Before(end) {
+		end = root.NotAfter
+	}
+	if end.Before(start) {
+		start, end = leaf.NotBefore, leaf.NotAfter
+	}
+	at := start.Add(end.Sub(start) / 2)
 	return x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{usage}}
 }
 

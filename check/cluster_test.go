@@ -303,11 +303,13 @@ func leaf(t *testing.T, r rootKey, identity string, edit func(*x509.Certificate)
 // replaceSecret puts a Secret the CA did not write in place of the CA's.
 // The CA re-creates a deleted Secret of its own at once but refuses to
 // touch one written by another field manager, so the forged one stays; the
-// loop retries when the CA wins the race.
+// loop retries when the CA wins the race. The forged Secret carries the
+// CA's labels so the CA sees it deleted afterwards and re-issues at once.
 func replaceSecret(t *testing.T, client kubernetes.Interface, ns, name string, certPEM, keyPEM []byte) {
 	t.Helper()
 	s := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
+			Labels: map[string]string{contract.ControlPlaneNSLabel: controlNS, contract.OwnerKindLabel: contract.KindDeployment}},
 		Type:       corev1.SecretTypeTLS,
 		Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
 	}
