@@ -319,10 +319,13 @@ func replaceSecret(t *testing.T, client kubernetes.Interface, ns, name string, c
 		_, err := client.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{FieldManager: "check-test"})
 		return err
 	})
-	t.Cleanup(func() {
-		// The CA re-issues its own Secret once this one is gone.
-		_ = client.CoreV1().Secrets(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
+}
+
+// restoreSecret deletes a forged Secret; the CA sees it go and re-issues.
+func restoreSecret(t *testing.T, client kubernetes.Interface, ns, name string) {
+	t.Helper()
+	_ = client.CoreV1().Secrets(ns).Delete(context.Background(), name, metav1.DeleteOptions{})
+	waitHealthy(t, client)
 }
 
 func replaceObject(t *testing.T, del, create func(context.Context) error) {
@@ -397,7 +400,7 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 	t.Run("Secret from another CA", func(t *testing.T) {
 		c, k := leaf(t, otherRoot(t), identity("web", ns), nil)
 		replaceSecret(t, client, ns, secretName("web"), c, k)
-		defer waitHealthy(t, client)
+		defer restoreSecret(t, client, ns, secretName("web"))
 		sum := runChecks(t, client, nil)
 		expect(t, sum, "workload certificates chain to the current root", check.StatusError, web)
 		if sum.Success {
@@ -415,7 +418,7 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 		c, _ := leaf(t, root, identity("web", ns), nil)
 		_, k := leaf(t, root, identity("web", ns), nil)
 		replaceSecret(t, client, ns, secretName("web"), c, k)
-		defer waitHealthy(t, client)
+		defer restoreSecret(t, client, ns, secretName("web"))
 		r := expect(t, runChecks(t, client, nil), "workload certificates and keys parse and match", check.StatusError, web)
 		if !strings.Contains(r.Problems[0].Reason, "does not match") {
 			t.Errorf("reason %q", r.Problems[0].Reason)
@@ -425,7 +428,7 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 	t.Run("wrong SAN", func(t *testing.T) {
 		c, k := leaf(t, currentRoot(t, client), identity("emoji", ns), nil)
 		replaceSecret(t, client, ns, secretName("web"), c, k)
-		defer waitHealthy(t, client)
+		defer restoreSecret(t, client, ns, secretName("web"))
 		sum := runChecks(t, client, nil)
 		expect(t, sum, "workload certificates name their identity", check.StatusError, web)
 		expect(t, sum, "workload certificates chain to the current root", check.StatusOK, "")
@@ -436,7 +439,7 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		})
 		replaceSecret(t, client, ns, secretName("web"), c, k)
-		defer waitHealthy(t, client)
+		defer restoreSecret(t, client, ns, secretName("web"))
 		r := expect(t, runChecks(t, client, nil), "workload certificates allow server and client auth", check.StatusError, web)
 		if !strings.Contains(r.Problems[0].Reason, "clientAuth") {
 			t.Errorf("reason %q should name clientAuth", r.Problems[0].Reason)
@@ -444,11 +447,14 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 	})
 
 	t.Run("expired leaf", func(t *testing.T) {
-		c, k := leaf(t, currentRoot(t, client), identity("web", ns), func(c *x509.Certificate) {
-			c.NotBefore, c.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)
+		// Expired, but issued while this (minutes-old) root was valid, as a
+		// certificate the CA stopped renewing would be.
+		root := currentRoot(t, client)
+		c, k := leaf(t, root, identity("web", ns), func(c *x509.Certificate) {
+			c.NotBefore, c.NotAfter = root.cert.NotBefore, time.Now().Add(-time.Second)
 		})
 		replaceSecret(t, client, ns, secretName("web"), c, k)
-		defer waitHealthy(t, client)
+		defer restoreSecret(t, client, ns, secretName("web"))
 		sum := runChecks(t, client, nil)
 		expect(t, sum, "workload certificates are within their validity period", check.StatusError, web)
 		// Reported once, as expired, not again as a broken chain.
@@ -460,7 +466,7 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 			c.NotAfter = time.Now().Add(3 * time.Hour)
 		})
 		replaceSecret(t, client, ns, secretName("web"), c, k)
-		defer waitHealthy(t, client)
+		defer restoreSecret(t, client, ns, secretName("web"))
 		sum := runChecks(t, client, nil)
 		expect(t, sum, "workload certificates are not expiring soon", check.StatusWarning, web)
 		if !sum.Success {

@@ -139,7 +139,7 @@ func linkerdExistence(cfg Config, client *Lazy[kubernetes.Interface]) Category {
 				var probs []Problem
 				for _, d := range deps {
 					if reason := deploymentNotReady(&d); reason != "" {
-						probs = append(probs, Problem{Kind: "deploy", Name: d.Namespace + "/" + d.Name, Reason: reason,
+						probs = append(probs, Problem{Kind: "deploy", Name: d.Name, Namespace: d.Namespace, Reason: reason,
 							Remedy: fmt.Sprintf("kubectl -n %s describe deploy/%s", d.Namespace, d.Name)})
 					}
 				}
