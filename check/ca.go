@@ -155,8 +155,11 @@ func caCategory(cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*root
 				if err != nil {
 					return err
 				}
-				if len(pods) < 2 {
-					return WithNotes(nil, fmt.Sprintf("%d running replica: no election needed", len(pods)))
+				switch len(pods) {
+				case 0:
+					return Skip("no running CA replica, see above")
+				case 1:
+					return WithNotes(nil, "1 running replica: no election needed")
 				}
 				lease, err := c.CoordinationV1().Leases(ns).Get(ctx, caLeaseName, metav1.GetOptions{})
 				if apierrors.IsNotFound(err) {
@@ -302,7 +305,7 @@ func probeReady(ctx context.Context, c kubernetes.Interface, cfg Config, pod *co
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("/ready answered %d: %s", resp.StatusCode, firstLine(b))
 	}
-	return fmt.Sprintf("answered at %s directly (the API server's pods/proxy refused: %s)", addr, firstLine([]byte(proxyErr.Error()))), nil
+	return fmt.Sprintf("answered at %s directly; pods/proxy through the API server failed: %s", addr, firstLine([]byte(proxyErr.Error()))), nil
 }
 
 func adminPort(pod *corev1.Pod) int32 {
