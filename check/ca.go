@@ -35,25 +35,25 @@ func loadRoot(ctx context.Context, cfg Config, client *Lazy[kubernetes.Interface
 	ns := cfg.ControlNamespace
 	s, err := c.CoreV1().Secrets(ns).Get(ctx, contract.RootSecret, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("Secret %s/%s does not exist", ns, contract.RootSecret)
+		return nil, fmt.Errorf("root Secret %s/%s does not exist", ns, contract.RootSecret)
 	}
 	if err != nil {
 		return nil, err
 	}
 	certs, err := pki.ParseCerts(s.Data[corev1.TLSCertKey])
 	if err != nil {
-		return nil, fmt.Errorf("Secret %s/%s: %s: %w", ns, contract.RootSecret, corev1.TLSCertKey, err)
+		return nil, fmt.Errorf("root Secret %s/%s: %s: %w", ns, contract.RootSecret, corev1.TLSCertKey, err)
 	}
 	if len(certs) != 1 {
-		return nil, fmt.Errorf("Secret %s/%s: %s holds %d certificates, want the root alone", ns, contract.RootSecret, corev1.TLSCertKey, len(certs))
+		return nil, fmt.Errorf("root Secret %s/%s: %s holds %d certificates, want the root alone", ns, contract.RootSecret, corev1.TLSCertKey, len(certs))
 	}
 	key, err := pki.ParseKey(s.Data[corev1.TLSPrivateKeyKey])
 	if err != nil {
-		return nil, fmt.Errorf("Secret %s/%s: %s: %w", ns, contract.RootSecret, corev1.TLSPrivateKeyKey, err)
+		return nil, fmt.Errorf("root Secret %s/%s: %s: %w", ns, contract.RootSecret, corev1.TLSPrivateKeyKey, err)
 	}
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	if pub, ok := key.Public().(equaler); !ok || !pub.Equal(certs[0].PublicKey) {
-		return nil, fmt.Errorf("Secret %s/%s: %s does not match %s", ns, contract.RootSecret, corev1.TLSPrivateKeyKey, corev1.TLSCertKey)
+		return nil, fmt.Errorf("root Secret %s/%s: %s does not match %s", ns, contract.RootSecret, corev1.TLSPrivateKeyKey, corev1.TLSCertKey)
 	}
 	return &rootInfo{Cert: certs[0]}, nil
 }
@@ -163,7 +163,7 @@ func caCategory(cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*root
 				}
 				lease, err := c.CoordinationV1().Leases(ns).Get(ctx, caLeaseName, metav1.GetOptions{})
 				if apierrors.IsNotFound(err) {
-					return fmt.Errorf("Lease %s/%s does not exist though %d replicas run", ns, caLeaseName, len(pods))
+					return fmt.Errorf("lease %s/%s does not exist though %d replicas run", ns, caLeaseName, len(pods))
 				}
 				if err != nil {
 					return err
@@ -251,20 +251,20 @@ func caCategory(cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*root
 // leaseProblem says whether the Lease names a live holder among pods.
 func leaseProblem(holder *string, renew *metav1.MicroTime, durationSeconds *int32, pods []corev1.Pod, now time.Time) error {
 	if holder == nil || *holder == "" {
-		return fmt.Errorf("Lease %s has no holder: no replica is issuing certificates", caLeaseName)
+		return fmt.Errorf("lease %s has no holder: no replica is issuing certificates", caLeaseName)
 	}
 	if renew == nil || durationSeconds == nil {
-		return fmt.Errorf("Lease %s held by %s has no renew time", caLeaseName, *holder)
+		return fmt.Errorf("lease %s held by %s has no renew time", caLeaseName, *holder)
 	}
 	if expiry := renew.Add(time.Duration(*durationSeconds) * time.Second); now.After(expiry) {
-		return fmt.Errorf("Lease %s held by %s was last renewed at %s and lapsed at %s: the holder is gone or stuck", caLeaseName, *holder, stamp(renew.Time), stamp(expiry))
+		return fmt.Errorf("lease %s held by %s was last renewed at %s and lapsed at %s: the holder is gone or stuck", caLeaseName, *holder, stamp(renew.Time), stamp(expiry))
 	}
 	for _, p := range pods {
 		if p.Name == *holder {
 			return nil
 		}
 	}
-	return fmt.Errorf("Lease %s is held by %s, which is not a running CA pod", caLeaseName, *holder)
+	return fmt.Errorf("lease %s is held by %s, which is not a running CA pod", caLeaseName, *holder)
 }
 
 // probeReady asks a CA pod's /ready. It goes through the API server's

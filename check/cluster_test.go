@@ -310,8 +310,8 @@ func replaceSecret(t *testing.T, client kubernetes.Interface, ns, name string, c
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
 			Labels: map[string]string{contract.ControlPlaneNSLabel: controlNS, contract.OwnerKindLabel: contract.KindDeployment}},
-		Type:       corev1.SecretTypeTLS,
-		Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+		Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
 	}
 	replaceObject(t, func(ctx context.Context) error {
 		return client.CoreV1().Secrets(ns).Delete(ctx, name, metav1.DeleteOptions{})

@@ -30,7 +30,7 @@ func ServedCertificate(ctx context.Context, dial func(context.Context, string, s
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errNotServing, err)
 	}
-	defer raw.Close()
+	defer func() { _ = raw.Close() }()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}
