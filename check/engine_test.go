@@ -6,6 +6,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func collect(t *testing.T, cats []Category, opts Options) (Summary, []Result) {
@@ -148,6 +151,27 @@ func TestVersionSupported(t *testing.T) {
 	for v, ok := range map[string]bool{"v1.36.3": true, "v1.29.0": true, "v1.30.2-eks-1234": true, "v1.28.9": false, "garbage": false} {
 		if err := versionSupported(v); (err == nil) != ok {
 			t.Errorf("%s: %v", v, err)
+		}
+	}
+}
+
+func TestLeaseProblem(t *testing.T) {
+	now := time.Now()
+	pods := []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "linkerd-ca-a"}}, {ObjectMeta: metav1.ObjectMeta{Name: "linkerd-ca-b"}}}
+	holder := func(s string) *string { return &s }
+	renew := &metav1.MicroTime{Time: now.Add(-5 * time.Second)}
+	stale := &metav1.MicroTime{Time: now.Add(-time.Minute)}
+	dur := int32(15)
+	if err := leaseProblem(holder("linkerd-ca-b"), renew, &dur, pods, now); err != nil {
+		t.Errorf("live holder: %v", err)
+	}
+	for name, err := range map[string]error{
+		"no holder":   leaseProblem(holder(""), renew, &dur, pods, now),
+		"lapsed":      leaseProblem(holder("linkerd-ca-b"), stale, &dur, pods, now),
+		"gone holder": leaseProblem(holder("linkerd-ca-old"), renew, &dur, pods, now),
+	} {
+		if err == nil {
+			t.Errorf("%s: no error", name)
 		}
 	}
 }

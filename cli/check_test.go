@@ -188,3 +188,32 @@ func TestCheckHelpAndCompletion(t *testing.T) {
 		t.Errorf("completion of -o: %s", res.out)
 	}
 }
+
+// Under --wait a terminal shows a spinner while a check is retried, and
+// the final line replaces it; a pipe only ever sees final lines.
+func TestCheckSpinnerOnlyOnTerminal(t *testing.T) {
+	retrying := check.Result{Category: check.CategoryCA, Description: "CA Deployment is ready", Status: check.StatusError, Error: "deploy/linkerd-ca: 0/1 replicas ready", Retrying: true}
+	final := retrying
+	final.Retrying, final.Status, final.Error = false, check.StatusOK, ""
+
+	io, out, _ := TestStreams(true)
+	p := newCheckTextPrinter(io)
+	p.Observe(retrying)
+	time.Sleep(250 * time.Millisecond) // a few frames
+	p.Observe(final)
+	got := out.String()
+	if !strings.Contains(got, "CA Deployment is ready (waiting: deploy/linkerd-ca: 0/1 replicas ready)") || !strings.Contains(got, "\r\x1b[K") {
+		t.Errorf("no spinner on a terminal: %q", got)
+	}
+	if !strings.HasSuffix(got, "√\x1b[0m CA Deployment is ready\n") {
+		t.Errorf("final line should replace the spinner: %q", got)
+	}
+
+	io, out, _ = TestStreams(false)
+	p = newCheckTextPrinter(io)
+	p.Observe(retrying)
+	p.Observe(final)
+	if strings.Contains(out.String(), "waiting") || strings.Contains(out.String(), "\r") {
+		t.Errorf("spinner on a pipe: %q", out.String())
+	}
+}
