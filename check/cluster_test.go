@@ -413,6 +413,23 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 		t.Logf("Secret from another CA:\n%s", out)
 	})
 
+	t.Run("Secret of another type", func(t *testing.T) {
+		opaque := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName("web"), Namespace: ns,
+			Labels: map[string]string{contract.ControlPlaneNSLabel: controlNS, contract.OwnerKindLabel: contract.KindDeployment}},
+			Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"token": []byte("x")}}
+		replaceObject(t, func(ctx context.Context) error {
+			return client.CoreV1().Secrets(ns).Delete(ctx, opaque.Name, metav1.DeleteOptions{})
+		}, func(ctx context.Context) error {
+			_, err := client.CoreV1().Secrets(ns).Create(ctx, opaque, metav1.CreateOptions{FieldManager: "check-test"})
+			return err
+		})
+		defer restoreSecret(t, client, ns, secretName("web"))
+		r := expect(t, runChecks(t, client, nil), "each TLS-enabled owner has its Secret", check.StatusError, web)
+		if !strings.Contains(r.Problems[0].Reason, "has type Opaque") {
+			t.Errorf("reason %q", r.Problems[0].Reason)
+		}
+	})
+
 	t.Run("key does not match", func(t *testing.T) {
 		root := currentRoot(t, client)
 		c, _ := leaf(t, root, identity("web", ns), nil)

@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
@@ -143,22 +142,45 @@ func loadDataPlane(ctx context.Context, cfg Config, client *Lazy[kubernetes.Inte
 		s := &secrets.Items[i]
 		tlsSecrets[s.Namespace+"/"+s.Name] = s
 	}
+	// An owner absent from the list of TLS Secrets has none, or one of
+	// another type. Telling which costs one list per namespace concerned,
+	// not a GET per owner: a thousand missing Secrets must not mean a
+	// thousand requests through the client's rate limiter.
+	missingNS := map[string]bool{}
+	for _, st := range dp.owners {
+		if tlsSecrets[st.owner.Namespace+"/"+st.secretName] == nil {
+			missingNS[st.owner.Namespace] = true
+		}
+	}
+	otherTypes := map[string]corev1.SecretType{}
+	var otherMu sync.Mutex
+	nsList := sortedKeys(missingNS)
+	err = parallel(ctx, cfg.Parallelism, len(nsList), func(i int) error {
+		list, err := c.CoreV1().Secrets(nsList[i]).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		otherMu.Lock()
+		defer otherMu.Unlock()
+		for _, s := range list.Items {
+			otherTypes[s.Namespace+"/"+s.Name] = s.Type
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	now := cfg.Now()
 	th := thresholds{cfg.LeafWarnWithin, cfg.LeafFailWithin}
 	err = parallel(ctx, cfg.Parallelism, len(dp.owners), func(i int) error {
 		st := dp.owners[i]
-		s := tlsSecrets[st.owner.Namespace+"/"+st.secretName]
+		key := st.owner.Namespace + "/" + st.secretName
+		s := tlsSecrets[key]
 		if s == nil {
-			// Absent from the list of TLS Secrets: missing, or of another
-			// type. Only these few cost a GET each.
-			other, err := c.CoreV1().Secrets(st.owner.Namespace).Get(ctx, st.secretName, metav1.GetOptions{})
-			switch {
-			case apierrors.IsNotFound(err):
+			if typ, ok := otherTypes[key]; ok {
+				st.secret = fmt.Sprintf("Secret %s has type %s, want %s", st.secretName, typ, corev1.SecretTypeTLS)
+			} else {
 				st.secret = fmt.Sprintf("Secret %s does not exist", st.secretName)
-			case err != nil:
-				return err
-			default:
-				st.secret = fmt.Sprintf("Secret %s has type %s, want %s", st.secretName, other.Type, corev1.SecretTypeTLS)
 			}
 			return nil
 		}

@@ -147,8 +147,6 @@ func proxyRunning(p *corev1.Pod) bool {
 
 func sortedStrings(s []string) []string {
 	out := append([]string(nil), s...)
-	sortStrings(out)
+	sort.Strings(out)
 	return out
 }
-
-func sortStrings(s []string) { sort.Strings(s) }
