@@ -6,10 +6,16 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"meshtls/contract"
 )
 
 // serveTLS runs a real Go TLS server on a free loopback port that presents
@@ -102,4 +108,55 @@ func parseFirst(certPEM []byte) ([]byte, error) {
 		return nil, errors.New("no PEM")
 	}
 	return b.Bytes, nil
+}
+
+// servedCheck end to end over a pod: the dial to podIP:4143 is redirected
+// to a real TLS server on loopback, which serves either the Secret's
+// certificate or an older one.
+func TestServedCheckNamesThePod(t *testing.T) {
+	root := newSigner(t, nil)
+	secretPEM, _ := root.leaf(t, nil)
+	secretLeaf, _ := x509.ParseCertificate(mustDER(t, secretPEM))
+	oldPEM, oldKey := root.leaf(t, func(c *x509.Certificate) { c.SerialNumber = big.NewInt(7) })
+
+	pod := func(name string, running bool) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "emojivoto"}, Status: corev1.PodStatus{PodIP: "10.244.0.9"}}
+		st := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImageNotMapped"}}
+		if running {
+			st = corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+		}
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: contract.ProxyContainerName, State: st}}
+		return p
+	}
+	dp := func(pods ...*corev1.Pod) *dataPlane {
+		st := &ownerState{owner: owner{Kind: contract.KindDeployment, Namespace: "emojivoto", Name: "web"}, identity: id, pods: pods,
+			findings: leafFindings{Serial: secretLeaf.SerialNumber}}
+		return &dataPlane{owners: []*ownerState{st}, pods: pods}
+	}
+	dialTo := func(addr string) func(context.Context, string, string) (net.Conn, error) {
+		return func(ctx context.Context, network, target string) (net.Conn, error) {
+			if target != "10.244.0.9:4143" {
+				t.Errorf("dialled %s, want the pod IP and inbound port", target)
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}
+	}
+	cfg := Config{}.withDefaults()
+
+	// The proxy serves an older certificate than its Secret holds.
+	cfg.Dial = dialTo(serveTLS(t, oldPEM, oldKey, id))
+	err := servedCheck(context.Background(), cfg, dp(pod("web-1", true)))
+	var probs *ProblemsError
+	if !errors.As(err, &probs) || len(probs.Problems) != 1 || probs.Problems[0].Object() != "po/web-1 -n emojivoto" ||
+		!strings.Contains(probs.Problems[0].Remedy, "restart deploy/web -n emojivoto") {
+		t.Fatalf("stale served certificate not reported per pod: %v", err)
+	}
+
+	// A pod whose proxy is not running is skipped with a note, not failed.
+	err = servedCheck(context.Background(), cfg, dp(pod("web-2", false)))
+	var noted *notedError
+	if !errors.As(err, &noted) || noted.err != nil || !strings.Contains(strings.Join(noted.notes, " "), "emojivoto/web-2") {
+		t.Errorf("not-running proxy: %v", err)
+	}
 }
