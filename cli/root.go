@@ -62,6 +62,7 @@ into workloads, and shows how much of your traffic is encrypted.`,
 		newTapCmd(f, nil),
 		newCaptureCmd(f),
 		newInstallCmd(f), newInjectCmd(f), newCACmd(f),
+		newCheckCmd(f, nil),
 	)
 	return root
 }
