@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -41,6 +42,8 @@ type identityStore struct {
 	cur      atomic.Pointer[credentials]
 	mu       sync.Mutex // serialises reloads and the disabled log line
 	disabled string     // last reason logged, so each cause is logged once
+	// lastAttempt fingerprints the files last tried.
+	lastAttempt string
 }
 
 func newIdentityStore(cfg *Config, m *metrics, log *slog.Logger) *identityStore {
@@ -81,9 +84,21 @@ func (s *identityStore) reload() {
 			break
 		}
 	}
-	if old := s.cur.Load(); err == nil && old != nil && bytes.Equal(raw[0], old.raw[0]) && bytes.Equal(raw[1], old.raw[1]) && bytes.Equal(raw[2], old.raw[2]) {
+	// The poll and every fsnotify event land here: only a change of
+	// content (or of the reason it cannot be read) is a reload.
+	attempt := sha256.New()
+	for _, b := range raw {
+		attempt.Write(b)
+		attempt.Write([]byte{0})
+	}
+	if err != nil {
+		attempt.Write([]byte(err.Error()))
+	}
+	sum := string(attempt.Sum(nil))
+	if sum == s.lastAttempt {
 		return
 	}
+	s.lastAttempt = sum
 	var c *credentials
 	if err == nil {
 		c, err = parseCredentials(raw, s.identity, s.now())
