@@ -147,5 +147,5 @@ const (
 	errHTTPBad     = "http_bad_request"
 	errConnect     = "connect"
 	errResolve     = "resolve"
-	errTLSPassthru = "tls_clienthello"
+	errLoop        = "loop"
 )

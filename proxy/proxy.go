@@ -135,8 +135,9 @@ type Proxy struct {
 	inboundHTTP, outboundHTTP *connServer
 	inboundRT, outboundRT     http.RoundTripper
 
-	started time.Time
-	ready   atomic.Bool
+	started     time.Time
+	ready       atomic.Bool
+	inboundPort atomic.Uint32
 	// Addresses actually bound, for tests that listen on port 0.
 	addrs   map[string]net.Addr
 	addrsMu sync.Mutex
@@ -202,6 +203,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 		listeners = append(listeners, lis)
 		p.addrsMu.Lock()
 		p.addrs[l.name] = lis.Addr()
+		if l.name == inbound {
+			p.inboundPort.Store(uint32(addrPort(lis.Addr()).Port()))
+		}
 		p.addrsMu.Unlock()
 	}
 	close(p.bound)
@@ -313,6 +317,13 @@ func (p *Proxy) serveInbound(_ context.Context, raw net.Conn) {
 			}
 			c = &replayConn{Conn: tc, buf: buf}
 		}
+	}
+	if uint32(dst.Port()) == p.inboundPort.Load() {
+		// Addressed to the proxy itself (a direct connection to 4143, as
+		// `openssl s_client` or `check --tls` make): there is no
+		// application behind it, and forwarding would loop.
+		p.fail(c, inbound, errLoop, "connection addressed to the inbound port itself", errors.New("no application behind the proxy port"))
+		return
 	}
 	cc := p.m.track(c, meta.tls.labels(labels{"direction": inbound, "peer": "src"}))
 	switch proto {
