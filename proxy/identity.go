@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"meshtls/proxy/discovery"
 )
 
 // credentials are one loaded, consistent set of TLS files.
@@ -258,3 +260,43 @@ func peerIdentity(cs tls.ConnectionState) string {
 	}
 	return ""
 }
+
+// ControllerTLS is the client TLS configuration for the proxy's own calls
+// to the control plane (the destination service): it presents the pod's
+// current certificate, when it has one, and accepts only a server that
+// chains to the current trust anchors and is controllerID. Both are read
+// at each handshake, so rotation needs no new client.
+func (p *Proxy) ControllerTLS(controllerID string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ServerName: controllerID,
+		// Verification is done below against the anchors of the moment,
+		// which a static RootCAs could not follow.
+		InsecureSkipVerify: true, //nolint:gosec // VerifyConnection verifies chain and name
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if c := p.id.current(); c != nil {
+				return c.cert, nil
+			}
+			return &tls.Certificate{}, nil
+		},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			c := p.id.current()
+			if c == nil {
+				return errors.New("no trust anchors loaded: cannot verify the controller")
+			}
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("controller presented no certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, ic := range cs.PeerCertificates[1:] {
+				inter.AddCert(ic)
+			}
+			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: controllerID, Roots: c.roots, Intermediates: inter})
+			return err
+		},
+	}
+}
+
+// SetResolver sets the resolver before Run, for resolvers that need the
+// proxy's ControllerTLS.
+func (p *Proxy) SetResolver(r discovery.Resolver) { p.cfg.Resolver = r }
