@@ -224,10 +224,10 @@ func startApp(t testing.TB) *app {
 			gs.ServeHTTP(w, r)
 			return
 		}
-		switch {
-		case r.URL.Path == "/fail":
+		switch r.URL.Path {
+		case "/fail":
 			http.Error(w, "failing on purpose", http.StatusServiceUnavailable)
-		case r.URL.Path == "/upgrade":
+		case "/upgrade":
 			if r.Header.Get("Upgrade") != "echo" {
 				http.Error(w, "want Upgrade: echo", http.StatusBadRequest)
 				return
@@ -236,16 +236,16 @@ func startApp(t testing.TB) *app {
 			if err != nil {
 				return
 			}
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 			_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 			_ = brw.Flush()
 			_, _ = io.Copy(c, brw)
-		case r.URL.Path == "/chunked":
+		case "/chunked":
 			body, _ := io.ReadAll(r.Body)
 			w.Header().Set("Trailer", "X-Sum")
 			for i := 0; i < 3; i++ {
 				fmt.Fprintf(w, "chunk%d;", i)
-				http.NewResponseController(w).Flush()
+				_ = http.NewResponseController(w).Flush()
 			}
 			w.Header().Set("X-Sum", fmt.Sprint(len(body)))
 		default:
@@ -438,7 +438,7 @@ func rawExchange(t testing.TB, addr string, b []byte, within time.Duration) (str
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(within))
 	if len(b) > 0 {
 		if _, err := c.Write(b); err != nil {

@@ -191,7 +191,7 @@ func (s *identityStore) watch(ctx context.Context, poll time.Duration) {
 	var events <-chan fsnotify.Event
 	var errs <-chan error
 	if w != nil {
-		defer w.Close()
+		defer func() { _ = w.Close() }()
 		events, errs = w.Events, w.Errors
 	}
 	tick := time.NewTicker(poll)
@@ -204,7 +204,8 @@ func (s *identityStore) watch(ctx context.Context, poll time.Duration) {
 			return
 		case <-events:
 			debounce = time.After(50 * time.Millisecond)
-		case <-errs:
+		case err := <-errs:
+			s.log.Debug("TLS file watch error", "error", err)
 		case <-debounce:
 			debounce = nil
 			s.reload()

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -389,7 +388,7 @@ func inboundDstLabels() labels {
 }
 
 func (p *Proxy) forwardInboundTCP(src *countedConn, meta *connMeta) {
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	defer cancel()
 	d, err := p.dial(ctx, meta.dst)
@@ -541,7 +540,7 @@ func (e *handshakeError) Error() string {
 func (e *handshakeError) Unwrap() error { return e.err }
 
 func (p *Proxy) forwardOutboundTCP(src *countedConn, meta *connMeta) {
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	r := p.pick(context.Background(), meta.dst)
 	d, err := p.connect(context.Background(), r, nil)
 	if err != nil {
@@ -563,11 +562,4 @@ func (c *metaConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return nil
-}
-
-func hostOnly(authority string) string {
-	if h, _, err := net.SplitHostPort(authority); err == nil {
-		return h
-	}
-	return strings.TrimSuffix(authority, ".")
 }

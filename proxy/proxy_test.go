@@ -125,7 +125,7 @@ func TestUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	fmt.Fprintf(c, "GET /upgrade HTTP/1.1\r\nHost: b.ns:8080\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 	br := bufio.NewReader(c)
@@ -154,7 +154,7 @@ func TestGRPCUnaryAndBidi(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cc.Close()
+	defer func() { _ = cc.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cl := testpb.NewTestServiceClient(cc)
@@ -215,7 +215,7 @@ func TestOpaqueTCPOverMTLS(t *testing.T) {
 			if err != nil {
 				return
 			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+			go func() { defer func() { _ = c.Close() }(); _, _ = io.Copy(c, c) }()
 		}
 	}()
 	m.b.setOrigDst(l.Addr().String())
@@ -223,7 +223,7 @@ func TestOpaqueTCPOverMTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	msg := "\x00\x01binary protocol payload\xff"
 	fmt.Fprint(c, msg)
@@ -298,7 +298,7 @@ func TestBadClientCertificates(t *testing.T) {
 			// TLS 1.3: the server's verdict arrives with the first read.
 			fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: b\r\n\r\n")
 			_, err = io.ReadAll(c)
-			c.Close()
+			_ = c.Close()
 		}
 		if err == nil {
 			t.Errorf("%s: client certificate accepted", name)
@@ -347,7 +347,7 @@ func TestBadInput(t *testing.T) {
 	_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03})
 	_ = c.(*net.TCPConn).CloseWrite()
 	_, _ = io.ReadAll(c)
-	c.Close()
+	_ = c.Close()
 	eventually(t, 5*time.Second, "two TLS handshake errors", func() bool { return errs(errTLSInbound) == 2 })
 
 	// Half a request line, then silence: a detect timeout.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,7 +97,7 @@ func TestRotationDropsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if got := c.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(last.Serial) != 0 {
 		t.Errorf("served serial %v, want the rotated %v", got, last.Serial)
 	}
@@ -231,7 +232,7 @@ func tapClient(t *testing.T, addr string, as string) tappb.TapClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cc.Close() })
+	t.Cleanup(func() { _ = cc.Close() })
 	return tappb.NewTapClient(cc)
 }
 
@@ -379,8 +380,10 @@ func (f fixedPods) Pods(context.Context, string, k8slabels.Selector) ([]stat.Pod
 func TestStatReadsProxyMetrics(t *testing.T) {
 	m := newMesh(t, meshOpts{idA: idA, idB: idB})
 	host, port, _ := net.SplitHostPort(m.b.addr("admin"))
-	var portN int
-	fmt.Sscan(port, &portN)
+	portN, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pods := fixedPods{{Namespace: "ns", Name: "b-1", IP: host, Meshed: true, Owners: map[string]string{"deployment": "b"}}}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
