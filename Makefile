@@ -53,6 +53,11 @@ bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signin
 	bench/stat-rss.sh | tee bench/stat-rss.txt
 	$(GO) test -run '^$$' -bench Issue -benchmem -count 5 ./ca/pki/ | tee bench/ca-pki.txt
 	$(GO) run ./bench/ca-burst | tee bench/ca-burst.txt
+	$(MAKE) bench-proxy
+
+.PHONY: bench-proxy
+bench-proxy: ## Benchmark the proxy pair (plain, mTLS) against nginx and haproxy pairs (needs `make deps`)
+	$(GO) run ./bench/proxy | tee bench/proxy.txt
 
 .PHONY: lint
 lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …) on both modules

@@ -112,6 +112,19 @@ func metaFrom(ctx context.Context) *connMeta {
 
 type routeKey struct{}
 
+// FlushInterval stays 0: ReverseProxy already flushes every write of a
+// response without Content-Length (gRPC, streams, chunked), and a sized
+// response is better sent in one write.
+
+// bufPool reuses ReverseProxy's copy buffers, which otherwise are most of
+// what a request allocates.
+var bufPool = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(x []byte) { b.p.Put(&x) }
+
 // inboundHandler proxies requests to the local application at the
 // connection's original destination.
 func (p *Proxy) inboundHandler() http.Handler {
@@ -121,10 +134,10 @@ func (p *Proxy) inboundHandler() http.Handler {
 			pr.Out.URL.Host = metaFrom(pr.In.Context()).dst.String()
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:     p.inboundRT,
-		FlushInterval: -1,
-		ErrorHandler:  p.errorHandler(inbound),
-		ErrorLog:      log.New(discardWriter{}, "", 0),
+		Transport:    p.inboundRT,
+		BufferPool:   bufPool,
+		ErrorHandler: p.errorHandler(inbound),
+		ErrorLog:     log.New(discardWriter{}, "", 0),
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		meta := metaFrom(r.Context())
@@ -148,10 +161,10 @@ func (p *Proxy) outboundHandler() http.Handler {
 			pr.Out.URL.Host = r.ep.Addr.String()
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:     p.outboundRT,
-		FlushInterval: -1,
-		ErrorHandler:  p.errorHandler(outbound),
-		ErrorLog:      log.New(discardWriter{}, "", 0),
+		Transport:    p.outboundRT,
+		BufferPool:   bufPool,
+		ErrorHandler: p.errorHandler(outbound),
+		ErrorLog:     log.New(discardWriter{}, "", 0),
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		meta := metaFrom(r.Context())
