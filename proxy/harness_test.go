@@ -316,7 +316,12 @@ type meshOpts struct {
 func newMesh(t testing.TB, o meshOpts) *mesh {
 	t.Helper()
 	m := &mesh{app: startApp(t), target: "10.99.0.2:8080"}
-	m.b = startProxy(t, proxyOpts{identity: o.idB, tune: o.tuneB})
+	m.b = startProxy(t, proxyOpts{identity: o.idB, tune: func(c *Config) {
+		c.PodNamespace, c.PodName = "ns", "b-1"
+		if o.tuneB != nil {
+			o.tuneB(c)
+		}
+	}})
 	m.b.setOrigDst(m.app.addr)
 	adv := o.advertised
 	if adv == "" {

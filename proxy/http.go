@@ -15,6 +15,12 @@ import (
 	"time"
 )
 
+// maxIdlePerHost keeps as many HTTP/1 connections to an endpoint as a
+// burst needed: with fewer, a burst's extra connections are closed after
+// one request and re-dialed (a new mTLS handshake each) by the next, which
+// under load is a handshake storm.
+const maxIdlePerHost = 1024
+
 // maxHeaderBytes bounds a request's header block; larger ones get 431.
 const maxHeaderBytes = 64 << 10
 
@@ -212,7 +218,7 @@ func (p *Proxy) newInboundTransport() http.RoundTripper {
 	h1.SetHTTP1(true)
 	h2.SetUnencryptedHTTP2(true)
 	return byProto{
-		h1: &http.Transport{DialContext: dial, Protocols: &h1, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second},
+		h1: &http.Transport{DialContext: dial, Protocols: &h1, MaxIdleConnsPerHost: maxIdlePerHost, IdleConnTimeout: 90 * time.Second},
 		h2: &http.Transport{DialContext: dial, Protocols: &h2, IdleConnTimeout: 90 * time.Second},
 	}
 }
@@ -269,7 +275,7 @@ func (t *outboundTransport) newTransport(rt route, h2 bool) *http.Transport {
 	tr := &http.Transport{
 		DialContext:         dial,
 		Protocols:           &protos,
-		MaxIdleConnsPerHost: 64,
+		MaxIdleConnsPerHost: maxIdlePerHost,
 		IdleConnTimeout:     90 * time.Second,
 	}
 	if rt.tls.status == "true" {

@@ -148,7 +148,14 @@ func New(cfg Config) *Proxy {
 	cfg.defaults()
 	p := &Proxy{cfg: cfg, log: cfg.Log, m: newMetrics(), addrs: map[string]net.Addr{}, bound: make(chan struct{})}
 	p.id = newIdentityStore(&p.cfg, p.m, p.log)
-	p.tap = newTapHub(p.m, cfg.TapBuffer)
+	self := map[string]string{}
+	if cfg.PodNamespace != "" {
+		self["namespace"] = cfg.PodNamespace
+	}
+	if cfg.PodName != "" {
+		self["pod"] = cfg.PodName
+	}
+	p.tap = newTapHub(p.m, cfg.TapBuffer, self)
 	p.inboundRT = p.newInboundTransport()
 	p.outboundRT = &outboundTransport{p: p}
 	p.inboundHTTP = p.newConnServer(inbound, p.inboundHandler())

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -35,6 +36,8 @@ type tapHub struct {
 	n      atomic.Int32 // open streams, read on every request
 	mu     sync.RWMutex
 	subs   map[*tapSub]struct{}
+	// self labels this pod in events: namespace and pod.
+	self map[string]string
 }
 
 type tapSub struct {
@@ -45,8 +48,8 @@ type tapSub struct {
 	started atomic.Uint32
 }
 
-func newTapHub(m *metrics, buffer int) *tapHub {
-	return &tapHub{m: m, buffer: buffer, base: rand.Uint32(), subs: map[*tapSub]struct{}{}}
+func newTapHub(m *metrics, buffer int, self map[string]string) *tapHub {
+	return &tapHub{m: m, buffer: buffer, base: rand.Uint32(), subs: map[*tapSub]struct{}{}, self: self}
 }
 
 func (h *tapHub) add(req *tappb.ObserveRequest) *tapSub {
@@ -103,12 +106,15 @@ func (h *tapHub) requestInit(r *http.Request, meta *connMeta, rt route, l labels
 	}
 	dir := tappb.TapEvent_INBOUND
 	src, dst := meta.src, meta.dst
-	dstLabels := map[string]string{}
+	// This pod is the destination of inbound requests and the source of
+	// outbound ones; discovery labels the outbound destination.
+	srcLabels, dstLabels := map[string]string{}, maps.Clone(h.self)
 	if meta.direction == outbound {
 		dir = tappb.TapEvent_OUTBOUND
 		dst = rt.ep.Addr
-		for k, v := range rt.ep.Labels {
-			dstLabels[k] = v
+		srcLabels, dstLabels = dstLabels, maps.Clone(rt.ep.Labels)
+		if dstLabels == nil {
+			dstLabels = map[string]string{}
 		}
 	}
 	scheme := "http"
@@ -120,7 +126,7 @@ func (h *tapHub) requestInit(r *http.Request, meta *connMeta, rt route, l labels
 	init.Id = t.id
 	t.base = &tappb.TapEvent{
 		Source:          tcpAddr(src),
-		SourceMeta:      &tappb.TapEvent_EndpointMeta{Labels: map[string]string{}},
+		SourceMeta:      &tappb.TapEvent_EndpointMeta{Labels: srcLabels},
 		Destination:     tcpAddr(dst),
 		DestinationMeta: &tappb.TapEvent_EndpointMeta{Labels: dstLabels},
 		ProxyDirection:  dir,

@@ -285,6 +285,9 @@ func TestTap(t *testing.T) {
 	if tls := evs[0].GetTls(); tls.GetStatus() != "true" || tls.GetClientId() != idA {
 		t.Errorf("tls %v", tls)
 	}
+	if got := evs[0].GetDestinationMeta().GetLabels()["pod"]; got != "b-1" {
+		t.Errorf("inbound destination meta %v, want pod b-1", evs[0].GetDestinationMeta())
+	}
 	if evs[0].GetProxyDirection() != tappb.TapEvent_INBOUND {
 		t.Errorf("direction %v", evs[0].GetProxyDirection())
 	}

@@ -421,7 +421,9 @@ func (r result) rss() string {
 // measure runs rate requests per second (open loop) or, with rate 0,
 // conns closed-loop workers, for d after a warm-up.
 func measure(s *setup, rate, conns int, d time.Duration) result {
-	tr := &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512, TLSClientConfig: &tls.Config{}}
+	// At most 64 connections, as a pod's clients would hold: requests
+	// beyond them wait in the generator, and that wait counts.
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64, TLSClientConfig: &tls.Config{}}
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	defer tr.CloseIdleConnections()
 	url := "http://" + s.entry + "/"
