@@ -112,10 +112,9 @@ func runProxy(args []string) int {
 
 type setup struct {
 	name  string
-	entry string     // where the load generator sends requests
-	pids  []int      // client-side then server-side process
-	stop  func()     // stops the pair
-	procs [][]string // for the report: what ran
+	entry string // where the load generator sends requests
+	pids  []int  // client-side then server-side process
+	stop  func() // stops the pair
 }
 
 func freeAddr() string {
