@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // maxIdlePerHost keeps as many HTTP/1 connections to an endpoint as a
@@ -148,8 +150,10 @@ func (p *Proxy) inboundHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		meta := metaFrom(r.Context())
 		meta.requests.Add(1)
-		l := meta.tls.labels(labels{"direction": inbound, "authority": r.Host})
-		p.observe(w, r, l, meta, route{}, rp)
+		rs := p.series(meta, r.Host, func() labels {
+			return meta.tls.labels(labels{"direction": inbound, "authority": r.Host})
+		})
+		p.observe(w, r, rs, meta, route{}, rp)
 	})
 }
 
@@ -176,9 +180,11 @@ func (p *Proxy) outboundHandler() http.Handler {
 		meta := metaFrom(r.Context())
 		meta.requests.Add(1)
 		rt := p.pick(r.Context(), meta.dst)
-		l := rt.dstLabels(rt.tls.labels(labels{"direction": outbound, "authority": r.Host}))
+		rs := p.series(meta, r.Host+"\x00"+rt.ep.Addr.String()+"\x00"+rt.tls.status+"\x00"+rt.ep.Identity, func() labels {
+			return rt.dstLabels(rt.tls.labels(labels{"direction": outbound, "authority": r.Host}))
+		})
 		r = r.WithContext(context.WithValue(r.Context(), routeKey{}, rt))
-		p.observe(w, r, l, meta, rt, rp)
+		p.observe(w, r, rs, meta, rt, rp)
 	})
 }
 
@@ -326,10 +332,10 @@ func (w *respWriter) Flush() {
 // observe runs one request through next and records it: request_total at
 // once, response_total and response_latency_ms (time to first byte) when
 // it ends, and tap events for any stream that matches.
-func (p *Proxy) observe(w http.ResponseWriter, r *http.Request, l labels, meta *connMeta, rt route, next http.Handler) {
+func (p *Proxy) observe(w http.ResponseWriter, r *http.Request, rs *reqSeries, meta *connMeta, rt route, next http.Handler) {
 	start := time.Now()
-	p.m.requests.get(l).Inc()
-	tr := p.tap.requestInit(r, meta, rt, l, start)
+	rs.req.Inc()
+	tr := p.tap.requestInit(r, meta, rt, rs.l, start)
 	rw := &respWriter{ResponseWriter: w}
 	if tr != nil {
 		rw.onFirst = func(code int) { tr.responseInit(code, time.Since(start)) }
@@ -354,9 +360,9 @@ func (p *Proxy) observe(w http.ResponseWriter, r *http.Request, l labels, meta *
 		if status >= 500 || (grpc != "" && grpc != "0") || rec != nil {
 			class = "failure"
 		}
-		rl := l.with("status_code", strconv.Itoa(status))
-		p.m.latency.get(rl).Observe(float64(first.Sub(start).Microseconds()) / 1000)
-		p.m.responses.get(rl.with("classification", class, "grpc_status", grpc)).Inc()
+		out := rs.response(p.m, status, class, grpc)
+		out.latency.Observe(float64(first.Sub(start).Microseconds()) / 1000)
+		out.count.Inc()
 		if tr != nil {
 			errMsg := ""
 			if rw.Header().Get("l5d-proxy-error") != "" {
@@ -369,6 +375,55 @@ func (p *Proxy) observe(w http.ResponseWriter, r *http.Request, l labels, meta *
 		}
 	}()
 	next.ServeHTTP(rw, r)
+}
+
+// reqSeries are the metrics of one label set of requests, cached on the
+// connection: requests on a kept-alive connection mostly share them, and
+// building and sorting labels was the proxy's own largest per-request cost.
+type reqSeries struct {
+	l   labels
+	req prometheus.Counter
+	mu  sync.Mutex
+	rsp map[rspKey]rspSeries
+}
+
+type rspKey struct {
+	status      int
+	class, grpc string
+}
+
+type rspSeries struct {
+	latency prometheus.Observer
+	count   prometheus.Counter
+}
+
+func (rs *reqSeries) response(m *metrics, status int, class, grpc string) rspSeries {
+	k := rspKey{status, class, grpc}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if s, ok := rs.rsp[k]; ok {
+		return s
+	}
+	rl := rs.l.with("status_code", strconv.Itoa(status))
+	s := rspSeries{latency: m.latency.get(rl), count: m.responses.get(rl.with("classification", class, "grpc_status", grpc))}
+	if len(rs.rsp) < 64 {
+		rs.rsp[k] = s
+	}
+	return s
+}
+
+// series finds the request series for key on this connection, building
+// its labels only on a miss. A connection holds at most 64 label sets.
+func (p *Proxy) series(meta *connMeta, key string, mk func() labels) *reqSeries {
+	if v, ok := meta.series.Load(key); ok {
+		return v.(*reqSeries)
+	}
+	l := mk()
+	rs := &reqSeries{l: l, req: p.m.requests.get(l), rsp: map[rspKey]rspSeries{}}
+	if meta.nSeries.Add(1) <= 64 {
+		meta.series.Store(key, rs)
+	}
+	return rs
 }
 
 type countingBody struct {

@@ -119,6 +119,9 @@ type connMeta struct {
 	tls       tlsStatus
 	requests  atomic.Int64
 	active    atomic.Bool
+	// series caches the request metrics of this connection's label sets.
+	series  sync.Map
+	nSeries atomic.Int32
 }
 
 type connMetaKey struct{}
