@@ -56,6 +56,11 @@ bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signin
 	$(GO) test -run '^$$' -bench Model10k -benchtime 5x -count 5 ./tui/ | tee bench/tui.txt
 	$(GO) test -run '^$$' -bench Sustained -benchtime 1x -count 3 ./tui/ | tee -a bench/tui.txt
 	$(GO) test -run '^$$' -bench CheckTLS1000Pods -benchtime 5x -count 5 ./check/ | tee bench/check-tls.txt
+	$(MAKE) bench-proxy
+
+.PHONY: bench-proxy
+bench-proxy: ## Benchmark the proxy pair (plain, mTLS) against nginx and haproxy pairs (needs `make deps`)
+	$(GO) run ./bench/proxy | tee bench/proxy.txt
 
 .PHONY: lint
 lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …) on both modules

@@ -13,6 +13,12 @@ want promtool prometheus
 want openssl openssl
 want wrk wrk
 want tmux tmux
+# The proxy's tests (network namespaces, proxy-init's rules) and its
+# benchmark peers (make bench-proxy).
+want iptables-restore iptables
+want setpriv util-linux
+want nginx nginx
+want haproxy haproxy
 # `scripts/deps.sh generate` (make generate) also installs protoc and the
 # well-known .proto files the tap API imports.
 if [ "${1:-}" = generate ]; then

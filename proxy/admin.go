@@ -1,0 +1,57 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Ready reports whether /ready would answer 200, and why not.
+//
+// A TLS-injected pod is not ready until its certificate has loaded, for
+// at most ReadyWait: the pod stays out of its Service's endpoints while the
+// CA has not served it yet, so peers are not sent to a proxy that cannot
+// serve the identity discovery advertises. After ReadyWait the pod becomes
+// ready in plain text, so a missing CA never takes workloads down.
+func (p *Proxy) Ready() (bool, string) {
+	if !p.ready.Load() {
+		return false, "listeners not bound"
+	}
+	if p.id.configured() && p.id.current() == nil {
+		if wait := p.cfg.ReadyWait - time.Since(p.started); wait > 0 {
+			return false, fmt.Sprintf("waiting up to %s more for TLS credentials", wait.Round(time.Second))
+		}
+	}
+	return true, "ready"
+}
+
+func (p *Proxy) serveAdmin(ctx context.Context, l net.Listener) error {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = fmt.Fprintln(w, "live")
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := p.Ready()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = fmt.Fprintln(w, why)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(discardWriter{}, "", 0)}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}

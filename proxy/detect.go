@@ -1,0 +1,123 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"time"
+)
+
+// Protocol is what the first bytes of a connection say it speaks.
+type Protocol int
+
+// The protocols the proxy tells apart. Anything it does not recognise is
+// Opaque and forwarded byte for byte.
+const (
+	Opaque Protocol = iota
+	TLS
+	HTTP1
+	HTTP2
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case TLS:
+		return "tls"
+	case HTTP1:
+		return "http/1"
+	case HTTP2:
+		return "h2"
+	}
+	return "opaque"
+}
+
+// h2Preface starts every prior-knowledge HTTP/2 connection (RFC 9113 §3.4).
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// methods are the HTTP/1 request methods recognised, each with the space
+// that must follow it; a prefix of one keeps detection waiting.
+var methods = [][]byte{
+	[]byte("GET "), []byte("HEAD "), []byte("POST "), []byte("PUT "), []byte("DELETE "),
+	[]byte("OPTIONS "), []byte("PATCH "), []byte("CONNECT "), []byte("TRACE "),
+}
+
+// maxDetect is the most bytes detection ever needs: the HTTP/2 preface.
+var maxDetect = len(h2Preface)
+
+// Detect classifies the first bytes of a connection. more is true when b is
+// still a prefix of something recognisable and more bytes would decide.
+func Detect(b []byte) (p Protocol, more bool) {
+	if len(b) == 0 {
+		return Opaque, true
+	}
+	// A TLS record: handshake content type (22) and a 3.x legacy version.
+	if b[0] == 0x16 {
+		if len(b) < 2 {
+			return Opaque, true
+		}
+		if b[1] == 0x03 {
+			return TLS, false
+		}
+		return Opaque, false
+	}
+	if hasPrefixOrIsPrefix(b, h2Preface) {
+		if len(b) >= len(h2Preface) {
+			return HTTP2, false
+		}
+		return Opaque, true
+	}
+	undecided := false
+	for _, m := range methods {
+		if bytes.HasPrefix(b, m) {
+			return HTTP1, false
+		}
+		if len(b) < len(m) && bytes.HasPrefix(m, b) {
+			undecided = true
+		}
+	}
+	return Opaque, undecided
+}
+
+func hasPrefixOrIsPrefix(b, full []byte) bool {
+	if len(b) >= len(full) {
+		return bytes.HasPrefix(b, full)
+	}
+	return bytes.HasPrefix(full, b)
+}
+
+// errDetectTimeout means the peer sent a prefix of a recognisable protocol
+// (a partial ClientHello, half a request line) and then stalled.
+var errDetectTimeout = errors.New("protocol detection timed out on a partial prefix")
+
+// detect reads from c until Detect decides or timeout passes. It returns the
+// bytes read, which the caller must replay. A peer that sends nothing at
+// all within timeout is treated as opaque (server-speaks-first protocols);
+// one that sends an undecided prefix and stalls is an error.
+func detect(c net.Conn, timeout time.Duration) (Protocol, []byte, error) {
+	buf := make([]byte, 0, maxDetect)
+	deadline := time.Now().Add(timeout)
+	_ = c.SetReadDeadline(deadline)
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	for {
+		n, err := c.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		p, more := Detect(buf)
+		if len(buf) > 0 && (!more || len(buf) == cap(buf)) {
+			return p, buf, nil
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if len(buf) == 0 {
+					return Opaque, buf, nil
+				}
+				return Opaque, buf, errDetectTimeout
+			}
+			if errors.Is(err, io.EOF) && len(buf) > 0 {
+				return p, buf, nil
+			}
+			return Opaque, buf, err
+		}
+	}
+}

@@ -1,0 +1,575 @@
+// Package proxy is the meshtls sidecar: a transparent proxy for a pod's
+// inbound (4143) and outbound (4140) traffic that detects HTTP/1.1, HTTP/2
+// and gRPC, originates and terminates mutual TLS between meshed pods, and
+// exports linkerd2-proxy's metrics (admin, 4191) and a tap stream (4190).
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"meshtls/proxy/discovery"
+)
+
+// Config is what the proxy needs; FromEnv reads it from the environment
+// inject writes.
+type Config struct {
+	InboundAddr, OutboundAddr, AdminAddr, TapAddr string
+
+	PodNamespace, PodName, PodIP string
+	// Identity is this pod's TLS identity; empty when the pod was injected
+	// without TLS.
+	Identity           string
+	ControllerIdentity string
+	CertFile, KeyFile  string
+	TrustAnchorsFile   string
+
+	// Resolver answers where outbound destinations lead and which
+	// identity they serve. Nil means nothing is known: all outbound
+	// traffic is plain text, not_provided_by_service_discovery.
+	Resolver discovery.Resolver
+
+	// DetectTimeout bounds protocol detection and the inbound TLS
+	// handshake; ConnectTimeout bounds dialing and outbound handshakes.
+	DetectTimeout  time.Duration
+	ConnectTimeout time.Duration
+	// ResolveTimeout bounds the wait for discovery's first answer.
+	ResolveTimeout time.Duration
+	// ReadyWait is how long /ready waits for the certificate of a
+	// TLS-injected pod before reporting ready in plain text anyway.
+	ReadyWait time.Duration
+	// ReloadPoll is the backstop period for re-reading the TLS files.
+	ReloadPoll time.Duration
+	// TapBuffer is the events each tap stream may queue before dropping.
+	TapBuffer int
+
+	// OrigDst finds an accepted connection's original destination; nil
+	// means SO_ORIGINAL_DST. Tests without iptables set it.
+	OrigDst func(c net.Conn, direction string) (netip.AddrPort, error)
+
+	Log *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.DetectTimeout == 0 {
+		c.DetectTimeout = 10 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	if c.ResolveTimeout == 0 {
+		c.ResolveTimeout = 3 * time.Second
+	}
+	if c.ReadyWait == 0 {
+		c.ReadyWait = 30 * time.Second
+	}
+	if c.ReloadPoll == 0 {
+		c.ReloadPoll = 10 * time.Second
+	}
+	if c.TapBuffer == 0 {
+		c.TapBuffer = 1000
+	}
+	if c.OrigDst == nil {
+		c.OrigDst = func(c net.Conn, _ string) (netip.AddrPort, error) { return OriginalDst(c) }
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Directions, as the metrics' direction label spells them.
+const (
+	inbound  = "inbound"
+	outbound = "outbound"
+)
+
+// tlsStatus is a connection's or request's tls label and what goes with it.
+type tlsStatus struct {
+	status, reason, clientID, serverID string
+}
+
+// The tls label's values and no_tls_reason's.
+var (
+	tlsFromRemote    = tlsStatus{status: "no_identity", reason: "no_tls_from_remote"}
+	tlsNoDiscovery   = tlsStatus{status: "no_identity", reason: "not_provided_by_service_discovery"}
+	tlsLoopback      = tlsStatus{status: "no_identity", reason: "loopback"}
+	tlsNotConfigured = tlsStatus{status: "disabled", reason: "not_configured"}
+)
+
+func (t tlsStatus) labels(l labels) labels {
+	return l.with("tls", t.status, "no_tls_reason", t.reason, "client_id", t.clientID, "server_id", t.serverID)
+}
+
+// connMeta travels with an accepted connection into the HTTP server.
+type connMeta struct {
+	direction string
+	src       netip.AddrPort
+	dst       netip.AddrPort // the original destination
+	tls       tlsStatus
+	requests  atomic.Int64
+	active    atomic.Bool
+	// series caches the request metrics of this connection's label sets.
+	series  sync.Map
+	nSeries atomic.Int32
+}
+
+type connMetaKey struct{}
+
+// Proxy is one running sidecar.
+type Proxy struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+	id  *identityStore
+	tap *tapHub
+
+	inboundHTTP, outboundHTTP *connServer
+	inboundRT, outboundRT     http.RoundTripper
+
+	started     time.Time
+	ready       atomic.Bool
+	inboundPort atomic.Uint32
+	// Addresses actually bound, for tests that listen on port 0.
+	addrs   map[string]net.Addr
+	addrsMu sync.Mutex
+	bound   chan struct{}
+}
+
+// New builds a proxy; Run starts it.
+func New(cfg Config) *Proxy {
+	cfg.defaults()
+	p := &Proxy{cfg: cfg, log: cfg.Log, m: newMetrics(), addrs: map[string]net.Addr{}, bound: make(chan struct{})}
+	p.id = newIdentityStore(&p.cfg, p.m, p.log)
+	self := map[string]string{}
+	if cfg.PodNamespace != "" {
+		self["namespace"] = cfg.PodNamespace
+	}
+	if cfg.PodName != "" {
+		self["pod"] = cfg.PodName
+	}
+	p.tap = newTapHub(p.m, cfg.TapBuffer, self)
+	p.inboundRT = p.newInboundTransport()
+	p.outboundRT = &outboundTransport{p: p}
+	p.inboundHTTP = p.newConnServer(inbound, p.inboundHandler())
+	p.outboundHTTP = p.newConnServer(outbound, p.outboundHandler())
+	return p
+}
+
+// Addr is the address a listener ("inbound", "outbound", "admin", "tap")
+// is bound to, once Run has bound it.
+func (p *Proxy) Addr(name string) net.Addr {
+	<-p.bound
+	p.addrsMu.Lock()
+	defer p.addrsMu.Unlock()
+	return p.addrs[name]
+}
+
+// Run serves until ctx ends. It fails only when a listener cannot bind.
+func (p *Proxy) Run(ctx context.Context) error {
+	p.started = time.Now()
+	p.id.reload()
+	if p.id.configured() && p.id.current() == nil {
+		p.log.Warn("TLS credentials not available yet: serving plain text until they appear", "identity", p.cfg.Identity)
+	}
+	if !p.id.configured() {
+		p.log.Info("TLS not configured for this pod: plain text only")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type ln struct {
+		name, addr string
+		serve      func(context.Context, net.Listener) error
+	}
+	lns := []ln{
+		{inbound, p.cfg.InboundAddr, p.acceptLoop(p.serveInbound)},
+		{outbound, p.cfg.OutboundAddr, p.acceptLoop(p.serveOutbound)},
+		{"admin", p.cfg.AdminAddr, p.serveAdmin},
+		{"tap", p.cfg.TapAddr, p.serveTap},
+	}
+	var listeners []net.Listener
+	for _, l := range lns {
+		if l.addr == "" {
+			continue
+		}
+		lis, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			for _, o := range listeners {
+				_ = o.Close()
+			}
+			return fmt.Errorf("%s listener on %s: %w", l.name, l.addr, err)
+		}
+		listeners = append(listeners, lis)
+		p.addrsMu.Lock()
+		p.addrs[l.name] = lis.Addr()
+		if l.name == inbound {
+			p.inboundPort.Store(uint32(addrPort(lis.Addr()).Port()))
+		}
+		p.addrsMu.Unlock()
+	}
+	close(p.bound)
+	p.ready.Store(true)
+	p.log.Info("proxy listening", "inbound", p.cfg.InboundAddr, "outbound", p.cfg.OutboundAddr, "admin", p.cfg.AdminAddr, "tap", p.cfg.TapAddr, "identity", p.cfg.Identity)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(lns))
+	i := 0
+	for _, l := range lns {
+		if l.addr == "" {
+			continue
+		}
+		lis := listeners[i]
+		i++
+		wg.Go(func() {
+			if err := l.serve(ctx, lis); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("%s: %w", l.name, err)
+				cancel()
+			}
+		})
+	}
+	wg.Go(func() { p.id.watch(ctx, p.cfg.ReloadPoll) })
+	wg.Go(func() { p.inboundHTTP.run(ctx) })
+	wg.Go(func() { p.outboundHTTP.run(ctx) })
+	<-ctx.Done()
+	for _, l := range listeners {
+		_ = l.Close()
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (p *Proxy) acceptLoop(handle func(context.Context, net.Conn)) func(context.Context, net.Listener) error {
+	return func(ctx context.Context, l net.Listener) error {
+		go func() { <-ctx.Done(); _ = l.Close() }()
+		var delay time.Duration
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				// Out of file descriptors and the like: back off, as
+				// net/http does, rather than spin or die.
+				var ne net.Error
+				if errors.As(err, &ne) {
+					delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+					time.Sleep(delay)
+					continue
+				}
+				return err
+			}
+			delay = 0
+			go handle(ctx, c)
+		}
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// serveInbound handles one connection redirected to the inbound port:
+// detect, terminate TLS meant for this pod, then proxy HTTP or bytes to
+// the original destination, the local application.
+func (p *Proxy) serveInbound(_ context.Context, raw net.Conn) {
+	meta := &connMeta{direction: inbound, src: addrPort(raw.RemoteAddr())}
+	dst, err := p.cfg.OrigDst(raw, inbound)
+	if err != nil {
+		p.fail(raw, inbound, errConnect, "no original destination", err)
+		return
+	}
+	meta.dst = dst
+	proto, buf, err := detect(raw, p.cfg.DetectTimeout)
+	if err != nil {
+		p.failDetect(raw, inbound, err)
+		return
+	}
+	var c net.Conn = &replayConn{Conn: raw, buf: buf}
+	meta.tls = tlsFromRemote
+	creds := p.id.current()
+	if creds == nil {
+		meta.tls = tlsNotConfigured
+	}
+	if proto == TLS && creds != nil {
+		tc, terminated, err := p.acceptTLS(c, creds)
+		if err != nil {
+			p.fail(raw, inbound, errTLSInbound, "inbound TLS handshake failed", err, "src", meta.src.String())
+			return
+		}
+		c = tc
+		if terminated {
+			meta.tls = tlsStatus{status: "true", clientID: peerIdentity(tc.(*tls.Conn).ConnectionState())}
+			proto, buf, err = detect(tc, p.cfg.DetectTimeout)
+			if err != nil {
+				p.failDetect(tc, inbound, err)
+				return
+			}
+			c = &replayConn{Conn: tc, buf: buf}
+		}
+	}
+	if uint32(dst.Port()) == p.inboundPort.Load() {
+		// Addressed to the proxy itself (a direct connection to 4143, as
+		// `openssl s_client` or `check --tls` make): there is no
+		// application behind it, and forwarding would loop.
+		p.fail(c, inbound, errLoop, "connection addressed to the inbound port itself", errors.New("no application behind the proxy port"))
+		return
+	}
+	cc := p.m.track(c, meta.tls.labels(labels{"direction": inbound, "peer": "src"}))
+	switch proto {
+	case HTTP1, HTTP2:
+		p.inboundHTTP.push(&metaConn{Conn: cc, meta: meta})
+	default:
+		p.forwardInboundTCP(cc, meta)
+	}
+}
+
+// acceptTLS terminates TLS whose SNI is this pod's identity. Any other
+// ClientHello (the application's own TLS) is handed back, replayed, as
+// opaque bytes.
+func (p *Proxy) acceptTLS(c net.Conn, creds *credentials) (net.Conn, bool, error) {
+	rec := &recordingConn{Conn: c, recording: true}
+	errNotOurs := errors.New("SNI is not this pod's identity")
+	tc := tls.Server(rec, &tls.Config{
+		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+			if hi.ServerName != creds.identity {
+				rec.mute = true
+				return nil, errNotOurs
+			}
+			return creds.serverConfig([]string{"h2", "http/1.1"}), nil
+		},
+	})
+	_ = c.SetDeadline(time.Now().Add(p.cfg.DetectTimeout))
+	err := tc.Handshake()
+	_ = c.SetDeadline(time.Time{})
+	if errors.Is(err, errNotOurs) {
+		return &replayConn{Conn: c, buf: rec.rec}, false, nil
+	}
+	rec.recording, rec.rec = false, nil
+	if err != nil {
+		return nil, false, err
+	}
+	return tc, true, nil
+}
+
+func (p *Proxy) failDetect(c net.Conn, direction string, err error) {
+	reason := errDetectIO
+	if errors.Is(err, errDetectTimeout) {
+		reason = errDetect
+	}
+	p.fail(c, direction, reason, "protocol detection failed", err, "src", c.RemoteAddr().String())
+}
+
+// fail closes one connection with a counted, logged error.
+func (p *Proxy) fail(c net.Conn, direction, reason, msg string, err error, kv ...any) {
+	p.m.errors.WithLabelValues(direction, reason).Inc()
+	p.log.Debug(msg, append([]any{"direction", direction, "error", err.Error()}, kv...)...)
+	_ = c.Close()
+}
+
+func (p *Proxy) dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	d := net.Dialer{Timeout: p.cfg.ConnectTimeout}
+	return d.DialContext(ctx, "tcp", addr.String())
+}
+
+// inboundDstLabels are the transport labels of the proxy's connections to
+// the local application.
+func inboundDstLabels() labels {
+	return tlsLoopback.labels(labels{"direction": inbound, "peer": "dst"})
+}
+
+func (p *Proxy) forwardInboundTCP(src *countedConn, meta *connMeta) {
+	defer func() { _ = src.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
+	defer cancel()
+	d, err := p.dial(ctx, meta.dst)
+	if err != nil {
+		p.m.errors.WithLabelValues(inbound, errConnect).Inc()
+		p.log.Debug("inbound connect failed", "dst", meta.dst.String(), "error", err.Error())
+		return
+	}
+	splice(src, p.m.track(d, inboundDstLabels()))
+}
+
+// splice copies both ways until both sides are done.
+func splice(a, b net.Conn) {
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			_ = dst.Close()
+		}
+		done <- struct{}{}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	<-done
+	<-done
+	_ = a.Close()
+	_ = b.Close()
+}
+
+// serveOutbound handles one connection the application made, redirected
+// to the outbound port.
+func (p *Proxy) serveOutbound(_ context.Context, raw net.Conn) {
+	meta := &connMeta{direction: outbound, src: addrPort(raw.RemoteAddr()), tls: tlsLoopback}
+	dst, err := p.cfg.OrigDst(raw, outbound)
+	if err != nil {
+		p.fail(raw, outbound, errConnect, "no original destination", err)
+		return
+	}
+	meta.dst = dst
+	proto, buf, err := detect(raw, p.cfg.DetectTimeout)
+	if err != nil {
+		p.failDetect(raw, outbound, err)
+		return
+	}
+	cc := p.m.track(&replayConn{Conn: raw, buf: buf}, meta.tls.labels(labels{"direction": outbound, "peer": "src"}))
+	switch proto {
+	case HTTP1, HTTP2:
+		p.outboundHTTP.push(&metaConn{Conn: cc, meta: meta})
+	default:
+		p.forwardOutboundTCP(cc, meta)
+	}
+}
+
+// route is where one outbound request or connection goes.
+type route struct {
+	ep  discovery.Endpoint
+	tls tlsStatus
+}
+
+// pick resolves an original destination and chooses an endpoint. Plain
+// text is chosen only when discovery gives no identity, the destination
+// is loopback, or this pod has no certificate to present.
+func (p *Proxy) pick(ctx context.Context, dst netip.AddrPort) route {
+	direct := route{ep: discovery.Endpoint{Addr: dst}, tls: tlsNoDiscovery}
+	if dst.Addr().IsLoopback() {
+		direct.tls = tlsLoopback
+		return direct
+	}
+	if p.cfg.Resolver == nil {
+		return direct
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ResolveTimeout)
+	defer cancel()
+	eps, err := p.cfg.Resolver.Resolve(ctx, dst.String())
+	if err != nil && !errors.Is(err, discovery.ErrNotFound) {
+		p.m.errors.WithLabelValues(outbound, errResolve).Inc()
+		p.log.Debug("resolve failed; forwarding to the original destination", "dst", dst.String(), "error", err.Error())
+	}
+	if err != nil || len(eps) == 0 {
+		return direct
+	}
+	ep := eps[rand.IntN(len(eps))]
+	r := route{ep: ep, tls: tlsNoDiscovery}
+	if ep.Identity != "" {
+		if p.id.current() == nil {
+			// We cannot present a client certificate: the peer still
+			// accepts plain text, and the label says why.
+			r.tls = tlsNotConfigured
+		} else {
+			r.tls = tlsStatus{status: "true", serverID: ep.Identity}
+		}
+	}
+	return r
+}
+
+// dstLabels are the outbound dst_* labels of an endpoint.
+func (r route) dstLabels(l labels) labels {
+	out := l.with()
+	for k, v := range r.ep.Labels {
+		if v != "" {
+			out["dst_"+k] = v
+		}
+	}
+	return out
+}
+
+// connect dials an endpoint and, when the route is TLS, completes the mTLS
+// handshake and checks the server's identity. A failed handshake is an
+// error; it is never retried in plain text.
+func (p *Proxy) connect(ctx context.Context, r route, nextProtos []string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	raw, err := p.dial(ctx, r.ep.Addr)
+	if err != nil {
+		p.m.errors.WithLabelValues(outbound, errConnect).Inc()
+		return nil, fmt.Errorf("connect to %s: %w", r.ep.Addr, err)
+	}
+	c := net.Conn(p.m.track(raw, r.dstLabels(r.tls.labels(labels{"direction": outbound, "peer": "dst"}))))
+	if r.tls.status != "true" {
+		return c, nil
+	}
+	creds := p.id.current()
+	if creds == nil {
+		_ = c.Close()
+		return nil, errors.New("TLS credentials became unavailable")
+	}
+	tc := tls.Client(c, creds.clientConfig(r.ep.Identity, nextProtos))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = c.Close()
+		p.m.errors.WithLabelValues(outbound, errTLSOutbound).Inc()
+		p.log.Warn("outbound TLS handshake failed; not retrying in plain text", "dst", r.ep.Addr.String(), "identity", r.ep.Identity, "error", err.Error())
+		return nil, &handshakeError{identity: r.ep.Identity, addr: r.ep.Addr, err: err}
+	}
+	return tc, nil
+}
+
+type handshakeError struct {
+	identity string
+	addr     netip.AddrPort
+	err      error
+}
+
+func (e *handshakeError) Error() string {
+	return fmt.Sprintf("mTLS handshake with %s at %s failed: %v", e.identity, e.addr, e.err)
+}
+
+func (e *handshakeError) Unwrap() error { return e.err }
+
+func (p *Proxy) forwardOutboundTCP(src *countedConn, meta *connMeta) {
+	defer func() { _ = src.Close() }()
+	r := p.pick(context.Background(), meta.dst)
+	d, err := p.connect(context.Background(), r, nil)
+	if err != nil {
+		p.log.Debug("outbound connect failed", "dst", meta.dst.String(), "error", err.Error())
+		return
+	}
+	splice(src, d)
+}
+
+// metaConn carries its connMeta into the HTTP server's ConnContext.
+type metaConn struct {
+	net.Conn
+	meta *connMeta
+}
+
+// CloseWrite passes through to the counted connection.
+func (c *metaConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

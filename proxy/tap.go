@@ -1,0 +1,321 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	grpccreds "google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	netpb "meshtls/proto/net"
+	tappb "meshtls/proto/tap"
+)
+
+// tapHub fans request events out to the open tap streams. Traffic never
+// waits on a stream: each has a bounded queue, and an event that does not
+// fit is dropped and counted.
+type tapHub struct {
+	m      *metrics
+	buffer int
+	base   uint32
+	seq    atomic.Uint64
+	n      atomic.Int32 // open streams, read on every request
+	mu     sync.RWMutex
+	subs   map[*tapSub]struct{}
+	// self labels this pod in events: namespace and pod.
+	self map[string]string
+}
+
+type tapSub struct {
+	req     *tappb.ObserveRequest
+	ch      chan *tappb.TapEvent
+	limiter *rate.Limiter
+	dropped atomic.Uint64
+	started atomic.Uint32
+}
+
+func newTapHub(m *metrics, buffer int, self map[string]string) *tapHub {
+	return &tapHub{m: m, buffer: buffer, base: rand.Uint32(), subs: map[*tapSub]struct{}{}, self: self}
+}
+
+func (h *tapHub) add(req *tappb.ObserveRequest) *tapSub {
+	s := &tapSub{req: req, ch: make(chan *tappb.TapEvent, h.buffer)}
+	if req.GetMaxRps() > 0 {
+		s.limiter = rate.NewLimiter(rate.Limit(req.GetMaxRps()), max(1, int(req.GetMaxRps())))
+	}
+	h.mu.Lock()
+	h.subs[s] = struct{}{}
+	h.mu.Unlock()
+	h.n.Add(1)
+	h.m.tapSubscribers.Inc()
+	return s
+}
+
+func (h *tapHub) remove(s *tapSub) {
+	h.mu.Lock()
+	delete(h.subs, s)
+	h.mu.Unlock()
+	h.n.Add(-1)
+	h.m.tapSubscribers.Dec()
+}
+
+// send queues ev for s without ever blocking.
+func (h *tapHub) send(s *tapSub, ev *tappb.TapEvent) {
+	ev.DroppedBefore = s.dropped.Swap(0)
+	select {
+	case s.ch <- ev:
+	default:
+		s.dropped.Add(1 + ev.DroppedBefore)
+		h.m.tapDropped.Inc()
+	}
+}
+
+// tapRequest is one request being reported to the streams it matched.
+type tapRequest struct {
+	h    *tapHub
+	subs []*tapSub
+	base *tappb.TapEvent
+	id   *tappb.TapEvent_Http_StreamId
+}
+
+func tcpAddr(ap netip.AddrPort) *netpb.TcpAddress {
+	if !ap.IsValid() {
+		return nil
+	}
+	return &netpb.TcpAddress{Ip: ap.Addr().Unmap().AsSlice(), Port: uint32(ap.Port())}
+}
+
+// requestInit starts reporting r to every stream it matches; nil when none.
+func (h *tapHub) requestInit(r *http.Request, meta *connMeta, rt route, l labels, start time.Time) *tapRequest {
+	if h.n.Load() == 0 {
+		return nil
+	}
+	dir := tappb.TapEvent_INBOUND
+	src, dst := meta.src, meta.dst
+	// This pod is the destination of inbound requests and the source of
+	// outbound ones; discovery labels the outbound destination.
+	srcLabels, dstLabels := map[string]string{}, maps.Clone(h.self)
+	if meta.direction == outbound {
+		dir = tappb.TapEvent_OUTBOUND
+		dst = rt.ep.Addr
+		srcLabels, dstLabels = dstLabels, maps.Clone(rt.ep.Labels)
+		if dstLabels == nil {
+			dstLabels = map[string]string{}
+		}
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	init := &tappb.TapEvent_Http_RequestInit{Method: r.Method, Scheme: scheme, Authority: r.Host, Path: r.URL.Path}
+	t := &tapRequest{h: h, id: &tappb.TapEvent_Http_StreamId{Base: h.base, Stream: h.seq.Add(1)}}
+	init.Id = t.id
+	t.base = &tappb.TapEvent{
+		Source:          tcpAddr(src),
+		SourceMeta:      &tappb.TapEvent_EndpointMeta{Labels: srcLabels},
+		Destination:     tcpAddr(dst),
+		DestinationMeta: &tappb.TapEvent_EndpointMeta{Labels: dstLabels},
+		ProxyDirection:  dir,
+		Tls:             &tappb.TapEvent_Tls{Status: l["tls"], NoTlsReason: l["no_tls_reason"], ClientId: l["client_id"], ServerId: l["server_id"]},
+	}
+	h.mu.RLock()
+	for s := range h.subs {
+		if !matches(s.req.GetMatch(), t.base, init) {
+			continue
+		}
+		if lim := s.req.GetLimit(); lim > 0 && s.started.Load() >= lim {
+			continue
+		}
+		if s.limiter != nil && !s.limiter.Allow() {
+			s.dropped.Add(1)
+			h.m.tapDropped.Inc()
+			continue
+		}
+		s.started.Add(1)
+		t.subs = append(t.subs, s)
+	}
+	h.mu.RUnlock()
+	if len(t.subs) == 0 {
+		return nil
+	}
+	t.emit(&tappb.TapEvent_Http{Event: &tappb.TapEvent_Http_RequestInit_{RequestInit: init}})
+	return t
+}
+
+func (t *tapRequest) emit(ev *tappb.TapEvent_Http) {
+	for _, s := range t.subs {
+		e := proto.CloneOf(t.base)
+		e.Event = &tappb.TapEvent_Http_{Http: ev}
+		t.h.send(s, e)
+	}
+}
+
+func (t *tapRequest) responseInit(status int, since time.Duration) {
+	t.emit(&tappb.TapEvent_Http{Event: &tappb.TapEvent_Http_ResponseInit_{ResponseInit: &tappb.TapEvent_Http_ResponseInit{
+		Id: t.id, SinceRequestInit: durationpb.New(since), HttpStatus: uint32(status),
+	}}})
+}
+
+func (t *tapRequest) responseEnd(status int, grpc string, reset bool, errMsg string, sinceReq, sinceRsp time.Duration, rspBytes, reqBytes int64) {
+	end := &tappb.TapEvent_Http_ResponseEnd{
+		Id: t.id, SinceRequestInit: durationpb.New(sinceReq), SinceResponseInit: durationpb.New(sinceRsp),
+		ResponseBytes: uint64(rspBytes), RequestBytes: uint64(reqBytes), Error: errMsg,
+	}
+	var code uint32
+	if _, err := fmt.Sscan(grpc, &code); grpc != "" && err == nil {
+		end.Eos = &tappb.TapEvent_Http_ResponseEnd_GrpcStatus{GrpcStatus: code}
+	} else if reset {
+		end.Eos = &tappb.TapEvent_Http_ResponseEnd_ResetErrorCode{ResetErrorCode: 2} // INTERNAL_ERROR
+	}
+	_ = status
+	t.emit(&tappb.TapEvent_Http{Event: &tappb.TapEvent_Http_ResponseEnd_{ResponseEnd: end}})
+}
+
+// matches evaluates a tap match against a request; nil matches everything.
+func matches(m *tappb.ObserveRequest_Match, ev *tappb.TapEvent, init *tappb.TapEvent_Http_RequestInit) bool {
+	if m == nil {
+		return true
+	}
+	switch x := m.Match.(type) {
+	case *tappb.ObserveRequest_Match_All:
+		for _, s := range x.All.GetMatches() {
+			if !matches(s, ev, init) {
+				return false
+			}
+		}
+		return true
+	case *tappb.ObserveRequest_Match_Any:
+		for _, s := range x.Any.GetMatches() {
+			if matches(s, ev, init) {
+				return true
+			}
+		}
+		return false
+	case *tappb.ObserveRequest_Match_Not:
+		return !matches(x.Not, ev, init)
+	case *tappb.ObserveRequest_Match_Source:
+		return matchTCP(x.Source, ev.GetSource())
+	case *tappb.ObserveRequest_Match_Destination:
+		return matchTCP(x.Destination, ev.GetDestination())
+	case *tappb.ObserveRequest_Match_DestinationLabel:
+		v, ok := ev.GetDestinationMeta().GetLabels()[x.DestinationLabel.GetKey()]
+		return ok && v == x.DestinationLabel.GetValue()
+	case *tappb.ObserveRequest_Match_SourceLabel:
+		v, ok := ev.GetSourceMeta().GetLabels()[x.SourceLabel.GetKey()]
+		return ok && v == x.SourceLabel.GetValue()
+	case *tappb.ObserveRequest_Match_Http_:
+		switch h := x.Http.Match.(type) {
+		case *tappb.ObserveRequest_Match_Http_Scheme:
+			return strings.EqualFold(h.Scheme, init.Scheme)
+		case *tappb.ObserveRequest_Match_Http_Method:
+			return strings.EqualFold(h.Method, init.Method)
+		case *tappb.ObserveRequest_Match_Http_Authority:
+			return matchString(h.Authority, init.Authority)
+		case *tappb.ObserveRequest_Match_Http_Path:
+			return matchString(h.Path, init.Path)
+		}
+	}
+	return true
+}
+
+func matchString(m *tappb.ObserveRequest_Match_Http_StringMatch, s string) bool {
+	switch x := m.GetMatch().(type) {
+	case *tappb.ObserveRequest_Match_Http_StringMatch_Exact:
+		return x.Exact == s
+	case *tappb.ObserveRequest_Match_Http_StringMatch_Prefix:
+		return strings.HasPrefix(s, x.Prefix)
+	}
+	return true
+}
+
+func matchTCP(m *tappb.ObserveRequest_Match_Tcp, a *netpb.TcpAddress) bool {
+	switch x := m.GetMatch().(type) {
+	case *tappb.ObserveRequest_Match_Tcp_Ports:
+		p := a.GetPort()
+		return p >= x.Ports.GetMin() && (x.Ports.GetMax() == 0 || p <= x.Ports.GetMax())
+	case *tappb.ObserveRequest_Match_Tcp_Netmask_:
+		ip, ok := netip.AddrFromSlice(a.GetIp())
+		want, ok2 := netip.AddrFromSlice(x.Netmask.GetIp())
+		if !ok || !ok2 {
+			return false
+		}
+		pfx, err := want.Unmap().Prefix(int(x.Netmask.GetMask()))
+		return err == nil && pfx.Contains(ip.Unmap())
+	}
+	return true
+}
+
+// tapServer is the Tap gRPC service.
+type tapServer struct {
+	tappb.UnimplementedTapServer
+	h *tapHub
+}
+
+func (s *tapServer) Observe(req *tappb.ObserveRequest, stream grpc.ServerStreamingServer[tappb.TapEvent]) error {
+	sub := s.h.add(req)
+	defer s.h.remove(sub)
+	var ended uint32
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case ev := <-sub.ch:
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+			if ev.GetHttp().GetResponseEnd() != nil {
+				ended++
+				if lim := req.GetLimit(); lim > 0 && ended >= lim {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// serveTap serves Tap over mTLS, to the controller's identity only.
+func (p *Proxy) serveTap(ctx context.Context, l net.Listener) error {
+	want := p.cfg.ControllerIdentity
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			creds := p.id.current()
+			if creds == nil {
+				return nil, errors.New("tap: TLS not configured on this proxy")
+			}
+			if want == "" {
+				return nil, errors.New("tap: no controller identity configured")
+			}
+			c := creds.serverConfig([]string{"h2"})
+			c.VerifyConnection = func(cs tls.ConnectionState) error {
+				if got := peerIdentity(cs); got != want {
+					return fmt.Errorf("tap: client identity %q is not the controller's", got)
+				}
+				return nil
+			}
+			return c, nil
+		},
+	}
+	srv := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(cfg)))
+	tappb.RegisterTapServer(srv, &tapServer{h: p.tap})
+	go func() { <-ctx.Done(); srv.Stop() }()
+	err := srv.Serve(l)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
