@@ -267,7 +267,7 @@ func TestSelectorlessServiceStreamsSlices(t *testing.T) {
 // readiness waits for its workload Secret, as the proxy's does.
 func certreadyPod(name, owner string, labels map[string]string) *corev1.Pod {
 	l := map[string]string{
-		contract.ControlPlaneNSLabel:                  ctrlNS,
+		contract.ControlPlaneNSLabel:                ctrlNS,
 		contract.KindLabel(contract.KindDeployment): owner,
 	}
 	for k, v := range labels {

@@ -150,7 +150,7 @@ func meshedPod(name, ip string, ready bool) *corev1.Pod {
 			Name: name, Namespace: "emojivoto",
 			Labels: map[string]string{
 				"app": "web", "pod-template-hash": "5d7f",
-				contract.ControlPlaneNSLabel:                  ctrlNS,
+				contract.ControlPlaneNSLabel:                ctrlNS,
 				contract.KindLabel(contract.KindDeployment): "web",
 			},
 			Annotations:     map[string]string{contract.TLSAnnotation: contract.TLSOptional},
