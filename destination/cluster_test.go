@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"meshtls/ca/pki"
 	"meshtls/contract"
 	pb "meshtls/proto/destination"
 	"meshtls/testutil/localcluster"
@@ -57,7 +58,7 @@ const certreadyImage = "example.com/meshtls/certready:test"
 // returns a Destination client connected to it over loopback.
 func startServer(t *testing.T, client kubernetes.Interface) pb.DestinationClient {
 	t.Helper()
-	srv, err := New(client, Config{ControlNamespace: ctrlNS, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := New(client, Config{ControlNamespace: ctrlNS, TrustAnchors: testRoot(t).Pool(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +283,7 @@ func certreadyPod(name, owner string, labels map[string]string) *corev1.Pod {
 			Containers: []corev1.Container{{
 				Name:  "app",
 				Image: certreadyImage,
-				Args:  []string{"--cert=" + contract.IdentityDir + "/tls.crt"},
+				Args:  []string{"--cert=" + contract.IdentityDir + "/tls.crt", "--key=" + contract.IdentityDir + "/tls.key"},
 				Env: []corev1.EnvVar{{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{
 					FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"},
 				}}},
@@ -316,15 +317,26 @@ func waitPodIP(t *testing.T, client kubernetes.Interface, ns, name string) strin
 }
 
 // A pod whose certificate has not arrived is advertised without identity;
-// once the Secret is written and the pod turns Ready, the same endpoint is
-// re-advertised with it.
+// once the Secret is written and the pod serves it, the same endpoint is
+// re-advertised with it. Both with a proxy whose readiness waits for the
+// certificate and with one that turned Ready without it (its bounded wait
+// ran out): readiness alone never earns an identity.
 func TestIdentityAppearsWhenCertificateArrives(t *testing.T) {
+	t.Run("readiness waits for the certificate", func(t *testing.T) { testIdentityAppears(t, false) })
+	t.Run("ready without a certificate", func(t *testing.T) { testIdentityAppears(t, true) })
+}
+
+func testIdentityAppears(t *testing.T, alwaysReady bool) {
 	ctx := context.Background()
 	client := localcluster.Client(t)
 	ns := localcluster.Namespace(t)
 	api := startServer(t, client)
 
-	if _, err := client.CoreV1().Pods(ns).Create(ctx, certreadyPod("web-0", "web", nil), metav1.CreateOptions{}); err != nil {
+	pod := certreadyPod("web-0", "web", nil)
+	if alwaysReady {
+		pod.Spec.Containers[0].Args = append(pod.Spec.Containers[0].Args, "--always-ready")
+	}
+	if _, err := client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	podIP := waitPodIP(t, client, ns, "web-0")
@@ -368,9 +380,22 @@ func TestIdentityAppearsWhenCertificateArrives(t *testing.T) {
 			t.Errorf("%s: meshed pod without the h2 hint", c.addr)
 		}
 	}
+	if alwaysReady {
+		localcluster.Eventually(t, wait, func() error {
+			p, err := client.CoreV1().Pods(ns).Get(ctx, "web-0", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if !podReady(p) {
+				return fmt.Errorf("web-0 not Ready yet")
+			}
+			return nil
+		})
+	}
 	// Hold a moment: without the Secret the pod must stay without
-	// identity, whatever else its status does meanwhile.
-	time.Sleep(2 * time.Second)
+	// identity, whatever else its status does meanwhile (several
+	// handshake retries fit in it).
+	time.Sleep(3 * time.Second)
 	for _, w := range []*watcher{bySvc, byPod} {
 		for len(w.updates) > 0 {
 			w.next(time.Second)
@@ -382,21 +407,49 @@ func TestIdentityAppearsWhenCertificateArrives(t *testing.T) {
 		}
 	}
 
-	// The certificate arrives (the CA's Secret; the content does not matter
-	// to readiness here).
-	if _, err := client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: contract.SecretName("web", contract.KindDeployment)},
-		Type:       corev1.SecretTypeOpaque,
-		Data:       map[string][]byte{"tls.crt": []byte("certificate placeholder")},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// The certificate arrives, as the CA writes it.
 	want := contract.Identity("web", contract.KindDeployment, ns, ctrlNS)
+	createWorkloadSecret(t, client, ns, "web", want)
 	for _, c := range []struct {
 		w    *watcher
 		addr netip.AddrPort
 	}{{bySvc, svcAddr}, {byPod, podAddr}} {
 		c.w.until("identity advertised", wait, func(v view) bool { return v.eps[c.addr] != nil && identityOf(v.eps[c.addr]) == want })
+	}
+}
+
+var (
+	rootOnce sync.Once
+	root     *pki.Root
+	rootErr  error
+)
+
+// testRoot is one CA root for the package's tests.
+func testRoot(t *testing.T) *pki.Root {
+	t.Helper()
+	rootOnce.Do(func() {
+		root, _, rootErr = pki.NewRoot(contract.RootCommonName(ctrlNS), time.Hour, time.Now())
+	})
+	if rootErr != nil {
+		t.Fatal(rootErr)
+	}
+	return root
+}
+
+// createWorkloadSecret writes owner's Secret with a real certificate for
+// identity, as the CA does.
+func createWorkloadSecret(t *testing.T, client kubernetes.Interface, ns, owner, identity string) {
+	t.Helper()
+	leaf, err := testRoot(t).Issue(identity, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Secrets(ns).Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: contract.SecretName(owner, contract.KindDeployment)},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: leaf.CertPEM, corev1.TLSPrivateKeyKey: leaf.KeyPEM},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -423,17 +476,16 @@ func TestSelectorServiceFollowsPods(t *testing.T) {
 	if u := w.next(wait); u.GetNoEndpoints() == nil || !u.GetNoEndpoints().GetExists() {
 		t.Fatalf("first update = %v, want NoEndpoints{exists: true}", u)
 	}
-	// Ready at once: no certificate gating here (no --cert).
+	want := contract.Identity("vote", contract.KindDeployment, ns, ctrlNS)
+	createWorkloadSecret(t, client, ns, "vote", want)
 	for _, name := range []string{"vote-0", "vote-1"} {
 		p := certreadyPod(name, "vote", map[string]string{"app": "vote"})
-		p.Spec.Containers[0].Args = nil
 		if _, err := client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ip0 := netip.AddrPortFrom(netip.MustParseAddr(waitPodIP(t, client, ns, "vote-0")).Unmap(), 8080)
 	ip1 := netip.AddrPortFrom(netip.MustParseAddr(waitPodIP(t, client, ns, "vote-1")).Unmap(), 8080)
-	want := contract.Identity("vote", contract.KindDeployment, ns, ctrlNS)
 	w.until("both pods Ready", wait, func(v view) bool {
 		return len(v.eps) == 2 && v.eps[ip0] != nil && v.eps[ip1] != nil &&
 			identityOf(v.eps[ip0]) == want && identityOf(v.eps[ip1]) == want

@@ -108,6 +108,7 @@ type store interface {
 type resolver struct {
 	controlNS string
 	store     store
+	verify    verifier
 }
 
 func (r *resolver) resolve(t target) snapshot {
@@ -303,10 +304,11 @@ func (r *resolver) podEndpoint(addr netip.AddrPort, pod *corev1.Pod) endpoint {
 }
 
 // identity is the identity pod can serve now, or "". A TLS pod gets one
-// only once it is Ready: the proxy's readiness waits for its certificate
-// (README.md, "Identity and readiness"), so a pod whose Secret has not
-// arrived is advertised without identity and reached in plain text rather
-// than failing every handshake.
+// only once it is Ready (the proxy's readiness waits for its certificate)
+// and the verifier has seen it serve that identity (README.md, "Identity
+// and readiness"), so a pod whose Secret has not arrived is advertised
+// without identity and reached in plain text rather than failing every
+// handshake.
 func (r *resolver) identity(pod *corev1.Pod) string {
 	if pod.Annotations[contract.TLSAnnotation] != contract.TLSOptional || pod.Labels[contract.ControlPlaneNSLabel] != r.controlNS {
 		return ""
@@ -315,7 +317,11 @@ func (r *resolver) identity(pod *corev1.Pod) string {
 		return ""
 	}
 	kind, name := identityOwner(pod)
-	return contract.Identity(name, kind, pod.Namespace, r.controlNS)
+	id := contract.Identity(name, kind, pod.Namespace, r.controlNS)
+	if r.verify != nil && !r.verify.serves(pod, id) {
+		return ""
+	}
+	return id
 }
 
 // identityOwner is the owner whose identity the CA issues for pod: the

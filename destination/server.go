@@ -7,6 +7,7 @@ package destination
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,6 +41,15 @@ type Config struct {
 	ClusterDomain string
 	// Resync re-delivers every object this often (0: never).
 	Resync time.Duration
+	// TrustReadiness advertises a TLS pod's identity as soon as the pod is
+	// Ready. By default the server also checks, with a TLS handshake to
+	// the pod's inbound port, that the pod really serves it (README.md,
+	// "Identity and readiness"); set this where the controller cannot
+	// reach pods.
+	TrustReadiness bool
+	// TrustAnchors, when set, must sign the certificates pods serve;
+	// without them the check reads the identity and dates only.
+	TrustAnchors *x509.CertPool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -55,6 +65,11 @@ type Server struct {
 	services cache.SharedIndexInformer
 	slices   cache.SharedIndexInformer
 	res      *resolver
+
+	verify     verifier
+	handshakes *handshakeVerifier // nil with TrustReadiness
+	life       context.Context    // ends when Run returns
+	endLife    context.CancelFunc
 
 	synced chan struct{} // closed once the caches are filled
 	ready  atomic.Bool
@@ -119,12 +134,23 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    s.changed,
 			UpdateFunc: func(_, obj any) { s.changed(obj) },
-			DeleteFunc: s.changed,
+			DeleteFunc: func(obj any) {
+				if _, ok := obj.(cache.DeletedFinalStateUnknown); !ok {
+					obj = cache.DeletedFinalStateUnknown{Obj: obj}
+				}
+				s.changed(obj)
+			},
 		}); err != nil {
 			return nil, err
 		}
 	}
-	s.res = &resolver{controlNS: cfg.ControlNamespace, store: &informerStore{s}}
+	s.life, s.endLife = context.WithCancel(context.Background())
+	s.verify = readyVerifier{}
+	if !cfg.TrustReadiness {
+		s.handshakes = newHandshakeVerifier(s.life, cfg.TrustAnchors, log, s.wake)
+		s.verify = s.handshakes
+	}
+	s.res = &resolver{controlNS: cfg.ControlNamespace, store: &informerStore{s}, verify: s.verify}
 	return s, nil
 }
 
@@ -133,6 +159,7 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 // no proxy is ever told that a destination does not exist because the
 // server had not read it yet.
 func (s *Server) Run(ctx context.Context) error {
+	defer s.endLife()
 	s.factory.Start(ctx.Done())
 	defer s.factory.Shutdown()
 	start := time.Now()
@@ -157,13 +184,21 @@ func (s *Server) Register(g grpc.ServiceRegistrar) { pb.RegisterDestinationServe
 // recomputes its destination from the caches and sends the difference, so
 // a burst of events costs one recomputation per stream.
 func (s *Server) changed(obj any) {
+	deleted := false
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
+		obj, deleted = d.Obj, true
 	}
-	ns := ""
+	if pod, ok := obj.(*corev1.Pod); ok && s.handshakes != nil && (deleted || pod.DeletionTimestamp != nil || !podReady(pod)) {
+		s.handshakes.forget(pod.UID)
+	}
 	if o, ok := obj.(interface{ GetNamespace() string }); ok {
-		ns = o.GetNamespace()
+		s.wake(o.GetNamespace())
 	}
+}
+
+// wake tells the streams of namespace ns, and those of IP targets, to
+// recompute.
+func (s *Server) wake(ns string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for sub := range s.subs {
