@@ -188,6 +188,7 @@ func Objects(o Options) []any {
 	if o.TLS != "" {
 		objs = append(objs, caObjects(o)...)
 	}
+	objs = append(objs, destinationObjects(o)...)
 	objs = append(objs, prometheusObjects(o)...)
 	return objs
 }
