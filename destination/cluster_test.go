@@ -409,6 +409,7 @@ func testIdentityAppears(t *testing.T, alwaysReady bool) {
 
 	// The certificate arrives, as the CA writes it.
 	want := contract.Identity("web", contract.KindDeployment, ns, ctrlNS)
+	start := time.Now()
 	createWorkloadSecret(t, client, ns, "web", want)
 	for _, c := range []struct {
 		w    *watcher
@@ -416,6 +417,7 @@ func testIdentityAppears(t *testing.T, alwaysReady bool) {
 	}{{bySvc, svcAddr}, {byPod, podAddr}} {
 		c.w.until("identity advertised", wait, func(v view) bool { return v.eps[c.addr] != nil && identityOf(v.eps[c.addr]) == want })
 	}
+	t.Logf("Secret written to identity advertised on both streams: %s", time.Since(start).Round(time.Millisecond))
 }
 
 var (
