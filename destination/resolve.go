@@ -88,6 +88,9 @@ func (e endpoint) equal(o endpoint) bool {
 type snapshot struct {
 	// exists is false when there is no such Service or pod.
 	exists bool
+	// namespace is where the Service or pod found lives ("" when none):
+	// the events that may change the answer happen there.
+	namespace string
 	// setLabels apply to every endpoint (the Service's namespace and name).
 	setLabels map[string]string
 	endpoints map[netip.AddrPort]endpoint
@@ -131,7 +134,7 @@ func (r *resolver) resolve(t target) snapshot {
 		return snapshot{}
 	}
 	pod := pods[0]
-	snap := snapshot{exists: true, endpoints: map[netip.AddrPort]endpoint{}}
+	snap := snapshot{exists: true, namespace: pod.Namespace, endpoints: map[netip.AddrPort]endpoint{}}
 	addr := netip.AddrPortFrom(t.ip, t.port)
 	snap.endpoints[addr] = r.podEndpoint(addr, pod)
 	return snap
@@ -140,6 +143,7 @@ func (r *resolver) resolve(t target) snapshot {
 func (r *resolver) resolveService(svc *corev1.Service, port uint16) snapshot {
 	snap := snapshot{
 		exists:    true,
+		namespace: svc.Namespace,
 		setLabels: map[string]string{"namespace": svc.Namespace, "service": svc.Name},
 		endpoints: map[netip.AddrPort]endpoint{},
 	}

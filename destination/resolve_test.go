@@ -415,3 +415,27 @@ func TestDiff(t *testing.T) {
 		prev = &next
 	}
 }
+
+func TestSubscriptionConcerns(t *testing.T) {
+	svc := &subscription{namespace: "emojivoto"}
+	ip := &subscription{ip: netip.MustParseAddr("10.1.0.1")}
+	matched := &subscription{ip: netip.MustParseAddr("10.96.5.5"), matchNS: "emojivoto"}
+	for _, tc := range []struct {
+		name string
+		sub  *subscription
+		ns   string
+		ips  []string
+		want bool
+	}{
+		{"service target, its namespace", svc, "emojivoto", nil, true},
+		{"service target, another namespace", svc, "other", []string{"10.1.0.1"}, false},
+		{"unmatched IP, unrelated object", ip, "emojivoto", []string{"10.1.0.2"}, false},
+		{"unmatched IP, object with that IP appears", ip, "other", []string{"10.1.0.1"}, true},
+		{"matched IP, its namespace", matched, "emojivoto", nil, true},
+		{"matched IP, another namespace", matched, "other", nil, false},
+	} {
+		if got := tc.sub.concerns(tc.ns, tc.ips); got != tc.want {
+			t.Errorf("%s: concerns = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -83,10 +83,32 @@ type Server struct {
 
 // subscription is one Get stream waiting for changes.
 type subscription struct {
-	// namespace limits the events that concern a Service target; "" (an
-	// IP target) hears every namespace.
+	// namespace limits the events that concern a Service target.
 	namespace string
-	notify    chan struct{}
+	// ip is an IP target's address; matchNS is the namespace of the
+	// Service or pod it last resolved to (guarded by Server.mu). Such a
+	// stream hears its match's namespace, and any Service or pod that
+	// carries its IP, wherever it appears.
+	ip      netip.Addr
+	matchNS string
+	notify  chan struct{}
+}
+
+// concerns says whether an event in namespace ns, on an object carrying
+// ips, may change what sub resolves to.
+func (sub *subscription) concerns(ns string, ips []string) bool {
+	if sub.namespace != "" {
+		return sub.namespace == ns
+	}
+	if sub.matchNS != "" && sub.matchNS == ns {
+		return true
+	}
+	for _, ip := range ips {
+		if ip == sub.ip.String() {
+			return true
+		}
+	}
+	return false
 }
 
 const (
@@ -147,7 +169,7 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.verify = readyVerifier{}
 	if !cfg.TrustReadiness {
-		s.handshakes = newHandshakeVerifier(s.life, cfg.TrustAnchors, log, s.wake)
+		s.handshakes = newHandshakeVerifier(s.life, cfg.TrustAnchors, log, func(ns string) { s.wake(ns, nil) })
 		s.verify = s.handshakes
 	}
 	s.res = &resolver{controlNS: cfg.ControlNamespace, store: &informerStore{s}, verify: s.verify}
@@ -191,18 +213,25 @@ func (s *Server) changed(obj any) {
 	if pod, ok := obj.(*corev1.Pod); ok && s.handshakes != nil && (deleted || pod.DeletionTimestamp != nil || !podReady(pod)) {
 		s.handshakes.forget(pod.UID)
 	}
+	var ips []string
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		ips, _ = indexPodIP(o)
+	case *corev1.Service:
+		ips, _ = indexClusterIP(o)
+	}
 	if o, ok := obj.(interface{ GetNamespace() string }); ok {
-		s.wake(o.GetNamespace())
+		s.wake(o.GetNamespace(), ips)
 	}
 }
 
-// wake tells the streams of namespace ns, and those of IP targets, to
-// recompute.
-func (s *Server) wake(ns string) {
+// wake tells the streams an event in namespace ns, on an object carrying
+// ips, concerns to recompute.
+func (s *Server) wake(ns string, ips []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for sub := range s.subs {
-		if sub.namespace != "" && sub.namespace != ns {
+		if !sub.concerns(ns, ips) {
 			continue
 		}
 		select {
@@ -249,7 +278,7 @@ func (s *Server) Get(req *pb.GetDestination, stream grpc.ServerStreamingServer[p
 		s.metrics.requests.WithLabelValues("ip").Inc()
 	}
 
-	sub := &subscription{namespace: t.namespace, notify: make(chan struct{}, 1)}
+	sub := &subscription{namespace: t.namespace, ip: t.ip, notify: make(chan struct{}, 1)}
 	s.mu.Lock()
 	s.subs[sub] = struct{}{}
 	s.mu.Unlock()
@@ -262,6 +291,20 @@ func (s *Server) Get(req *pb.GetDestination, stream grpc.ServerStreamingServer[p
 	var last *snapshot
 	for {
 		next := s.res.resolve(t)
+		if t.service == "" {
+			s.mu.Lock()
+			moved := sub.matchNS != next.namespace
+			sub.matchNS = next.namespace
+			s.mu.Unlock()
+			if moved {
+				// An event in the new namespace may have come between
+				// the resolution and this line: look once more.
+				select {
+				case sub.notify <- struct{}{}:
+				default:
+				}
+			}
+		}
 		for _, u := range diff(last, next) {
 			if err := s.send(stream, u); err != nil {
 				log.Debug("stream ended", "err", err)
