@@ -501,3 +501,45 @@ func TestSelectorServiceFollowsPods(t *testing.T) {
 	}
 	w.until("vote-1 removed", wait, func(v view) bool { return len(v.eps) == 1 && v.eps[ip0] != nil })
 }
+
+// Many proxies watch one Service: one EndpointSlice change reaches every
+// stream. The figure (time until the last stream has the change) is
+// logged; the bound only catches a server that serialises streams badly.
+func TestOneChangeReachesManyStreams(t *testing.T) {
+	const streams = 500
+	ctx := context.Background()
+	client := localcluster.Client(t)
+	ns := localcluster.Namespace(t)
+	api := startServer(t, client)
+	if _, err := client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "fan"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ws := make([]*watcher, streams)
+	for i := range ws {
+		ws[i] = watch(t, api, "fan."+ns+":80")
+	}
+	for _, w := range ws {
+		w.until("snapshot", wait, func(v view) bool { return v.exists })
+	}
+	start := time.Now()
+	if _, err := client.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "fan-manual", Labels: map[string]string{discoveryv1.LabelServiceName: "fan"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(80))}},
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.50"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParseAddrPort("192.0.2.50:80")
+	for _, w := range ws {
+		w.until("endpoint added", wait, func(v view) bool { return v.eps[addr] != nil })
+	}
+	took := time.Since(start)
+	t.Logf("one EndpointSlice create reached %d streams in %s", streams, took.Round(time.Millisecond))
+	if took > 20*time.Second {
+		t.Errorf("fan-out to %d streams took %s", streams, took)
+	}
+}
