@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,8 +44,11 @@ Proxies open a Destination.Get stream per authority ("svc.ns:port",
 "svc.ns.svc.cluster.local:port") or address ("IP:port", a pod IP or a
 Service's ClusterIP) and receive its endpoints, then changes, from watches on
 Services, EndpointSlices and Pods. An endpoint carries its pod's TLS identity
-only when the pod is meshed by this control plane with linkerd.io/tls=optional
-and Ready (its proxy is Ready once it holds its certificate).
+only when the pod is meshed by this control plane with linkerd.io/tls=optional,
+is Ready, and presents a certificate for that identity on its inbound port
+(4143) when the controller opens a TLS handshake there: a proxy whose
+certificate has not arrived is advertised without identity, and reached in
+plain text.
 
 With --tls-cert, --tls-key and --tls-trust-anchors (the controller's own
 Secret and the trust bundle), the gRPC port serves TLS with the controller's
@@ -70,6 +74,7 @@ works. Without those flags it serves plain text only.`,
 	f.StringVar(&o.cfg.ControlNamespace, "controller-namespace", "linkerd", "control-plane namespace: only pods meshed by it get identities")
 	f.StringVar(&o.cfg.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
 	f.DurationVar(&o.cfg.Resync, "resync", 0, "re-deliver every watched object this often (0: never)")
+	f.BoolVar(&o.cfg.TrustReadiness, "trust-readiness", false, "advertise a TLS pod's identity once it is Ready, without checking by a handshake to its inbound port that it serves it (for clusters where the controller cannot reach pods)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "the controller's certificate (PEM, leaf then chain)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "the controller's private key (PEM)")
 	f.StringVar(&o.trustAnchors, "tls-trust-anchors", "", "trust anchors that client certificates must chain to (PEM)")
@@ -108,11 +113,6 @@ func runDestination(parent context.Context, o *destinationOptions) error {
 	if err != nil {
 		return err
 	}
-	srv, err := destination.New(client, o.cfg)
-	if err != nil {
-		return err
-	}
-
 	if parent == nil {
 		parent = context.Background()
 	}
@@ -123,6 +123,24 @@ func runDestination(parent context.Context, o *destinationOptions) error {
 	if err != nil {
 		return fmt.Errorf("gRPC listener: %w", err)
 	}
+	if o.trustAnchors != "" {
+		if pem, err := os.ReadFile(o.trustAnchors); err == nil {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				_ = l.Close()
+				return fmt.Errorf("--tls-trust-anchors %s: no PEM certificate in it", o.trustAnchors)
+			}
+			o.cfg.TrustAnchors = pool
+		} else {
+			log.Warn("trust anchors not readable: served pod certificates are checked for identity and dates only", "err", err)
+		}
+	}
+	srv, err := destination.New(client, o.cfg)
+	if err != nil {
+		_ = l.Close()
+		return err
+	}
+
 	if tlsFlags == 3 {
 		files := &destination.CertFiles{Cert: o.tlsCert, Key: o.tlsKey, TrustAnchors: o.trustAnchors, Logger: log}
 		if err := files.Load(); err != nil {
