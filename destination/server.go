@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -198,6 +199,16 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Ready says whether the caches are filled.
 func (s *Server) Ready() bool { return s.ready.Load() }
+
+// ServerOptions are the gRPC server options the service expects: its
+// clients (destination/client) ping every 30 s to notice a lost server,
+// which gRPC's default enforcement (one ping per 5 min) would answer by
+// closing the connection.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+}
 
 // Register adds the service to a gRPC server.
 func (s *Server) Register(g grpc.ServiceRegistrar) { pb.RegisterDestinationServer(g, s) }

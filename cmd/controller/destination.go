@@ -15,7 +15,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 	"k8s.io/client-go/kubernetes"
 
 	"meshtls/contract"
@@ -152,9 +151,7 @@ func runDestination(parent context.Context, o *destinationOptions) error {
 	} else {
 		log.Info("serving Destination API in plain text (no --tls-cert)", "addr", l.Addr().String())
 	}
-	g := grpc.NewServer(
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	g := grpc.NewServer(destination.ServerOptions()...)
 	srv.Register(g)
 
 	var admin *http.Server

@@ -82,7 +82,7 @@ func (s *server) start() {
 	if s.tls != nil {
 		l = destination.EitherListener(l, s.tls)
 	}
-	s.g = grpc.NewServer()
+	s.g = grpc.NewServer(destination.ServerOptions()...)
 	s.srv.Register(s.g)
 	go func() { _ = s.g.Serve(l) }()
 }
