@@ -98,9 +98,7 @@ type view struct {
 type watcher struct {
 	t       *testing.T
 	updates chan *pb.Update
-	mu      sync.Mutex
 	view    view
-	got     int
 }
 
 func watch(t *testing.T, api pb.DestinationClient, path string) *watcher {

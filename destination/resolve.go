@@ -160,7 +160,8 @@ func (r *resolver) resolveService(svc *corev1.Service, port uint16) snapshot {
 		}
 	}
 	headless := svc.Spec.ClusterIP == corev1.ClusterIPNone
-	if sp == nil && !(headless && len(svc.Spec.Ports) == 0) {
+	portless := headless && len(svc.Spec.Ports) == 0
+	if sp == nil && !portless {
 		// Nothing listens on a port the Service does not declare.
 		return snap
 	}
