@@ -47,12 +47,14 @@ $(BIN)/promtool: install/promtool/go.mod install/promtool/go.sum
 	cd install/promtool && $(GO) build -o $(BIN)/promtool github.com/prometheus/prometheus/cmd/promtool
 
 .PHONY: bench
-bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing and a 1,000-owner burst
+bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing, a 1,000-owner burst, the tap TUI at 10k and 20k events/s
 	$(GO) test -run '^$$' -bench Aggregate1000Pods -benchtime 3x -count 5 ./stat/ | tee bench/stat-aggregate.txt
 	$(GO) test -run '^$$' -bench Parse -count 5 ./stat/ | tee bench/stat-parse.txt
 	bench/stat-rss.sh | tee bench/stat-rss.txt
 	$(GO) test -run '^$$' -bench Issue -benchmem -count 5 ./ca/pki/ | tee bench/ca-pki.txt
 	$(GO) run ./bench/ca-burst | tee bench/ca-burst.txt
+	$(GO) test -run '^$$' -bench Model10k -benchtime 5x -count 5 ./tui/ | tee bench/tui.txt
+	$(GO) test -run '^$$' -bench Sustained -benchtime 1x -count 3 ./tui/ | tee -a bench/tui.txt
 
 .PHONY: lint
 lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …) on both modules

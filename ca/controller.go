@@ -12,35 +12,47 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
 	"meshtls/ca/pki"
 	"meshtls/contract"
 )
 
-// FieldManager owns the fields the CA applies; kubectl and other tools
-// keep theirs, and a conflict means the object is not the CA's.
-const FieldManager = "linkerd-ca"
+// legacyFieldManager is the field manager of CAs before it was per
+// control plane; their objects are still recognised as the CA's own.
+const legacyFieldManager = "linkerd-ca"
+
+// FieldManager owns the fields the CA of one control plane applies:
+// kubectl and other tools keep theirs, and so does the CA of another
+// control plane, so a conflict means the object is not this CA's.
+func FieldManager(controlNamespace string) string { return "linkerd-ca/" + controlNamespace }
+
+// MinLeafLifetime is the shortest certificate lifetime the CA accepts.
+const MinLeafLifetime = pki.MinLeafLifetime
 
 // Config is everything the CA needs besides a client.
 type Config struct {
@@ -67,6 +79,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now. Tests move it.
 	Now func() time.Time
+
+	// minLeafLifetime lowers MinLeafLifetime for tests that watch
+	// renewals happen within seconds.
+	minLeafLifetime time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -76,8 +92,12 @@ func (c *Config) setDefaults() error {
 	if c.LeafLifetime == 0 {
 		c.LeafLifetime = pki.DefaultLeafLifetime
 	}
-	if c.LeafLifetime < 3*time.Second {
-		return fmt.Errorf("certificate lifetime %s is too short: use at least 3s", c.LeafLifetime)
+	floor := MinLeafLifetime
+	if c.minLeafLifetime > 0 {
+		floor = c.minLeafLifetime
+	}
+	if c.LeafLifetime < floor {
+		return fmt.Errorf("certificate lifetime %s is too short: the kubelet may take minutes to deliver a renewed certificate to pods; use at least %s", c.LeafLifetime, floor)
 	}
 	if c.RootLifetime == 0 {
 		c.RootLifetime = pki.DefaultRootLifetime
@@ -124,17 +144,20 @@ type Controller struct {
 	client kubernetes.Interface
 	log    *slog.Logger
 
-	queue   workqueue.TypedRateLimitingInterface[ownerKey]
-	metrics *metrics
+	queue        workqueue.TypedRateLimitingInterface[ownerKey]
+	metrics      *metrics
+	fieldManager string
+	events       record.EventRecorder
+	broadcaster  record.EventBroadcaster
 
-	podInformer, secretInformer, bundleInformer cache.SharedIndexInformer
-	pods                                        corelisters.PodLister
-	secrets                                     corelisters.SecretLister
-	bundles                                     corelisters.ConfigMapLister
-	factories                                   []informers.SharedInformerFactory
+	podInformer, secretInformer, bundleInformer, rootInformer cache.SharedIndexInformer
+	pods                                                      corelisters.PodLister
+	secrets                                                   corelisters.SecretLister
+	bundles                                                   corelisters.ConfigMapLister
+	factories                                                 []informers.SharedInformerFactory
 
-	root  atomic.Pointer[pki.Root]
-	ready atomic.Bool
+	state  atomic.Pointer[rootState]
+	synced atomic.Bool
 
 	// written remembers each Secret this replica just applied, because the
 	// informer may not have delivered it yet when the next event for the
@@ -162,16 +185,23 @@ func New(client kubernetes.Interface, cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	c := &Controller{
-		cfg:     cfg,
-		client:  client,
-		log:     cfg.Logger,
-		written: map[ownerKey]writtenSecret{},
+		cfg:          cfg,
+		client:       client,
+		log:          cfg.Logger,
+		written:      map[ownerKey]writtenSecret{},
+		fieldManager: FieldManager(cfg.ControlNamespace),
 	}
-	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.DefaultTypedControllerRateLimiter[ownerKey](),
+	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(failureRateLimiter(),
 		workqueue.TypedRateLimitingQueueConfig[ownerKey]{Name: "linkerd-ca"},
 	)
-	c.metrics = newMetrics(func() float64 { return float64(c.queue.Len()) })
+	c.metrics = newMetrics(func() float64 { return float64(c.queue.Len()) }, func() float64 {
+		if c.usable() != nil {
+			return 0
+		}
+		return 1
+	})
+	c.broadcaster = record.NewBroadcaster()
+	c.events = c.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "linkerd-ca"})
 
 	ns := cfg.ControlNamespace
 	// Each informer lists only what the CA needs: this mesh's pods, the
@@ -189,7 +219,11 @@ func New(client kubernetes.Interface, cfg Config) (*Controller, error) {
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", contract.BundleConfigMap).String()
 		}))
-	c.factories = []informers.SharedInformerFactory{podFactory, secretFactory, bundleFactory}
+	rootFactory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", contract.RootSecret).String()
+		}))
+	c.factories = []informers.SharedInformerFactory{podFactory, secretFactory, bundleFactory, rootFactory}
 
 	podInf := podFactory.Core().V1().Pods()
 	c.podInformer = podInf.Informer()
@@ -206,6 +240,12 @@ func New(client kubernetes.Interface, cfg Config) (*Controller, error) {
 	secretInf := secretFactory.Core().V1().Secrets()
 	c.secretInformer = secretInf.Informer()
 	c.secrets = secretInf.Lister()
+	// The cache keeps each workload Secret's certificate but never its
+	// private key: whoever dumps the CA's memory gets no workload's key.
+	if err := c.secretInformer.SetTransform(stripKey); err != nil {
+		return nil, err
+	}
+	c.rootInformer = rootFactory.Core().V1().Secrets().Informer()
 	bundleInf := bundleFactory.Core().V1().ConfigMaps()
 	c.bundleInformer = bundleInf.Informer()
 	c.bundles = bundleInf.Lister()
@@ -228,7 +268,46 @@ func New(client kubernetes.Interface, cfg Config) (*Controller, error) {
 	}); err != nil {
 		return nil, err
 	}
+	if _, err := c.rootInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.onRoot(obj, false) },
+		UpdateFunc: func(_, obj any) { c.onRoot(obj, false) },
+		DeleteFunc: func(obj any) { c.onRoot(obj, true) },
+	}); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// keyMatchesKey replaces tls.key in the cache: whether the key matched
+// the certificate, decided once when the Secret arrived.
+const keyMatchesKey = "..linkerd-ca-key-matches"
+
+func stripKey(obj any) (any, error) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok || s.Data == nil {
+		return obj, nil
+	}
+	if _, done := s.Data[keyMatchesKey]; done {
+		// Informers may hand an object to the transform more than once.
+		return obj, nil
+	}
+	out := *s
+	match := "false"
+	if pki.KeyMatches(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]) == nil {
+		match = "true"
+	}
+	out.Data = map[string][]byte{corev1.TLSCertKey: s.Data[corev1.TLSCertKey], keyMatchesKey: []byte(match)}
+	return &out, nil
+}
+
+// failureRateLimiter spaces retries of a failing owner from half a second
+// up to five minutes, so a certificate that cannot be issued or does not
+// pass its own check costs a few API writes an hour, not a hot loop.
+func failureRateLimiter() workqueue.TypedRateLimiter[ownerKey] {
+	return workqueue.NewTypedMaxOfRateLimiter(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[ownerKey](500*time.Millisecond, 5*time.Minute),
+		&workqueue.TypedBucketRateLimiter[ownerKey]{Limiter: rate.NewLimiter(rate.Limit(50), 300)},
+	)
 }
 
 func (c *Controller) onPod(obj any) {
@@ -269,18 +348,37 @@ func (c *Controller) onBundle(obj any) {
 	}
 }
 
-// Ready reports whether the root is loaded and the caches have synced.
-func (c *Controller) Ready() bool { return c.ready.Load() }
+// Ready reports whether the caches have synced and the root can issue.
+func (c *Controller) Ready() bool { return c.NotReadyReason() == "" }
 
-// Root is the loaded root, nil before Run has loaded it.
-func (c *Controller) Root() *pki.Root { return c.root.Load() }
+// NotReadyReason says why the CA is not ready, "" when it is.
+func (c *Controller) NotReadyReason() string {
+	if c.state.Load() == nil {
+		return "root not loaded"
+	}
+	if !c.synced.Load() {
+		return "caches not synced"
+	}
+	if err := c.usable(); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// Root is the loaded issuer, nil before Run has loaded it.
+func (c *Controller) Root() *pki.Root {
+	if st := c.state.Load(); st != nil {
+		return st.issuer
+	}
+	return nil
+}
 
 // Handler serves /ready, /live and /metrics.
 func (c *Controller) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
-		if !c.Ready() {
-			http.Error(w, "not ready: root not loaded or caches not synced", http.StatusServiceUnavailable)
+		if why := c.NotReadyReason(); why != "" {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -317,13 +415,20 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer utilruntime.HandleCrash()
 	defer c.queue.ShutDown()
 
-	root, err := c.loadRoot(ctx)
+	st, err := c.loadRoot(ctx)
 	if err != nil {
 		return err
 	}
-	c.root.Store(root)
+	c.setState(st)
 	c.log.Info("root loaded", "secret", c.cfg.ControlNamespace+"/"+contract.RootSecret,
-		"subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter.UTC().Format(time.RFC3339))
+		"subject", st.issuer.Cert.Subject.String(), "issuer", pki.Fingerprint(st.issuer.Cert),
+		"intermediate", st.issuer.Intermediate(), "notAfter", st.issuer.NotAfter().UTC().Format(time.RFC3339))
+	if err := c.usable(); err != nil {
+		c.log.Error("not issuing", "err", err)
+		c.events.Event(c.rootRef(), corev1.EventTypeWarning, "RootExpiring", err.Error())
+	}
+	c.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
+	defer c.broadcaster.Shutdown()
 
 	for _, f := range c.factories {
 		f.Start(ctx.Done())
@@ -333,13 +438,13 @@ func (c *Controller) Run(ctx context.Context) error {
 			f.Shutdown()
 		}
 	}()
-	if !cache.WaitForCacheSync(ctx.Done(), c.podInformer.HasSynced, c.secretInformer.HasSynced, c.bundleInformer.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), c.podInformer.HasSynced, c.secretInformer.HasSynced, c.bundleInformer.HasSynced, c.rootInformer.HasSynced) {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return errors.New("caches did not sync")
 	}
-	c.ready.Store(true)
+	c.synced.Store(true)
 	c.metrics.ready.Set(1)
 	c.log.Info("caches synced", "pods", len(c.podInformer.GetStore().ListKeys()), "secrets", len(c.secretInformer.GetStore().ListKeys()))
 
@@ -447,62 +552,6 @@ func errKind(k ownerKey) string {
 	return "secret"
 }
 
-// loadRoot reads the root Secret and creates it only when absent. A
-// Secret that exists but does not parse stops the CA: overwriting it
-// would silently invalidate every certificate issued from it.
-func (c *Controller) loadRoot(ctx context.Context) (*pki.Root, error) {
-	ns, name := c.cfg.ControlNamespace, contract.RootSecret
-	var root *pki.Root
-	var fatal error
-	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 1 << 30, Cap: 10 * time.Second}
-	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
-		s, err := c.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
-		switch {
-		case err == nil:
-			root, fatal = pki.LoadRoot(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], c.cfg.Now())
-			if fatal != nil {
-				fatal = fmt.Errorf("root Secret %s/%s is unusable: %w; refusing to start and leaving it untouched (repair it, or delete it to have a new root generated)", ns, name, fatal)
-			}
-			return true, nil
-		case apierrors.IsNotFound(err):
-			r, keyPEM, gerr := pki.NewRoot(contract.RootCommonName(ns), c.cfg.RootLifetime, c.cfg.Now())
-			if gerr != nil {
-				fatal = gerr
-				return true, nil
-			}
-			_, err = c.client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{contract.ControlPlaneNSLabel: ns}},
-				Type:       corev1.SecretTypeTLS,
-				Data:       map[string][]byte{corev1.TLSCertKey: r.CertPEM, corev1.TLSPrivateKeyKey: keyPEM},
-			}, metav1.CreateOptions{FieldManager: FieldManager})
-			if apierrors.IsAlreadyExists(err) {
-				// Another replica won the race; load what it wrote.
-				return false, nil
-			}
-			if err != nil {
-				c.log.Warn("cannot create root Secret, retrying", "secret", ns+"/"+name, "err", err)
-				return false, nil
-			}
-			c.log.Info("generated a new root", "secret", ns+"/"+name)
-			root = r
-			return true, nil
-		case apierrors.IsForbidden(err):
-			fatal = fmt.Errorf("cannot read root Secret %s/%s: %w (check the CA's RBAC)", ns, name, err)
-			return true, nil
-		default:
-			c.log.Warn("cannot read root Secret, retrying", "secret", ns+"/"+name, "err", err)
-			return false, nil
-		}
-	})
-	if fatal != nil {
-		return nil, fatal
-	}
-	if err != nil {
-		return nil, fmt.Errorf("loading root Secret %s/%s: %w", ns, name, err)
-	}
-	return root, nil
-}
-
 // currentSecret is the freshest copy of an owner's Secret this replica
 // knows: the informer's, unless this replica wrote a newer one moments ago.
 func (c *Controller) currentSecret(k ownerKey, name string) *corev1.Secret {
@@ -539,9 +588,11 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 	if len(pods) == 0 {
 		// No TLS pod needs this owner any more; garbage collection removes
 		// the Secret with its owner, so there is nothing to do.
+		c.metrics.forgetLeaf(k)
 		return nil
 	}
-	root := c.root.Load()
+	st := c.state.Load()
+	root := st.issuer
 	name := contract.SecretName(k.Name, k.Kind)
 	identity := contract.Identity(k.Name, k.Kind, k.Namespace, c.cfg.ControlNamespace)
 	now := c.cfg.Now()
@@ -550,11 +601,19 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 	prevRV := ""
 	if s := c.currentSecret(k, name); s != nil {
 		prevRV = s.ResourceVersion
-		owned = managedBy(s, FieldManager)
-		renewAt, err := root.Check(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], identity, now)
+		owned = c.owns(s)
+		leaf, renewAt, err := root.CheckLeaf(s.Data[corev1.TLSCertKey], identity, now)
+		if err == nil && string(s.Data[keyMatchesKey]) != "true" {
+			err = errors.New("tls.key does not match tls.crt")
+		}
 		switch {
-		case err == nil:
+		case err == nil && st.err == nil:
+			c.metrics.leafExpiry.WithLabelValues(k.Namespace, k.Kind, k.Name).Set(float64(leaf.NotAfter.Unix()))
 			c.queue.AddAfter(k, renewAt.Sub(now)+renewSlack)
+			return nil
+		case err == nil:
+			// Still valid, but the root it chains to is gone: nothing to
+			// do until it comes back.
 			return nil
 		case errors.Is(err, pki.ErrRenewalDue):
 			renewal = true
@@ -564,7 +623,7 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 		}
 	}
 
-	ref, err := c.ownerRef(ctx, k, pods)
+	ref, objRef, err := c.ownerRef(ctx, k, pods)
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			c.log.Info("owner is gone; not issuing", "owner", k.String())
@@ -572,38 +631,79 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 		}
 		return fmt.Errorf("get owner %s: %w", k, err)
 	}
+	if err := c.usable(); err != nil {
+		c.metrics.refused.Inc()
+		c.events.Event(objRef, corev1.EventTypeWarning, "IssueRefused", "not issuing "+name+": "+err.Error())
+		if errors.Is(err, pki.ErrIssuerExpiring) {
+			c.events.Event(c.rootRef(), corev1.EventTypeWarning, "RootExpiring", err.Error())
+		}
+		return err
+	}
 
 	start := time.Now()
 	leaf, err := root.Issue(identity, c.cfg.LeafLifetime, now)
 	if err != nil {
+		c.events.Event(objRef, corev1.EventTypeWarning, "IssueFailed", err.Error())
+		return err
+	}
+	// What is written must pass the very check that decides whether to
+	// re-issue; if it does not, writing it would only start a loop.
+	if _, err := root.Check(leaf.CertPEM, leaf.KeyPEM, identity, now); err != nil {
+		err = fmt.Errorf("certificate just issued for %s fails its own check (%w): not writing it; check the root's constraints and lifetime", identity, err)
+		c.metrics.refused.Inc()
+		c.events.Event(objRef, corev1.EventTypeWarning, "IssueFailed", err.Error())
 		return err
 	}
 	apply := corev1ac.Secret(name, k.Namespace).
 		WithType(corev1.SecretTypeTLS).
 		WithLabels(map[string]string{contract.ControlPlaneNSLabel: c.cfg.ControlNamespace, contract.OwnerKindLabel: k.Kind}).
-		WithAnnotations(map[string]string{contract.IdentityAnnotation: identity, contract.NotAfterAnnotation: leaf.NotAfter.UTC().Format(time.RFC3339)}).
+		WithAnnotations(map[string]string{
+			contract.IdentityAnnotation: identity,
+			contract.NotAfterAnnotation: leaf.NotAfter.UTC().Format(time.RFC3339),
+			contract.IssuerAnnotation:   pki.Fingerprint(root.Cert),
+		}).
 		WithOwnerReferences(ref).
 		WithData(map[string][]byte{corev1.TLSCertKey: leaf.CertPEM, corev1.TLSPrivateKeyKey: leaf.KeyPEM})
 	// A Secret the CA wrote before is repaired even if someone has since
 	// written into it (Force). Any other Secret of that name is not the
 	// CA's: without Force the conflict refuses it instead of clobbering it.
-	written, err := c.client.CoreV1().Secrets(k.Namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager, Force: owned})
+	written, err := c.client.CoreV1().Secrets(k.Namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: c.fieldManager, Force: owned})
 	if err != nil {
 		// The apply error quotes field paths, never the data being applied.
-		return fmt.Errorf("apply Secret %s/%s: %w", k.Namespace, name, err)
+		err = fmt.Errorf("apply Secret %s/%s: %w", k.Namespace, name, err)
+		c.events.Event(objRef, corev1.EventTypeWarning, "IssueFailed", err.Error())
+		return err
 	}
 	c.metrics.latency.Observe(time.Since(start).Seconds())
 	c.metrics.issued.Inc()
+	c.metrics.leafExpiry.WithLabelValues(k.Namespace, k.Kind, k.Name).Set(float64(leaf.NotAfter.Unix()))
+	reason, verb := "Issued", "issued"
 	if renewal {
 		c.metrics.renewals.Inc()
+		reason, verb = "Renewed", "renewed"
 	}
+	stripped, _ := stripKey(written)
 	c.writtenMu.Lock()
-	c.written[k] = writtenSecret{secret: written, prevRV: prevRV, at: now}
+	c.written[k] = writtenSecret{secret: stripped.(*corev1.Secret), prevRV: prevRV, at: now}
 	c.writtenMu.Unlock()
-	c.log.Info("issued certificate", "secret", k.Namespace+"/"+name, "identity", identity,
+	c.log.Info(verb+" certificate", "secret", k.Namespace+"/"+name, "identity", identity,
 		"serial", leaf.Serial.Text(16), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
+	c.events.Eventf(objRef, corev1.EventTypeNormal, reason, "%s certificate for %s in Secret %s, serial %s, valid until %s",
+		verb, identity, name, leaf.Serial.Text(16), leaf.NotAfter.UTC().Format(time.RFC3339))
 	c.queue.AddAfter(k, leaf.RenewAt().Sub(now)+renewSlack)
 	return nil
+}
+
+// owns says whether this control plane's CA wrote s.
+func (c *Controller) owns(obj metav1.Object) bool {
+	if managedBy(obj, c.fieldManager) {
+		return true
+	}
+	return managedBy(obj, legacyFieldManager) && obj.GetLabels()[contract.ControlPlaneNSLabel] == c.cfg.ControlNamespace
+}
+
+func (c *Controller) rootRef() *corev1.ObjectReference {
+	return &corev1.ObjectReference{Kind: "Secret", APIVersion: "v1", Namespace: c.cfg.ControlNamespace, Name: contract.RootSecret}
 }
 
 func managedBy(obj metav1.Object, manager string) bool {
@@ -636,50 +736,73 @@ var ownerKinds = map[string]struct {
 	contract.KindReplicationController: {"v1", "ReplicationController", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
 		return c.CoreV1().ReplicationControllers(ns).Get(ctx, name, metav1.GetOptions{})
 	}},
+	contract.KindJob: {"batch/v1", "Job", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+		return c.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
+	}},
+	contract.KindCronJob: {"batch/v1", "CronJob", func(ctx context.Context, c kubernetes.Interface, ns, name string) (metav1.Object, error) {
+		return c.BatchV1().CronJobs(ns).Get(ctx, name, metav1.GetOptions{})
+	}},
 }
 
 // ownerRef points the Secret at its owner so the garbage collector removes
 // it with the owner. A bare pod's UID is in the cache; other owners cost
 // one GET, paid only when a certificate is actually issued.
-func (c *Controller) ownerRef(ctx context.Context, k ownerKey, pods []any) (*metav1ac.OwnerReferenceApplyConfiguration, error) {
+func (c *Controller) ownerRef(ctx context.Context, k ownerKey, pods []any) (*metav1ac.OwnerReferenceApplyConfiguration, *corev1.ObjectReference, error) {
 	if k.Kind == contract.KindPod {
 		for _, obj := range pods {
 			if p, ok := obj.(*corev1.Pod); ok && p.Name == k.Name {
-				return metav1ac.OwnerReference().WithAPIVersion("v1").WithKind("Pod").WithName(k.Name).WithUID(p.UID), nil
+				return metav1ac.OwnerReference().WithAPIVersion("v1").WithKind("Pod").WithName(k.Name).WithUID(p.UID),
+					&corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: k.Namespace, Name: k.Name, UID: p.UID}, nil
 			}
 		}
-		return nil, apierrors.NewNotFound(corev1.Resource("pods"), k.Name)
+		return nil, nil, apierrors.NewNotFound(corev1.Resource("pods"), k.Name)
 	}
 	owner, ok := ownerKinds[k.Kind]
 	if !ok {
-		return nil, apierrors.NewNotFound(corev1.Resource(k.Kind), k.Name)
+		return nil, nil, apierrors.NewNotFound(corev1.Resource(k.Kind), k.Name)
 	}
 	o, err := owner.get(ctx, c.client, k.Namespace, k.Name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return metav1ac.OwnerReference().WithAPIVersion(owner.apiVersion).WithKind(owner.kind).WithName(k.Name).WithUID(o.GetUID()), nil
+	return metav1ac.OwnerReference().WithAPIVersion(owner.apiVersion).WithKind(owner.kind).WithName(k.Name).WithUID(o.GetUID()),
+		&corev1.ObjectReference{APIVersion: owner.apiVersion, Kind: owner.kind, Namespace: k.Namespace, Name: k.Name, UID: o.GetUID()}, nil
 }
 
-// syncBundle keeps the namespace's trust bundle equal to the root.
+// syncBundle keeps the namespace's trust bundle equal to what the root
+// Secret says bundles hold.
 func (c *Controller) syncBundle(ctx context.Context, namespace string) error {
-	root := c.root.Load()
-	cm, err := c.bundles.ConfigMaps(namespace).Get(contract.BundleConfigMap)
-	if err == nil && cm.Data[contract.BundleKey] == string(root.CertPEM) && cm.Labels[contract.BundleLabel] == c.cfg.ControlNamespace {
+	st := c.state.Load()
+	if st.err != nil {
+		// Keep what bundles hold: it still verifies every existing leaf.
 		return nil
+	}
+	ns := c.cfg.ControlNamespace
+	cm, err := c.bundles.ConfigMaps(namespace).Get(contract.BundleConfigMap)
+	if err == nil {
+		if other := cm.Labels[contract.BundleLabel]; other != "" && other != ns {
+			err := fmt.Errorf("ConfigMap %s/%s belongs to the control plane in namespace %q: not overwriting it; a namespace can hold TLS pods of one control plane only",
+				namespace, contract.BundleConfigMap, other)
+			c.events.Event(&corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: namespace, Name: contract.BundleConfigMap, UID: cm.UID},
+				corev1.EventTypeWarning, "BundleConflict", err.Error())
+			return err
+		}
+		if cm.Data[contract.BundleKey] == st.bundle && cm.Labels[contract.BundleLabel] == ns {
+			return nil
+		}
 	}
 	if !c.namespaceHasTLSPods(namespace) {
 		return nil
 	}
 	// As with Secrets: repair a bundle the CA wrote, refuse anyone else's.
-	owned := err == nil && managedBy(cm, FieldManager)
+	owned := err == nil && c.owns(cm)
 	apply := corev1ac.ConfigMap(contract.BundleConfigMap, namespace).
-		WithLabels(map[string]string{contract.ControlPlaneNSLabel: c.cfg.ControlNamespace, contract.BundleLabel: c.cfg.ControlNamespace}).
-		WithData(map[string]string{contract.BundleKey: string(root.CertPEM)})
-	if _, err := c.client.CoreV1().ConfigMaps(namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: FieldManager, Force: owned}); err != nil {
+		WithLabels(map[string]string{contract.ControlPlaneNSLabel: ns, contract.BundleLabel: ns}).
+		WithData(map[string]string{contract.BundleKey: st.bundle})
+	if _, err := c.client.CoreV1().ConfigMaps(namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: c.fieldManager, Force: owned}); err != nil {
 		return fmt.Errorf("apply ConfigMap %s/%s: %w", namespace, contract.BundleConfigMap, err)
 	}
-	c.log.Info("wrote trust bundle", "configmap", namespace+"/"+contract.BundleConfigMap)
+	c.log.Info("wrote trust bundle", "configmap", namespace+"/"+contract.BundleConfigMap, "roots", strings.Count(st.bundle, "BEGIN CERTIFICATE"))
 	return nil
 }
 

@@ -16,9 +16,19 @@ type metrics struct {
 	latency  prometheus.Histogram
 	leader   prometheus.Gauge
 	ready    prometheus.Gauge
+	refused  prometheus.Counter
+	// rootExpiry and leafExpiry are expiry instants, cert-manager's
+	// certmanager_certificate_expiration_timestamp_seconds model: an
+	// alert is `gauge - time() < 7*86400`, with no rate to compute.
+	rootExpiry prometheus.Gauge
+	leafExpiry *prometheus.GaugeVec
 }
 
-func newMetrics(queueLen func() float64) *metrics {
+func (m *metrics) forgetLeaf(k ownerKey) {
+	m.leafExpiry.DeleteLabelValues(k.Namespace, k.Kind, k.Name)
+}
+
+func newMetrics(queueLen, canIssue func() float64) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{
@@ -46,11 +56,27 @@ func newMetrics(queueLen func() float64) *metrics {
 			Name: "linkerd_ca_ready",
 			Help: "1 once the root is loaded and the caches have synced.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "linkerd_ca_issuance_refused_total",
+			Help: "Certificates not issued because the root could not issue (lost, unusable, or within one certificate lifetime of expiry) or because the issued certificate failed its own check.",
+		}),
+		rootExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "linkerd_ca_root_expiration_timestamp_seconds",
+			Help: "When the issuer's chain expires, as a Unix timestamp.",
+		}),
+		leafExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "linkerd_ca_certificate_expiration_timestamp_seconds",
+			Help: "When each workload certificate expires, as a Unix timestamp, by namespace and owner.",
+		}, []string{"namespace", "kind", "owner"}),
 	}
 	// Both series exist from the start, so a dashboard shows 0, not "no data".
 	m.errors.WithLabelValues("secret")
 	m.errors.WithLabelValues("bundle")
-	m.registry.MustRegister(m.issued, m.renewals, m.errors, m.latency, m.leader, m.ready,
+	m.registry.MustRegister(m.issued, m.renewals, m.errors, m.latency, m.leader, m.ready, m.refused, m.rootExpiry, m.leafExpiry,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "linkerd_ca_root_can_issue",
+			Help: "1 while the root can issue full-lifetime certificates; 0 when it is lost, unusable or within one certificate lifetime of expiry.",
+		}, canIssue),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "linkerd_ca_queue_depth",
 			Help: "Owners and bundles waiting to be reconciled.",

@@ -2,7 +2,9 @@ package ca
 
 import (
 	"testing"
+	"time"
 
+	"meshtls/ca/pki"
 	"meshtls/contract"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,7 +30,12 @@ func TestPodOwner(t *testing.T) {
 		{"a non-controller reference is not an owner", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns",
 			OwnerReferences: []metav1.OwnerReference{{Kind: "Deployment", Name: "d"}}}}, ownerKey{"pod", "ns", "p"}},
 		{"an unknown controller kind leaves the pod its own owner", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "job-x", Namespace: "ns",
-			OwnerReferences: []metav1.OwnerReference{{Kind: "Job", Name: "job", Controller: &yes}}}}, ownerKey{"pod", "ns", "job-x"}},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "SparkApplication", Name: "job", Controller: &yes}}}}, ownerKey{"pod", "ns", "job-x"}},
+		{"a Job controller reference", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "migrate-x", Namespace: "ns",
+			OwnerReferences: []metav1.OwnerReference{{Kind: "Job", Name: "migrate", Controller: &yes}}}}, ownerKey{"job", "ns", "migrate"}},
+		{"a CronJob label wins over its Job", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "nightly-1-x", Namespace: "ns",
+			Labels:          map[string]string{"linkerd.io/proxy-cronjob": "nightly"},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "Job", Name: "nightly-1", Controller: &yes}}}}, ownerKey{"cronjob", "ns", "nightly"}},
 		{"bare pod", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "solo", Namespace: "ns"}}, ownerKey{"pod", "ns", "solo"}},
 	}
 	for _, tc := range cases {
@@ -76,5 +83,33 @@ func TestConfigValidation(t *testing.T) {
 		if _, err := New(nil, cfg); err == nil {
 			t.Errorf("New(%+v) accepted a bad config", cfg)
 		}
+	}
+}
+
+// Informers may transform an object more than once; the second pass must
+// not turn "the key matched" into "no key, so no match".
+func TestStripKeyIsIdempotent(t *testing.T) {
+	r, _, err := pki.NewRoot("t", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := r.Issue("a.pod.ns.linkerd-managed.linkerd.svc.cluster.local", 20*time.Minute, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &corev1.Secret{Data: map[string][]byte{corev1.TLSCertKey: leaf.CertPEM, corev1.TLSPrivateKeyKey: leaf.KeyPEM}}
+	once, _ := stripKey(s)
+	twice, _ := stripKey(once)
+	for i, obj := range []any{once, twice} {
+		got := obj.(*corev1.Secret)
+		if len(got.Data[corev1.TLSPrivateKeyKey]) != 0 {
+			t.Errorf("pass %d kept the private key", i+1)
+		}
+		if string(got.Data[keyMatchesKey]) != "true" {
+			t.Errorf("pass %d: key-matches marker %q, want true", i+1, got.Data[keyMatchesKey])
+		}
+	}
+	if len(s.Data[corev1.TLSPrivateKeyKey]) == 0 {
+		t.Error("stripKey modified its input")
 	}
 }

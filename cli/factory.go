@@ -7,6 +7,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"meshtls/tap"
 )
 
 // Factory hands commands what they need, lazily: nothing connects to a
@@ -18,12 +20,12 @@ type Factory struct {
 	KubeFlags *genericclioptions.ConfigFlags
 	// LinkerdNamespace is the control-plane namespace (-L).
 	LinkerdNamespace string
-	// PrometheusURL, when set, makes metric commands query Prometheus.
-	PrometheusURL string
 
 	// RESTConfig and KubeClient are functions so tests can replace them.
 	RESTConfig func() (*rest.Config, error)
 	KubeClient func() (kubernetes.Interface, error)
+	// TapSource is the live tap API; nil until the cluster has one.
+	TapSource func() (tap.Source, error)
 }
 
 // NewFactory builds a factory bound to real kubeconfig loading.

@@ -20,6 +20,9 @@ type installOptions struct {
 	ha                 bool
 	certLifetime       time.Duration
 	rootCert, rootKey  string
+	issuerCert         string
+	issuerKey          string
+	trustAnchors       string
 }
 
 func newInstallCmd(f *Factory) *cobra.Command {
@@ -32,7 +35,12 @@ func newInstallCmd(f *Factory) *cobra.Command {
 With --tls=optional it includes the certificate authority, which gives every
 workload injected with --tls=optional a certificate for its identity. The CA
 generates its root on first start and keeps it in the Secret linkerd-ca-root;
---root-cert and --root-key supply your own root instead.`,
+--root-cert and --root-key supply your own root instead. To keep the root's key
+out of the cluster, give an intermediate issuer signed by an offline root:
+--issuer-cert, --issuer-key and --trust-anchors (the offline root's
+certificate). Workload certificates then carry the issuer after the leaf and
+bundles hold the offline root. To replace the root later, use
+linkerd ca rotate.`,
 		Example: `  # Install the control plane with automatic TLS
   linkerd install --tls=optional | kubectl apply -f -
 
@@ -40,7 +48,11 @@ generates its root on first start and keeps it in the Secret linkerd-ca-root;
   linkerd install --tls=optional --ha --cert-lifetime 12h | kubectl apply -f -
 
   # Bring your own root
-  linkerd install --tls=optional --root-cert root.crt --root-key root.key | kubectl apply -f -`,
+  linkerd install --tls=optional --root-cert root.crt --root-key root.key | kubectl apply -f -
+
+  # Sign with an intermediate issuer; the offline root's key stays offline
+  linkerd install --tls=optional --issuer-cert issuer.crt --issuer-key issuer.key \
+    --trust-anchors root.crt | kubectl apply -f -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts, err := o.toOptions(f, cmd)
@@ -57,9 +69,12 @@ generates its root on first start and keeps it in the Secret linkerd-ca-root;
 	fl.StringVar(&o.prometheusImage, "prometheus-image", install.DefaultPrometheusImage, "Prometheus image")
 	fl.IntVar(&o.controllerReplicas, "controller-replicas", 1, "replicas of each controller; the CA elects one to issue")
 	fl.BoolVar(&o.ha, "ha", false, "high availability: 3 controller replicas unless --controller-replicas says otherwise")
-	fl.DurationVar(&o.certLifetime, "cert-lifetime", pki.DefaultLeafLifetime, "lifetime of workload certificates; they renew at two thirds")
+	fl.DurationVar(&o.certLifetime, "cert-lifetime", pki.DefaultLeafLifetime, "lifetime of workload certificates (at least "+pki.MinLeafLifetime.String()+"); they renew at 0.57 to 0.67 of it")
 	fl.StringVar(&o.rootCert, "root-cert", "", "PEM file of a root certificate for the CA to use (with --root-key)")
 	fl.StringVar(&o.rootKey, "root-key", "", "PEM file of the root's private key (with --root-cert)")
+	fl.StringVar(&o.issuerCert, "issuer-cert", "", "PEM file of an intermediate issuer certificate (with --issuer-key and --trust-anchors)")
+	fl.StringVar(&o.issuerKey, "issuer-key", "", "PEM file of the issuer's private key")
+	fl.StringVar(&o.trustAnchors, "trust-anchors", "", "PEM file of the offline root certificate(s) that signed --issuer-cert")
 	return cmd
 }
 
@@ -85,10 +100,21 @@ func (o *installOptions) toOptions(f *Factory, cmd *cobra.Command) (install.Opti
 			return opts, fmt.Errorf("cannot read --root-cert: %w", err)
 		}
 	}
-	if o.rootKey != "" {
-		// The error names the file, never its contents.
-		if opts.RootKeyPEM, err = os.ReadFile(o.rootKey); err != nil {
-			return opts, fmt.Errorf("cannot read --root-key: %w", err)
+	// Errors name the file, never its contents.
+	for _, in := range []struct {
+		flag, path string
+		dst        *[]byte
+	}{
+		{"--root-key", o.rootKey, &opts.RootKeyPEM},
+		{"--issuer-cert", o.issuerCert, &opts.IssuerCertPEM},
+		{"--issuer-key", o.issuerKey, &opts.IssuerKeyPEM},
+		{"--trust-anchors", o.trustAnchors, &opts.TrustAnchorsPEM},
+	} {
+		if in.path == "" {
+			continue
+		}
+		if *in.dst, err = os.ReadFile(in.path); err != nil {
+			return opts, fmt.Errorf("cannot read %s: %w", in.flag, err)
 		}
 	}
 	return opts, nil

@@ -53,14 +53,15 @@ into workloads, and shows how much of your traffic is encrypted.`,
 		}
 	}
 	pf.StringVarP(&f.LinkerdNamespace, "linkerd-namespace", "L", f.LinkerdNamespace, "namespace of the linkerd control plane")
-	pf.StringVar(&f.PrometheusURL, "prometheus-url", "", "query this Prometheus instead of scraping proxies directly (e.g. http://127.0.0.1:9090)")
+	_ = root.RegisterFlagCompletionFunc("namespace", namespaceCompletion(f))
 
 	root.AddCommand(
 		newVersionCmd(f),
 		newCompletionCmd(f),
 		newStatCmd(f, nil),
+		newTapCmd(f, nil),
 		newCaptureCmd(f),
-		newInstallCmd(f), newInjectCmd(f),
+		newInstallCmd(f), newInjectCmd(f), newCACmd(f),
 	)
 	return root
 }

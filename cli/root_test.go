@@ -21,9 +21,21 @@ func mustFind(t *testing.T, cmds []*cobra.Command, name string) *cobra.Command {
 func TestGlobalFlags(t *testing.T) {
 	io, _, _ := TestStreams(false)
 	root := NewRootCmd(NewFactory(io))
-	for _, name := range []string{"kubeconfig", "context", "namespace", "linkerd-namespace", "prometheus-url"} {
+	for _, name := range []string{"kubeconfig", "context", "namespace", "linkerd-namespace"} {
 		if root.PersistentFlags().Lookup(name) == nil {
 			t.Errorf("missing global flag --%s", name)
+		}
+	}
+	// --prometheus-url belongs only to the commands that query Prometheus.
+	if root.PersistentFlags().Lookup("prometheus-url") != nil {
+		t.Errorf("--prometheus-url is global; want it on stat only")
+	}
+	if mustFind(t, root.Commands(), "stat").Flags().Lookup("prometheus-url") == nil {
+		t.Errorf("stat lacks --prometheus-url")
+	}
+	for _, cmd := range []string{"version", "install", "inject", "capture"} {
+		if res := execute(t, false, cmd, "--prometheus-url", "http://x"); res.code != 2 || !strings.Contains(res.errOut, "unknown flag: --prometheus-url") {
+			t.Errorf("%s --prometheus-url: exit %d, %q; want a usage error", cmd, res.code, res.errOut)
 		}
 	}
 	if f := root.PersistentFlags().ShorthandLookup("L"); f == nil || f.DefValue != "linkerd" {
@@ -35,7 +47,7 @@ func TestGlobalFlags(t *testing.T) {
 }
 
 func TestCompletion(t *testing.T) {
-	for _, shell := range []string{"bash", "zsh", "fish"} {
+	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
 		res := execute(t, false, "completion", shell)
 		if res.code != 0 || !strings.Contains(res.out, "linkerd") {
 			t.Errorf("%s: exit %d, %d bytes", shell, res.code, len(res.out))
@@ -55,8 +67,18 @@ func TestCompletion(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	res := execute(t, false, "version")
-	if res.code != 0 || !strings.HasPrefix(res.out, "Client version: ") {
+	// No cluster in this test: the server's version is unavailable.
+	if res.code != 0 || res.out != "Client version: dev\nServer version: unavailable\n" {
 		t.Errorf("version: %d %q", res.code, res.out)
+	}
+	if res := execute(t, false, "version", "--client"); res.code != 0 || res.out != "Client version: dev\n" {
+		t.Errorf("version --client: %d %q", res.code, res.out)
+	}
+	if res := execute(t, false, "version", "--client", "--short"); res.code != 0 || res.out != "dev\n" {
+		t.Errorf("version --client --short: %d %q", res.code, res.out)
+	}
+	if res := execute(t, false, "version", "--short"); res.code != 0 || res.out != "dev\nunavailable\n" {
+		t.Errorf("version --short: %d %q", res.code, res.out)
 	}
 	res = execute(t, false, "version", "-o", "json")
 	if res.code != 0 || !strings.Contains(res.out, `"client"`) {

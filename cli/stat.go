@@ -18,7 +18,10 @@ import (
 
 // StatOptions is everything `linkerd stat` needs once flags are parsed.
 type StatOptions struct {
+	// Resource is the first of Resources, the resources asked for.
 	Resource      stat.Resource
+	Resources     []stat.Resource
+	Unmeshed      bool
 	From, To      *stat.Resource
 	Window        time.Duration
 	WindowSet     bool // -t given; captures otherwise use their whole span
@@ -40,6 +43,8 @@ type statFlags struct {
 	output        string
 	capture       string
 	at            string
+	unmeshed      bool
+	prometheusURL string
 }
 
 // builtinPrefix names captures compiled into the binary.
@@ -48,11 +53,15 @@ const builtinPrefix = "builtin:"
 func newStatCmd(f *Factory, runF func(context.Context, *StatOptions) error) *cobra.Command {
 	var fl statFlags
 	cmd := &cobra.Command{
-		Use:     "stat RESOURCE [NAME] | RESOURCE/NAME",
+		Use:     "stat RESOURCE [NAME...] | RESOURCE/NAME...",
 		Aliases: []string{"st"},
 		Short:   "Show traffic statistics, including the share of TLS traffic",
-		Long: `Show success rate, request rate, latency quantiles and the share of TLS
-traffic for authorities, deployments, pods or namespaces.
+		Long: `Show success rate, request rate, latency quantiles, open TCP connections
+and the share of TLS traffic for workloads, pods, services, authorities or
+namespaces. Several resources may be given at once (deploy/web po/web-1,
+or po a b); "all" stands for every workload kind, pods, services and
+authorities. Workloads without a meshed pod and without traffic are hidden
+unless --unmeshed is given.
 
 Resource types: ` + stat.ValidKinds + `.
 
@@ -60,8 +69,10 @@ Figures come from, in order of preference:
   --capture DIR        a recorded capture (builtin:emojivoto and builtin:mixed ship
                        with the CLI), no cluster needed;
   --prometheus-url URL Prometheus, with the queries Linkerd's public API used;
-  otherwise            every matching proxy's :4191/metrics, scraped twice one
-                       window apart through the Kubernetes API.
+  otherwise            the control plane's Prometheus (-L), reached through a
+                       port-forward via the Kubernetes API; when none answers,
+                       every meshed proxy's :4191/metrics, scraped twice one
+                       window apart (and stat says so).
 
 The TLS column is the share of requests with tls="true". -o wide and -o json
 say why the rest was not encrypted (no_tls_reason) and name the source and
@@ -81,26 +92,31 @@ destination pairs that carry the most plain text.`,
   # The five minutes before an incident, from Prometheus
   linkerd stat au -n emojivoto -t 5m --at 2026-11-22T03:15:00Z --prometheus-url http://127.0.0.1:9090
 
+  # Several resources in one call, and every workload kind
+  linkerd stat deploy/web po/vote-bot-8b9c7d6f5-x7k2p -n emojivoto
+  linkerd stat all -n emojivoto
+
   # Every namespace, as JSON for scripts
   linkerd stat ns -A -o json`,
-		Args: cobra.RangeArgs(1, 2),
-		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-			if len(args) == 0 {
-				return stat.KindNames(), cobra.ShellCompDirectiveNoFileComp
-			}
-			return nil, cobra.ShellCompDirectiveNoFileComp
-		},
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: statCompletion(f),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts, err := fl.toOptions(f, args, cmd.Flags().Changed("time-window"))
+			opts, err := fl.toOptions(f, args, cmd.Flags().Changed("time-window"), cmd.Flags().Changed("namespace"))
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
 			if runF != nil {
-				return runF(ctx, opts)
+				err = runF(ctx, opts)
+			} else {
+				err = runStat(ctx, f, opts)
 			}
-			return runStat(ctx, f, opts)
+			if err != nil && ctx.Err() != nil && cmd.Context().Err() == nil {
+				// Ctrl-C: the user knows; exit as a shell does, quietly.
+				return &ExitError{Code: 130}
+			}
+			return err
 		},
 	}
 	flags := cmd.Flags()
@@ -112,7 +128,9 @@ destination pairs that carry the most plain text.`,
 	flags.StringVar(&fl.toNS, "to-namespace", "", "namespace of the --to resource (default: -n)")
 	flags.StringVarP(&fl.selector, "selector", "l", "", "only traffic of pods matching this label selector (e.g. app=web)")
 	flags.StringVarP(&fl.output, "output", "o", "table", "output format: table, wide or json")
-	flags.StringVar(&fl.at, "at", "", "end the window at this past time, RFC 3339 (2026-11-22T03:15:00Z) or a duration ago (90m); needs --prometheus-url")
+	flags.StringVar(&fl.at, "at", "", "end the window at this past time, RFC 3339 (2026-11-22T03:15:00Z) or a duration ago (90m); needs a Prometheus")
+	flags.BoolVar(&fl.unmeshed, "unmeshed", false, "also show workloads with no meshed pod and no traffic")
+	flags.StringVar(&fl.prometheusURL, "prometheus-url", "", "query this Prometheus (e.g. http://127.0.0.1:9090) instead of the control plane's")
 	flags.StringVar(&fl.capture, "capture", "", "read a capture directory (or builtin:emojivoto, builtin:mixed) instead of live proxies")
 	_ = cmd.RegisterFlagCompletionFunc("output", fixedCompletion("table", "wide", "json"))
 	_ = cmd.RegisterFlagCompletionFunc("at", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
@@ -134,19 +152,29 @@ func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([
 	}
 }
 
-func (fl *statFlags) toOptions(f *Factory, args []string, windowSet bool) (*StatOptions, error) {
+func (fl *statFlags) toOptions(f *Factory, args []string, windowSet, namespaceSet bool) (*StatOptions, error) {
 	ns := f.Namespace()
 	if fl.allNamespaces {
+		if namespaceSet {
+			return nil, usageErrorf("-A/--all-namespaces and -n/--namespace cannot be used together")
+		}
 		ns = ""
 	}
-	res, err := stat.ParseResource(args, ns)
+	resources, err := stat.ParseResources(args, ns)
 	if err != nil {
 		return nil, &usageError{err}
 	}
+	if namespaceSet && fl.from == "" && fl.to == "" {
+		for _, r := range resources {
+			if r.Kind == stat.KindNamespace {
+				return nil, usageErrorf("-n/--namespace cannot be used with namespaces: a namespace is not inside one (use stat ns/NAME)")
+			}
+		}
+	}
 	opts := &StatOptions{
-		Resource: res, Window: fl.window, WindowSet: windowSet, Selector: fl.selector,
+		Resource: resources[0], Resources: resources, Window: fl.window, WindowSet: windowSet, Selector: fl.selector,
 		Output: fl.output, AllNamespaces: fl.allNamespaces, Capture: fl.capture,
-		PrometheusURL: f.PrometheusURL,
+		PrometheusURL: fl.prometheusURL, Unmeshed: fl.unmeshed,
 	}
 	switch opts.Output {
 	case "table", "wide", "json":
@@ -186,8 +214,8 @@ func (fl *statFlags) toOptions(f *Factory, args []string, windowSet bool) (*Stat
 		return nil, usageErrorf("--capture and --prometheus-url cannot be used together")
 	}
 	if fl.at != "" {
-		if opts.PrometheusURL == "" {
-			return nil, usageErrorf("--at needs --prometheus-url: proxies only know their counters now, and a capture's window ends at its last round")
+		if opts.Capture != "" {
+			return nil, usageErrorf("--at needs a Prometheus: a capture's window ends at its last round")
 		}
 		if opts.At, err = parseAt(fl.at, time.Now()); err != nil {
 			return nil, err
@@ -226,59 +254,116 @@ func prefixed(names []string) []string {
 	return out
 }
 
-// sources picks where metrics and pods come from.
-func (f *Factory) statSources(opts *StatOptions) (stat.MetricSource, stat.PodSource, error) {
+// statSources picks where metrics and pods come from: a capture, the
+// Prometheus given, the control plane's Prometheus through a port-forward,
+// or, when no Prometheus answers, the proxies themselves. close ends
+// whatever the sources hold open.
+func (f *Factory) statSources(ctx context.Context, opts *StatOptions) (src stat.MetricSource, pods stat.PodSource, close func(), err error) {
+	close = func() {}
 	if opts.Capture != "" {
 		c, err := openCapture(opts.Capture)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, close, err
 		}
 		if !opts.WindowSet {
 			opts.Window = 0
 		}
-		return c, c, nil
+		return c, c, close, nil
 	}
 	if opts.PrometheusURL != "" {
 		p, err := stat.NewPrometheus(opts.PrometheusURL)
 		if err != nil {
-			return nil, nil, &usageError{err}
+			return nil, nil, close, &usageError{err}
 		}
 		p.Now = opts.At
 		// Pods are optional with Prometheus: they fill the MESHED column.
-		var pods stat.PodSource
 		if client, err := f.KubeClient(); err == nil {
 			pods = stat.OptionalPods{Source: stat.KubePods{Client: client}, Warn: f.warn}
 		}
-		return p, pods, nil
+		return p, pods, close, nil
 	}
 	client, err := f.KubeClient()
 	if err != nil {
-		return nil, nil, fmt.Errorf("no metrics source: %v; or give --prometheus-url or --capture", err)
+		return nil, nil, close, fmt.Errorf("no metrics source: %v; or give --prometheus-url or --capture", err)
 	}
+	kubePods := stat.KubePods{Client: client}
+	cfg, err := f.RESTConfig()
+	if err != nil {
+		return nil, nil, close, err
+	}
+	cp, err := stat.ConnectControlPlanePrometheus(ctx, cfg, client, f.LinkerdNamespace)
+	if err == nil {
+		p, err := stat.NewPrometheus(cp.URL)
+		if err != nil {
+			cp.Close()
+			return nil, nil, close, err
+		}
+		p.Name = fmt.Sprintf("%s (pod %s, port-forwarded)", cp.URL, cp.Pod)
+		p.Now = opts.At
+		return p, kubePods, cp.Close, nil
+	}
+	if ctx.Err() != nil {
+		return nil, nil, close, ctx.Err()
+	}
+	if !opts.At.IsZero() {
+		return nil, nil, close, fmt.Errorf("--at needs a Prometheus, and none answered: %v", err)
+	}
+	f.warn(fmt.Sprintf("no Prometheus answered (%v); scraping every meshed proxy directly, which takes the whole window (%s)", err, opts.Window))
 	scraper := &stat.Scraper{Fetcher: stat.ProxyFetcher{Client: client}}
 	scraper.Warn = f.warn
 	if f.IO.IsStderrTTY() {
+		start := time.Now()
 		scraper.Progress = func(left time.Duration, pods int) {
+			// Short waits need no progress; longer ones say how long is left.
+			if time.Since(start) < progressAfter {
+				return
+			}
 			fmt.Fprintf(f.IO.ErrOut, "\rScraping %d proxies: %s left ", pods, left.Round(time.Second))
 		}
 	}
-	return scraper, stat.KubePods{Client: client}, nil
+	return scraper, kubePods, close, nil
 }
 
+// progressAfter is how long direct scraping runs before it shows progress.
+const progressAfter = 3 * time.Second
+
 func runStat(ctx context.Context, f *Factory, opts *StatOptions) error {
-	src, pods, err := f.statSources(opts)
+	var qs []stat.Query
+	for _, r := range opts.Resources {
+		qs = append(qs, stat.Query{Resource: r, From: opts.From, To: opts.To, Window: opts.Window, PodSelector: opts.Selector, Unmeshed: opts.Unmeshed})
+	}
+	if opts.Capture == "" && opts.PrometheusURL == "" {
+		// A typo fails before any Prometheus is looked for.
+		if client, err := f.KubeClient(); err == nil {
+			if err := stat.CheckExists(ctx, qs, stat.KubePods{Client: client}); err != nil {
+				return err
+			}
+		}
+	}
+	src, pods, closeSrc, err := f.statSources(ctx, opts)
 	if err != nil {
 		return err
 	}
-	q := stat.Query{Resource: opts.Resource, From: opts.From, To: opts.To, Window: opts.Window, PodSelector: opts.Selector}
-	res, err := stat.Compute(ctx, q, src, pods)
-	if f.IO.IsStderrTTY() && opts.Capture == "" && opts.PrometheusURL == "" {
+	defer closeSrc()
+	_, scraping := src.(*stat.Scraper)
+	res, err := stat.ComputeAll(ctx, qs, src, pods)
+	if f.IO.IsStderrTTY() && scraping {
 		fmt.Fprint(f.IO.ErrOut, "\r\x1b[K")
 	}
 	if err != nil {
+		var we *stat.WindowError
+		if errors.As(err, &we) {
+			return &usageError{err}
+		}
 		return err
 	}
-	if len(res.Rows) == 0 {
+	for _, w := range res.Warnings {
+		f.warn(w)
+	}
+	if opts.Capture != "" && opts.WindowSet && res.Window != opts.Window {
+		fmt.Fprintf(f.IO.ErrOut, "Note: the window is %s, the span of the capture's rounds closest to -t %s\n", res.Window, opts.Window)
+	}
+	if len(res.Rows) == 0 && opts.Output != "json" {
 		fmt.Fprintln(f.IO.ErrOut, "No traffic found.")
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +62,9 @@ func TestStatPrometheusMatchesCapture(t *testing.T) {
 		{"mixed", []string{"authority", "-n", "mixed"}},
 		{"mixed", []string{"deploy", "-n", "mixed"}},
 		{"mixed", []string{"po", "-n", "mixed"}},
+		{"mixed", []string{"ns", "-A"}},
+		{"mixed", []string{"svc", "-n", "mixed"}},
+		{"mixed", []string{"deploy/backend", "po/frontend-6c7d8e9f4-q9v4m", "-n", "mixed"}},
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprint(tc.args), func(t *testing.T) {
@@ -83,14 +87,17 @@ func TestStatPrometheusMatchesCapture(t *testing.T) {
 				}{
 					{"success", c.Success, p.Success}, {"rps", c.RPS, p.RPS}, {"tls", c.TLS, p.TLS},
 					{"p50", c.P50, p.P50}, {"p95", c.P95, p.P95}, {"p99", c.P99, p.P99},
+					{"tcp_open_connections", c.TCPConn, p.TCPConn},
+					{"tcp_read_bytes_per_sec", c.ReadBPS, p.ReadBPS}, {"tcp_write_bytes_per_sec", c.WriteBPS, p.WriteBPS},
 				} {
 					if !close(f.c, f.p) {
 						t.Errorf("%s %s: capture %s, prometheus %s", key, f.name, show(f.c), show(f.p))
 					}
 				}
 				for reason, n := range c.NoTLS {
-					if !closeVal(n/c.Requests, p.NoTLS[reason]/p.Requests) {
-						t.Errorf("%s no_tls[%s]: capture %.4f of requests, prometheus %.4f", key, reason, n/c.Requests, p.NoTLS[reason]/p.Requests)
+					cs, ps := share(n, c.Requests), share(p.NoTLS[reason], p.Requests)
+					if !closeVal(cs, ps) {
+						t.Errorf("%s no_tls[%s]: capture %.4f of requests, prometheus %.4f", key, reason, cs, ps)
 					}
 				}
 				if len(c.TopPlaintext) != len(p.TopPlaintext) {
@@ -99,7 +106,7 @@ func TestStatPrometheusMatchesCapture(t *testing.T) {
 					for i := range c.TopPlaintext {
 						ce, pe := c.TopPlaintext[i], p.TopPlaintext[i]
 						if ce.Source != pe.Source || ce.Destination != pe.Destination || ce.Reason != pe.Reason ||
-							!closeVal(ce.Requests/c.Requests, pe.Requests/p.Requests) {
+							!closeVal(share(ce.Requests, c.Requests), share(pe.Requests, p.Requests)) {
 							t.Errorf("%s top_plaintext[%d]: capture %+v, prometheus %+v", key, i, ce, pe)
 						}
 					}
@@ -109,6 +116,24 @@ func TestStatPrometheusMatchesCapture(t *testing.T) {
 				t.Fatalf("no rows with traffic to compare")
 			}
 		})
+	}
+}
+
+// TestStatPrometheusRefusesShortWindow: a window under two scrape
+// intervals cannot hold two samples, so stat refuses it with a hint
+// instead of printing nothing.
+func TestStatPrometheusRefusesShortWindow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short mode: starts a real Prometheus")
+	}
+	prom := testprom.Start(t, nil, 2*time.Second)
+	res := execute(t, false, "stat", "au", "-A", "--prometheus-url", prom.URL, "-t", "3s")
+	if res.code != 2 || !strings.Contains(res.errOut, "-t 3s is shorter than twice Prometheus's scrape interval (2s)") ||
+		!strings.Contains(res.errOut, "use -t 4s or more") {
+		t.Errorf("exit %d, stderr %q; want a usage error with the interval and a hint", res.code, res.errOut)
+	}
+	if res := execute(t, false, "stat", "au", "-A", "--prometheus-url", prom.URL, "-t", "4s"); res.code != 0 {
+		t.Errorf("-t 4s: exit %d, stderr %q", res.code, res.errOut)
 	}
 }
 
@@ -142,6 +167,14 @@ func close(a, b *float64) bool {
 		return a == nil && b == nil
 	}
 	return closeVal(*a, *b)
+}
+
+// share is n/total, NaN when either is null.
+func share(n, total *float64) float64 {
+	if n == nil || total == nil {
+		return math.NaN()
+	}
+	return *n / *total
 }
 
 func show(v *float64) string {

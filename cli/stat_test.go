@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +32,14 @@ func TestStatGolden(t *testing.T) {
 		{"stat_deploy_mixed.json.golden", []string{"stat", "deploy", "-n", "mixed", "--capture", "builtin:mixed", "-o", "json"}},
 		{"stat_po_mixed_selector.golden", []string{"stat", "po", "-n", "mixed", "-l", "app in (backend,frontend)", "--capture", "builtin:mixed"}},
 		{"stat_to_payments_wide.golden", []string{"stat", "deploy/frontend", "-n", "mixed", "--to", "deploy/payments", "--capture", "builtin:mixed", "-o", "wide"}},
+		{"stat_ns_mixed_wide.golden", []string{"stat", "ns", "-A", "--capture", "builtin:mixed", "-o", "wide"}},
+		{"stat_ns_mixed.json.golden", []string{"stat", "ns", "-A", "--capture", "builtin:mixed", "-o", "json"}},
+		{"stat_deploy_mixed_unmeshed.golden", []string{"stat", "deploy", "-n", "mixed", "--capture", "builtin:mixed", "--unmeshed"}},
+		{"stat_svc_mixed_wide.golden", []string{"stat", "svc", "-n", "mixed", "--capture", "builtin:mixed", "-o", "wide"}},
+		{"stat_several.golden", []string{"stat", "deploy/web", "po/vote-bot-8b9c7d6f5-x7k2p", "au/web-svc.emojivoto:80", "-n", "emojivoto", "--capture", "builtin:emojivoto"}},
+		{"stat_po_two.golden", []string{"stat", "po", "web-5d9c8b7f6-x7k2p", "emoji-7c8d9f5b4-q9v4m", "-n", "emojivoto", "--capture", "builtin:emojivoto"}},
+		{"stat_all_mixed.golden", []string{"stat", "all", "-n", "mixed", "--capture", "builtin:mixed"}},
+		{"stat_several.json.golden", []string{"stat", "deploy/web", "svc/emoji-svc", "-n", "emojivoto", "--capture", "builtin:emojivoto", "-o", "json"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.golden, func(t *testing.T) {
@@ -104,7 +114,7 @@ func TestStatBadInput(t *testing.T) {
 		contains []string
 	}{
 		{"unknown type", []string{"stat", "gadgets", "--capture", "builtin:emojivoto"}, 2,
-			[]string{`unknown resource type "gadgets"`, "authority (au), deployment (deploy), pod (po), namespace (ns)"}},
+			[]string{`unknown resource type "gadgets"`, "authority (au), deployment (deploy), statefulset (sts), daemonset (ds), replicaset (rs), replicationcontroller (rc), job, cronjob, pod (po), service (svc), namespace (ns), all"}},
 		{"malformed scrape", []string{"stat", "au", "-n", "emojivoto", "--capture", badCapture}, 1,
 			[]string{"001/emojivoto/web-1.prom", "line 2"}},
 		{"unreachable prometheus", []string{"stat", "au", "--prometheus-url", "http://127.0.0.1:1"}, 1,
@@ -125,9 +135,24 @@ func TestStatBadInput(t *testing.T) {
 			[]string{"invalid label selector"}},
 		{"no source", []string{"stat", "deploy"}, 1,
 			[]string{"no metrics source", "--prometheus-url or --capture"}},
-		{"too many args", []string{"stat", "deploy", "a", "b"}, 2, []string{"accepts between 1 and 2 arg(s)"}},
+		{"name twice", []string{"stat", "deploy/a", "b"}, 2, []string{`give the name either as "deploy/a" or as a second argument`}},
+		{"no args", []string{"stat"}, 2, []string{"requires at least 1 arg(s)"}},
+		{"ns with -n", []string{"stat", "ns", "-n", "x", "--capture", "builtin:emojivoto"}, 2,
+			[]string{"-n/--namespace cannot be used with namespaces"}},
+		{"-A with -n", []string{"stat", "deploy", "-A", "-n", "x", "--capture", "builtin:emojivoto"}, 2,
+			[]string{"-A/--all-namespaces and -n/--namespace cannot be used together"}},
+		{"deploy not found", []string{"stat", "deploy/nope", "-n", "emojivoto", "--capture", "builtin:emojivoto"}, 1,
+			[]string{`deployment "nope" in namespace "emojivoto" not found in capture builtin:emojivoto`}},
+		{"namespace not found", []string{"stat", "deploy", "-n", "nope", "--capture", "builtin:emojivoto"}, 1,
+			[]string{`namespace "nope" not found in capture builtin:emojivoto (it holds namespaces emojivoto, linkerd)`}},
+		{"from not found", []string{"stat", "deploy", "-n", "emojivoto", "--from", "deploy/nope", "--capture", "builtin:emojivoto"}, 1,
+			[]string{`deployment "nope" in namespace "emojivoto" not found in capture builtin:emojivoto`}},
+		{"ns resource not found", []string{"stat", "ns/nope", "--capture", "builtin:mixed"}, 1,
+			[]string{`namespace "nope" not found in capture builtin:mixed (it holds namespaces mixed)`}},
+		{"pod not found", []string{"stat", "po", "a", "b", "-n", "mixed", "--capture", "builtin:mixed"}, 1,
+			[]string{`pod "a" in namespace "mixed" not found in capture builtin:mixed`}},
 		{"at without prometheus", []string{"stat", "au", "--at", "5m", "--capture", "builtin:emojivoto"}, 2,
-			[]string{"--at needs --prometheus-url"}},
+			[]string{"--at needs a Prometheus"}},
 		{"at unparsable", []string{"stat", "au", "--at", "yesterday", "--prometheus-url", "http://127.0.0.1:1"}, 2,
 			[]string{`--at "yesterday": want an RFC 3339 time`}},
 		{"at in the future", []string{"stat", "au", "--at", "2999-01-01T00:00:00Z", "--prometheus-url", "http://127.0.0.1:1"}, 2,
@@ -155,7 +180,8 @@ func TestStatBadInput(t *testing.T) {
 }
 
 func TestStatNoTraffic(t *testing.T) {
-	res := execute(t, false, "stat", "au", "-n", "nowhere", "--capture", "builtin:emojivoto")
+	// linkerd holds Prometheus, which sends but receives nothing.
+	res := execute(t, false, "stat", "au", "-n", "linkerd", "--capture", "builtin:emojivoto")
 	if res.code != 0 || res.errOut != "No traffic found.\n" || res.out != "" {
 		t.Errorf("got exit %d, stdout %q, stderr %q; want exit 0 and only \"No traffic found.\" on stderr", res.code, res.out, res.errOut)
 	}
@@ -165,6 +191,12 @@ func TestStatNoTraffic(t *testing.T) {
 // is the given text.
 func writeCapture(t *testing.T, ns, pod, second string) string {
 	t.Helper()
+	return writeCaptureRounds(t, ns, pod, "response_total{direction=\"inbound\"} 0\n", second)
+}
+
+// writeCaptureRounds makes a two-scrape capture of one pod of deploy/web.
+func writeCaptureRounds(t *testing.T, ns, pod, first, second string) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "capture")
 	p := stat.Pod{Namespace: ns, Name: pod, Meshed: true, Owners: map[string]string{"deployment": "web"}}
 	w, err := stat.NewCaptureWriter(dir, "test", []stat.Pod{p})
@@ -172,7 +204,7 @@ func writeCapture(t *testing.T, ns, pod, second string) string {
 		t.Fatal(err)
 	}
 	at := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
-	if err := w.AddScrape(at, map[string][]byte{ns + "/" + pod: []byte("response_total{direction=\"inbound\"} 0\n")}); err != nil {
+	if err := w.AddScrape(at, map[string][]byte{ns + "/" + pod: []byte(first)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.AddScrape(at.Add(time.Minute), map[string][]byte{ns + "/" + pod: []byte(second)}); err != nil {
@@ -230,5 +262,122 @@ func TestParseAt(t *testing.T) {
 		if _, err := parseAt(bad, now); err == nil {
 			t.Errorf("parseAt(%q): want an error", bad)
 		}
+	}
+}
+
+// A NaN sample goes into the sums as Prometheus would carry it: the figures
+// it touches are unknown ("-", null), the row stays, and JSON stays valid.
+func TestStatNaNSampleKeepsJSONValid(t *testing.T) {
+	line := func(class, v string) string {
+		return "response_total{direction=\"inbound\",tls=\"true\",classification=\"" + class + "\"} " + v + "\n"
+	}
+	dir := writeCaptureRounds(t, "emojivoto", "web-1", line("success", "5")+line("failure", "1"), line("success", "NaN")+line("failure", "4"))
+	res := execute(t, false, "stat", "deploy", "-n", "emojivoto", "--capture", dir, "-o", "json")
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.errOut)
+	}
+	golden.Assert(t, "stat_nan.json.golden", []byte(res.out))
+	table := execute(t, false, "stat", "deploy", "-n", "emojivoto", "--capture", dir)
+	if table.code != 0 {
+		t.Fatalf("exit %d: %s", table.code, table.errOut)
+	}
+	golden.Assert(t, "stat_nan.golden", []byte(table.out))
+}
+
+// A pod scraped in only one round has no increase: every figure is "-"
+// and a warning names the pod.
+func TestStatMissedScrape(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "capture")
+	pods := []stat.Pod{
+		{Namespace: "ns", Name: "web-1", Meshed: true, Owners: map[string]string{"deployment": "web"}},
+		{Namespace: "ns", Name: "api-1", Meshed: true, Owners: map[string]string{"deployment": "api"}},
+	}
+	w, err := stat.NewCaptureWriter(dir, "test", pods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	line := func(n string) []byte {
+		return []byte("response_total{direction=\"inbound\",tls=\"true\",classification=\"success\"} " + n + "\n")
+	}
+	if err := w.AddScrape(at, map[string][]byte{"ns/web-1": line("0")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddScrape(at.Add(time.Minute), map[string][]byte{"ns/web-1": line("60"), "ns/api-1": line("60")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	res := execute(t, false, "stat", "deploy", "-n", "ns", "--capture", dir)
+	if res.code != 0 {
+		t.Fatalf("exit %d: %s", res.code, res.errOut)
+	}
+	golden.Assert(t, "stat_missed.golden", []byte(res.out))
+	if !strings.Contains(res.errOut, "Warning: no figures for pod ns/api-1: scraped in 1 of 2 rounds") {
+		t.Errorf("stderr %q does not name the missed pod", res.errOut)
+	}
+}
+
+func TestStatEmptyJSONIsAnEmptyList(t *testing.T) {
+	res := execute(t, false, "stat", "au", "-n", "linkerd", "--capture", "builtin:emojivoto", "-o", "json")
+	if res.code != 0 || res.out != "[]\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q; want [] on stdout", res.code, res.out, res.errOut)
+	}
+}
+
+// Ctrl-C while stat waits on Prometheus exits 130 with nothing printed,
+// as a shell reports an interrupted command.
+func TestStatInterruptExits130Quietly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() })
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	done := make(chan runResult, 1)
+	go func() {
+		done <- execute(t, false, "stat", "au", "-A", "--prometheus-url", "http://"+ln.Addr().String())
+	}()
+	select {
+	case <-accepted: // stat is waiting on Prometheus, with its signal handler in place
+	case <-time.After(30 * time.Second):
+		t.Fatal("stat never queried Prometheus")
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-done:
+		if res.code != 130 || res.errOut != "" || res.out != "" {
+			t.Errorf("exit %d, stdout %q, stderr %q; want 130 and nothing printed", res.code, res.out, res.errOut)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("stat did not stop on SIGINT")
+	}
+}
+
+// A capture's rounds may not span -t exactly: stat says which window the
+// figures cover.
+func TestStatCaptureWindowNote(t *testing.T) {
+	res := execute(t, false, "stat", "au", "-n", "emojivoto", "--capture", "builtin:emojivoto", "-t", "1m")
+	if res.code != 0 || res.errOut != "Note: the window is 1m50s, the span of the capture's rounds closest to -t 1m0s\n" {
+		t.Errorf("exit %d, stderr %q", res.code, res.errOut)
+	}
+	if res := execute(t, false, "stat", "au", "-n", "emojivoto", "--capture", "builtin:emojivoto", "-t", "110s"); res.errOut != "" {
+		t.Errorf("matching -t: stderr %q, want nothing", res.errOut)
 	}
 }

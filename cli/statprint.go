@@ -8,6 +8,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
@@ -55,10 +56,49 @@ func newTable(w io.Writer, columns, alignLeft int) *tablewriter.Table {
 	)
 }
 
+// printStatTable prints one table per kind, in the order asked, with a
+// blank line between them; when a call mixes kinds, names carry their
+// type (deploy/web) as kubectl prints them.
 func printStatTable(io *IOStreams, opts *StatOptions, res *stat.Result) error {
+	var kinds []stat.Kind
+	byKind := map[stat.Kind][]stat.Row{}
+	for _, r := range res.Rows {
+		if _, ok := byKind[r.Kind]; !ok {
+			kinds = append(kinds, r.Kind)
+		}
+		byKind[r.Kind] = append(byKind[r.Kind], r)
+	}
+	mixed := false
+	for _, r := range opts.Resources {
+		if r.Kind != opts.Resource.Kind {
+			mixed = true
+		}
+	}
+	for i, k := range kinds {
+		if i > 0 {
+			fmt.Fprintln(io.Out)
+		}
+		if err := printKindTable(io, opts, byKind[k], res.Window, mixed); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func printKindTable(io *IOStreams, opts *StatOptions, rows []stat.Row, window time.Duration, typed bool) error {
 	wide := opts.Output == "wide"
-	withNS := opts.AllNamespaces && opts.Resource.Kind != stat.KindNamespace
-	header := []string{"NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99", "TLS"}
+	withNS := opts.AllNamespaces && rows[0].Kind != stat.KindNamespace
+	// Authorities have no TCP figures (the proxy does not label
+	// connections by authority), so their table is the seed's.
+	tcp := rows[0].Kind != stat.KindAuthority
+	header := []string{"NAME", "MESHED", "SUCCESS", "RPS", "LATENCY_P50", "LATENCY_P95", "LATENCY_P99"}
+	if tcp {
+		header = append(header, "TCP_CONN")
+		if wide {
+			header = append(header, "READ_BYTES/SEC", "WRITE_BYTES/SEC")
+		}
+	}
+	header = append(header, "TLS")
 	left := 1
 	if withNS {
 		header = append([]string{"NAMESPACE"}, header...)
@@ -86,19 +126,30 @@ func printStatTable(io *IOStreams, opts *StatOptions, res *stat.Result) error {
 	}
 	tbl.Header(toAny(header)...)
 	color := io.ColorEnabled()
-	for _, r := range res.Rows {
-		cells := []string{r.Name, meshedCell(r), percentCell(r.Success, 2), rpsCell(r.RPS),
-			latencyCell(r.P50), latencyCell(r.P95), latencyCell(r.P99), tlsCell(r.TLS, color)}
+	for _, r := range rows {
+		name := r.Name
+		if typed && r.Kind != stat.KindAuthority {
+			name = r.Kind.Short() + "/" + name
+		}
+		cells := []string{name, meshedCell(r), percentCell(r.Success, 2), rpsCell(r.RPS),
+			latencyCell(r.P50), latencyCell(r.P95), latencyCell(r.P99)}
+		if tcp {
+			cells = append(cells, countCell(r.TCPConn))
+			if wide {
+				cells = append(cells, bytesRateCell(r.ReadBytes, window), bytesRateCell(r.WriteBytes, window))
+			}
+		}
+		cells = append(cells, tlsCell(r.TLS, color))
 		if withNS {
 			cells = append([]string{r.Namespace}, cells...)
 		}
 		if wide {
-			window := res.Window.Seconds()
+			secs := window.Seconds()
 			plain := math.NaN()
 			if !math.IsNaN(r.RPS) {
-				plain = plainRequests(r) / window
+				plain = plainRequests(r) / secs
 			}
-			cells = append(cells, rpsCell(plain), reasonsCell(r), edgesCell(r.TopPlaintext, window))
+			cells = append(cells, rpsCell(plain), reasonsCell(r), edgesCell(r.TopPlaintext, secs))
 		}
 		if err := tbl.Append(toAny(cells)...); err != nil {
 			return err
@@ -149,6 +200,22 @@ func plainRequests(r stat.Row) float64 {
 		n += v
 	}
 	return n
+}
+
+func countCell(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "-"
+	}
+	return fmt.Sprintf("%d", int64(math.Round(v)))
+}
+
+// bytesRateCell is bytes per second over the window, as Linkerd prints it
+// (B/s with one decimal).
+func bytesRateCell(bytes float64, window time.Duration) string {
+	if math.IsNaN(bytes) || math.IsInf(bytes, 0) || window <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fB/s", bytes/window.Seconds())
 }
 
 func meshedCell(r stat.Row) string {
@@ -242,47 +309,87 @@ func edgesCell(edges []stat.PlaintextEdge, window float64) string {
 }
 
 // statJSON is one row of `stat -o json`. Fractions are 0..1; figures that
-// could not be computed are null.
+// could not be computed (no traffic, or NaN from the proxies, as Prometheus
+// would give) are null, so the output is always valid JSON. Numbers are
+// rounded a few digits below what the table shows.
 type statJSON struct {
-	Namespace    string               `json:"namespace"`
-	Kind         string               `json:"kind"`
-	Name         string               `json:"name"`
-	Meshed       *string              `json:"meshed"`
-	Requests     float64              `json:"requests"`
-	Success      *float64             `json:"success"`
-	RPS          *float64             `json:"rps"`
-	P50          *float64             `json:"latency_ms_p50"`
-	P95          *float64             `json:"latency_ms_p95"`
-	P99          *float64             `json:"latency_ms_p99"`
-	TLS          *float64             `json:"tls"`
-	NoTLS        map[string]float64   `json:"no_tls"`
-	TopPlaintext []stat.PlaintextEdge `json:"top_plaintext"`
-	WindowSecs   float64              `json:"window_seconds"`
+	Namespace    string              `json:"namespace"`
+	Kind         string              `json:"kind"`
+	Name         string              `json:"name"`
+	Meshed       *string             `json:"meshed"`
+	Requests     *float64            `json:"requests"`
+	Success      *float64            `json:"success"`
+	RPS          *float64            `json:"rps"`
+	P50          *float64            `json:"latency_ms_p50"`
+	P95          *float64            `json:"latency_ms_p95"`
+	P99          *float64            `json:"latency_ms_p99"`
+	TLS          *float64            `json:"tls"`
+	TCPConn      *float64            `json:"tcp_open_connections"`
+	ReadBPS      *float64            `json:"tcp_read_bytes_per_sec"`
+	WriteBPS     *float64            `json:"tcp_write_bytes_per_sec"`
+	NoTLS        map[string]*float64 `json:"no_tls"`
+	TopPlaintext []edgeJSON          `json:"top_plaintext"`
+	WindowSecs   float64             `json:"window_seconds"`
 }
 
-func num(v float64) *float64 {
+type edgeJSON struct {
+	Source      string   `json:"source"`
+	Destination string   `json:"destination"`
+	Reason      string   `json:"reason"`
+	Requests    *float64 `json:"requests"`
+}
+
+// Decimals kept in JSON: the table shows success to 0.01% (4 decimals of
+// a fraction), RPS to 0.1 and latency to 1 ms; JSON keeps two more for
+// fractions and five more for rates and latencies, so scripts can compare
+// sources without the table's rounding. TLS rounds as success does.
+const (
+	fractionDecimals = 6
+	rateDecimals     = 6
+	latencyDecimals  = 5
+	countDecimals    = 4
+)
+
+// num rounds v to decimals, or is nil for NaN and ±Inf, which JSON cannot
+// carry.
+func num(v float64, decimals int) *float64 {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return nil
 	}
-	return &v
+	p := math.Pow10(decimals)
+	r := math.Round(v*p) / p
+	return &r
+}
+
+func statJSONRow(r stat.Row, window time.Duration) statJSON {
+	j := statJSON{
+		Namespace: r.Namespace, Kind: string(r.Kind), Name: r.Name,
+		Requests: num(r.Requests, countDecimals), Success: num(r.Success, fractionDecimals),
+		RPS: num(r.RPS, rateDecimals), P50: num(r.P50, latencyDecimals), P95: num(r.P95, latencyDecimals),
+		P99: num(r.P99, latencyDecimals), TLS: num(r.TLS, fractionDecimals),
+		NoTLS: map[string]*float64{}, TopPlaintext: []edgeJSON{}, WindowSecs: *num(window.Seconds(), 3),
+		TCPConn: num(r.TCPConn, countDecimals),
+	}
+	if secs := window.Seconds(); secs > 0 {
+		j.ReadBPS, j.WriteBPS = num(r.ReadBytes/secs, rateDecimals), num(r.WriteBytes/secs, rateDecimals)
+	}
+	for k, v := range r.NoTLS {
+		j.NoTLS[k] = num(v, countDecimals)
+	}
+	for _, e := range r.TopPlaintext {
+		j.TopPlaintext = append(j.TopPlaintext, edgeJSON{e.Source, e.Destination, e.Reason, num(e.Requests, countDecimals)})
+	}
+	if r.Meshed != nil {
+		m := meshedCell(r)
+		j.Meshed = &m
+	}
+	return j
 }
 
 func printStatJSON(w io.Writer, res *stat.Result) error {
 	rows := make([]statJSON, 0, len(res.Rows))
 	for _, r := range res.Rows {
-		j := statJSON{
-			Namespace: r.Namespace, Kind: string(r.Kind), Name: r.Name, Requests: r.Requests,
-			Success: num(r.Success), RPS: num(r.RPS), P50: num(r.P50), P95: num(r.P95), P99: num(r.P99),
-			TLS: num(r.TLS), NoTLS: r.NoTLS, TopPlaintext: r.TopPlaintext, WindowSecs: res.Window.Seconds(),
-		}
-		if r.Meshed != nil {
-			m := meshedCell(r)
-			j.Meshed = &m
-		}
-		if j.TopPlaintext == nil {
-			j.TopPlaintext = []stat.PlaintextEdge{}
-		}
-		rows = append(rows, j)
+		rows = append(rows, statJSONRow(r, res.Window))
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

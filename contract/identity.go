@@ -26,12 +26,16 @@ const (
 	KindReplicaSet            = "replicaset"
 	KindReplicationController = "replicationcontroller"
 	KindPod                   = "pod"
+	KindJob                   = "job"
+	KindCronJob               = "cronjob"
 )
 
 // Kinds lists the owner kinds in the order their labels are consulted: a
 // pod from a Deployment also carries its ReplicaSet's hash, and the
 // Deployment is the owner that outlives rollouts.
-var Kinds = []string{KindDeployment, KindStatefulSet, KindDaemonSet, KindReplicationController, KindReplicaSet, KindPod}
+// Likewise a CronJob's pods carry their Job's name, and the CronJob is the
+// owner that outlives each run.
+var Kinds = []string{KindDeployment, KindStatefulSet, KindDaemonSet, KindCronJob, KindJob, KindReplicationController, KindReplicaSet, KindPod}
 
 // Identity is a workload's TLS identity and its certificate's DNS SAN.
 func Identity(owner, kind, namespace, controlNamespace string) string {

@@ -32,6 +32,33 @@ const (
 	IdentityAnnotation = "linkerd.io/tls-identity"
 	// NotAfterAnnotation repeats a Secret's expiry (RFC 3339).
 	NotAfterAnnotation = "linkerd.io/tls-not-after"
+	// IssuerAnnotation is the SHA-256 (hex) of the issuer certificate that
+	// signed a workload Secret's leaf, so a rotation can tell which leaves
+	// have moved to the new root without reading any Secret's data.
+	IssuerAnnotation = "linkerd.io/tls-issuer"
+
+	// RotationAnnotation on the root Secret names the step a root rotation
+	// is at: RotationAddAnchors, RotationReissue or RotationRetire; absent
+	// when no rotation is under way.
+	RotationAnnotation = "linkerd.io/ca-rotation"
+	RotationAddAnchors = "add-anchors"
+	RotationReissue    = "reissue"
+	RotationRetire     = "retire"
+)
+
+// Extra keys of the root Secret (besides tls.crt and tls.key, the issuer).
+const (
+	// RootAnchorsKey holds the roots an intermediate issuer chains to
+	// (cert-manager's layout); absent when tls.crt is a self-signed root.
+	RootAnchorsKey = "ca.crt"
+	// RootBundleKey, when present, is exactly what every trust bundle must
+	// hold: during a rotation, the old and the new roots.
+	RootBundleKey = BundleKey
+	// RootNextCertKey, RootNextKeyKey and RootNextAnchorsKey hold the next
+	// issuer while bundles learn its root, before it starts issuing.
+	RootNextCertKey    = "next-tls.crt"
+	RootNextKeyKey     = "next-tls.key"
+	RootNextAnchorsKey = "next-ca.crt"
 )
 
 // KindLabel is the pod label naming the owner of kind.

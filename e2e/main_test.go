@@ -28,7 +28,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build linkerd:", err)
 		os.Exit(1)
 	}
-	code := localcluster.Run(m)
+	// Pods run this build of linkerd (image …/linkerd:TAG) and, for the
+	// control plane's Prometheus (image …/prometheus:TAG), the machine's
+	// prometheus binary.
+	if prom, err := exec.LookPath("prometheus"); err == nil {
+		_ = os.Symlink(prom, filepath.Join(dir, "prometheus"))
+	}
+	code := localcluster.RunWith(m, localcluster.Options{BinDirs: []string{dir}})
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -43,7 +43,7 @@ func TestStatScrapesLivePods(t *testing.T) {
 		if !p.Meshed {
 			continue
 		}
-		createReplayPod(ctx, t, client, p)
+		createReplayPod(ctx, t, client, "builtin:emojivoto", p)
 		created = append(created, p)
 	}
 	for _, p := range created {
@@ -69,7 +69,7 @@ func TestStatScrapesLivePods(t *testing.T) {
 	compareRows(t, rerun, recorded)
 }
 
-func createReplayPod(ctx context.Context, t *testing.T, client kubernetes.Interface, p stat.Pod) {
+func createReplayPod(ctx context.Context, t *testing.T, client kubernetes.Interface, capture string, p stat.Pod) {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: p.Namespace}}
 	if _, err := client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -81,7 +81,7 @@ func createReplayPod(ctx context.Context, t *testing.T, client kubernetes.Interf
 			Containers: []corev1.Container{{
 				Name:  "linkerd-proxy",
 				Image: "ghcr.io/meshtls/linkerd:dev",
-				Args: []string{"capture", "replay", "builtin:emojivoto",
+				Args: []string{"capture", "replay", capture,
 					"--pod", p.Namespace + "/" + p.Name, "--listen", "$(POD_IP):4191"},
 				Env: []corev1.EnvVar{{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{
 					FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}},

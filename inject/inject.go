@@ -59,6 +59,8 @@ type Outcome int
 const (
 	Injected Outcome = iota
 	Skipped
+	// Noted is a caveat on a workload reported Injected elsewhere.
+	Noted
 )
 
 // Report says what happened to one workload, for the summary on stderr.
@@ -210,6 +212,41 @@ var workloadKinds = map[string]string{
 	"ReplicaSet":            contract.KindReplicaSet,
 	"ReplicationController": contract.KindReplicationController,
 	"Pod":                   contract.KindPod,
+	"Job":                   contract.KindJob,
+	"CronJob":               contract.KindCronJob,
+}
+
+// foreignSidecars are the containers other meshes inject, by name. A pod
+// with two meshes' proxies has two sets of iptables rules fighting over
+// its traffic, so such a pod is reported and left alone.
+var foreignSidecars = map[string]string{
+	"istio-proxy":                "Istio",
+	"istio-init":                 "Istio",
+	"istio-validation":           "Istio",
+	"consul-dataplane":           "Consul",
+	"envoy-sidecar":              "Consul",
+	"consul-connect-inject-init": "Consul",
+	"kuma-sidecar":               "Kuma",
+	"kuma-init":                  "Kuma",
+	"osm-init":                   "Open Service Mesh",
+	"cilium-envoy":               "Cilium",
+}
+
+// foreignSidecar names another mesh's container in the pod spec, if any.
+func foreignSidecar(podSpec, podMeta map[string]any) (container, mesh string) {
+	for _, field := range []string{"initContainers", "containers"} {
+		for _, c := range asList(podSpec[field]) {
+			m, _ := c.(map[string]any)
+			name, _ := m["name"].(string)
+			if mesh, ok := foreignSidecars[name]; ok {
+				return name, mesh
+			}
+		}
+	}
+	if annotation(podMeta, "sidecar.istio.io/status") != "" {
+		return "sidecar.istio.io/status annotation", "Istio"
+	}
+	return "", ""
 }
 
 func injectObject(obj map[string]any, o Options, reports *[]Report) {
@@ -239,10 +276,16 @@ func injectObject(obj map[string]any, o Options, reports *[]Report) {
 
 	// Look before touching: a skipped object must come out as it went in.
 	podMeta, podSpec := meta, getMap(obj, "spec")
-	if kind != "Pod" {
+	switch kind {
+	case "Pod":
+	case "CronJob":
+		tmpl := getMap(getMap(getMap(podSpec, "jobTemplate"), "spec"), "template")
+		podMeta, podSpec = getMap(tmpl, "metadata"), getMap(tmpl, "spec")
+	default:
 		tmpl := getMap(podSpec, "template")
 		podMeta, podSpec = getMap(tmpl, "metadata"), getMap(tmpl, "spec")
 	}
+	other, mesh := foreignSidecar(podSpec, podMeta)
 	switch {
 	case namespace == "kube-system":
 		r.Outcome, r.Check, r.Reason = Skipped, checkKubeSystem, "is in the kube-system namespace"
@@ -250,16 +293,28 @@ func injectObject(obj map[string]any, o Options, reports *[]Report) {
 		r.Outcome, r.Check, r.Reason = Skipped, checkHostNetwork, `uses "hostNetwork: true"`
 	case annotation(meta, contract.InjectAnnotation) == "disabled" || annotation(podMeta, contract.InjectAnnotation) == "disabled":
 		r.Outcome, r.Check, r.Reason = Skipped, checkDisabled, `has "linkerd.io/inject: disabled"`
+	case other != "":
+		r.Outcome, r.Check, r.Reason = Skipped, checkSidecar, fmt.Sprintf("already has %s's %s; not injected (two meshes' proxies would fight over the pod's traffic)", mesh, other)
 	}
 	if r.Outcome == Skipped {
 		*reports = append(*reports, r)
 		return
 	}
-	if kind == "Pod" {
+	switch kind {
+	case "Pod":
 		podMeta, podSpec = mapAt(obj, "metadata"), mapAt(obj, "spec")
-	} else {
+	case "CronJob":
+		tmpl := mapAt(mapAt(mapAt(mapAt(obj, "spec"), "jobTemplate"), "spec"), "template")
+		podMeta, podSpec = mapAt(tmpl, "metadata"), mapAt(tmpl, "spec")
+	default:
 		tmpl := mapAt(mapAt(obj, "spec"), "template")
 		podMeta, podSpec = mapAt(tmpl, "metadata"), mapAt(tmpl, "spec")
+	}
+	if ownerKind == contract.KindJob || ownerKind == contract.KindCronJob {
+		// Reported, not skipped: the pods get their identity, but the
+		// proxy is a plain container and outlives the job's own.
+		*reports = append(*reports, Report{Kind: ownerKind, Name: r.Name, Namespace: namespace, Outcome: Noted, Check: checkJob,
+			Reason: "is injected, but its pods complete only once the proxy exits too: stop it when the job's work is done"})
 	}
 
 	tls := o.TLS != ""

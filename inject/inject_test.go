@@ -210,15 +210,26 @@ func TestKindsAndSkips(t *testing.T) {
 	o.TLS = "optional"
 	res := injectFile(t, "kinds.yaml", o)
 	got := map[string]Report{}
+	noted := map[string]Report{}
 	for _, r := range res.Reports {
+		if r.Outcome == Noted {
+			noted[r.Kind+"/"+r.Name] = r
+			continue
+		}
 		got[r.Kind+"/"+r.Name] = r
 	}
-	for _, name := range []string{"statefulset/db", "daemonset/agent", "replicaset/cache", "replicationcontroller/legacy", "pod/solo", "deployment/listed"} {
+	for _, name := range []string{"statefulset/db", "daemonset/agent", "replicaset/cache", "replicationcontroller/legacy", "pod/solo", "deployment/listed", "job/migrate", "cronjob/nightly"} {
 		if r, ok := got[name]; !ok || r.Outcome != Injected {
 			t.Errorf("%s: %+v, want injected", name, r)
 		}
 	}
-	for name, check := range map[string]string{"daemonset/node-exporter": checkHostNetwork, "deployment/coredns": checkKubeSystem, "deployment/opted-out": checkDisabled} {
+	for _, name := range []string{"job/migrate", "cronjob/nightly"} {
+		if r := noted[name]; r.Check != checkJob {
+			t.Errorf("%s: no caveat that the proxy outlives the job (%+v)", name, r)
+		}
+	}
+	for name, check := range map[string]string{"daemonset/node-exporter": checkHostNetwork, "deployment/coredns": checkKubeSystem, "deployment/opted-out": checkDisabled,
+		"deployment/istioed": checkSidecar} {
 		if r := got[name]; r.Outcome != Skipped || r.Check != check {
 			t.Errorf("%s: %+v, want skipped by %s", name, r, check)
 		}
@@ -236,12 +247,20 @@ func TestKindsAndSkips(t *testing.T) {
 	if !strings.Contains(out, "solo-pod-tls-linkerd-io") {
 		t.Error("bare pod has no Secret volume named after itself")
 	}
+	// A CronJob's pods are named after the CronJob, which outlives each
+	// Job it starts; the CA owns their Secret by the same kind.
+	for _, want := range []string{"linkerd.io/proxy-cronjob: nightly", "nightly-cronjob-tls-linkerd-io", "linkerd.io/proxy-job: migrate", "migrate-job-tls-linkerd-io"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("injected output lacks %q", want)
+		}
+	}
 	rep := string(report(res))
 	for _, want := range []string{
 		"hostNetwork: pods do not use host networking" + strings.Repeat(".", reportWidth-len("hostNetwork: pods do not use host networking")) + "[warn]",
 		`  -- daemonset/node-exporter uses "hostNetwork: true"`,
 		"  -- deployment/coredns is in the kube-system namespace",
-		"Summary: 7 of 10 YAML documents injected",
+		"  -- deployment/istioed already has Istio's istio-proxy; not injected",
+		"Summary: 9 of 13 YAML documents injected",
 	} {
 		if !strings.Contains(rep, want) {
 			t.Errorf("report lacks %q:\n%s", want, rep)

@@ -13,6 +13,8 @@ const (
 	checkKubeSystem  = "kube-system"
 	checkDisabled    = "disabled"
 	checkTLS         = "tls"
+	checkSidecar     = "sidecar"
+	checkJob         = "job"
 	checkSupported   = "supported"
 )
 
@@ -20,7 +22,9 @@ var checkTitles = []struct{ id, title string }{
 	{checkHostNetwork, "hostNetwork: pods do not use host networking"},
 	{checkKubeSystem, "kube-system: resources are not in the kube-system namespace"},
 	{checkDisabled, "disabled: resources do not opt out of injection"},
+	{checkSidecar, "sidecar: pods do not already have another mesh's sidecar"},
 	{checkTLS, "tls: every injected resource gets a TLS identity"},
+	{checkJob, "job: injected pods complete when their work does"},
 	{checkSupported, "supported: at least one resource injected"},
 }
 
@@ -47,7 +51,7 @@ func WriteReport(w io.Writer, results []*Result) {
 	}
 	fmt.Fprintln(w)
 	for _, c := range checkTitles {
-		if c.id == checkTLS && len(problems[c.id]) == 0 {
+		if (c.id == checkTLS || c.id == checkJob) && len(problems[c.id]) == 0 {
 			// Only meaningful when TLS was asked for and could not be had.
 			continue
 		}

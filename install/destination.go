@@ -16,6 +16,18 @@ import (
 // /metrics.
 const DestinationAdminPort = 9996
 
+// The destination service is rendered after the CA, whose Secrets it
+// serves with, and before Prometheus.
+func init() {
+	for i, c := range Components {
+		if c.Name == "prometheus" {
+			Components = append(Components[:i], append([]Component{{Name: DestinationComponent, Objects: destinationObjects}}, Components[i:]...)...)
+			return
+		}
+	}
+	Components = append(Components, Component{Name: DestinationComponent, Objects: destinationObjects})
+}
+
 // DestinationComponent labels the destination service's objects; check
 // and the Prometheus config find it by this label.
 const DestinationComponent = "destination"
@@ -101,9 +113,7 @@ func destinationObjects(o Options) []any {
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: annotations},
 				Spec: corev1.PodSpec{
 					ServiceAccountName: name,
-					SecurityContext: &corev1.PodSecurityContext{
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-					},
+					SecurityContext:    restrictedPod(CAUser),
 					Containers: []corev1.Container{{
 						Name:            DestinationComponent,
 						Image:           o.Registry + "/controller:" + o.Version,
@@ -125,14 +135,9 @@ func destinationObjects(o Options) []any {
 							ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/live", Port: intstr.FromString("admin-http")}},
 							InitialDelaySeconds: 10,
 						},
-						VolumeMounts: mounts,
-						SecurityContext: &corev1.SecurityContext{
-							RunAsNonRoot:             ptr(true),
-							RunAsUser:                ptr(int64(2103)),
-							AllowPrivilegeEscalation: ptr(false),
-							ReadOnlyRootFilesystem:   ptr(true),
-							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-						},
+						VolumeMounts:    mounts,
+						SecurityContext: restrictedContainer(),
+						Resources:       requests("10m", "32Mi", "256Mi"),
 					}},
 					Volumes: volumes,
 				},

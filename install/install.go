@@ -12,9 +12,12 @@ import (
 	"strconv"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -50,6 +53,11 @@ type Options struct {
 	// RootCertPEM and RootKeyPEM, when set, become the CA's root instead
 	// of one it generates.
 	RootCertPEM, RootKeyPEM []byte
+	// IssuerCertPEM and IssuerKeyPEM, with TrustAnchorsPEM, are an
+	// intermediate issuer signed by an offline root: the CA signs with the
+	// issuer, bundles hold TrustAnchorsPEM, and the root's key never
+	// enters the cluster.
+	IssuerCertPEM, IssuerKeyPEM, TrustAnchorsPEM []byte
 	// Now validates a supplied root's dates; nil means time.Now.
 	Now func() time.Time
 }
@@ -92,22 +100,44 @@ func (o *Options) Validate() error {
 	if o.CertLifetime == 0 {
 		o.CertLifetime = pki.DefaultLeafLifetime
 	}
-	if o.CertLifetime < 3*time.Second {
-		return fmt.Errorf("certificate lifetime %s is too short: use at least 3s", o.CertLifetime)
+	if o.CertLifetime < pki.MinLeafLifetime {
+		return fmt.Errorf("certificate lifetime %s is too short: the kubelet may take minutes to deliver a renewed certificate to pods; use at least %s", o.CertLifetime, pki.MinLeafLifetime)
 	}
 	if (len(o.RootCertPEM) == 0) != (len(o.RootKeyPEM) == 0) {
 		return fmt.Errorf("--root-cert and --root-key go together: give both or neither")
+	}
+	if (len(o.IssuerCertPEM) == 0) != (len(o.IssuerKeyPEM) == 0) || (len(o.IssuerCertPEM) == 0) != (len(o.TrustAnchorsPEM) == 0) {
+		return fmt.Errorf("--issuer-cert, --issuer-key and --trust-anchors go together: give all three or none")
+	}
+	if len(o.RootCertPEM) > 0 && len(o.IssuerCertPEM) > 0 {
+		return fmt.Errorf("--root-cert and --issuer-cert exclude each other: give a root, or an issuer and its trust anchors")
+	}
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
 	}
 	if len(o.RootCertPEM) > 0 {
 		if o.TLS == "" {
 			return fmt.Errorf("--root-cert and --root-key need --tls=optional: without TLS there is no CA to use them")
 		}
-		now := time.Now
-		if o.Now != nil {
-			now = o.Now
-		}
-		if _, err := pki.LoadRoot(o.RootCertPEM, o.RootKeyPEM, now()); err != nil {
+		r, err := pki.LoadIssuer(o.RootCertPEM, o.RootKeyPEM, nil, pki.ProbeIdentity(o.ControlNamespace), now())
+		if err != nil {
 			return fmt.Errorf("supplied root: %w", err)
+		}
+		if err := r.CanIssue(o.CertLifetime, now()); err != nil {
+			return fmt.Errorf("supplied root: %w", err)
+		}
+	}
+	if len(o.IssuerCertPEM) > 0 {
+		if o.TLS == "" {
+			return fmt.Errorf("--issuer-cert needs --tls=optional: without TLS there is no CA to use it")
+		}
+		r, err := pki.LoadIssuer(o.IssuerCertPEM, o.IssuerKeyPEM, o.TrustAnchorsPEM, pki.ProbeIdentity(o.ControlNamespace), now())
+		if err != nil {
+			return fmt.Errorf("supplied issuer: %w", err)
+		}
+		if err := r.CanIssue(o.CertLifetime, now()); err != nil {
+			return fmt.Errorf("supplied issuer: %w", err)
 		}
 	}
 	return nil
@@ -179,18 +209,62 @@ func typeMeta(apiVersion, kind string) metav1.TypeMeta {
 	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
 }
 
+// Component is one part of the control plane.
+type Component struct {
+	Name string
+	// Enabled says whether the options ask for it; nil means always.
+	Enabled func(Options) bool
+	Objects func(Options) []any
+}
+
+// Components are rendered in this order, after the Namespace, which is
+// the order kubectl applies them in. A new component (the destination
+// controller) adds itself to this list from its own file.
+var Components = []Component{
+	{Name: "ca", Enabled: func(o Options) bool { return o.TLS != "" }, Objects: caObjects},
+	{Name: "prometheus", Objects: prometheusObjects},
+}
+
 // Objects is the control plane, in the order kubectl should apply it.
 func Objects(o Options) []any {
 	ns := o.ControlNamespace
 	objs := []any{
 		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: ns}},
 	}
-	if o.TLS != "" {
-		objs = append(objs, caObjects(o)...)
+	for _, c := range Components {
+		if c.Enabled == nil || c.Enabled(o) {
+			objs = append(objs, c.Objects(o)...)
+		}
 	}
-	objs = append(objs, destinationObjects(o)...)
-	objs = append(objs, prometheusObjects(o)...)
 	return objs
+}
+
+// restrictedPod and restrictedContainer are what the restricted Pod
+// Security Standard requires of every control-plane pod: a namespace
+// labelled pod-security.kubernetes.io/enforce=restricted admits them.
+func restrictedPod(uid int64) *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot:   ptr(true),
+		RunAsUser:      ptr(uid),
+		RunAsGroup:     ptr(uid),
+		FSGroup:        ptr(uid),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+func restrictedContainer() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr(false),
+		ReadOnlyRootFilesystem:   ptr(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+}
+
+func requests(cpu, memory, memoryLimit string) corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(memory)},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse(memoryLimit)},
+	}
 }
 
 func meta(name, ns, component string) metav1.ObjectMeta {
@@ -203,24 +277,35 @@ func clusterMeta(name, controlNS, component string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Name: name, Labels: map[string]string{contract.ComponentLabel: component, contract.ControlPlaneNSLabel: controlNS}}
 }
 
+// CAUser is the CA's uid.
+const CAUser = 2103
+
 func caObjects(o Options) []any {
 	ns := o.ControlNamespace
 	const name = "linkerd-ca"
 	var objs []any
 	objs = append(objs, &corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(name, ns, "ca")})
 
-	// Cluster-wide, the CA watches pods, reads workload owners to point
-	// Secrets at them, and writes Secrets and ConfigMaps: nothing more.
-	// Listing Secrets everywhere is what lets it see its own labelled ones.
+	// Cluster-wide, the CA lists and watches pods, reads workload owners
+	// to point Secrets at them, writes Secrets, its bundle ConfigMaps and
+	// Events: nothing more. What remains broad, and why, is in
+	// ca/README.md; the ValidatingAdmissionPolicy below narrows writes.
 	objs = append(objs,
 		&rbacv1.ClusterRole{
 			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
 			ObjectMeta: clusterMeta(name+"-"+ns, ns, "ca"),
 			Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list", "watch"}},
 				{APIGroups: []string{""}, Resources: []string{"replicationcontrollers"}, Verbs: []string{"get"}},
 				{APIGroups: []string{"apps"}, Resources: []string{"deployments", "statefulsets", "daemonsets", "replicasets"}, Verbs: []string{"get"}},
-				{APIGroups: []string{""}, Resources: []string{"secrets", "configmaps"}, Verbs: []string{"get", "list", "watch", "create", "patch"}},
+				{APIGroups: []string{"batch"}, Resources: []string{"jobs", "cronjobs"}, Verbs: []string{"get"}},
+				// Its own Secrets carry a label, but RBAC cannot select
+				// on labels: list and watch are cluster-wide.
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"list", "watch", "create", "patch"}},
+				// Lists and watches by name and server-side apply both
+				// carry the name, so the bundle alone is reachable.
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{contract.BundleConfigMap}, Verbs: []string{"list", "watch", "create", "patch"}},
+				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 			},
 		},
 		&rbacv1.ClusterRoleBinding{
@@ -229,12 +314,13 @@ func caObjects(o Options) []any {
 			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name + "-" + ns},
 			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
 		},
-		// In its own namespace it also keeps the Lease that picks the
-		// issuing replica; the root is read through the rule above.
+		// In its own namespace it reads its root and keeps the Lease that
+		// picks the issuing replica.
 		&rbacv1.Role{
 			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "Role"),
 			ObjectMeta: meta(name, ns, "ca"),
 			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{contract.RootSecret}, Verbs: []string{"get"}},
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{name}, Verbs: []string{"get", "update"}},
 			},
@@ -246,12 +332,22 @@ func caObjects(o Options) []any {
 			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
 		},
 	)
-	if len(o.RootCertPEM) > 0 {
+	objs = append(objs, caAdmissionPolicy(ns, name)...)
+	switch {
+	case len(o.RootCertPEM) > 0:
 		objs = append(objs, &corev1.Secret{
 			TypeMeta:   typeMeta("v1", "Secret"),
 			ObjectMeta: meta(contract.RootSecret, ns, "ca"),
 			Type:       corev1.SecretTypeTLS,
 			Data:       map[string][]byte{corev1.TLSCertKey: o.RootCertPEM, corev1.TLSPrivateKeyKey: o.RootKeyPEM},
+		})
+	case len(o.IssuerCertPEM) > 0:
+		objs = append(objs, &corev1.Secret{
+			TypeMeta:   typeMeta("v1", "Secret"),
+			ObjectMeta: meta(contract.RootSecret, ns, "ca"),
+			Type:       corev1.SecretTypeTLS,
+			Data: map[string][]byte{corev1.TLSCertKey: o.IssuerCertPEM, corev1.TLSPrivateKeyKey: o.IssuerKeyPEM,
+				contract.RootAnchorsKey: o.TrustAnchorsPEM},
 		})
 	}
 
@@ -271,6 +367,7 @@ func caObjects(o Options) []any {
 				},
 				Spec: corev1.PodSpec{
 					ServiceAccountName: name,
+					SecurityContext:    restrictedPod(CAUser),
 					Containers: []corev1.Container{{
 						Name:            "ca",
 						Image:           o.Registry + "/controller:" + o.Version,
@@ -299,17 +396,27 @@ func caObjects(o Options) []any {
 							ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/live", Port: intstr.FromString("admin-http")}},
 							InitialDelaySeconds: 10,
 						},
-						SecurityContext: &corev1.SecurityContext{
-							RunAsNonRoot:             ptr(true),
-							RunAsUser:                ptr(int64(2103)),
-							AllowPrivilegeEscalation: ptr(false),
-							ReadOnlyRootFilesystem:   ptr(true),
-						},
+						// Signing is cheap (see bench/ca-pki.txt); memory
+						// follows the number of meshed pods and Secrets.
+						Resources:       requests("10m", "32Mi", "256Mi"),
+						SecurityContext: restrictedContainer(),
 					}},
 				},
 			},
 		},
 	})
+	if replicas > 1 {
+		// A drain may take one replica at a time: the Lease moves to a
+		// standby that already holds the root and warm caches.
+		objs = append(objs, &policyv1.PodDisruptionBudget{
+			TypeMeta:   typeMeta("policy/v1", "PodDisruptionBudget"),
+			ObjectMeta: meta(name, ns, "ca"),
+			Spec: policyv1.PodDisruptionBudgetSpec{
+				MaxUnavailable: ptr(intstr.FromInt32(1)),
+				Selector:       &metav1.LabelSelector{MatchLabels: selector},
+			},
+		})
+	}
 	objs = append(objs, &corev1.Service{
 		TypeMeta:   typeMeta("v1", "Service"),
 		ObjectMeta: meta(name, ns, "ca"),
@@ -320,6 +427,65 @@ func caObjects(o Options) []any {
 		},
 	})
 	return objs
+}
+
+// caAdmissionPolicy narrows what RBAC cannot: the CA's ServiceAccount may
+// create and patch only kubernetes.io/tls Secrets labelled for this
+// control plane (workload Secrets also carry their owner kind), and only
+// bundle ConfigMaps labelled for it. So a stolen CA token cannot mint a
+// ServiceAccount token Secret or overwrite another application's Secret.
+func caAdmissionPolicy(ns, sa string) []any {
+	name := "linkerd-ca-writes-" + ns
+	user := "system:serviceaccount:" + ns + ":" + sa
+	lbl := func(key string) string { return "object.metadata.labels['" + key + "']" }
+	hasLbl := func(key string) string {
+		return "has(object.metadata.labels) && '" + key + "' in object.metadata.labels"
+	}
+	return []any{
+		&admissionv1.ValidatingAdmissionPolicy{
+			TypeMeta:   typeMeta("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
+			ObjectMeta: clusterMeta(name, ns, "ca"),
+			Spec: admissionv1.ValidatingAdmissionPolicySpec{
+				FailurePolicy: ptr(admissionv1.Fail),
+				MatchConstraints: &admissionv1.MatchResources{
+					ResourceRules: []admissionv1.NamedRuleWithOperations{{
+						RuleWithOperations: admissionv1.RuleWithOperations{
+							Operations: []admissionv1.OperationType{admissionv1.Create, admissionv1.Update},
+							Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"secrets", "configmaps"},
+								Scope: ptr(admissionv1.NamespacedScope)},
+						},
+					}},
+				},
+				MatchConditions: []admissionv1.MatchCondition{{Name: "is-the-ca", Expression: "request.userInfo.username == '" + user + "'"}},
+				Validations: []admissionv1.Validation{
+					{
+						Expression: "request.resource.resource != 'secrets' || object.type == 'kubernetes.io/tls'",
+						Message:    "the linkerd CA may only write Secrets of type kubernetes.io/tls",
+					},
+					{
+						Expression: hasLbl(contract.ControlPlaneNSLabel) + " && " + lbl(contract.ControlPlaneNSLabel) + " == '" + ns + "'",
+						Message:    "the linkerd CA may only write objects labelled " + contract.ControlPlaneNSLabel + "=" + ns,
+					},
+					{
+						Expression: "request.resource.resource != 'secrets' || (object.metadata.namespace == '" + ns + "' && object.metadata.name == '" + contract.RootSecret + "') || " + hasLbl(contract.OwnerKindLabel),
+						Message:    "the linkerd CA may only write its root and workload Secrets labelled " + contract.OwnerKindLabel,
+					},
+					{
+						Expression: "request.resource.resource != 'configmaps' || (object.metadata.name == '" + contract.BundleConfigMap + "' && " + hasLbl(contract.BundleLabel) + " && " + lbl(contract.BundleLabel) + " == '" + ns + "')",
+						Message:    "the linkerd CA may only write its trust bundles",
+					},
+				},
+			},
+		},
+		&admissionv1.ValidatingAdmissionPolicyBinding{
+			TypeMeta:   typeMeta("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"),
+			ObjectMeta: clusterMeta(name, ns, "ca"),
+			Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+				PolicyName:        name,
+				ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+			},
+		},
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -154,6 +154,8 @@ func TestUserRoot(t *testing.T) {
 		{"cert without key", Options{Version: "v1", TLS: "optional", RootCertPEM: cert}, "go together"},
 		{"root without tls", Options{Version: "v1", RootCertPEM: cert, RootKeyPEM: key}, "--tls=optional"},
 		{"mismatched", Options{Version: "v1", TLS: "optional", RootCertPEM: cert, RootKeyPEM: []byte("junk"), Now: o.Now}, "supplied root: root key"},
+		{"root about to expire", Options{Version: "v1", TLS: "optional", RootCertPEM: cert, RootKeyPEM: key,
+			Now: func() time.Time { return t0.Add(365*24*time.Hour - time.Hour) }}, "expires within one certificate lifetime"},
 		{"bad tls", Options{Version: "v1", TLS: "required"}, `"optional"`},
 		{"bad replicas", Options{Version: "v1", ControllerReplicas: -1}, "replicas"},
 		{"bad namespace", Options{Version: "v1", ControlNamespace: "Not_Valid"}, "namespace"},
@@ -204,5 +206,94 @@ func TestPrometheusConfigPassesPromtool(t *testing.T) {
 	// The same text is what install ships in its ConfigMap.
 	if !strings.Contains(string(render(t, Options{Version: "v1"})), "__meta_kubernetes_pod_label_linkerd_io_proxy_(.+)") {
 		t.Error("install output lacks the proxy label map")
+	}
+}
+
+// An intermediate issuer signed by an offline root: the root Secret holds
+// the issuer and its key, and the offline root only as ca.crt.
+func TestIntermediateIssuer(t *testing.T) {
+	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "offline root"},
+		NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(10 * 365 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootCert, _ := x509.ParseCertificate(rootDER)
+	issuerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuerDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "issuer"},
+		NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(365 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
+		KeyUsage: x509.KeyUsageCertSign}, rootCert, &issuerKey.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuerKeyPEM, err := pki.EncodeKey(issuerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER})
+	issuerPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: issuerDER})
+	now := func() time.Time { return t0 }
+	docs := documents(t, render(t, Options{Version: "v1", TLS: "optional", IssuerCertPEM: issuerPEM, IssuerKeyPEM: issuerKeyPEM, TrustAnchorsPEM: rootPEM, Now: now}))
+	var s struct {
+		Type string
+		Data map[string][]byte
+	}
+	if err := yaml.Unmarshal([]byte(docs["Secret/"+contract.RootSecret]), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Type != "kubernetes.io/tls" || string(s.Data["tls.crt"]) != string(issuerPEM) || string(s.Data[contract.RootAnchorsKey]) != string(rootPEM) {
+		t.Errorf("root Secret type %q, tls.crt is the issuer: %v, ca.crt is the offline root: %v", s.Type,
+			string(s.Data["tls.crt"]) == string(issuerPEM), string(s.Data[contract.RootAnchorsKey]) == string(rootPEM))
+	}
+	otherCert, _ := userRoot(t)
+	for _, tc := range []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"issuer without anchors", Options{Version: "v1", TLS: "optional", IssuerCertPEM: issuerPEM, IssuerKeyPEM: issuerKeyPEM, Now: now}, "go together"},
+		{"root and issuer", Options{Version: "v1", TLS: "optional", RootCertPEM: rootPEM, RootKeyPEM: issuerKeyPEM, IssuerCertPEM: issuerPEM, IssuerKeyPEM: issuerKeyPEM, TrustAnchorsPEM: rootPEM, Now: now}, "exclude each other"},
+		{"wrong anchors", Options{Version: "v1", TLS: "optional", IssuerCertPEM: issuerPEM, IssuerKeyPEM: issuerKeyPEM, TrustAnchorsPEM: otherCert, Now: now}, "not signed by any of the trust anchors"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Render(&bytes.Buffer{}, tc.o)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "PRIVATE KEY") {
+				t.Error("error leaks key material")
+			}
+		})
+	}
+}
+
+func TestLifetimeFloorAndHALayout(t *testing.T) {
+	err := Render(&bytes.Buffer{}, Options{Version: "v1", TLS: "optional", CertLifetime: 3 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "kubelet") {
+		t.Errorf("3s certificates: %v, want a refusal naming the kubelet", err)
+	}
+	if _, ok := documents(t, render(t, Options{Version: "v1", TLS: "optional"}))["PodDisruptionBudget/linkerd-ca"]; ok {
+		t.Error("a single-replica CA has a PodDisruptionBudget")
+	}
+	ha := documents(t, render(t, Options{Version: "v1", TLS: "optional", ControllerReplicas: 3}))
+	if _, ok := ha["PodDisruptionBudget/linkerd-ca"]; !ok {
+		t.Error("the HA layout has no PodDisruptionBudget for the CA")
+	}
+	for _, name := range []string{"Deployment/linkerd-ca", "Deployment/linkerd-prometheus"} {
+		var dep appsv1.Deployment
+		if err := yaml.UnmarshalStrict([]byte(ha[name]), &dep); err != nil {
+			t.Fatal(err)
+		}
+		c := dep.Spec.Template.Spec.Containers[0]
+		if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
+			t.Errorf("%s has no resource requests", name)
+		}
 	}
 }

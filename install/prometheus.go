@@ -120,6 +120,8 @@ func prometheusObjects(o Options) []any {
 					},
 					Spec: corev1.PodSpec{
 						ServiceAccountName: name,
+						// nobody, as the Prometheus image runs.
+						SecurityContext: restrictedPod(65534),
 						Volumes: []corev1.Volume{
 							{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 								LocalObjectReference: corev1.LocalObjectReference{Name: name + "-config"}}}},
@@ -151,6 +153,8 @@ func prometheusObjects(o Options) []any {
 								ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/-/healthy", Port: intstr.FromString("admin-http")}},
 								InitialDelaySeconds: 30,
 							},
+							Resources:       requests("50m", "128Mi", "1Gi"),
+							SecurityContext: restrictedContainer(),
 						}},
 					},
 				},

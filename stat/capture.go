@@ -122,7 +122,7 @@ func (c *Capture) collect(ctx context.Context, window time.Duration, _ []Pod, qu
 		if !p.Meshed {
 			continue
 		}
-		t := targetScrapes{Name: p.Namespace + "/" + p.Name, Target: p.TargetLabels()}
+		t := targetScrapes{Name: "pod " + p.Namespace + "/" + p.Name, Target: p.TargetLabels()}
 		for _, r := range recs {
 			file := path.Join(r.Dir, p.Namespace, p.Name+".prom")
 			if _, err := fs.Stat(c.fsys, file); err != nil {

@@ -28,7 +28,7 @@ type Pod struct {
 func (p Pod) TargetLabels() map[string]string {
 	t := map[string]string{"namespace": p.Namespace, "pod": p.Name}
 	for k, v := range p.Owners {
-		t[k] = v
+		t[kindLabel(Kind(k))] = v
 	}
 	return t
 }
@@ -82,13 +82,22 @@ var ErrNoPodSource = errors.New("a label selector needs the pod list: give a cap
 // Compute runs one stat query. pods may be nil when no pod list is
 // available (Prometheus without a cluster); MESHED then shows "-".
 func Compute(ctx context.Context, q Query, src MetricSource, pods PodSource) (*Result, error) {
-	var podList []Pod
-	var podFilter []string
+	return ComputeAll(ctx, []Query{q}, src, pods)
+}
+
+// ComputeAll runs several queries (one per resource of a call such as
+// `stat deploy/web po/x`) over one collection of metrics: live proxies are
+// scraped once for all of them. Rows come in the order of the queries.
+func ComputeAll(ctx context.Context, qs []Query, src MetricSource, pods PodSource) (*Result, error) {
+	if len(qs) == 0 {
+		return &Result{}, nil
+	}
 	selector := labels.Everything()
-	if q.PodSelector != "" {
-		s, err := labels.Parse(q.PodSelector)
+	sel := qs[0].PodSelector
+	if sel != "" {
+		s, err := labels.Parse(sel)
 		if err != nil {
-			return nil, fmt.Errorf("invalid label selector %q: %v", q.PodSelector, err)
+			return nil, fmt.Errorf("invalid label selector %q: %v", sel, err)
 		}
 		selector = s
 		if pods == nil {
@@ -96,26 +105,60 @@ func Compute(ctx context.Context, q Query, src MetricSource, pods PodSource) (*R
 		}
 	}
 	if pods != nil {
-		var err error
-		podList, err = listScope(ctx, q, pods, selector)
-		if errors.Is(err, ErrPodsUnavailable) && q.PodSelector == "" {
-			pods, podList = nil, nil
-		} else if err != nil {
-			return nil, err
+		for _, q := range qs {
+			if err := checkExists(ctx, q, pods); err != nil {
+				return nil, err
+			}
 		}
 	}
-	if pods != nil && q.PodSelector != "" {
+	var podList []Pod
+	if pods != nil {
+		seen := map[string]bool{}
+		for _, q := range qs {
+			ps, err := listScope(ctx, q, pods, selector)
+			if errors.Is(err, ErrPodsUnavailable) && sel == "" {
+				pods, podList = nil, nil
+				break
+			} else if err != nil {
+				return nil, err
+			}
+			for _, p := range ps {
+				if k := p.Namespace + "/" + p.Name; !seen[k] {
+					seen[k] = true
+					podList = append(podList, p)
+				}
+			}
+		}
+	}
+	var podFilter []string
+	if pods != nil && sel != "" {
 		podFilter = []string{}
 		for _, p := range podList {
 			podFilter = append(podFilter, p.Name)
 		}
 		if len(podFilter) == 0 {
-			return &Result{Window: q.Window}, nil
+			return &Result{Window: qs[0].Window}, nil
 		}
 	}
-	p, err := buildPlan(q, podFilter)
-	if err != nil {
-		return nil, err
+	plans := make([]plan, len(qs))
+	var queries []vectorQuery
+	haveQuery := map[string]bool{}
+	needSenders := false
+	for i, q := range qs {
+		p, err := buildPlan(q, podFilter)
+		if err != nil {
+			return nil, err
+		}
+		plans[i] = p
+		for _, vq := range p.queries() {
+			if !haveQuery[vq.id()] {
+				haveQuery[vq.id()] = true
+				queries = append(queries, vq)
+			}
+		}
+		if p.inbound && q.Resource.Namespace != "" {
+			needSenders = true
+		}
 	}
 	var meshed []Pod
 	for _, pod := range podList {
@@ -123,15 +166,36 @@ func Compute(ctx context.Context, q Query, src MetricSource, pods PodSource) (*R
 			meshed = append(meshed, pod)
 		}
 	}
-	ev, err := src.collect(ctx, q.Window, meshed, p.queries())
+	if sc, ok := src.(*Scraper); ok && needSenders && pods != nil {
+		// Only the senders' outbound metrics name who sent plain text, and
+		// senders may live in any namespace: scrape every meshed pod, as
+		// Prometheus does, so -n blames the same clients -A does.
+		var err error
+		if meshed, err = sc.withSenders(ctx, pods, meshed); err != nil {
+			return nil, err
+		}
+	}
+	ev, err := src.collect(ctx, qs[0].Window, meshed, queries)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := evaluate(ctx, q, p, ev, podList, pods != nil)
-	if err != nil {
-		return nil, err
+	res := &Result{Window: ev.window()}
+	for i, q := range qs {
+		rows, err := evaluate(ctx, q, plans[i], ev, podList, pods != nil)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			if !q.Unmeshed && r.Meshed != nil && r.Meshed.Meshed == 0 && r.Requests == 0 {
+				continue // Linkerd hides workloads outside the mesh unless asked
+			}
+			res.Rows = append(res.Rows, r)
+		}
 	}
-	return &Result{Rows: rows, Window: ev.window()}, nil
+	if w, ok := ev.(interface{ warnings() []string }); ok {
+		res.Warnings = w.warnings()
+	}
+	return res, nil
 }
 
 // listScope lists the pods in every namespace the query touches.
@@ -164,6 +228,8 @@ type rowAcc struct {
 	success, failure float64
 	tlsTrue          float64
 	seen             bool // some request series matched
+	tcp              [3]float64
+	tcpSeen          [3]bool
 	quantiles        []float64
 	edged            float64 // plain-text requests named by outbound edges
 }
@@ -220,7 +286,21 @@ func evaluate(ctx context.Context, q Query, p plan, ev evaluator, pods []Pod, ha
 		return nil, err
 	}
 
-	if havePods && q.Resource.Kind != KindAuthority {
+	if p.tcp {
+		for i, tq := range []vectorQuery{p.tcpOpen, p.tcpRead, p.tcpWrite} {
+			sums, err := ev.sum(ctx, tq)
+			if err != nil {
+				return nil, err
+			}
+			for _, s := range sums {
+				a := get(p.keyOf(s.Labels))
+				a.tcp[i] += s.Value
+				a.tcpSeen[i] = true
+			}
+		}
+	}
+
+	if havePods && q.Resource.Kind != KindAuthority && q.Resource.Kind != KindService {
 		addPodRows(q, p, pods, accs, get)
 	}
 
@@ -238,6 +318,12 @@ func evaluate(ctx context.Context, q Query, p plan, ev evaluator, pods []Pod, ha
 		if total > 0 {
 			r.Success = a.success / total
 			r.TLS = a.tlsTrue / total
+		}
+		r.TCPConn, r.ReadBytes, r.WriteBytes = math.NaN(), math.NaN(), math.NaN()
+		for i, v := range []*float64{&r.TCPConn, &r.ReadBytes, &r.WriteBytes} {
+			if a.tcpSeen[i] {
+				*v = a.tcp[i]
+			}
 		}
 		if len(a.quantiles) == 3 {
 			r.P50, r.P95, r.P99 = a.quantiles[0], a.quantiles[1], a.quantiles[2]
@@ -267,6 +353,12 @@ func attachEdges(ctx context.Context, q Query, p plan, ev evaluator, accs map[ro
 	if err != nil {
 		return err
 	}
+	received := func(map[string]string) bool { return true }
+	if p.inbound {
+		if received, err = receivedBy(ctx, p, ev); err != nil {
+			return err
+		}
+	}
 	dstLabels := groupLabels(q.Resource.Kind, "dst_")
 	dstKind := q.Resource.Kind
 	if q.To != nil {
@@ -274,7 +366,7 @@ func attachEdges(ctx context.Context, q Query, p plan, ev evaluator, accs map[ro
 		dstKind = q.To.Kind
 	}
 	for _, s := range edges {
-		if s.Value <= 0 {
+		if s.Value <= 0 || !received(s.Labels) {
 			continue
 		}
 		srcNS := s.Labels["namespace"]
@@ -306,6 +398,37 @@ func attachEdges(ctx context.Context, q Query, p plan, ev evaluator, accs map[ro
 		a.edged += s.Value
 	}
 	return nil
+}
+
+// receivedBy returns whether an outbound plain-text series went to a pod
+// whose inbound metrics the rows count: by its dst_pod when the client's
+// proxy knew it, else by the narrowest destination owner it names.
+func receivedBy(ctx context.Context, p plan, ev evaluator) (func(map[string]string) bool, error) {
+	recv, err := ev.sum(ctx, p.receivers)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, s := range recv {
+		ns := s.Labels["namespace"]
+		for _, o := range ownerLabels {
+			if v := s.Labels[o.label]; v != "" {
+				seen[ns+"\xff"+o.label+"\xff"+v] = true
+			}
+		}
+	}
+	return func(l map[string]string) bool {
+		ns := l["dst_namespace"]
+		// ownerLabels run from the widest owner to the pod; the narrowest
+		// one the client knows decides.
+		for i := len(ownerLabels) - 1; i >= 0; i-- {
+			o := ownerLabels[i]
+			if v := l["dst_"+o.label]; v != "" {
+				return seen[ns+"\xff"+o.label+"\xff"+v]
+			}
+		}
+		return true // the client knew nothing of its destination
+	}, nil
 }
 
 func groupValues(group []string, l map[string]string) (ns, name string) {
@@ -370,16 +493,10 @@ func ownerName(l map[string]string) string {
 }
 
 func shortRef(k Kind, name string) string {
-	switch k {
-	case KindDeployment:
-		return "deploy/" + name
-	case KindPod:
-		return "po/" + name
-	case KindNamespace:
-		return "ns/" + name
-	default:
+	if k == KindAuthority {
 		return name
 	}
+	return k.Short() + "/" + name
 }
 
 // qualify adds the namespace when it differs from the other end's, so
@@ -403,7 +520,7 @@ func addPodRows(q Query, p plan, pods []Pod, accs map[rowKey]*rowAcc, get func(r
 		case KindPod:
 			k = rowKey{Namespace: pod.Namespace, Name: pod.Name}
 		default:
-			name := pod.Owners[kindLabel(p.rowKind)]
+			name := pod.Owners[string(p.rowKind)]
 			if name == "" {
 				continue
 			}

@@ -3,10 +3,13 @@ package stat
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 
 	"meshtls/contract"
 
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -18,7 +21,7 @@ type KubePods struct {
 	Client kubernetes.Interface
 }
 
-// Pods lists running pods and works out their owners and whether they
+// Pods lists running pods (not pending ones) and works out their owners and whether they
 // carry a proxy.
 func (k KubePods) Pods(ctx context.Context, namespace string, sel labels.Selector) ([]Pod, error) {
 	opts := metav1.ListOptions{}
@@ -36,7 +39,9 @@ func (k KubePods) Pods(ctx context.Context, namespace string, sel labels.Selecto
 	var out []Pod
 	for i := range list.Items {
 		p := &list.Items[i]
-		if p.Status.Phase != corev1.PodRunning && p.Status.Phase != corev1.PodPending {
+		// Pending pods have no proxy to scrape yet, and Linkerd does not
+		// count them in MESHED either.
+		if p.Status.Phase != corev1.PodRunning {
 			continue
 		}
 		out = append(out, podFromKube(p))
@@ -79,4 +84,87 @@ func podFromKube(p *corev1.Pod) Pod {
 		}
 	}
 	return pod
+}
+
+// ResourceNames lists the names of a kind's objects in namespace ("" for
+// all), for shell completion. Authorities are not objects: it lists none.
+func ResourceNames(ctx context.Context, client kubernetes.Interface, kind Kind, namespace string) ([]string, error) {
+	opts := metav1.ListOptions{}
+	var names []string
+	add := func(m metav1.Object) { names = append(names, m.GetName()) }
+	var err error
+	switch kind {
+	case KindNamespace:
+		var l *corev1.NamespaceList
+		if l, err = client.CoreV1().Namespaces().List(ctx, opts); err == nil {
+			for i := range l.Items {
+				add(&l.Items[i])
+			}
+		}
+	case KindPod:
+		var l *corev1.PodList
+		if l, err = client.CoreV1().Pods(namespace).List(ctx, opts); err == nil {
+			for i := range l.Items {
+				add(&l.Items[i])
+			}
+		}
+	case KindService:
+		var l *corev1.ServiceList
+		if l, err = client.CoreV1().Services(namespace).List(ctx, opts); err == nil {
+			for i := range l.Items {
+				add(&l.Items[i])
+			}
+		}
+	case KindReplicationController:
+		var l *corev1.ReplicationControllerList
+		if l, err = client.CoreV1().ReplicationControllers(namespace).List(ctx, opts); err == nil {
+			for i := range l.Items {
+				add(&l.Items[i])
+			}
+		}
+	case KindDeployment:
+		var l *appsv1.DeploymentList
+		if l, err = client.AppsV1().Deployments(namespace).List(ctx, opts); err == nil {
+			for i := range l.Items {
+				add(&l.Items[i])
+			}
+		}
+	case KindStatefulSet:
+		var l *appsv1.StatefulSetList
+		if l, err = client.AppsV1().StatefulSets(namespace).List(ctx, opts); err == nil {
+			for i := range l.Items {
+				add(&l.Items[i])
+			}
+		}
+	case KindDaemonSet:
+		var l *appsv1.DaemonSetList
+		if l, err = client.AppsV1().DaemonSets(namespace).List(ctx, opts); err == nil {
+			for i := range l.Items {
+				add(&l.Items[i])
+			}
+		}
+	case KindReplicaSet:
+		var l *appsv1.ReplicaSetList
+		if l, err = client.AppsV1().ReplicaSets(namespace).List(ctx, opts); err == nil {
+			for i := range l.Items {
+				add(&l.Items[i])
+			}
+		}
+	case KindJob:
+		var l *batchv1.JobList
+		if l, err = client.BatchV1().Jobs(namespace).List(ctx, opts); err == nil {
+			for i := range l.Items {
+				add(&l.Items[i])
+			}
+		}
+	case KindCronJob:
+		var l *batchv1.CronJobList
+		if l, err = client.BatchV1().CronJobs(namespace).List(ctx, opts); err == nil {
+			for i := range l.Items {
+				add(&l.Items[i])
+			}
+		}
+	}
+	sort.Strings(names)
+	return names, err
 }

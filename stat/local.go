@@ -164,19 +164,45 @@ type timedScrape interface {
 	At() time.Time
 }
 
-// increases computes each series' increase across a target's scrapes,
-// summing counter increases between successive samples and restarting
-// from zero after a reset. A series first seen after the first scrape was
-// created inside the window, so its whole value counts. Series are matched
+// counterRun is what Prometheus's increase() keeps of one series over a
+// range: its first and last samples, how many there were, and the values
+// lost to counter resets.
+type counterRun struct {
+	first, last, resets float64
+	n                   int
+}
+
+// add takes the next sample. A value below the previous one means the
+// proxy restarted and counted again from zero, so the previous value is
+// added back, exactly as Prometheus does; a NaN compares false and so
+// flows into the result as it does there.
+func (c *counterRun) add(v float64) {
+	if c.n == 0 {
+		c.first = v
+	} else if v < c.last {
+		c.resets += c.last
+	}
+	c.last = v
+	c.n++
+}
+
+func (c *counterRun) increase() float64 { return c.last - c.first + c.resets }
+
+// increases computes each series' increase across a target's scrapes as
+// Prometheus's increase() does: last minus first plus what counter resets
+// lost. Like Prometheus, a series needs two samples: one first seen in the
+// last scrape has no increase yet and is left out. Series are matched
 // across scrapes by a hash of their text, as Prometheus's scrape cache
-// matches them (a proxy writes a series' labels in a fixed order); only the
-// last scrape's series are decoded in full.
+// matches them (a proxy writes a series' labels in a fixed order); only
+// the last scrape's series are decoded in full.
 //
 // When the scrapes know their instants (timedScrape, or timestamps on the
 // samples) and window is set, the increases are scaled from the target's
 // own first-to-last interval to window, as Prometheus's increase()
 // extrapolates to its range: a pod served late in one round and early in
-// the next is not over-counted.
+// the next is not over-counted. A series that appeared after the target's
+// first scrape is scaled the same way, where Prometheus would extrapolate
+// it only half an interval (see fixtures/README.md).
 func increases(t targetScrapes, window time.Duration) ([]series, error) {
 	last := -1
 	for i, sc := range t.Scrapes {
@@ -187,11 +213,10 @@ func increases(t targetScrapes, window time.Duration) ([]series, error) {
 	if last < 0 {
 		return nil, nil
 	}
-	var prev, cur map[uint64]float64
-	total := map[uint64]float64{}
-	seenFirst := false
-	var out []series
+	var runs map[uint64]counterRun
+	var out, gauges []series
 	var firstAt, at time.Time
+	seenFirst := false
 	target := sortedTarget(t.Target)
 	for i, sc := range t.Scrapes {
 		if sc == nil {
@@ -206,23 +231,29 @@ func increases(t targetScrapes, window time.Duration) ([]series, error) {
 			at = ts.At()
 		}
 		stamped := false
-		cur = make(map[uint64]float64, len(prev))
+		if runs == nil {
+			// Size for the first scrape's series from its length (about
+			// 150 bytes a series), so the map does not grow step by step.
+			runs = make(map[uint64]counterRun, len(body)/150)
+		}
 		err = scanScrape(body, func(raw []byte, ts *int64, v float64, decode func() labels.Labels) {
 			if ts != nil && !stamped {
 				at, stamped = time.UnixMilli(*ts), true
 			}
 			h := xxhash.Sum64(raw)
-			cur[h] = v
-			if seenFirst {
-				if p, ok := prev[h]; ok {
-					total[h] += counterIncrease(p, v)
-				} else {
-					total[h] += v
-				}
+			r := runs[h]
+			r.add(v)
+			runs[h] = r
+			if i != last {
+				return
 			}
-			if i == last {
+			if isGauge(raw) {
+				// A gauge is read now, as an instant query reads it.
 				lset := decode()
-				out = append(out, series{Metric: lset.Get(labels.MetricName), Labels: mergeTarget(lset, t.Target, target), Value: total[h]})
+				gauges = append(gauges, series{Metric: lset.Get(labels.MetricName), Labels: mergeTarget(lset, t.Target, target), Value: v})
+			} else if r.n >= 2 {
+				lset := decode()
+				out = append(out, series{Metric: lset.Get(labels.MetricName), Labels: mergeTarget(lset, t.Target, target), Value: r.increase()})
 			}
 		})
 		if err != nil {
@@ -232,7 +263,6 @@ func increases(t targetScrapes, window time.Duration) ([]series, error) {
 			firstAt = at
 		}
 		seenFirst = true
-		prev = cur
 	}
 	if own := at.Sub(firstAt); window > 0 && !firstAt.IsZero() && !at.IsZero() && own > 0 {
 		scale := window.Seconds() / own.Seconds()
@@ -240,14 +270,29 @@ func increases(t targetScrapes, window time.Duration) ([]series, error) {
 			out[i].Value *= scale
 		}
 	}
-	return out, nil
+	return append(out, gauges...), nil
+}
+
+// scrapedRounds counts the rounds in which a target answered.
+func scrapedRounds(t targetScrapes) int {
+	n := 0
+	for _, sc := range t.Scrapes {
+		if sc != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // aggregates holds the prepared query results of a client-side source.
 type aggregates struct {
 	results map[string][]sample // by vectorQuery.id
 	span    time.Duration
+	// missed are targets scraped fewer than twice, which have no figures.
+	missed []string
 }
+
+func (a *aggregates) warnings() []string { return a.missed }
 
 func (a *aggregates) window() time.Duration { return a.span }
 
@@ -354,6 +399,11 @@ feed:
 		}
 	}
 	agg := &aggregates{results: map[string][]sample{}, span: span}
+	for _, t := range targets {
+		if n := scrapedRounds(t); n < 2 {
+			agg.missed = append(agg.missed, fmt.Sprintf("no figures for %s: scraped in %d of %d rounds, and an increase needs two", t.Name, n, len(t.Scrapes)))
+		}
+	}
 	for qi, q := range queries {
 		merged := partial{groups: map[string]*sample{}}
 		for w := range perWorker {

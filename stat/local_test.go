@@ -3,6 +3,7 @@ package stat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -62,10 +63,47 @@ func TestIncreasesHandleResets(t *testing.T) {
 	}
 }
 
-func TestIncreasesNewSeriesCountsWhole(t *testing.T) {
-	got := deltasOf(t, `response_total{authority="a"} 1`+"\n", `response_total{authority="a"} 2`+"\n"+`response_total{authority="b"} 5`+"\n")
-	if got["a"] != 1 || got["b"] != 5 {
-		t.Fatalf("got %v, want a=1 b=5", got)
+// Prometheus's increase() needs two samples of a series in the range: a
+// series first seen in the last scrape has none yet, and one first seen in
+// a middle scrape counts from there.
+func TestIncreasesNeedTwoSamples(t *testing.T) {
+	a := func(v string) string { return `response_total{authority="a"} ` + v + "\n" }
+	b := func(v string) string { return `response_total{authority="b"} ` + v + "\n" }
+	got := deltasOf(t, a("1"), a("2")+b("5"))
+	if _, ok := got["b"]; ok || got["a"] != 1 {
+		t.Fatalf("got %v, want a=1 and no b", got)
+	}
+	got = deltasOf(t, a("1"), a("2")+b("5"), a("3")+b("9"))
+	if got["a"] != 2 || got["b"] != 4 {
+		t.Fatalf("got %v, want a=2 b=4", got)
+	}
+}
+
+// NaN and ±Inf samples go through increase() as Prometheus computes it:
+// last - first + resets, where comparisons with NaN are false.
+func TestIncreasesNaNAndInfAsPrometheus(t *testing.T) {
+	line := func(v string) string { return `response_total{authority="a"} ` + v + "\n" }
+	cases := []struct {
+		name    string
+		scrapes []string
+		want    float64
+	}{
+		{"NaN in the middle is skipped over", []string{line("10"), line("NaN"), line("30")}, 20},
+		{"NaN first", []string{line("NaN"), line("5")}, math.NaN()},
+		{"NaN last", []string{line("5"), line("NaN")}, math.NaN()},
+		{"+Inf last", []string{line("5"), line("+Inf")}, math.Inf(1)},
+		{"+Inf both", []string{line("+Inf"), line("+Inf")}, math.NaN()},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := deltasOf(t, tc.scrapes...)["a"]
+			if !ok {
+				t.Fatal("series missing")
+			}
+			if !(got == tc.want || math.IsNaN(got) && math.IsNaN(tc.want)) {
+				t.Fatalf("increase %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 
@@ -149,11 +187,11 @@ func TestPromQLRendering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `sum(increase(response_total{direction="inbound", namespace="emojivoto"}[1m])) by (namespace, authority, classification, tls, no_tls_reason)`
+	want := `sum(increase(response_total{direction="inbound", namespace="emojivoto", authority!=""}[1m])) by (namespace, authority, classification, tls, no_tls_reason)`
 	if got := p.requests.PromQL("1m"); got != want {
 		t.Errorf("requests query\n got %s\nwant %s", got, want)
 	}
-	want = `histogram_quantile(0.95, sum(rate(response_latency_ms_bucket{direction="inbound", namespace="emojivoto"}[1m])) by (le, namespace, authority))`
+	want = `histogram_quantile(0.95, sum(rate(response_latency_ms_bucket{direction="inbound", namespace="emojivoto", authority!=""}[1m])) by (le, namespace, authority))`
 	if got := p.latency.QuantilePromQL(0.95, "1m"); got != want {
 		t.Errorf("latency query\n got %s\nwant %s", got, want)
 	}
@@ -190,7 +228,9 @@ func TestParseResource(t *testing.T) {
 		{[]string{"ns/emojivoto"}, Resource{Kind: KindNamespace, Name: "emojivoto"}, ""},
 		{[]string{"deploy/web", "x"}, Resource{}, "either"},
 		{[]string{"deploy/"}, Resource{}, "empty name"},
-		{[]string{"svc"}, Resource{}, "valid types are"},
+		{[]string{"gadget"}, Resource{}, "valid types are"},
+		{[]string{"svc/web"}, Resource{Kind: KindService, Namespace: "ns", Name: "web"}, ""},
+		{[]string{"sts", "db"}, Resource{Kind: KindStatefulSet, Namespace: "ns", Name: "db"}, ""},
 	}
 	for _, tc := range cases {
 		got, err := ParseResource(tc.args, "ns")
@@ -289,5 +329,26 @@ func TestIncreasesScaleToWindow(t *testing.T) {
 				t.Fatalf("got %+v, want one series of %v", series, tc.want)
 			}
 		})
+	}
+}
+
+func TestParseResources(t *testing.T) {
+	got, err := ParseResources([]string{"deploy/web", "po/x", "deploy/web"}, "ns")
+	want := []Resource{{KindDeployment, "ns", "web"}, {KindPod, "ns", "x"}}
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("mixed TYPE/NAMEs: %v, %v; want %v (duplicates once)", got, err, want)
+	}
+	got, err = ParseResources([]string{"po", "a", "b"}, "ns")
+	if err != nil || len(got) != 2 || got[1] != (Resource{KindPod, "ns", "b"}) {
+		t.Errorf("po a b: %v, %v", got, err)
+	}
+	got, err = ParseResources([]string{"all"}, "ns")
+	if err != nil || len(got) != len(AllKinds) {
+		t.Errorf("all: %v, %v", got, err)
+	}
+	for _, bad := range [][]string{{"all/x"}, {"all", "x"}, {"deploy/web", "x"}, {"po", "a/b"}} {
+		if _, err := ParseResources(bad, "ns"); err == nil {
+			t.Errorf("%v: want an error", bad)
+		}
 	}
 }

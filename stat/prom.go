@@ -12,6 +12,7 @@ import (
 	promapi "github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+	"sigs.k8s.io/yaml"
 )
 
 // Prometheus answers stat queries with PromQL, as Linkerd's public API did.
@@ -20,6 +21,38 @@ type Prometheus struct {
 	api promv1.API
 	// Now fixes the evaluation time; zero means the server's now.
 	Now time.Time
+	// Name says which Prometheus this is in messages; default its URL.
+	Name string
+	// Timeout bounds each query; zero means DefaultPrometheusTimeout.
+	Timeout time.Duration
+}
+
+// DefaultPrometheusTimeout bounds one PromQL query.
+const DefaultPrometheusTimeout = 30 * time.Second
+
+func (p *Prometheus) timeout() time.Duration {
+	if p.Timeout > 0 {
+		return p.Timeout
+	}
+	return DefaultPrometheusTimeout
+}
+
+func (p *Prometheus) name() string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return p.url
+}
+
+// WindowError is a window too short for Prometheus's scrape interval:
+// increase() needs two samples inside it.
+type WindowError struct {
+	Window, Interval time.Duration
+}
+
+func (e *WindowError) Error() string {
+	return fmt.Sprintf("-t %s is shorter than twice Prometheus's scrape interval (%s): increase() needs two samples in the window; use -t %s or more (Linkerd asks for at least 15s)",
+		e.Window, e.Interval, 2*e.Interval)
 }
 
 // NewPrometheus returns a source that queries the Prometheus at rawURL.
@@ -35,9 +68,12 @@ func NewPrometheus(rawURL string) (*Prometheus, error) {
 	return &Prometheus{url: rawURL, api: promv1.NewAPI(client)}, nil
 }
 
-func (p *Prometheus) collect(_ context.Context, window time.Duration, _ []Pod, _ []vectorQuery) (evaluator, error) {
+func (p *Prometheus) collect(ctx context.Context, window time.Duration, _ []Pod, _ []vectorQuery) (evaluator, error) {
 	if window <= 0 {
 		window = time.Minute
+	}
+	if iv := p.scrapeInterval(ctx); iv > 0 && window < 2*iv {
+		return nil, &WindowError{Window: window, Interval: iv}
 	}
 	at := p.Now
 	if at.IsZero() {
@@ -55,20 +91,69 @@ type promEvaluator struct {
 func (e *promEvaluator) window() time.Duration { return e.span }
 
 func (e *promEvaluator) query(ctx context.Context, promql string) (model.Vector, error) {
-	v, _, _, err := e.p.api.Query(ctx, promql, e.at)
+	timeout := e.p.timeout()
+	qctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	v, _, _, err := e.p.api.Query(qctx, promql, e.at, promv1.WithTimeout(timeout))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if errors.Is(qctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("Prometheus at %s did not answer within %s", e.p.name(), timeout)
+		}
 		var netErr net.Error
 		var urlErr *url.Error
 		if errors.As(err, &urlErr) || errors.As(err, &netErr) {
-			return nil, fmt.Errorf("cannot reach Prometheus at %s: %v", e.p.url, rootCause(err))
+			return nil, fmt.Errorf("cannot reach Prometheus at %s: %v", e.p.name(), rootCause(err))
 		}
-		return nil, fmt.Errorf("Prometheus at %s rejected query %s: %v", e.p.url, promql, err)
+		return nil, fmt.Errorf("Prometheus at %s rejected query %s: %v", e.p.name(), promql, err)
 	}
 	vec, ok := v.(model.Vector)
 	if !ok {
-		return nil, fmt.Errorf("Prometheus at %s returned %s, want a vector, for %s", e.p.url, v.Type(), promql)
+		return nil, fmt.Errorf("Prometheus at %s returned %s, want a vector, for %s", e.p.name(), v.Type(), promql)
 	}
 	return vec, nil
+}
+
+// scrapeInterval is the interval at which Prometheus scrapes proxies: its
+// linkerd-proxy job's (as install and Linkerd name it), else the longest
+// of its jobs; 0 when it cannot say.
+func (p *Prometheus) scrapeInterval(ctx context.Context) time.Duration {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout())
+	defer cancel()
+	cfg, err := p.api.Config(ctx)
+	if err != nil {
+		return 0
+	}
+	var parsed struct {
+		Global struct {
+			ScrapeInterval string `json:"scrape_interval"`
+		} `json:"global"`
+		ScrapeConfigs []struct {
+			JobName        string `json:"job_name"`
+			ScrapeInterval string `json:"scrape_interval"`
+		} `json:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal([]byte(cfg.YAML), &parsed); err != nil {
+		return 0
+	}
+	global := time.Minute // Prometheus's default
+	if d, err := model.ParseDuration(parsed.Global.ScrapeInterval); err == nil {
+		global = time.Duration(d)
+	}
+	longest := time.Duration(0)
+	for _, sc := range parsed.ScrapeConfigs {
+		iv := global
+		if d, err := model.ParseDuration(sc.ScrapeInterval); err == nil {
+			iv = time.Duration(d)
+		}
+		if sc.JobName == "linkerd-proxy" {
+			return iv
+		}
+		longest = max(longest, iv)
+	}
+	return longest
 }
 
 func rootCause(err error) error {

@@ -34,6 +34,11 @@ func TestHistogramQuantile(t *testing.T) {
 		{"non-monotonic counts are raised", 0.75, b(1, 10, 2, 8, 3, 20, inf, 20), 2.5},
 		{"duplicate bounds are merged", 0.75, b(1, 2, 1, 3, 2, 10, inf, 10), 1.5},
 		{"negative first bound returns it", 0.1, b(-1, 5, 1, 10, inf, 10), -1},
+		// Prometheus ignores float noise between neighbouring buckets (a
+		// relative 1e-12): the +Inf bucket is the first one's 10, so the
+		// whole rank sits in the first bucket. Exact arithmetic would put
+		// it at the top of the second.
+		{"float noise between buckets is ignored", 1, b(1, 10, 2, 10+1e-12, inf, 10+1e-12), 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

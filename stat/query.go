@@ -8,8 +8,11 @@ import (
 
 // Metric names, as linkerd2-proxy exports them.
 const (
-	metricResponses = "response_total"
-	metricLatency   = "response_latency_ms_bucket"
+	metricResponses  = "response_total"
+	metricLatency    = "response_latency_ms_bucket"
+	metricTCPOpen    = "tcp_open_connections" // a gauge
+	metricTCPRead    = "tcp_read_bytes_total"
+	metricTCPWritten = "tcp_write_bytes_total"
 )
 
 // matchOp is a PromQL label match operator.
@@ -52,6 +55,8 @@ type vectorQuery struct {
 	Metric   string
 	Matchers []matcher
 	By       []string
+	// Gauge sums the latest values instead of increases.
+	Gauge bool
 }
 
 func (q vectorQuery) selector() string {
@@ -72,6 +77,9 @@ func (q vectorQuery) selector() string {
 
 // PromQL renders the sum of increases over window.
 func (q vectorQuery) PromQL(window string) string {
+	if q.Gauge {
+		return fmt.Sprintf("sum(%s) by (%s)", q.selector(), strings.Join(q.By, ", "))
+	}
 	return fmt.Sprintf("sum(increase(%s[%s])) by (%s)", q.selector(), window, strings.Join(q.By, ", "))
 }
 
@@ -96,11 +104,18 @@ func regexpQuote(s string) string {
 // Prometheus copies linkerd.io/proxy-<kind> pod labels to <kind>, as
 // Linkerd's install config did.
 func kindLabel(k Kind) string {
-	if k == KindAuthority {
+	switch k {
+	case KindAuthority:
 		return "authority"
+	case KindJob:
+		// Prometheus's own job label would clash; Linkerd's config and
+		// ours rename a Job owner to k8s_job.
+		return jobLabel
 	}
 	return string(k)
 }
+
+const jobLabel = "k8s_job"
 
 // ownerLabels are the target labels that name a pod's workload, most
 // specific owner first; a pod with none of them is its own owner.
@@ -108,8 +123,10 @@ var ownerLabels = []struct {
 	label, short string
 }{
 	{"deployment", "deploy"},
+	{"cronjob", "cronjob"},
 	{"statefulset", "sts"},
 	{"daemonset", "ds"},
+	{jobLabel, "job"},
 	{"replicationcontroller", "rc"},
 	{"replicaset", "rs"},
 	{"pod", "po"},
@@ -121,7 +138,17 @@ type plan struct {
 	requests  vectorQuery // by row labels + classification, tls, no_tls_reason
 	latency   vectorQuery // by row labels (le is added when evaluated)
 	plaintext vectorQuery // outbound plain text, by source owner + destination + reason
-	rowKind   Kind
+	// receivers are the pods whose inbound metrics saw plain text (rows
+	// from inbound metrics only): an outbound edge names a row's sender
+	// only when its destination pod is one of them, so traffic to an
+	// unmeshed pod of the same namespace or workload is not blamed on it.
+	receivers vectorQuery
+	// tcpOpen, tcpRead and tcpWrite are the TCP figures, from the same
+	// side as the request figures; tcp is false for authorities, whose
+	// connections the proxy does not label.
+	tcpOpen, tcpRead, tcpWrite vectorQuery
+	tcp                        bool
+	rowKind                    Kind
 	// rowLabels are the group-by labels naming a row: namespace label first,
 	// then the name label (only the namespace for namespace rows).
 	rowLabels []string
@@ -180,8 +207,8 @@ func buildPlan(q Query, pods []string) (plan, error) {
 	case q.From != nil && q.To != nil:
 		return p, fmt.Errorf("--from and --to cannot be used together")
 	case q.To != nil:
-		if r.Kind == KindAuthority {
-			return p, fmt.Errorf("--to cannot be used with authorities: an authority has no outbound traffic of its own")
+		if r.Kind == KindAuthority || r.Kind == KindService {
+			return p, fmt.Errorf("--to cannot be used with %ss: a %s has no outbound traffic of its own", r.Kind, r.Kind)
 		}
 		ms = append(ms, matcher{"direction", opEq, "outbound"})
 		ms = append(ms, resourceMatchers(r, "")...)
@@ -189,11 +216,17 @@ func buildPlan(q Query, pods []string) (plan, error) {
 		p.rowLabels = groupLabels(r.Kind, "")
 		p.edgeRowIsSource = true
 	case q.From != nil:
-		if q.From.Kind == KindAuthority {
-			return p, fmt.Errorf("--from cannot be an authority: an authority sends no traffic")
+		if q.From.Kind == KindAuthority || q.From.Kind == KindService {
+			return p, fmt.Errorf("--from cannot be a %s: a %s sends no traffic", q.From.Kind, q.From.Kind)
 		}
 		ms = append(ms, matcher{"direction", opEq, "outbound"})
 		ms = append(ms, resourceMatchers(*q.From, "")...)
+		ms = append(ms, resourceMatchers(r, "dst_")...)
+		p.rowLabels = groupLabels(r.Kind, "dst_")
+	case r.Kind == KindService:
+		// A Service has no proxy of its own: its traffic is what meshed
+		// clients sent to it, as Linkerd reports it.
+		ms = append(ms, matcher{"direction", opEq, "outbound"})
 		ms = append(ms, resourceMatchers(r, "dst_")...)
 		p.rowLabels = groupLabels(r.Kind, "dst_")
 	default:
@@ -202,10 +235,32 @@ func buildPlan(q Query, pods []string) (plan, error) {
 		p.rowLabels = groupLabels(r.Kind, "")
 		p.inbound = true
 	}
+	named := false
+	for _, m := range ms {
+		named = named || len(p.rowLabels) == 2 && m.Name == p.rowLabels[1] && m.Op == opEq
+	}
+	if len(p.rowLabels) == 2 && !named {
+		// Traffic of pods without an owner of the row's kind belongs to
+		// no row; Prometheus would otherwise group it under an empty name.
+		ms = append(ms, matcher{p.rowLabels[1], opNeq, ""})
+	}
 	if pods != nil {
 		ms = append(ms, matcher{"pod", opRe, strings.Join(pods, "|")})
 	}
 	p.requests = vectorQuery{Metric: metricResponses, Matchers: ms, By: append(append([]string{}, p.rowLabels...), "classification", "tls", "no_tls_reason")}
+	if r.Kind != KindAuthority && (q.To == nil || q.To.Kind != KindAuthority) && (q.From == nil || q.From.Kind != KindAuthority) {
+		// As Linkerd: the server side's connections from its peers
+		// (peer="src"), or the client side's to them (peer="dst").
+		peer := "dst"
+		if p.inbound {
+			peer = "src"
+		}
+		tm := append(append([]matcher{}, ms...), matcher{"peer", opEq, peer})
+		p.tcp = true
+		p.tcpOpen = vectorQuery{Metric: metricTCPOpen, Matchers: tm, By: p.rowLabels, Gauge: true}
+		p.tcpRead = vectorQuery{Metric: metricTCPRead, Matchers: tm, By: p.rowLabels}
+		p.tcpWrite = vectorQuery{Metric: metricTCPWritten, Matchers: tm, By: p.rowLabels}
+	}
 	p.latency = vectorQuery{Metric: metricLatency, Matchers: ms, By: p.rowLabels}
 
 	// Plain-text edges always come from outbound metrics, the only side that
@@ -229,15 +284,33 @@ func buildPlan(q Query, pods []string) (plan, error) {
 		by = append(by, o.label)
 	}
 	by = append(by, dstGroup...)
+	if p.inbound {
+		by = append(by, "dst_pod")
+	}
 	by = append(by, "no_tls_reason")
 	p.plaintext = vectorQuery{Metric: metricResponses, Matchers: pm, By: dedupe(by)}
+	if p.inbound {
+		rm := append(append([]matcher{}, ms...), matcher{"tls", opNeq, "true"})
+		rby := []string{"namespace"}
+		for _, o := range ownerLabels {
+			rby = append(rby, o.label)
+		}
+		p.receivers = vectorQuery{Metric: metricResponses, Matchers: rm, By: rby}
+	}
 	return p, nil
 }
 
 // queries are the sums a client-side source must prepare: the request
 // counts, the latency buckets (by le) and the plain-text edges.
 func (p plan) queries() []vectorQuery {
-	return []vectorQuery{p.requests, p.latency.withLE(), p.plaintext}
+	qs := []vectorQuery{p.requests, p.latency.withLE(), p.plaintext}
+	if p.inbound {
+		qs = append(qs, p.receivers)
+	}
+	if p.tcp {
+		qs = append(qs, p.tcpOpen, p.tcpRead, p.tcpWrite)
+	}
+	return qs
 }
 
 func (q vectorQuery) withLE() vectorQuery {

@@ -136,6 +136,24 @@ func (s *Scraper) collect(ctx context.Context, window time.Duration, pods []Pod,
 	return buildDeltas(ctx, targets, lastAt.Sub(firstAt), queries)
 }
 
+// withSenders adds every other meshed pod of the cluster to pods.
+func (s *Scraper) withSenders(ctx context.Context, src PodSource, pods []Pod) ([]Pod, error) {
+	all, err := src.Pods(ctx, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[string]bool, len(pods))
+	for _, p := range pods {
+		have[p.Namespace+"/"+p.Name] = true
+	}
+	for _, p := range all {
+		if p.Meshed && !have[p.Namespace+"/"+p.Name] {
+			pods = append(pods, p)
+		}
+	}
+	return pods, nil
+}
+
 func (s *Scraper) wait(ctx context.Context, until, end time.Time, pods int) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -95,8 +96,8 @@ func TestScraperMatchesCapture(t *testing.T) {
 			}
 		}
 	}
-	if got := fetcher.calls.Load(); got != 3*4 {
-		t.Errorf("%d fetches, want 3 rounds x 4 meshed emojivoto pods", got)
+	if got := fetcher.calls.Load(); got != 3*5 {
+		t.Errorf("%d fetches, want 3 rounds x 5 meshed pods (4 in emojivoto, and prometheus in linkerd, a possible sender)", got)
 	}
 	if len(warnings) != 3 || !strings.Contains(warnings[0], "emojivoto/vote-bot-8b9c7d6f5-x7k2p") {
 		t.Errorf("warnings %q: want one per round naming the unreachable pod", warnings)
@@ -118,5 +119,70 @@ func TestScraperStopsOnCancel(t *testing.T) {
 	_, err := stat.Compute(ctx, stat.Query{Resource: stat.Resource{Kind: stat.KindPod, Namespace: "ns"}, Window: time.Hour}, scraper, pods)
 	if err == nil || time.Since(start) > 5*time.Second {
 		t.Fatalf("err %v after %s: want a prompt cancellation", err, time.Since(start))
+	}
+}
+
+// Live with -n, a meshed client in another namespace that sends plain
+// text is named as -A names it, not as "(unmeshed)": its outbound metrics
+// are scraped wherever it runs.
+func TestScraperNamesSendersInOtherNamespaces(t *testing.T) {
+	dir := t.TempDir()
+	pods := []stat.Pod{
+		{Namespace: "a", Name: "srv-1", Meshed: true, Owners: map[string]string{"deployment": "srv"}},
+		{Namespace: "b", Name: "cli-1", Meshed: true, Owners: map[string]string{"deployment": "cli"}},
+	}
+	w, err := stat.NewCaptureWriter(dir, "test", pods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := func(n int) []byte {
+		return []byte(fmt.Sprintf("response_total{direction=\"inbound\",tls=\"disabled\",no_tls_reason=\"no_tls_from_remote\",classification=\"success\"} %d\n", n))
+	}
+	out := func(n int) []byte {
+		return []byte(fmt.Sprintf("response_total{direction=\"outbound\",dst_namespace=\"a\",dst_deployment=\"srv\",dst_pod=\"srv-1\",tls=\"disabled\",no_tls_reason=\"not_configured\",classification=\"success\"} %d\n", n))
+	}
+	at := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, n := range []int{0, 100} {
+		if err := w.AddScrape(at.Add(time.Duration(i)*100*time.Second), map[string][]byte{"a/srv-1": in(n), "b/cli-1": out(n)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := stat.OpenCapture(os.DirFS(dir), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay, err := stat.StartReplay(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replay.Close()
+	fetcher := &replayFetcher{addrs: map[string]string{}, fail: map[string]bool{}}
+	for _, tg := range replay.Targets {
+		fetcher.addrs[tg.Pod.Namespace+"/"+tg.Pod.Name] = tg.Addr
+	}
+	senders := func(ns string) []string {
+		t.Helper()
+		q := stat.Query{Resource: stat.Resource{Kind: stat.KindDeployment, Namespace: ns, Name: "srv"}, Window: time.Second}
+		res, err := stat.Compute(context.Background(), q, &stat.Scraper{Fetcher: fetcher}, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range res.Rows {
+			for _, e := range r.TopPlaintext {
+				out = append(out, r.Namespace+": "+e.Source+"->"+e.Destination)
+			}
+		}
+		return out
+	}
+	want := []string{"a: b/deploy/cli->a/deploy/srv"}
+	if got := senders("a"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("-n a: plain-text senders %q, want %q", got, want)
+	}
+	if got := senders(""); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("-A: plain-text senders %q, want %q", got, want)
 	}
 }

@@ -36,7 +36,17 @@ func (s *series) get(name string) string {
 
 // wanted are the series stat reads; everything else in a scrape is
 // skipped before its labels are even decoded.
-var wanted = map[string]bool{"response_total": true, "response_latency_ms_bucket": true}
+var wanted = map[string]bool{
+	metricResponses: true, metricLatency: true,
+	metricTCPOpen: true, metricTCPRead: true, metricTCPWritten: true,
+}
+
+// isGauge says whether a series' text is of a gauge stat reads, whose
+// latest value counts rather than its increase.
+func isGauge(raw []byte) bool {
+	rest, ok := bytes.CutPrefix(raw, []byte(metricTCPOpen))
+	return ok && len(rest) > 0 && (rest[0] == '{' || rest[0] == ' ')
+}
 
 // scanScrape calls fn for each sample stat needs in one proxy's /metrics
 // text. It uses the Prometheus server's own scrape parser, which is several

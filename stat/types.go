@@ -5,7 +5,9 @@
 package stat
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -16,23 +18,75 @@ type Kind string
 
 // The resource kinds stat understands.
 const (
-	KindAuthority  Kind = "authority"
-	KindDeployment Kind = "deployment"
-	KindPod        Kind = "pod"
-	KindNamespace  Kind = "namespace"
+	KindAuthority             Kind = "authority"
+	KindDeployment            Kind = "deployment"
+	KindStatefulSet           Kind = "statefulset"
+	KindDaemonSet             Kind = "daemonset"
+	KindReplicaSet            Kind = "replicaset"
+	KindReplicationController Kind = "replicationcontroller"
+	KindJob                   Kind = "job"
+	KindCronJob               Kind = "cronjob"
+	KindPod                   Kind = "pod"
+	KindService               Kind = "service"
+	KindNamespace             Kind = "namespace"
 )
+
+// kindInfo is every kind's spellings; the first is its short name.
+var kindInfo = []struct {
+	kind  Kind
+	names []string
+}{
+	{KindAuthority, []string{"au", "authority", "authorities"}},
+	{KindDeployment, []string{"deploy", "deployment", "deployments"}},
+	{KindStatefulSet, []string{"sts", "statefulset", "statefulsets"}},
+	{KindDaemonSet, []string{"ds", "daemonset", "daemonsets"}},
+	{KindReplicaSet, []string{"rs", "replicaset", "replicasets"}},
+	{KindReplicationController, []string{"rc", "replicationcontroller", "replicationcontrollers"}},
+	{KindJob, []string{"job", "jobs"}},
+	{KindCronJob, []string{"cronjob", "cronjobs", "cj"}},
+	{KindPod, []string{"po", "pod", "pods"}},
+	{KindService, []string{"svc", "service", "services"}},
+	{KindNamespace, []string{"ns", "namespace", "namespaces"}},
+}
+
+// AllKinds are the kinds "all" expands to, as Linkerd's stat all does.
+var AllKinds = []Kind{KindDeployment, KindStatefulSet, KindDaemonSet, KindReplicaSet, KindReplicationController,
+	KindJob, KindCronJob, KindPod, KindService, KindAuthority}
 
 // kindAliases maps every accepted spelling (kubectl's short names and
 // plurals included) to its Kind.
-var kindAliases = map[string]Kind{
-	"authority": KindAuthority, "authorities": KindAuthority, "au": KindAuthority,
-	"deployment": KindDeployment, "deployments": KindDeployment, "deploy": KindDeployment,
-	"pod": KindPod, "pods": KindPod, "po": KindPod,
-	"namespace": KindNamespace, "namespaces": KindNamespace, "ns": KindNamespace,
+var kindAliases = func() map[string]Kind {
+	m := map[string]Kind{}
+	for _, k := range kindInfo {
+		for _, n := range k.names {
+			m[n] = k.kind
+		}
+	}
+	return m
+}()
+
+// Short is the kind's kubectl short name ("deploy").
+func (k Kind) Short() string {
+	for _, ki := range kindInfo {
+		if ki.kind == k {
+			return ki.names[0]
+		}
+	}
+	return string(k)
 }
 
 // ValidKinds lists the kinds with their short names, for help and errors.
-const ValidKinds = "authority (au), deployment (deploy), pod (po), namespace (ns)"
+var ValidKinds = func() string {
+	var parts []string
+	for _, k := range kindInfo {
+		if k.names[0] == string(k.kind) {
+			parts = append(parts, string(k.kind))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s (%s)", k.kind, k.names[0]))
+		}
+	}
+	return strings.Join(parts, ", ") + ", all"
+}()
 
 // ParseKind resolves a user-typed resource type.
 func ParseKind(s string) (Kind, error) {
@@ -44,10 +98,11 @@ func ParseKind(s string) (Kind, error) {
 
 // KindNames returns every accepted spelling, for shell completion.
 func KindNames() []string {
-	names := make([]string, 0, len(kindAliases))
+	names := make([]string, 0, len(kindAliases)+1)
 	for n := range kindAliases {
 		names = append(names, n)
 	}
+	names = append(names, "all")
 	sort.Strings(names)
 	return names
 }
@@ -65,28 +120,89 @@ func ParseResource(args []string, namespace string) (Resource, error) {
 	if len(args) == 0 || len(args) > 2 {
 		return Resource{}, fmt.Errorf("expected RESOURCE [NAME] or RESOURCE/NAME, got %d arguments", len(args))
 	}
-	typ, name := args[0], ""
-	if i := strings.IndexByte(typ, '/'); i >= 0 {
-		if len(args) == 2 {
-			return Resource{}, fmt.Errorf("give the name either as %q or as a second argument, not both", typ)
-		}
-		typ, name = typ[:i], typ[i+1:]
-		if name == "" {
-			return Resource{}, fmt.Errorf("resource %q has an empty name", args[0])
-		}
-	} else if len(args) == 2 {
-		name = args[1]
-	}
-	kind, err := ParseKind(typ)
+	rs, err := ParseResources(args, namespace)
 	if err != nil {
 		return Resource{}, err
 	}
-	r := Resource{Kind: kind, Namespace: namespace, Name: name}
-	if kind == KindNamespace {
-		// A namespace is not inside one; -n does not narrow it.
-		r.Namespace = ""
+	if len(rs) != 1 {
+		return Resource{}, fmt.Errorf("expected one resource, got %d", len(rs))
 	}
-	return r, nil
+	return rs[0], nil
+}
+
+// ParseResources reads kubectl's forms: "TYPE [NAME...]" or "TYPE/NAME..."
+// (which may mix types). "all" stands for every kind in AllKinds.
+func ParseResources(args []string, namespace string) ([]Resource, error) {
+	if len(args) == 0 {
+		return nil, errors.New("expected a resource: TYPE [NAME...] or TYPE/NAME")
+	}
+	mk := func(typ, name string) ([]Resource, error) {
+		var kinds []Kind
+		if strings.EqualFold(typ, "all") {
+			kinds = AllKinds
+		} else {
+			k, err := ParseKind(typ)
+			if err != nil {
+				return nil, err
+			}
+			kinds = []Kind{k}
+		}
+		var out []Resource
+		for _, k := range kinds {
+			r := Resource{Kind: k, Namespace: namespace, Name: name}
+			if k == KindNamespace {
+				// A namespace is not inside one; -n does not narrow it.
+				r.Namespace = ""
+			}
+			out = append(out, r)
+		}
+		return out, nil
+	}
+	var out []Resource
+	add := func(rs []Resource) {
+		for _, r := range rs {
+			if !slices.Contains(out, r) {
+				out = append(out, r)
+			}
+		}
+	}
+	if strings.Contains(args[0], "/") {
+		for _, a := range args {
+			typ, name, ok := strings.Cut(a, "/")
+			if !ok {
+				return nil, fmt.Errorf("give the name either as %q or as a second argument, not both", args[0])
+			}
+			if name == "" {
+				return nil, fmt.Errorf("resource %q has an empty name", a)
+			}
+			if strings.EqualFold(typ, "all") {
+				return nil, fmt.Errorf("%q: \"all\" takes no name", a)
+			}
+			rs, err := mk(typ, name)
+			if err != nil {
+				return nil, err
+			}
+			add(rs)
+		}
+		return out, nil
+	}
+	if len(args) == 1 {
+		return mk(args[0], "")
+	}
+	for _, name := range args[1:] {
+		if strings.Contains(name, "/") {
+			return nil, fmt.Errorf("give the name either as %q or as a second argument, not both", name)
+		}
+		if strings.EqualFold(args[0], "all") {
+			return nil, fmt.Errorf(`"all" takes no name`)
+		}
+		rs, err := mk(args[0], name)
+		if err != nil {
+			return nil, err
+		}
+		add(rs)
+	}
+	return out, nil
 }
 
 // String prints the resource as kubectl would ("deploy/web").
@@ -108,6 +224,9 @@ type Query struct {
 	// PodSelector, when set, keeps only traffic of pods whose labels match
 	// (a Kubernetes label selector, applied through the PodSource).
 	PodSelector string
+	// Unmeshed keeps rows of workloads with no meshed pod and no traffic,
+	// which are hidden otherwise (Linkerd's --unmeshed).
+	Unmeshed bool
 }
 
 // MeshedCount is the MESHED column of a workload: pods with a proxy out of all.
@@ -131,6 +250,11 @@ type Row struct {
 	P99      float64
 	TLS      float64 // fraction of requests with tls="true"
 
+	// TCPConn is the open TCP connections at the window's end; ReadBytes
+	// and WriteBytes the bytes the proxy read and wrote on them in the
+	// window. NaN when the proxies reported none (and for authorities).
+	TCPConn, ReadBytes, WriteBytes float64
+
 	// NoTLS counts requests that were not encrypted, by no_tls_reason.
 	NoTLS map[string]float64
 	// TopPlaintext names the source→destination pairs carrying the most
@@ -151,4 +275,6 @@ type Result struct {
 	Rows []Row
 	// Window is the window the figures really cover.
 	Window time.Duration
+	// Warnings say what the figures leave out (pods scraped too rarely).
+	Warnings []string
 }

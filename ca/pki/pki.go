@@ -11,8 +11,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -26,18 +28,41 @@ const (
 	DefaultRootLifetime = 365 * 24 * time.Hour
 )
 
+// MinLeafLifetime is the shortest workload certificate lifetime allowed.
+// The kubelet delivers an updated Secret to pods within its sync period
+// plus its cache TTL (a minute each by default), and renewal leaves at
+// least the last 0.33 of the lifetime for that: ten minutes leaves over
+// three, enough for a slow kubelet and a retry.
+const MinLeafLifetime = 10 * time.Minute
+
 // maxBackdate bounds how far NotBefore is set in the past, so a peer whose
 // clock is slightly behind still accepts a fresh certificate.
 const maxBackdate = time.Minute
 
-// Root is a loaded signing root. Key never leaves the process except as the
-// root Secret the CA itself persists.
+// Root is a loaded issuer: a self-signed root, or an intermediate signed
+// by an offline root whose key never enters the cluster. Key never leaves
+// the process except as the root Secret the CA itself persists.
 type Root struct {
+	// Cert is the issuing certificate; CertPEM is what follows a leaf in
+	// tls.crt.
 	Cert    *x509.Certificate
 	CertPEM []byte
-	key     crypto.Signer
-	pool    *x509.CertPool
+	// Anchors are the roots the issuer chains to: Cert itself when it is
+	// self-signed. AnchorsPEM is their PEM, the least a bundle must hold.
+	Anchors    []*x509.Certificate
+	AnchorsPEM []byte
+	key        crypto.Signer
+	pool       *x509.CertPool
+	inter      *x509.CertPool
+	// notAfter is the earliest expiry on the chain: no leaf may outlive it.
+	notAfter time.Time
 }
+
+// Intermediate reports whether the issuer is not itself a trust anchor.
+func (r *Root) Intermediate() bool { return !r.Anchors[0].Equal(r.Cert) }
+
+// NotAfter is when the issuer's chain stops being valid.
+func (r *Root) NotAfter() time.Time { return r.notAfter }
 
 // Leaf is one issued workload credential, ready for a kubernetes.io/tls
 // Secret: CertPEM holds the leaf then the root, KeyPEM a PKCS#8 key.
@@ -50,13 +75,36 @@ type Leaf struct {
 }
 
 // RenewAt is when the leaf should be replaced.
-func (l *Leaf) RenewAt() time.Time { return RenewAt(l.NotBefore, l.NotAfter) }
+func (l *Leaf) RenewAt() time.Time { return RenewAtJittered(l.NotBefore, l.NotAfter, l.Serial) }
 
 // RenewAt is two thirds of the way through a validity window: late enough
 // not to churn, early enough that a slow or briefly failing CA still
 // replaces the certificate well before it expires.
 func RenewAt(notBefore, notAfter time.Time) time.Time {
 	return notBefore.Add(notAfter.Sub(notBefore) * 2 / 3)
+}
+
+// renewJitter is the largest share of a lifetime a renewal moves earlier
+// than RenewAt.
+const renewJitter = 10
+
+// RenewAtJittered moves RenewAt earlier by up to a tenth of the lifetime,
+// by an amount fixed by the serial: certificates issued in one burst then
+// renew spread over a window instead of all at once, forever. Deriving it
+// from the serial (not a random draw) keeps every replica, restart and
+// `check --tls` agreeing on when a given certificate is due.
+func RenewAtJittered(notBefore, notAfter time.Time, serial *big.Int) time.Time {
+	base := RenewAt(notBefore, notAfter)
+	if serial == nil {
+		return base
+	}
+	window := notAfter.Sub(notBefore) / renewJitter
+	if window <= 0 {
+		return base
+	}
+	// The serial is 127 random bits: its low bits are uniform.
+	frac := new(big.Int).Mod(serial, big.NewInt(1<<20)).Int64()
+	return base.Add(-time.Duration(float64(window) * float64(frac) / float64(1<<20)))
 }
 
 // NewRoot makes a self-signed ECDSA P-256 root. It returns the root and the
@@ -100,9 +148,27 @@ func NewRoot(commonName string, lifetime time.Duration, now time.Time) (*Root, [
 	return root, keyPEM, nil
 }
 
-// LoadRoot parses and validates a root from PEM. Errors name what is wrong
-// and never include key material.
+// ProbeIdentity is the identity a loaded issuer is test-signed for: one
+// under the mesh's identity domain, so name constraints that exclude the
+// mesh's identities are found at load time, not at the first pod.
+func ProbeIdentity(controlNamespace string) string {
+	return "linkerd-ca-probe.pod." + controlNamespace + ".linkerd-managed." + controlNamespace + ".svc.cluster.local"
+}
+
+// LoadRoot parses and validates a self-signed root from PEM, for the
+// default control plane. Errors name what is wrong and never include key
+// material.
 func LoadRoot(certPEM, keyPEM []byte, now time.Time) (*Root, error) {
+	return LoadIssuer(certPEM, keyPEM, nil, ProbeIdentity("linkerd"), now)
+}
+
+// LoadIssuer parses and validates an issuer: certPEM and keyPEM are its
+// certificate and key, anchorsPEM the roots it chains to (empty when the
+// issuer is a self-signed root). It then issues one certificate for
+// probeIdentity and checks it exactly as the CA checks stored ones, so an
+// issuer whose certificates could never pass that check (a usage or name
+// constraint excluding the mesh) is refused here, not in a reissue loop.
+func LoadIssuer(certPEM, keyPEM, anchorsPEM []byte, probeIdentity string, now time.Time) (*Root, error) {
 	certs, err := parseCerts(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("root certificate: %w", err)
@@ -111,20 +177,24 @@ func LoadRoot(certPEM, keyPEM []byte, now time.Time) (*Root, error) {
 		return nil, fmt.Errorf("root certificate: want exactly one certificate, found %d", len(certs))
 	}
 	cert := certs[0]
-	if !cert.IsCA || !cert.BasicConstraintsValid {
-		return nil, errors.New("root certificate is not a CA (basicConstraints CA:TRUE missing)")
+	if err := checkCA("root certificate", cert, now); err != nil {
+		return nil, err
 	}
-	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return nil, errors.New("root certificate may not sign certificates (keyUsage lacks keyCertSign)")
-	}
-	if now.After(cert.NotAfter) {
-		return nil, fmt.Errorf("root certificate expired at %s", cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	if now.Before(cert.NotBefore) {
-		return nil, fmt.Errorf("root certificate is not valid before %s", cert.NotBefore.UTC().Format(time.RFC3339))
-	}
-	if err := cert.CheckSignatureFrom(cert); err != nil {
-		return nil, fmt.Errorf("root certificate is not self-signed: %w", err)
+	var anchors []*x509.Certificate
+	if len(bytes.TrimSpace(anchorsPEM)) == 0 {
+		if err := cert.CheckSignatureFrom(cert); err != nil {
+			return nil, fmt.Errorf("root certificate is not self-signed (an intermediate issuer needs its root as trust anchor): %w", err)
+		}
+		anchors = []*x509.Certificate{cert}
+	} else {
+		if anchors, err = parseCerts(anchorsPEM); err != nil {
+			return nil, fmt.Errorf("trust anchors: %w", err)
+		}
+		for i, a := range anchors {
+			if err := checkCA(fmt.Sprintf("trust anchor %d", i+1), a, now); err != nil {
+				return nil, err
+			}
+		}
 	}
 	key, err := ParseKey(keyPEM)
 	if err != nil {
@@ -134,16 +204,120 @@ func LoadRoot(certPEM, keyPEM []byte, now time.Time) (*Root, error) {
 		return nil, errors.New("root key does not match the root certificate")
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &Root{
-		Cert:    cert,
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
-		key:     key,
-		pool:    pool,
-	}, nil
+	notAfter := cert.NotAfter
+	var signer *x509.Certificate
+	for _, a := range anchors {
+		pool.AddCert(a)
+		if signer == nil && (a.Equal(cert) || cert.CheckSignatureFrom(a) == nil) {
+			signer = a
+		}
+	}
+	if signer == nil {
+		return nil, errors.New("root certificate is not signed by any of the trust anchors")
+	}
+	if signer.NotAfter.Before(notAfter) {
+		notAfter = signer.NotAfter
+	}
+	r := &Root{
+		Cert:       cert,
+		CertPEM:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
+		Anchors:    anchors,
+		AnchorsPEM: EncodeCerts(anchors),
+		key:        key,
+		pool:       pool,
+		inter:      x509.NewCertPool(),
+		notAfter:   notAfter,
+	}
+	if !signer.Equal(cert) {
+		r.inter.AddCert(cert)
+		// The issuer's own signature and constraints, per usage.
+		for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+			if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+				return nil, fmt.Errorf("root certificate does not chain to the trust anchors for %s: %w", usageName(u), err)
+			}
+		}
+	}
+	if probeIdentity != "" {
+		// A probe as short as allowed: it only has to pass once, now.
+		leaf, err := r.Issue(probeIdentity, time.Minute, now)
+		if err != nil {
+			return nil, fmt.Errorf("root cannot issue: %w", err)
+		}
+		if err := r.checkChain(leaf.CertPEM, leaf.KeyPEM, probeIdentity, now); err != nil {
+			return nil, fmt.Errorf("root issues certificates that fail verification: %w", err)
+		}
+	}
+	return r, nil
 }
 
-// Pool is a pool holding only this root, for verifying leaves.
+// checkCA is the part of loading shared by issuers and anchors: a CA that
+// may sign, valid now, whose extended key usages (if it restricts them at
+// all) allow both TLS server and client, each on its own.
+func checkCA(what string, cert *x509.Certificate, now time.Time) error {
+	if !cert.IsCA || !cert.BasicConstraintsValid {
+		return fmt.Errorf("%s is not a CA (basicConstraints CA:TRUE missing)", what)
+	}
+	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return fmt.Errorf("%s may not sign certificates (keyUsage lacks keyCertSign)", what)
+	}
+	if now.After(cert.NotAfter) {
+		return fmt.Errorf("%s expired at %s", what, cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if now.Before(cert.NotBefore) {
+		return fmt.Errorf("%s is not valid before %s", what, cert.NotBefore.UTC().Format(time.RFC3339))
+	}
+	if len(cert.ExtKeyUsage) > 0 || len(cert.UnknownExtKeyUsage) > 0 {
+		for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+			if !allowsUsage(cert, u) {
+				return fmt.Errorf("%s restricts extended key usage and does not allow %s: workload certificates need both serverAuth and clientAuth", what, usageName(u))
+			}
+		}
+	}
+	return nil
+}
+
+func allowsUsage(c *x509.Certificate, want x509.ExtKeyUsage) bool {
+	for _, u := range c.ExtKeyUsage {
+		if u == want || u == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return false
+}
+
+func usageName(u x509.ExtKeyUsage) string {
+	switch u {
+	case x509.ExtKeyUsageServerAuth:
+		return "serverAuth"
+	case x509.ExtKeyUsageClientAuth:
+		return "clientAuth"
+	}
+	return fmt.Sprintf("usage %d", u)
+}
+
+// ErrIssuerExpiring marks an issuer with less than one certificate lifetime
+// left: a leaf from it would be cut short and due at once.
+var ErrIssuerExpiring = errors.New("root expires within one certificate lifetime")
+
+// CanIssue says whether a full-lifetime leaf can come from this issuer now.
+func (r *Root) CanIssue(lifetime time.Duration, now time.Time) error {
+	if left := r.notAfter.Sub(now); left < lifetime {
+		return fmt.Errorf("%w: it expires at %s (%s left), certificates live %s; refusing to issue: rotate the root (linkerd ca rotate)",
+			ErrIssuerExpiring, r.notAfter.UTC().Format(time.RFC3339), left.Truncate(time.Second), lifetime)
+	}
+	return nil
+}
+
+// EncodeCerts renders certificates as concatenated PEM.
+func EncodeCerts(certs []*x509.Certificate) []byte {
+	var b []byte
+	for _, c := range certs {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return b
+}
+
+// Pool holds this issuer's trust anchors, for verifying leaves.
 func (r *Root) Pool() *x509.CertPool { return r.pool }
 
 // Issue signs a fresh ECDSA P-256 leaf for identity, usable as both TLS
@@ -168,8 +342,8 @@ func (r *Root) Issue(identity string, lifetime time.Duration, now time.Time) (*L
 		notBefore = r.Cert.NotBefore
 	}
 	notAfter := now.Add(lifetime)
-	if notAfter.After(r.Cert.NotAfter) {
-		notAfter = r.Cert.NotAfter
+	if notAfter.After(r.notAfter) {
+		notAfter = r.notAfter
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -202,41 +376,93 @@ func (r *Root) Issue(identity string, lifetime time.Duration, now time.Time) (*L
 }
 
 // Check decides whether a stored credential is still good for identity
-// under this root at now. It returns the leaf's renewal time when it is,
+// under this issuer at now. It returns the leaf's renewal time when it is,
 // and an error saying why not otherwise; a leaf past its renewal time is
-// reported as ErrRenewalDue.
+// reported as ErrRenewalDue. The CA runs it on every certificate it has
+// just issued too, so what it writes always passes what it later checks.
 func (r *Root) Check(certPEM, keyPEM []byte, identity string, now time.Time) (time.Time, error) {
+	if _, _, err := r.CheckLeaf(certPEM, identity, now); err != nil && !errors.Is(err, ErrRenewalDue) {
+		return time.Time{}, err
+	}
+	if err := KeyMatches(certPEM, keyPEM); err != nil {
+		return time.Time{}, err
+	}
+	_, renewAt, err := r.CheckLeaf(certPEM, identity, now)
+	return renewAt, err
+}
+
+// CheckLeaf is Check without the private key: everything that can be
+// decided from tls.crt alone. It also returns the parsed leaf.
+func (r *Root) CheckLeaf(certPEM []byte, identity string, now time.Time) (*x509.Certificate, time.Time, error) {
+	if err := r.verifyChain(certPEM, identity, now); err != nil {
+		return nil, time.Time{}, err
+	}
+	certs, _ := parseCerts(certPEM)
+	leaf := certs[0]
+	renewAt := RenewAtJittered(leaf.NotBefore, leaf.NotAfter, leaf.SerialNumber)
+	if !now.Before(renewAt) {
+		return leaf, renewAt, ErrRenewalDue
+	}
+	return leaf, renewAt, nil
+}
+
+// KeyMatches says whether keyPEM is the private key of tls.crt's leaf.
+func KeyMatches(certPEM, keyPEM []byte) error {
 	certs, err := parseCerts(certPEM)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("tls.crt: %w", err)
-	}
-	leaf := certs[0]
-	if len(certs) != 2 || !certs[1].Equal(r.Cert) {
-		return time.Time{}, errors.New("tls.crt: chain is not leaf then the current root")
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		DNSName:     identity,
-		Roots:       r.pool,
-		CurrentTime: now,
-		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}); err != nil {
-		return time.Time{}, fmt.Errorf("tls.crt: %w", err)
-	}
-	if !hasBothUsages(leaf) {
-		return time.Time{}, errors.New("tls.crt: extended key usage must include both serverAuth and clientAuth")
+		return fmt.Errorf("tls.crt: %w", err)
 	}
 	key, err := ParseKey(keyPEM)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("tls.key: %w", err)
+		return fmt.Errorf("tls.key: %w", err)
 	}
-	if !publicKeysEqual(key.Public(), leaf.PublicKey) {
-		return time.Time{}, errors.New("tls.key does not match tls.crt")
+	if !publicKeysEqual(key.Public(), certs[0].PublicKey) {
+		return errors.New("tls.key does not match tls.crt")
 	}
-	renewAt := RenewAt(leaf.NotBefore, leaf.NotAfter)
-	if !now.Before(renewAt) {
-		return renewAt, ErrRenewalDue
+	return nil
+}
+
+func (r *Root) checkChain(certPEM, keyPEM []byte, identity string, now time.Time) error {
+	if err := r.verifyChain(certPEM, identity, now); err != nil {
+		return err
 	}
-	return renewAt, nil
+	return KeyMatches(certPEM, keyPEM)
+}
+
+func (r *Root) verifyChain(certPEM []byte, identity string, now time.Time) error {
+	certs, err := parseCerts(certPEM)
+	if err != nil {
+		return fmt.Errorf("tls.crt: %w", err)
+	}
+	leaf := certs[0]
+	if len(certs) != 2 || !certs[1].Equal(r.Cert) {
+		return errors.New("tls.crt: chain is not leaf then the current root")
+	}
+	// Go accepts a chain valid for any one of VerifyOptions.KeyUsages, so
+	// each usage is verified on its own: a chain that allows only server
+	// auth must fail here, not in a client's handshake.
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := leaf.Verify(x509.VerifyOptions{
+			DNSName:       identity,
+			Roots:         r.pool,
+			Intermediates: r.inter,
+			CurrentTime:   now,
+			KeyUsages:     []x509.ExtKeyUsage{u},
+		}); err != nil {
+			return fmt.Errorf("tls.crt (as %s): %w", usageName(u), err)
+		}
+	}
+	if !hasBothUsages(leaf) {
+		return errors.New("tls.crt: extended key usage must include both serverAuth and clientAuth")
+	}
+	return nil
+}
+
+// Fingerprint is the hex SHA-256 of a certificate's DER, as the
+// linkerd.io/tls-issuer annotation spells it.
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
 }
 
 // ErrRenewalDue marks a valid leaf that has passed two thirds of its life.

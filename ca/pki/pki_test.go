@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -97,7 +98,7 @@ func TestIssueLeafContract(t *testing.T) {
 	if err != nil {
 		t.Fatalf("fresh leaf fails Check: %v", err)
 	}
-	if want := RenewAt(c.NotBefore, c.NotAfter); !renew.Equal(want) {
+	if want := RenewAtJittered(c.NotBefore, c.NotAfter, c.SerialNumber); !renew.Equal(want) {
 		t.Errorf("renewAt = %s, want %s", renew, want)
 	}
 }
@@ -235,6 +236,192 @@ func TestLoadUserRSARoot(t *testing.T) {
 	}
 	if _, err := r.Check(leaf.CertPEM, leaf.KeyPEM, id, t0); err != nil {
 		t.Fatalf("leaf from RSA root: %v", err)
+	}
+}
+
+// userCA makes a CA certificate from tmpl signed by parent (self-signed
+// when parent is nil), returning its PEM and key PEM.
+func userCA(t *testing.T, tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, []byte, []byte, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tmpl.SerialNumber == nil {
+		tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+	}
+	if tmpl.NotBefore.IsZero() {
+		tmpl.NotBefore, tmpl.NotAfter = t0.Add(-time.Hour), t0.Add(30*24*time.Hour)
+	}
+	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+	if tmpl.KeyUsage == 0 {
+		tmpl.KeyUsage = x509.KeyUsageCertSign
+	}
+	signer, signKey := tmpl, key
+	if parent != nil {
+		signer, signKey = parent, parentKey
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := EncodeKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, key
+}
+
+// A root that allows server auth only must be refused: Go's verifier
+// accepts a chain valid for any one of the usages it is given.
+func TestLoadRootChecksEachUsage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ekus []x509.ExtKeyUsage
+		want string
+	}{
+		{"server only", []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, "does not allow clientAuth"},
+		{"client only", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, "does not allow serverAuth"},
+		{"code signing", []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}, "does not allow serverAuth"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, certPEM, keyPEM, _ := userCA(t, &x509.Certificate{Subject: pkix.Name{CommonName: tc.name}, ExtKeyUsage: tc.ekus}, nil, nil)
+			_, err := LoadRoot(certPEM, keyPEM, t0)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("LoadRoot = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	_, certPEM, keyPEM, _ := userCA(t, &x509.Certificate{Subject: pkix.Name{CommonName: "both"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}, nil, nil)
+	if _, err := LoadRoot(certPEM, keyPEM, t0); err != nil {
+		t.Fatalf("root allowing both usages: %v", err)
+	}
+}
+
+// Check itself must verify each usage on its own, whatever loaded the root.
+func TestCheckVerifiesEachUsage(t *testing.T) {
+	cert, _, _, key := userCA(t, &x509.Certificate{Subject: pkix.Name{CommonName: "server only"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, nil, nil)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	r := &Root{Cert: cert, CertPEM: EncodeCerts([]*x509.Certificate{cert}), Anchors: []*x509.Certificate{cert},
+		key: key, pool: pool, inter: x509.NewCertPool(), notAfter: cert.NotAfter}
+	id := contract.Identity("web", contract.KindDeployment, "emojivoto", "linkerd")
+	leaf, err := r.Issue(id, time.Hour, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Check(leaf.CertPEM, leaf.KeyPEM, id, t0); err == nil || !strings.Contains(err.Error(), "clientAuth") {
+		t.Fatalf("Check of a leaf under a server-only root = %v, want a clientAuth failure", err)
+	}
+}
+
+// A root whose name constraints exclude the mesh's identities issues
+// certificates that never verify; loading it must say so at once.
+func TestLoadRootProbesNameConstraints(t *testing.T) {
+	_, certPEM, keyPEM, _ := userCA(t, &x509.Certificate{Subject: pkix.Name{CommonName: "constrained"},
+		PermittedDNSDomains: []string{"example.com"}}, nil, nil)
+	_, err := LoadRoot(certPEM, keyPEM, t0)
+	if err == nil || !strings.Contains(err.Error(), "fail verification") {
+		t.Fatalf("LoadRoot = %v, want a probe failure", err)
+	}
+	_, certPEM, keyPEM, _ = userCA(t, &x509.Certificate{Subject: pkix.Name{CommonName: "mesh only"},
+		PermittedDNSDomains: []string{"linkerd-managed.linkerd.svc.cluster.local"}}, nil, nil)
+	if _, err := LoadRoot(certPEM, keyPEM, t0); err != nil {
+		t.Fatalf("root constrained to the mesh domain: %v", err)
+	}
+}
+
+// An intermediate issuer signed by an offline root: leaves carry the
+// issuer after them and verify against the root alone.
+func TestIntermediateIssuer(t *testing.T) {
+	root, rootPEM, _, rootKey := userCA(t, &x509.Certificate{Subject: pkix.Name{CommonName: "offline root"}}, nil, nil)
+	_, issuerPEM, issuerKeyPEM, _ := userCA(t, &x509.Certificate{Subject: pkix.Name{CommonName: "issuer"}, MaxPathLenZero: true}, root, rootKey)
+	r, err := LoadIssuer(issuerPEM, issuerKeyPEM, rootPEM, ProbeIdentity("linkerd"), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Intermediate() || string(r.AnchorsPEM) != string(rootPEM) {
+		t.Fatalf("Intermediate()=%v anchors=%q", r.Intermediate(), r.AnchorsPEM)
+	}
+	id := contract.Identity("web", contract.KindDeployment, "emojivoto", "linkerd")
+	leaf, err := r.Issue(id, time.Hour, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := ParseCerts(leaf.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(certs) != 2 || !certs[1].Equal(r.Cert) {
+		t.Fatalf("tls.crt holds %d certificates, want leaf then issuer", len(certs))
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	inter := x509.NewCertPool()
+	inter.AddCert(certs[1])
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: id, CurrentTime: t0}); err != nil {
+		t.Errorf("leaf does not verify against the offline root: %v", err)
+	}
+	if _, err := r.Check(leaf.CertPEM, leaf.KeyPEM, id, t0); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+
+	_, otherPEM, _, _ := userCA(t, &x509.Certificate{Subject: pkix.Name{CommonName: "other root"}}, nil, nil)
+	if _, err := LoadIssuer(issuerPEM, issuerKeyPEM, otherPEM, "", t0); err == nil || !strings.Contains(err.Error(), "not signed by any of the trust anchors") {
+		t.Errorf("issuer with the wrong anchors: %v", err)
+	}
+	if _, err := LoadIssuer(issuerPEM, issuerKeyPEM, nil, "", t0); err == nil || !strings.Contains(err.Error(), "not self-signed") {
+		t.Errorf("intermediate without anchors: %v", err)
+	}
+}
+
+func TestCanIssueRefusesAnExpiringRoot(t *testing.T) {
+	r, _, err := NewRoot("short", 2*time.Hour, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.CanIssue(time.Hour, t0); err != nil {
+		t.Errorf("2h root, 1h leaves: %v", err)
+	}
+	err = r.CanIssue(time.Hour, t0.Add(90*time.Minute))
+	if !errors.Is(err, ErrIssuerExpiring) || !strings.Contains(err.Error(), "linkerd ca rotate") {
+		t.Errorf("30m left, 1h leaves: %v, want ErrIssuerExpiring naming the rotation command", err)
+	}
+}
+
+// A burst of certificates must not renew at one instant forever: their
+// renewal times spread over the tenth of the lifetime before two thirds.
+func TestRenewalJitterSpreadsABurst(t *testing.T) {
+	r, _ := mustRoot(t)
+	lo, hi := t0.Add(DefaultLeafLifetime), t0
+	distinct := map[time.Time]bool{}
+	for i := range 200 {
+		leaf, err := r.Issue(fmt.Sprintf("w%d.deployment.ns.linkerd-managed.linkerd.svc.cluster.local", i), DefaultLeafLifetime, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := leaf.RenewAt()
+		earliest := RenewAt(leaf.NotBefore, leaf.NotAfter).Add(-(leaf.NotAfter.Sub(leaf.NotBefore) / 10))
+		if at.After(RenewAt(leaf.NotBefore, leaf.NotAfter)) || at.Before(earliest) {
+			t.Fatalf("renewAt %s outside [%s, %s]", at, earliest, RenewAt(leaf.NotBefore, leaf.NotAfter))
+		}
+		distinct[at.Truncate(time.Minute)] = true
+		if at.Before(lo) {
+			lo = at
+		}
+		if at.After(hi) {
+			hi = at
+		}
+	}
+	// 200 uniform draws over a 2.4h window: far more than 50 distinct minutes.
+	if len(distinct) < 50 || hi.Sub(lo) < time.Hour {
+		t.Errorf("renewals span %s over %d distinct minutes; want them spread", hi.Sub(lo), len(distinct))
 	}
 }
 

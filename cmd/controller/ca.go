@@ -41,7 +41,10 @@ keeps, for each workload owner, a kubernetes.io/tls Secret
 <owner>-<kind>-tls-linkerd-io holding an ECDSA P-256 certificate for the
 owner's identity, plus the ConfigMap linkerd-ca-bundle in each such
 namespace. The root lives in the Secret linkerd-ca-root of the control-plane
-namespace: it is created only when absent, and a malformed one stops the CA.`,
+namespace: it is created only when absent and no trust bundle still holds an
+earlier root, a malformed one stops the CA, and changes to it (linkerd ca
+rotate) are followed at runtime. With tls.crt an intermediate issuer, ca.crt
+holds the offline root it chains to.`,
 		Example: `  # In a pod (in-cluster credentials), as linkerd install runs it
   controller ca --controller-namespace=linkerd --admin-addr=$(POD_IP):9995
 
@@ -59,7 +62,7 @@ namespace: it is created only when absent, and a malformed one stops the CA.`,
 	f.IntVar(&o.burst, "kube-api-burst", 200, "API request burst")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.cfg.ControlNamespace, "controller-namespace", "linkerd", "control-plane namespace: the root Secret and Lease live here")
-	f.DurationVar(&o.cfg.LeafLifetime, "cert-lifetime", pki.DefaultLeafLifetime, "lifetime of workload certificates (renewed at two thirds)")
+	f.DurationVar(&o.cfg.LeafLifetime, "cert-lifetime", pki.DefaultLeafLifetime, "lifetime of workload certificates (renewed between 0.57 and 0.67 of it; at least "+ca.MinLeafLifetime.String()+")")
 	f.DurationVar(&o.cfg.RootLifetime, "root-lifetime", pki.DefaultRootLifetime, "lifetime of a generated root")
 	f.IntVar(&o.cfg.Workers, "workers", 16, "owners reconciled in parallel")
 	f.DurationVar(&o.cfg.Resync, "resync", 10*time.Minute, "re-examine every TLS pod this often")

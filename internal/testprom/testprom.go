@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/model"
 )
 
 // Target is one scrape target with the labels Prometheus attaches to it.
@@ -53,7 +55,7 @@ scrape_configs:
     scrape_timeout: %[2]s
     file_sd_configs:
       - files: [%[3]q]
-`, interval, interval*9/10, filepath.Join(dir, "targets.json"))
+`, model.Duration(interval), model.Duration(interval*9/10), filepath.Join(dir, "targets.json"))
 	cfgFile := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,232 @@
+package ca
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"meshtls/ca/pki"
+	"meshtls/contract"
+)
+
+// rootState is what every replica derives from the root Secret. All of
+// it comes from the API, so replicas that have seen the same
+// resourceVersion agree on it.
+type rootState struct {
+	issuer *pki.Root
+	// bundle is exactly what every trust bundle must hold: the issuer's
+	// anchors, or during a rotation the old and the new roots.
+	bundle string
+	rv     string
+	// err, when set, stops issuing: the root Secret was deleted or became
+	// unusable while the CA ran. issuer is then the last good one, kept
+	// only so /ready and the logs can say what was lost.
+	err error
+}
+
+// RotateCommand is what the CA tells people to run instead of deleting
+// the root.
+const RotateCommand = "linkerd ca rotate"
+
+// errRootMissing is the refusal to generate a root while bundles still
+// trust another one: that new root would break every leaf at once.
+func errRootMissing(ns string, bundleNamespaces []string) error {
+	sort.Strings(bundleNamespaces)
+	shown := bundleNamespaces
+	if len(shown) > 5 {
+		shown = shown[:5]
+	}
+	return fmt.Errorf("root Secret %s/%s is missing, but the trust bundles in %d namespace(s) (%s) still trust the root it held: "+
+		"a new root would break every workload certificate at once; refusing to generate one. "+
+		"Restore the Secret from a backup, or run `%s`, which adds a new root to the bundles before moving leaves to it",
+		ns, contract.RootSecret, len(bundleNamespaces), strings.Join(shown, ", "), RotateCommand)
+}
+
+// parseRoot turns a root Secret into a rootState, refusing anything the
+// CA could not issue correctly from.
+func parseRoot(s *corev1.Secret, controlNS string, now time.Time) (*rootState, error) {
+	issuer, err := pki.LoadIssuer(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], s.Data[contract.RootAnchorsKey], pki.ProbeIdentity(controlNS), now)
+	if err != nil {
+		return nil, err
+	}
+	st := &rootState{issuer: issuer, bundle: string(issuer.AnchorsPEM), rv: s.ResourceVersion}
+	if b := s.Data[contract.RootBundleKey]; len(bytes.TrimSpace(b)) > 0 {
+		certs, err := pki.ParseCerts(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", contract.RootBundleKey, err)
+		}
+		for _, a := range issuer.Anchors {
+			found := false
+			for _, c := range certs {
+				found = found || c.Equal(a)
+			}
+			if !found {
+				// Bundles without the issuer's root would reject every
+				// leaf it signs.
+				return nil, fmt.Errorf("%s does not hold the issuer's root %q", contract.RootBundleKey, a.Subject.String())
+			}
+		}
+		st.bundle = string(pki.EncodeCerts(certs))
+	}
+	return st, nil
+}
+
+// loadRoot reads the root Secret and creates it only when absent and no
+// bundle still trusts an earlier root. A Secret that exists but does not
+// parse stops the CA: overwriting it would silently invalidate every
+// certificate issued from it.
+func (c *Controller) loadRoot(ctx context.Context) (*rootState, error) {
+	ns, name := c.cfg.ControlNamespace, contract.RootSecret
+	var st *rootState
+	var fatal error
+	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 1 << 30, Cap: 10 * time.Second}
+	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
+		s, err := c.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			st, fatal = parseRoot(s, ns, c.cfg.Now())
+			if fatal != nil {
+				fatal = fmt.Errorf("root Secret %s/%s is unusable: %w; refusing to start and leaving it untouched (repair it, or replace it with `%s`)", ns, name, fatal, RotateCommand)
+			}
+			return true, nil
+		case apierrors.IsNotFound(err):
+			trusting, err := c.bundlesTrustingARoot(ctx)
+			if err != nil {
+				c.log.Warn("cannot list trust bundles, retrying", "err", err)
+				return false, nil
+			}
+			if len(trusting) > 0 {
+				fatal = errRootMissing(ns, trusting)
+				return true, nil
+			}
+			r, keyPEM, gerr := pki.NewRoot(contract.RootCommonName(ns), c.cfg.RootLifetime, c.cfg.Now())
+			if gerr != nil {
+				fatal = gerr
+				return true, nil
+			}
+			created, err := c.client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{contract.ControlPlaneNSLabel: ns}},
+				Type:       corev1.SecretTypeTLS,
+				Data:       map[string][]byte{corev1.TLSCertKey: r.CertPEM, corev1.TLSPrivateKeyKey: keyPEM},
+			}, metav1.CreateOptions{FieldManager: c.fieldManager})
+			if apierrors.IsAlreadyExists(err) {
+				// Another replica won the race; load what it wrote.
+				return false, nil
+			}
+			if err != nil {
+				c.log.Warn("cannot create root Secret, retrying", "secret", ns+"/"+name, "err", err)
+				return false, nil
+			}
+			c.log.Info("generated a new root", "secret", ns+"/"+name)
+			st = &rootState{issuer: r, bundle: string(r.AnchorsPEM), rv: created.ResourceVersion}
+			return true, nil
+		case apierrors.IsForbidden(err):
+			fatal = fmt.Errorf("cannot read root Secret %s/%s: %w (check the CA's RBAC)", ns, name, err)
+			return true, nil
+		default:
+			c.log.Warn("cannot read root Secret, retrying", "secret", ns+"/"+name, "err", err)
+			return false, nil
+		}
+	})
+	if fatal != nil {
+		return nil, fatal
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading root Secret %s/%s: %w", ns, name, err)
+	}
+	return st, nil
+}
+
+// bundlesTrustingARoot lists the namespaces whose bundle from this control
+// plane holds any certificate. The list is by name, which RBAC can limit
+// to the bundle's resourceName.
+func (c *Controller) bundlesTrustingARoot(ctx context.Context) ([]string, error) {
+	list, err := c.client.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", contract.BundleConfigMap).String(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, cm := range list.Items {
+		if cm.Labels[contract.BundleLabel] != c.cfg.ControlNamespace {
+			continue
+		}
+		if _, err := pki.ParseCerts([]byte(cm.Data[contract.BundleKey])); err == nil {
+			out = append(out, cm.Namespace)
+		}
+	}
+	return out, nil
+}
+
+// onRoot follows the root Secret at runtime, on every replica.
+func (c *Controller) onRoot(obj any, deleted bool) {
+	cur := c.state.Load()
+	if deleted {
+		err := fmt.Errorf("root Secret %s/%s was deleted: not issuing, and not generating a new root that would break every workload certificate; restore it, or run `%s`",
+			c.cfg.ControlNamespace, contract.RootSecret, RotateCommand)
+		c.log.Error("root lost", "err", err)
+		c.setState(&rootState{issuer: cur.issuer, bundle: cur.bundle, err: err})
+		return
+	}
+	s, ok := obj.(*corev1.Secret)
+	if !ok || s.Name != contract.RootSecret || s.ResourceVersion == cur.rv {
+		return
+	}
+	next, err := parseRoot(s, c.cfg.ControlNamespace, c.cfg.Now())
+	if err != nil {
+		err = fmt.Errorf("root Secret %s/%s changed and is unusable: %w; not issuing until it is repaired", c.cfg.ControlNamespace, contract.RootSecret, err)
+		c.log.Error("root unusable", "err", err)
+		c.setState(&rootState{issuer: cur.issuer, bundle: cur.bundle, rv: s.ResourceVersion, err: err})
+		return
+	}
+	changed := cur.err != nil || !next.issuer.Cert.Equal(cur.issuer.Cert) || next.bundle != cur.bundle
+	c.setState(next)
+	if !changed {
+		return
+	}
+	c.log.Info("root changed", "subject", next.issuer.Cert.Subject.String(), "issuer", pki.Fingerprint(next.issuer.Cert),
+		"notAfter", next.issuer.NotAfter().UTC().Format(time.RFC3339), "rotation", s.Annotations[contract.RotationAnnotation])
+	c.enqueueAll()
+}
+
+func (c *Controller) setState(st *rootState) {
+	c.state.Store(st)
+	if st.issuer != nil {
+		c.metrics.rootExpiry.Set(float64(st.issuer.NotAfter().Unix()))
+	}
+}
+
+// enqueueAll re-examines every owner and bundle, after the root changed.
+func (c *Controller) enqueueAll() {
+	for _, obj := range c.podInformer.GetStore().List() {
+		c.onPod(obj)
+	}
+	cms, _ := c.bundles.List(labels.Everything())
+	for _, cm := range cms {
+		c.queue.Add(ownerKey{Kind: bundleKind, Namespace: cm.Namespace})
+	}
+}
+
+// usable says why the CA cannot issue now, or nil.
+func (c *Controller) usable() error {
+	st := c.state.Load()
+	if st == nil {
+		return errors.New("root not loaded")
+	}
+	if st.err != nil {
+		return st.err
+	}
+	return st.issuer.CanIssue(c.cfg.LeafLifetime, c.cfg.Now())
+}
