@@ -12,5 +12,6 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newCACmd())
+	root.AddCommand(newDestinationCmd())
 	return root
 }

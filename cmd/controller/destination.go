@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"k8s.io/client-go/kubernetes"
+
+	"meshtls/contract"
+	"meshtls/destination"
+)
+
+type destinationOptions struct {
+	kubeconfig   string
+	addr         string
+	adminAddr    string
+	logFormat    string
+	tlsCert      string
+	tlsKey       string
+	trustAnchors string
+	cfg          destination.Config
+}
+
+func newDestinationCmd() *cobra.Command {
+	o := &destinationOptions{}
+	cmd := &cobra.Command{
+		Use:   "destination",
+		Short: "Run the service discovery API proxies ask for endpoints and TLS identities",
+		Long: `Run the destination service.
+
+Proxies open a Destination.Get stream per authority ("svc.ns:port",
+"svc.ns.svc.cluster.local:port") or address ("IP:port", a pod IP or a
+Service's ClusterIP) and receive its endpoints, then changes, from watches on
+Services, EndpointSlices and Pods. An endpoint carries its pod's TLS identity
+only when the pod is meshed by this control plane with linkerd.io/tls=optional,
+is Ready, and presents a certificate for that identity on its inbound port
+(4143) when the controller opens a TLS handshake there: a proxy whose
+certificate has not arrived is advertised without identity, and reached in
+plain text.
+
+With --tls-cert, --tls-key and --tls-trust-anchors (the controller's own
+Secret and the trust bundle), the gRPC port serves TLS with the controller's
+identity, verifying client certificates against the anchors, and still
+accepts plain-text clients (proxies without a certificate). The files are
+re-read when they change; until they exist, TLS handshakes fail and plain text
+works. Without those flags it serves plain text only.`,
+		Example: `  # In a pod, as linkerd install runs it
+  controller destination --controller-namespace=linkerd --addr=$(POD_IP):8086 --admin-addr=$(POD_IP):9996
+
+  # From a workstation against a cluster
+  controller destination --kubeconfig ~/.kube/config --addr 127.0.0.1:8086`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDestination(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else in-cluster credentials)")
+	f.StringVar(&o.addr, "addr", fmt.Sprintf("127.0.0.1:%d", contract.DestinationPort), "address for the Destination gRPC API")
+	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:9996", "address for /ready, /live and /metrics (empty disables)")
+	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&o.cfg.ControlNamespace, "controller-namespace", "linkerd", "control-plane namespace: only pods meshed by it get identities")
+	f.StringVar(&o.cfg.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
+	f.DurationVar(&o.cfg.Resync, "resync", 0, "re-deliver every watched object this often (0: never)")
+	f.BoolVar(&o.cfg.TrustReadiness, "trust-readiness", false, "advertise a TLS pod's identity once it is Ready, without checking by a handshake to its inbound port that it serves it (for clusters where the controller cannot reach pods)")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "the controller's certificate (PEM, leaf then chain)")
+	f.StringVar(&o.tlsKey, "tls-key", "", "the controller's private key (PEM)")
+	f.StringVar(&o.trustAnchors, "tls-trust-anchors", "", "trust anchors that client certificates must chain to (PEM)")
+	return cmd
+}
+
+func runDestination(parent context.Context, o *destinationOptions) error {
+	var handler slog.Handler
+	switch o.logFormat {
+	case "text":
+		handler = slog.NewTextHandler(os.Stderr, nil)
+	case "json":
+		handler = slog.NewJSONHandler(os.Stderr, nil)
+	default:
+		return fmt.Errorf("unknown --log-format %q: use text or json", o.logFormat)
+	}
+	log := slog.New(handler).With("component", "destination")
+	o.cfg.Logger = log
+
+	tlsFlags := 0
+	for _, v := range []string{o.tlsCert, o.tlsKey, o.trustAnchors} {
+		if v != "" {
+			tlsFlags++
+		}
+	}
+	if tlsFlags != 0 && tlsFlags != 3 {
+		return errors.New("--tls-cert, --tls-key and --tls-trust-anchors go together: give all three or none")
+	}
+
+	rc, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	rc.UserAgent = "linkerd-destination"
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	l, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("gRPC listener: %w", err)
+	}
+	if o.trustAnchors != "" {
+		if pem, err := os.ReadFile(o.trustAnchors); err == nil {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				_ = l.Close()
+				return fmt.Errorf("--tls-trust-anchors %s: no PEM certificate in it", o.trustAnchors)
+			}
+			o.cfg.TrustAnchors = pool
+		} else {
+			log.Warn("trust anchors not readable: served pod certificates are checked for identity and dates only", "err", err)
+		}
+	}
+	srv, err := destination.New(client, o.cfg)
+	if err != nil {
+		_ = l.Close()
+		return err
+	}
+
+	if tlsFlags == 3 {
+		files := &destination.CertFiles{Cert: o.tlsCert, Key: o.tlsKey, TrustAnchors: o.trustAnchors, Logger: log}
+		if err := files.Load(); err != nil {
+			// The Secret is mounted optional and may arrive after us.
+			log.Warn("serving plain text until the controller identity is usable", "err", err)
+		}
+		l = destination.EitherListener(l, files.ServerConfig())
+		log.Info("serving Destination API: TLS with the controller identity, and plain text", "addr", l.Addr().String())
+	} else {
+		log.Info("serving Destination API in plain text (no --tls-cert)", "addr", l.Addr().String())
+	}
+	g := grpc.NewServer(destination.ServerOptions()...)
+	srv.Register(g)
+
+	var admin *http.Server
+	if o.adminAddr != "" {
+		al, err := net.Listen("tcp", o.adminAddr)
+		if err != nil {
+			_ = l.Close()
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		admin = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		log.Info("serving admin endpoints", "addr", al.Addr().String())
+		go func() {
+			if err := admin.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin server stopped", "err", err)
+			}
+		}()
+	}
+
+	runErr := make(chan error, 1)
+	go func() { runErr <- srv.Run(ctx) }()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- g.Serve(l) }()
+
+	var result error
+	select {
+	case err := <-runErr:
+		result = err
+	case err := <-serveErr:
+		result = fmt.Errorf("gRPC server: %w", err)
+	}
+	stop()
+	// Streams are endless: stop them rather than wait for them.
+	g.Stop()
+	if admin != nil {
+		_ = admin.Close()
+	}
+	return result
+}

@@ -1,0 +1,536 @@
+// Package destination is the control plane's service discovery: the
+// Destination gRPC service proxies ask where an authority or an original
+// destination address leads, and which TLS identity each endpoint serves.
+// It watches Services, EndpointSlices and Pods with client-go informers and
+// streams a snapshot, then changes, to each Get. See README.md.
+package destination
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	pb "meshtls/proto/destination"
+	netpb "meshtls/proto/net"
+)
+
+// Config is what the server needs besides a Kubernetes client.
+type Config struct {
+	// ControlNamespace is this control plane's namespace: only pods meshed
+	// by it (label linkerd.io/control-plane-ns) get identities.
+	ControlNamespace string
+	// ClusterDomain ends fully qualified Service names; default
+	// "cluster.local".
+	ClusterDomain string
+	// Resync re-delivers every object this often (0: never).
+	Resync time.Duration
+	// TrustReadiness advertises a TLS pod's identity as soon as the pod is
+	// Ready. By default the server also checks, with a TLS handshake to
+	// the pod's inbound port, that the pod really serves it (README.md,
+	// "Identity and readiness"); set this where the controller cannot
+	// reach pods.
+	TrustReadiness bool
+	// TrustAnchors, when set, must sign the certificates pods serve;
+	// without them the check reads the identity and dates only.
+	TrustAnchors *x509.CertPool
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Server is the Destination service.
+type Server struct {
+	pb.UnimplementedDestinationServer
+
+	cfg      Config
+	log      *slog.Logger
+	factory  informers.SharedInformerFactory
+	pods     cache.SharedIndexInformer
+	services cache.SharedIndexInformer
+	slices   cache.SharedIndexInformer
+	res      *resolver
+
+	verify     verifier
+	handshakes *handshakeVerifier // nil with TrustReadiness
+	life       context.Context    // ends when Run returns
+	endLife    context.CancelFunc
+
+	synced chan struct{} // closed once the caches are filled
+	ready  atomic.Bool
+
+	mu   sync.Mutex
+	subs map[*subscription]struct{}
+
+	registry *prometheus.Registry
+	metrics  *metrics
+}
+
+// subscription is one Get stream waiting for changes.
+type subscription struct {
+	// namespace limits the events that concern a Service target.
+	namespace string
+	// ip is an IP target's address; matchNS is the namespace of the
+	// Service or pod it last resolved to (guarded by Server.mu). Such a
+	// stream hears its match's namespace, and any Service or pod that
+	// carries its IP, wherever it appears.
+	ip      netip.Addr
+	matchNS string
+	notify  chan struct{}
+}
+
+// concerns says whether an event in namespace ns, on an object carrying
+// ips, may change what sub resolves to.
+func (sub *subscription) concerns(ns string, ips []string) bool {
+	if sub.namespace != "" {
+		return sub.namespace == ns
+	}
+	if sub.matchNS != "" && sub.matchNS == ns {
+		return true
+	}
+	for _, ip := range ips {
+		if ip == sub.ip.String() {
+			return true
+		}
+	}
+	return false
+}
+
+const (
+	podIPIndex     = "podIP"
+	clusterIPIndex = "clusterIP"
+	serviceIndex   = "service"
+)
+
+// New builds a server; Run starts its informers.
+func New(client kubernetes.Interface, cfg Config) (*Server, error) {
+	if cfg.ControlNamespace == "" {
+		return nil, errors.New("destination: empty control-plane namespace")
+	}
+	if cfg.ClusterDomain == "" {
+		cfg.ClusterDomain = "cluster.local"
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(client, cfg.Resync,
+		informers.WithTransform(stripManagedFields))
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		factory:  factory,
+		pods:     factory.Core().V1().Pods().Informer(),
+		services: factory.Core().V1().Services().Informer(),
+		slices:   factory.Discovery().V1().EndpointSlices().Informer(),
+		synced:   make(chan struct{}),
+		subs:     map[*subscription]struct{}{},
+		registry: prometheus.NewRegistry(),
+	}
+	s.metrics = newMetrics(s.registry, s)
+	if err := s.pods.AddIndexers(cache.Indexers{podIPIndex: indexPodIP}); err != nil {
+		return nil, err
+	}
+	if err := s.services.AddIndexers(cache.Indexers{clusterIPIndex: indexClusterIP}); err != nil {
+		return nil, err
+	}
+	if err := s.slices.AddIndexers(cache.Indexers{serviceIndex: indexSliceService}); err != nil {
+		return nil, err
+	}
+	for _, inf := range []cache.SharedIndexInformer{s.pods, s.services, s.slices} {
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    s.changed,
+			UpdateFunc: func(_, obj any) { s.changed(obj) },
+			DeleteFunc: func(obj any) {
+				if _, ok := obj.(cache.DeletedFinalStateUnknown); !ok {
+					obj = cache.DeletedFinalStateUnknown{Obj: obj}
+				}
+				s.changed(obj)
+			},
+		}); err != nil {
+			return nil, err
+		}
+	}
+	s.life, s.endLife = context.WithCancel(context.Background())
+	s.verify = readyVerifier{}
+	if !cfg.TrustReadiness {
+		s.handshakes = newHandshakeVerifier(s.life, cfg.TrustAnchors, log, func(ns string) { s.wake(ns, nil) })
+		s.verify = s.handshakes
+	}
+	s.res = &resolver{controlNS: cfg.ControlNamespace, store: &informerStore{s}, verify: s.verify}
+	return s, nil
+}
+
+// Run starts the informers, waits for their caches, then serves until ctx
+// ends. Get streams opened before the caches are filled wait for them, so
+// no proxy is ever told that a destination does not exist because the
+// server had not read it yet.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.endLife()
+	s.factory.Start(ctx.Done())
+	defer s.factory.Shutdown()
+	start := time.Now()
+	if !cache.WaitForCacheSync(ctx.Done(), s.pods.HasSynced, s.services.HasSynced, s.slices.HasSynced) {
+		return fmt.Errorf("destination: caches not filled: %w", context.Cause(ctx))
+	}
+	s.log.Info("caches filled", "took", time.Since(start).Round(time.Millisecond).String())
+	s.ready.Store(true)
+	close(s.synced)
+	<-ctx.Done()
+	s.ready.Store(false)
+	return nil
+}
+
+// Ready says whether the caches are filled.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// ServerOptions are the gRPC server options the service expects: its
+// clients (destination/client) ping every 30 s to notice a lost server,
+// which gRPC's default enforcement (one ping per 5 min) would answer by
+// closing the connection.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+}
+
+// Register adds the service to a gRPC server.
+func (s *Server) Register(g grpc.ServiceRegistrar) { pb.RegisterDestinationServer(g, s) }
+
+// changed wakes the streams an object's change may concern. Each stream
+// recomputes its destination from the caches and sends the difference, so
+// a burst of events costs one recomputation per stream.
+func (s *Server) changed(obj any) {
+	deleted := false
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj, deleted = d.Obj, true
+	}
+	if pod, ok := obj.(*corev1.Pod); ok && s.handshakes != nil && (deleted || pod.DeletionTimestamp != nil || !podReady(pod)) {
+		s.handshakes.forget(pod.UID)
+	}
+	var ips []string
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		ips, _ = indexPodIP(o)
+	case *corev1.Service:
+		ips, _ = indexClusterIP(o)
+	}
+	if o, ok := obj.(interface{ GetNamespace() string }); ok {
+		s.wake(o.GetNamespace(), ips)
+	}
+}
+
+// wake tells the streams an event in namespace ns, on an object carrying
+// ips, concerns to recompute.
+func (s *Server) wake(ns string, ips []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sub := range s.subs {
+		if !sub.concerns(ns, ips) {
+			continue
+		}
+		select {
+		case sub.notify <- struct{}{}:
+		default: // already due for a recomputation
+		}
+	}
+}
+
+// Get streams the endpoints of one destination.
+func (s *Server) Get(req *pb.GetDestination, stream grpc.ServerStreamingServer[pb.Update]) error {
+	ctx := stream.Context()
+	if req.GetScheme() != "" && req.GetScheme() != "k8s" {
+		s.metrics.requests.WithLabelValues("invalid").Inc()
+		return status.Errorf(codes.InvalidArgument, "unsupported scheme %q: want k8s", req.GetScheme())
+	}
+	t, unknown, err := parseTarget(req.GetPath(), s.cfg.ClusterDomain)
+	if err != nil {
+		s.metrics.requests.WithLabelValues("invalid").Inc()
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	select {
+	case <-s.synced:
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	s.metrics.streams.Inc()
+	defer s.metrics.streams.Dec()
+	log := s.log.With("path", req.GetPath(), "client", req.GetContextToken())
+	if unknown {
+		// A name outside the cluster's Services never changes answer;
+		// the stream stays open so the client does not ask again.
+		s.metrics.requests.WithLabelValues("unknown_name").Inc()
+		log.Debug("not a Service name")
+		if err := s.send(stream, &pb.Update{Update: &pb.Update_NoEndpoints{NoEndpoints: &pb.NoEndpoints{Exists: false}}}); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return nil
+	}
+	if t.service != "" {
+		s.metrics.requests.WithLabelValues("service").Inc()
+	} else {
+		s.metrics.requests.WithLabelValues("ip").Inc()
+	}
+
+	sub := &subscription{namespace: t.namespace, ip: t.ip, notify: make(chan struct{}, 1)}
+	s.mu.Lock()
+	s.subs[sub] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.subs, sub)
+		s.mu.Unlock()
+	}()
+
+	var last *snapshot
+	for {
+		next := s.res.resolve(t)
+		if t.service == "" {
+			s.mu.Lock()
+			moved := sub.matchNS != next.namespace
+			sub.matchNS = next.namespace
+			s.mu.Unlock()
+			if moved {
+				// An event in the new namespace may have come between
+				// the resolution and this line: look once more.
+				select {
+				case sub.notify <- struct{}{}:
+				default:
+				}
+			}
+		}
+		for _, u := range diff(last, next) {
+			if err := s.send(stream, u); err != nil {
+				log.Debug("stream ended", "err", err)
+				return err
+			}
+		}
+		last = &next
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sub.notify:
+		}
+	}
+}
+
+func (s *Server) send(stream grpc.ServerStreamingServer[pb.Update], u *pb.Update) error {
+	kind := "add"
+	switch u.GetUpdate().(type) {
+	case *pb.Update_Remove:
+		kind = "remove"
+	case *pb.Update_NoEndpoints:
+		kind = "no_endpoints"
+	}
+	s.metrics.updates.WithLabelValues(kind).Inc()
+	return stream.Send(u)
+}
+
+// diff is what a client that last saw prev must be told to know next.
+// The first answer is a snapshot (Add, or NoEndpoints); after that,
+// changed and new endpoints come as an Add before removed ones as a
+// Remove, so a client never sees an empty set in a rollout. An emptied
+// set is a NoEndpoints, which also tells whether the destination still
+// exists.
+func diff(prev *snapshot, next snapshot) []*pb.Update {
+	if len(next.endpoints) == 0 {
+		if prev == nil || len(prev.endpoints) > 0 || prev.exists != next.exists {
+			return []*pb.Update{{Update: &pb.Update_NoEndpoints{NoEndpoints: &pb.NoEndpoints{Exists: next.exists}}}}
+		}
+		return nil
+	}
+	var prevEps map[netip.AddrPort]endpoint
+	relabel := true
+	if prev != nil {
+		prevEps = prev.endpoints
+		relabel = !equalLabels(prev.setLabels, next.setLabels)
+	}
+	add := &pb.WeightedAddrSet{MetricLabels: next.setLabels}
+	for _, addr := range sortedAddrs(next.endpoints) {
+		ep := next.endpoints[addr]
+		if old, ok := prevEps[addr]; ok && !relabel && old.equal(ep) {
+			continue
+		}
+		add.Addrs = append(add.Addrs, toProto(ep))
+	}
+	var remove []*netpb.TcpAddress
+	for _, addr := range sortedAddrs(prevEps) {
+		if _, ok := next.endpoints[addr]; !ok {
+			remove = append(remove, tcpAddr(addr))
+		}
+	}
+	var out []*pb.Update
+	if len(add.Addrs) > 0 {
+		out = append(out, &pb.Update{Update: &pb.Update_Add{Add: add}})
+	}
+	if len(remove) > 0 {
+		out = append(out, &pb.Update{Update: &pb.Update_Remove{Remove: &pb.AddrSet{Addrs: remove}}})
+	}
+	return out
+}
+
+func equalLabels(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func toProto(ep endpoint) *pb.WeightedAddr {
+	w := &pb.WeightedAddr{Addr: tcpAddr(ep.addr), Weight: 1, MetricLabels: ep.labels}
+	if ep.identity != "" {
+		w.TlsIdentity = &pb.TlsIdentity{Strategy: &pb.TlsIdentity_DnsLikeIdentity_{
+			DnsLikeIdentity: &pb.TlsIdentity_DnsLikeIdentity{Name: ep.identity},
+		}}
+	}
+	if ep.h2 {
+		w.ProtocolHint = &pb.ProtocolHint{Protocol: &pb.ProtocolHint_H2_{H2: &pb.ProtocolHint_H2{}}}
+	}
+	return w
+}
+
+func tcpAddr(a netip.AddrPort) *netpb.TcpAddress {
+	return &netpb.TcpAddress{Ip: a.Addr().AsSlice(), Port: uint32(a.Port())}
+}
+
+func sortedAddrs(m map[netip.AddrPort]endpoint) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(m))
+	for a := range m {
+		out = append(out, a)
+	}
+	slicesSort(out)
+	return out
+}
+
+// stripManagedFields drops what resolution never reads, to keep the
+// caches of a large cluster small.
+func stripManagedFields(obj any) (any, error) {
+	if o, ok := obj.(metav1.Object); ok {
+		o.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// The indexes the resolver looks objects up by.
+
+func indexPodIP(obj any) ([]string, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || !livePodIP(pod) {
+		return nil, nil
+	}
+	var out []string
+	for _, ip := range pod.Status.PodIPs {
+		if a, err := netip.ParseAddr(ip.IP); err == nil {
+			out = append(out, a.Unmap().String())
+		}
+	}
+	if len(out) == 0 {
+		if a, err := netip.ParseAddr(pod.Status.PodIP); err == nil {
+			out = append(out, a.Unmap().String())
+		}
+	}
+	return out, nil
+}
+
+func indexClusterIP(obj any) ([]string, error) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return nil, nil
+	}
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	var out []string
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			out = append(out, a.Unmap().String())
+		}
+	}
+	return out, nil
+}
+
+func indexSliceService(obj any) ([]string, error) {
+	slice, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return nil, nil
+	}
+	name := slice.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		return nil, nil
+	}
+	return []string{slice.Namespace + "/" + name}, nil
+}
+
+// informerStore reads the informers' caches.
+type informerStore struct{ s *Server }
+
+func (st *informerStore) service(namespace, name string) (*corev1.Service, bool) {
+	obj, ok, err := st.s.services.GetIndexer().GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	svc, ok := obj.(*corev1.Service)
+	return svc, ok
+}
+
+func (st *informerStore) servicesByClusterIP(ip netip.Addr) []*corev1.Service {
+	return byIndex[*corev1.Service](st.s.services, clusterIPIndex, ip.String())
+}
+
+func (st *informerStore) slices(namespace, service string) []*discoveryv1.EndpointSlice {
+	return byIndex[*discoveryv1.EndpointSlice](st.s.slices, serviceIndex, namespace+"/"+service)
+}
+
+func (st *informerStore) pod(namespace, name string) (*corev1.Pod, bool) {
+	obj, ok, err := st.s.pods.GetIndexer().GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	pod, ok := obj.(*corev1.Pod)
+	return pod, ok
+}
+
+func (st *informerStore) podsByIP(ip netip.Addr) []*corev1.Pod {
+	return byIndex[*corev1.Pod](st.s.pods, podIPIndex, ip.String())
+}
+
+func (st *informerStore) podsInNamespace(namespace string) []*corev1.Pod {
+	return byIndex[*corev1.Pod](st.s.pods, cache.NamespaceIndex, namespace)
+}
+
+func byIndex[T any](inf cache.SharedIndexInformer, index, value string) []T {
+	objs, err := inf.GetIndexer().ByIndex(index, value)
+	if err != nil {
+		return nil
+	}
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		if t, ok := o.(T); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
