@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"meshtls/contract"
+	"meshtls/destination/client"
 	"meshtls/proxy"
 	"meshtls/proxy/discovery"
 )
@@ -48,18 +49,10 @@ func run() int {
 	return 0
 }
 
-// newResolver is the seam to the destination service's gRPC client.
-//
-// SEAM(destination/client): meshtls/destination/client was built in
-// parallel and was not on this branch's base. Once it is, the body is:
-//
-//	return client.New(client.Config{Addr: addr, TLS: controllerTLS, ContextToken: token, Logger: log})
-//
-// Until then the proxy runs without discovery: every outbound destination
-// is sent in plain text, labelled not_provided_by_service_discovery (fail
-// open, never a downgrade of a known identity).
+// newResolver is the destination service's gRPC client: one stream per
+// target, answers cached, streams reopened with backoff when the service is
+// unreachable. With the controller TLS config it dials mutual TLS and
+// checks the controller's identity.
 func newResolver(addr string, controllerTLS *tls.Config, token string, log *slog.Logger) (discovery.Resolver, error) {
-	_, _ = controllerTLS, token
-	log.Warn("destination client not built into this proxy yet; outbound traffic is plain text", "destination", addr)
-	return nil, nil
+	return client.New(client.Config{Addr: addr, TLS: controllerTLS, ContextToken: token, Logger: log})
 }
