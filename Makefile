@@ -59,7 +59,8 @@ bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signin
 	$(MAKE) bench-proxy
 
 .PHONY: bench-proxy
-bench-proxy: ## Benchmark the proxy pair (plain, mTLS) against nginx and haproxy pairs (needs `make deps`)
+bench-proxy: ## Benchmark the proxy pair (plain, mTLS) against nginx and haproxy pairs
+	@scripts/deps.sh bench
 	$(GO) run ./bench/proxy | tee bench/proxy.txt
 
 .PHONY: lint

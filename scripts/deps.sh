@@ -17,8 +17,12 @@ want tmux tmux
 # benchmark peers (make bench-proxy).
 want iptables-restore iptables
 want setpriv util-linux
-want nginx nginx
-want haproxy haproxy
+# `scripts/deps.sh bench` (make bench-proxy) adds the proxy benchmark's
+# peers, nginx and haproxy; `make test` does not need them.
+if [ "${1:-}" = bench ]; then
+  want nginx nginx
+  want haproxy haproxy
+fi
 # `scripts/deps.sh generate` (make generate) also installs protoc and the
 # well-known .proto files the tap API imports.
 if [ "${1:-}" = generate ]; then
