@@ -13,8 +13,8 @@ want promtool prometheus
 want openssl openssl
 want wrk wrk
 want tmux tmux
-# The proxy's tests (network namespaces, proxy-init's rules) and its
-# benchmark peers (make bench-proxy).
+# The proxy's tests: network namespaces, proxy-init's rules, and setpriv to
+# run as the proxy's uid.
 want iptables-restore iptables
 want setpriv util-linux
 # `scripts/deps.sh bench` (make bench-proxy) adds the proxy benchmark's
