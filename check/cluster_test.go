@@ -352,9 +352,11 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 
 	t.Run("healthy", func(t *testing.T) {
 		sum := waitHealthy(t, client)
+		// Both app pods run a real proxy in their own network namespace, so
+		// the check dials each one's 4143 and compares what it serves.
 		served := result(t, sum, "proxies serve their Secret's certificate")
-		if len(served.Notes) == 0 || !strings.Contains(strings.Join(served.Notes, " "), "proxy is not running") {
-			t.Errorf("served-certificate check should note the pods it skipped: %v", served.Notes)
+		if !strings.Contains(strings.Join(served.Notes, " "), "compared 2 of 2 pods") {
+			t.Errorf("served-certificate check should compare both pods' proxies: %v", served.Notes)
 		}
 		out, code := linkerd(t, "check", "--tls")
 		if code != 0 || strings.Contains(out, "×") || strings.Contains(out, "‼") || !strings.Contains(out, "Status check results are √") {
@@ -581,6 +583,55 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 			t.Errorf("exit %d\n%s", code, out)
 		}
 		t.Logf("root replaced:\n%s", out)
+	})
+
+	t.Run("proxy serves a certificate other than its Secret's", func(t *testing.T) {
+		// The pods of web mount a copy of its Secret holding another valid
+		// certificate for the same identity: every property of the owner's
+		// Secret checks out, and only the served certificate tells.
+		const copyName = "web-stale-copy"
+		certPEM, keyPEM := leaf(t, currentRoot(t, client), identity("web", ns), nil)
+		if _, err := client.CoreV1().Secrets(ns).Create(context.Background(), &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: copyName, Namespace: ns},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		patch := func(secret string) {
+			t.Helper()
+			kubectl(t, nil, "-n", ns, "patch", "deployment", "web", "--type=json", "-p",
+				`[{"op":"replace","path":"/spec/template/spec/volumes/1/secret/secretName","value":"`+secret+`"}]`)
+		}
+		if got := kubectl(t, nil, "-n", ns, "get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.volumes[1].name}"); got != contract.IdentityVolume {
+			t.Fatalf("web's second volume is %q, want %s; update this test", got, contract.IdentityVolume)
+		}
+		patch(copyName)
+		defer func() {
+			patch(secretName("web"))
+			_ = client.CoreV1().Secrets(ns).Delete(context.Background(), copyName, metav1.DeleteOptions{})
+			waitHealthy(t, client)
+		}()
+		var r check.Result
+		localcluster.Eventually(t, 2*time.Minute, func() error {
+			r = result(t, runChecks(t, client, nil), "proxies serve their Secret's certificate")
+			if r.Status != check.StatusError {
+				return fmt.Errorf("served-certificate check is %s (notes %v)", r.Status, r.Notes)
+			}
+			return nil
+		})
+		found := false
+		for _, p := range r.Problems {
+			if p.Namespace == ns && strings.HasPrefix(p.Name, "web-") && strings.Contains(p.Remedy, "restart deploy/web") {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("the stale pod of web is not named with a restart remedy: %+v", r.Problems)
+		}
+		if out, code := linkerd(t, "check", "--tls"); code != 1 || !strings.Contains(out, "proxies serve their Secret's certificate") {
+			t.Errorf("linkerd check --tls: exit %d, want 1\n%s", code, out)
+		}
 	})
 
 	t.Run("root Secret deleted", func(t *testing.T) {
