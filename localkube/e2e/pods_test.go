@@ -109,8 +109,8 @@ func TestDeploymentOfThreeGivesThreeReadyPodsWithOwnProcessesAndIPs(t *testing.T
 	ips, pids := map[string]bool{}, map[int]bool{}
 	for _, p := range pods {
 		ip := net.ParseIP(p.Status.PodIP).To4()
-		if ip == nil || ip[0] != 127 || int(ip[1]) != podBlock || ip[2] >= 128 {
-			t.Errorf("pod %s: IP %q is not in 127.%d.0-127.x", p.Name, p.Status.PodIP, podBlock)
+		if ip == nil || ip[0] != 198 || ip[1] != 18 || int(ip[2]) != podBlock || ip[3] < 2 {
+			t.Errorf("pod %s: IP %q is not in 198.18.%d.2-254", p.Name, p.Status.PodIP, podBlock)
 			continue
 		}
 		ips[p.Status.PodIP] = true
@@ -121,8 +121,7 @@ func TestDeploymentOfThreeGivesThreeReadyPodsWithOwnProcessesAndIPs(t *testing.T
 		if env["POD_NAME"] != p.Name || env["POD_NAMESPACE"] != ns || env["POD_IP"] != p.Status.PodIP {
 			t.Errorf("pod %s: downward API env POD_NAME=%q POD_NAMESPACE=%q POD_IP=%q", p.Name, env["POD_NAME"], env["POD_NAMESPACE"], env["POD_IP"])
 		}
-		wantLocal := net.IPv4(127, ip[1], ip[2]+128, ip[3]).String()
-		if got := env[kubelet.EnvPodLocalhost]; got != wantLocal {
+		if got, wantLocal := env[kubelet.EnvPodLocalhost], "127.0.0.1"; got != wantLocal {
 			t.Errorf("pod %s: %s=%q, want %q", p.Name, kubelet.EnvPodLocalhost, got, wantLocal)
 		}
 		if len(p.Status.InitContainerStatuses) != 1 {

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"meshtls/localkube/internal/podnet"
 	"meshtls/localkube/internal/procutil"
 )
 
@@ -81,7 +82,7 @@ type podWorker struct {
 	dir       string
 	ipIndex   int
 	podIP     net.IP
-	localhost net.IP
+	netns     string // path of the pod's network namespace
 	haveIP    bool
 	startTime metav1.Time
 
@@ -189,12 +190,21 @@ func (w *podWorker) sync(ctx context.Context) bool {
 		return true
 	}
 	if !w.haveIP {
-		i, ip, lo, err := w.k.ipam.allocate(latest.Status.PodIP)
+		i, ip, err := w.k.ipam.allocate(latest.Status.PodIP)
 		if err != nil {
 			w.k.log.Printf("pod %s/%s: %v", w.pod.Namespace, w.pod.Name, err)
 			return false
 		}
-		w.ipIndex, w.podIP, w.localhost, w.haveIP = i, ip, lo, true
+		// The sandbox: the namespace exists before any container starts,
+		// init containers included, and every container joins it.
+		nsPath, err := w.k.cfg.Net.AddPod(i)
+		if err != nil {
+			w.k.ipam.release(i)
+			w.k.log.Printf("pod %s/%s: %v", w.pod.Namespace, w.pod.Name, err)
+			w.k.event(w.pod, v1.EventTypeWarning, "FailedCreatePodSandBox", err.Error())
+			return false
+		}
+		w.ipIndex, w.podIP, w.netns, w.haveIP = i, ip, nsPath, true
 		w.startTime = metav1.Now()
 		w.fillAddresses()
 		for _, d := range []string{"volumes", "logs", "containers"} {
@@ -289,7 +299,12 @@ func (w *podWorker) start(ctx context.Context, c *containerRun) {
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	procutil.Prepare(cmd, w.k.cfg.Dir)
-	if err := cmd.Start(); err != nil {
+	if err := runAs(cmd, w.pod, &c.spec); err != nil {
+		c.waitReason, c.waitMessage = "CreateContainerConfigError", err.Error()
+		return
+	}
+	// The process inherits the namespace of the thread that starts it.
+	if err := podnet.Enter(w.netns, cmd.Start); err != nil {
 		c.waitReason, c.waitMessage = "RunContainerError", err.Error()
 		w.scheduleRestart(c, time.Now())
 		return
@@ -531,6 +546,7 @@ func (w *podWorker) finalDelete(ctx context.Context) {
 
 func (w *podWorker) release() {
 	if w.haveIP {
+		w.k.cfg.Net.RemovePod(w.ipIndex)
 		w.k.ipam.release(w.ipIndex)
 		w.haveIP = false
 	}

@@ -6,6 +6,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -21,15 +22,12 @@ func main() {
 }
 
 func run() int {
-	addr := flag.String("listen", "", "address to serve on (default $LOCALKUBE_POD_IP:8080)")
+	addr := flag.String("listen", ":8080", "address to serve on (the pod has its own network namespace)")
 	exitAfter := flag.Duration("exit-after", 0, "exit after this long (0: never)")
 	exitCode := flag.Int("exit-code", 3, "exit code for --exit-after and /crash")
 	ignoreTerm := flag.Bool("ignore-sigterm", false, "keep running on SIGTERM")
 	file := flag.String("file", "", "file served at /file")
 	flag.Parse()
-	if *addr == "" {
-		*addr = net.JoinHostPort(os.Getenv("LOCALKUBE_POD_IP"), "8080")
-	}
 
 	var live atomic.Bool
 	live.Store(true)
@@ -61,6 +59,32 @@ func run() int {
 			return
 		}
 		_, _ = w.Write(b) // the client may have gone; nothing to do
+	})
+	// /dial?addr=HOST:PORT dials from inside the pod: "ok LOCAL" or the error.
+	mux.HandleFunc("/dial", func(w http.ResponseWriter, r *http.Request) {
+		c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), 2*time.Second)
+		if err != nil {
+			fmt.Fprint(w, "error: ", err)
+			return
+		}
+		defer c.Close()
+		fmt.Fprint(w, "ok ", c.LocalAddr())
+	})
+	// /get?url=URL fetches from inside the pod and returns the body.
+	mux.HandleFunc("/get", func(w http.ResponseWriter, r *http.Request) {
+		cl := http.Client{Timeout: 3 * time.Second}
+		resp, err := cl.Get(r.URL.Query().Get("url"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(w, resp.Body)
+	})
+	// /whoami reports the remote and local address of this request, so a
+	// test sees where a (possibly redirected) connection came from and went.
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "remote=%s local=%v uid=%d", r.RemoteAddr, r.Context().Value(http.LocalAddrContextKey), os.Getuid())
 	})
 	mux.HandleFunc("/crash", func(http.ResponseWriter, *http.Request) {
 		fmt.Println("crashing as asked")
