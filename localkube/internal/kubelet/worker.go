@@ -262,12 +262,6 @@ func (w *podWorker) syncContainers(ctx context.Context) {
 }
 
 func (w *podWorker) start(ctx context.Context, c *containerRun) {
-	if c.init && ImageName(c.spec.Image) == ProxyInitName {
-		now := metav1.Now()
-		c.done = true
-		c.term = &v1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", Message: ProxyInitMessage, StartedAt: now, FinishedAt: now}
-		return
-	}
 	bin, err := w.k.images.resolve(c.spec.Image)
 	if err != nil {
 		c.waitReason, c.waitMessage = ReasonImageNotMapped, err.Error()
