@@ -79,6 +79,10 @@ func runUp(ctx context.Context, o *upOptions, stdout, stderr io.Writer) error {
 	if err := controlplane.CheckBinaries(binDir); err != nil {
 		return err
 	}
+	// Refuse at once rather than from the server: no loopback fallback.
+	if err := podnet.Check(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return err
 	}
