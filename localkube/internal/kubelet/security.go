@@ -2,6 +2,7 @@ package kubelet
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"syscall"
 
@@ -45,5 +46,21 @@ func runAs(cmd *exec.Cmd, pod *v1.Pod, c *v1.Container) error {
 		}
 	}
 	cmd.SysProcAttr.Credential = cred
+	// The binary may sit in a dir that only root can search (a test's
+	// 0700 temp dir). Exec it through an fd opened as root, as fexecve
+	// does: the kernel then checks only the file's own x bit.
+	f, err := os.Open(cmd.Path)
+	if err != nil {
+		return err
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+	cmd.Path = fmt.Sprintf("/proc/self/fd/%d", 2+len(cmd.ExtraFiles))
 	return nil
+}
+
+// closeExtra closes the parent's copies of the fds runAs passed.
+func closeExtra(cmd *exec.Cmd) {
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
+	}
 }

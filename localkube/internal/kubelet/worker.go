@@ -298,7 +298,9 @@ func (w *podWorker) start(ctx context.Context, c *containerRun) {
 		return
 	}
 	// The process inherits the namespace of the thread that starts it.
-	if err := podnet.Enter(w.netns, cmd.Start); err != nil {
+	err = podnet.Enter(w.netns, cmd.Start)
+	closeExtra(cmd)
+	if err != nil {
 		c.waitReason, c.waitMessage = "RunContainerError", err.Error()
 		w.scheduleRestart(c, time.Now())
 		return
