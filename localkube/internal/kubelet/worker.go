@@ -69,9 +69,10 @@ type podWorker struct {
 	k   *Kubelet
 	uid types.UID
 
-	mu     sync.Mutex
-	latest *v1.Pod
-	gone   bool
+	mu      sync.Mutex
+	latest  *v1.Pod
+	gone    bool
+	sandbox string // netns path while the pod's namespace exists, for exec and port-forward
 
 	wake    chan struct{}
 	exits   chan exitEvent
@@ -205,6 +206,9 @@ func (w *podWorker) sync(ctx context.Context) bool {
 			return false
 		}
 		w.ipIndex, w.podIP, w.netns, w.haveIP = i, ip, nsPath, true
+		w.mu.Lock()
+		w.sandbox = nsPath
+		w.mu.Unlock()
 		w.startTime = metav1.Now()
 		w.fillAddresses()
 		for _, d := range []string{"volumes", "logs", "containers"} {
@@ -542,6 +546,9 @@ func (w *podWorker) finalDelete(ctx context.Context) {
 
 func (w *podWorker) release() {
 	if w.haveIP {
+		w.mu.Lock()
+		w.sandbox = ""
+		w.mu.Unlock()
 		w.k.cfg.Net.RemovePod(w.ipIndex)
 		w.k.ipam.release(w.ipIndex)
 		w.haveIP = false
