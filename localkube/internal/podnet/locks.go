@@ -90,14 +90,15 @@ func otherBlocksInUse(self int) bool {
 		if b == self {
 			continue
 		}
-		f, err := tryLock(blockLockPath(b))
+		f, err := os.Open(blockLockPath(b))
 		if err != nil {
-			if errors.Is(err, syscall.EWOULDBLOCK) {
-				return true
-			}
-			continue
+			continue // never used
 		}
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return true
+		}
 	}
 	return false
 }
