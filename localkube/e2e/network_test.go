@@ -389,3 +389,45 @@ func TestEndpointSlicesListThePodIPs(t *testing.T) {
 		t.Fatalf("EndpointSlices of backend list ready %v, want the pod IPs %v", got, want)
 	}
 }
+
+// TestAKilledOwnerLeavesNoNetworkBehind is a killed `go test`: the cluster
+// of an --owner-pid that dies stops itself and removes its network.
+func TestAKilledOwnerLeavesNoNetworkBehind(t *testing.T) {
+	t.Parallel()
+	owner := exec.Command("sleep", "600")
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
+	dir := t.TempDir()
+	t.Cleanup(func() { _, _ = lk("down", "--dir", dir) })
+	if out, err := lk("up", "--dir", dir, "--bin-dir", appBinDir, "--owner-pid", fmt.Sprint(owner.Process.Pid)); err != nil {
+		t.Fatalf("up: %v\n%s", err, out)
+	}
+	st := readStateFile(t, dir)
+	cfg, err := clientcmd.BuildConfigFromFlags("", dir+"/kubeconfig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().Pods("default").Create(context.Background(), appPod("orphan"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		return len(podnet.Leftovers(st.Block)) >= 4, nil
+	})
+	if err != nil {
+		t.Fatalf("pod network of block %d never complete: %v", st.Block, podnet.Leftovers(st.Block))
+	}
+	_ = owner.Process.Kill()
+	_ = owner.Wait()
+	// The owner watch polls every second; shutdown waits for the pod.
+	for deadline := time.Now().Add(60 * time.Second); alive(st.Pid) && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if alive(st.Pid) {
+		t.Fatalf("localkube %d still runs a minute after its owner died", st.Pid)
+	}
+	if left := podnet.Leftovers(st.Block); len(left) > 0 {
+		t.Errorf("the cluster of a killed owner left %v", left)
+	}
+}
