@@ -51,7 +51,9 @@ func TestAnAPIServiceBackedByAPodAnswersThroughTheAPIServer(t *testing.T) {
 	if _, err := agg.ApiregistrationV1().APIServices().Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = agg.ApiregistrationV1().APIServices().Delete(context.Background(), svc.Name, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = agg.ApiregistrationV1().APIServices().Delete(context.Background(), svc.Name, metav1.DeleteOptions{})
+	})
 	waitPod(t, ns, "aggregated", 30*time.Second, "Ready", isReady)
 
 	var body, who string

@@ -148,7 +148,7 @@ func TestAnUnassignedPodAddressGetsNoPacketOut(t *testing.T) {
 	}
 	c, err := net.DialTimeout("tcp", net.JoinHostPort(unassigned.String(), "80"), 2*time.Second)
 	if err == nil {
-		c.Close()
+		_ = c.Close()
 		t.Fatalf("the host connected to unassigned %s", unassigned)
 	}
 	if !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENETUNREACH) && !errors.Is(err, syscall.EHOSTUNREACH) {

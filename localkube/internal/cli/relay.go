@@ -39,7 +39,7 @@ func relay(ip net.IP, port int, logger *log.Logger) (string, func(), error) {
 				out, err := net.Dial("tcp", target)
 				if err != nil {
 					logger.Printf("api relay %s: %v", addr, err)
-					in.Close()
+					_ = in.Close()
 					return
 				}
 				track(in, true)
@@ -56,8 +56,8 @@ func relay(ip net.IP, port int, logger *log.Logger) (string, func(), error) {
 				go pipe(in, out)
 				<-done
 				<-done
-				in.Close()
-				out.Close()
+				_ = in.Close()
+				_ = out.Close()
 				track(in, false)
 				track(out, false)
 			}()
@@ -67,7 +67,7 @@ func relay(ip net.IP, port int, logger *log.Logger) (string, func(), error) {
 		ln.Close()
 		mu.Lock()
 		for c := range open {
-			c.Close()
+			_ = c.Close()
 		}
 		mu.Unlock()
 	}

@@ -61,7 +61,7 @@ type streamer struct{ sb *sandbox }
 // PortForward connects the stream to localhost:port in the pod, as a
 // container runtime does: the socket is made inside the pod's namespace.
 func (s streamer) PortForward(ctx context.Context, _ string, _ string, port int32, stream io.ReadWriteCloser) error {
-	defer stream.Close()
+	defer func() { _ = stream.Close() }()
 	var conn net.Conn
 	err := podnet.Enter(s.sb.netns, func() error {
 		// The socket belongs to the namespace of the thread that creates it.
@@ -73,7 +73,7 @@ func (s streamer) PortForward(ctx context.Context, _ string, _ string, port int3
 	if err != nil {
 		return fmt.Errorf("pod %s/%s: port %d: %w", s.sb.pod.Namespace, s.sb.pod.Name, port, err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	done := make(chan struct{}, 2)
 	go func() { _, _ = io.Copy(conn, stream); _ = conn.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
 	go func() { _, _ = io.Copy(stream, conn); done <- struct{}{} }()

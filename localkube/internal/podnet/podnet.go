@@ -229,7 +229,7 @@ func (n *Network) AddPod(i int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("create netns %s: %w", name, err)
 	}
-	defer h.Close()
+	defer func() { _ = h.Close() }()
 	fail := func(err error) (string, error) {
 		n.RemovePod(i)
 		return "", err
@@ -308,11 +308,11 @@ func newNamedNetns(name string) (netns.NsHandle, error) {
 			ch <- result{err: err}
 			return // the thread is still in the host namespace, but be safe: it dies locked
 		}
-		defer orig.Close()
+		defer func() { _ = orig.Close() }()
 		h, err := netns.NewNamed(name)
 		if serr := netns.Set(orig); serr != nil {
 			if err == nil {
-				h.Close()
+				_ = h.Close()
 			}
 			ch <- result{err: fmt.Errorf("return to host netns: %w", serr)}
 			return
@@ -332,7 +332,7 @@ func Enter(path string, fn func() error) error {
 	if err != nil {
 		return fmt.Errorf("open netns %s: %w", path, err)
 	}
-	defer target.Close()
+	defer func() { _ = target.Close() }()
 	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -341,7 +341,7 @@ func Enter(path string, fn func() error) error {
 			ch <- err
 			return
 		}
-		defer orig.Close()
+		defer func() { _ = orig.Close() }()
 		if err := netns.Set(target); err != nil {
 			ch <- fmt.Errorf("enter netns %s: %w", path, err)
 			runtime.UnlockOSThread()

@@ -76,7 +76,7 @@ func run() int {
 			fmt.Fprint(w, "error: ", err)
 			return
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		fmt.Fprint(w, "ok ", c.LocalAddr())
 	})
 	// /get?url=URL fetches from inside the pod and returns the body.
