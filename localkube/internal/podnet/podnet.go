@@ -95,7 +95,7 @@ func Check() error {
 	if _, err := os.Stat("/proc/self/ns/net"); err != nil {
 		return fmt.Errorf("pod networking needs network namespaces, which this kernel lacks: %v", err)
 	}
-	if _, err := netlink.LinkList(); err != nil {
+	if _, err := linkList(); err != nil {
 		return fmt.Errorf("pod networking needs netlink: %v", err)
 	}
 	return nil
@@ -156,7 +156,7 @@ func (n *Network) Cleanup() error {
 			}
 		}
 	}
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -199,14 +199,14 @@ func Leftovers(b int) []string {
 			out = append(out, "netns "+e.Name())
 		}
 	}
-	links, _ := netlink.LinkList()
+	links, _ := linkList()
 	veth := fmt.Sprintf("lk%dv", b)
 	for _, l := range links {
 		if name := l.Attrs().Name; name == n.Bridge || strings.HasPrefix(name, veth) {
 			out = append(out, "link "+name)
 		}
 	}
-	routes, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
+	routes, _ := routeList(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
 	for _, r := range routes {
 		if r.Dst != nil && n.CIDR.Contains(r.Dst.IP) {
 			out = append(out, "route "+r.Dst.String())
@@ -379,6 +379,30 @@ func delBlackhole() error {
 
 // HasBlackhole reports whether the host's blackhole route for Range exists.
 func HasBlackhole() bool {
-	routes, _ := netlink.RouteListFiltered(netlink.FAMILY_V4, blackhole(), netlink.RT_FILTER_DST|netlink.RT_FILTER_TYPE)
+	routes, _ := routeList(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V4, blackhole(), netlink.RT_FILTER_DST|netlink.RT_FILTER_TYPE)
+	})
 	return len(routes) > 0
+}
+
+// A netlink dump is interrupted when links or routes change meanwhile,
+// which other clusters on the machine do all the time: dump again.
+const dumpRetries = 20
+
+func linkList() ([]netlink.Link, error) {
+	for i := 0; ; i++ {
+		links, err := netlink.LinkList()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || i == dumpRetries {
+			return links, err
+		}
+	}
+}
+
+func routeList(list func() ([]netlink.Route, error)) ([]netlink.Route, error) {
+	for i := 0; ; i++ {
+		routes, err := list()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || i == dumpRetries {
+			return routes, err
+		}
+	}
 }
