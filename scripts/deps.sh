@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive for real, when missing:
 # Prometheus (stat's integration test), openssl (certificate
-# verification), wrk and tmux (load and TUI tests). kubectl is not here:
+# verification), wrk and tmux (load and TUI tests), iptables and iproute2
+# (the local cluster's pod networks and proxy-init's rules). kubectl is not here:
 # Debian's kubernetes-client is 1.20, too old for the 1.36 local cluster,
 # so `make localkube` builds bin/kubectl from the same pinned release.
 set -euo pipefail
@@ -13,6 +14,9 @@ want promtool prometheus
 want openssl openssl
 want wrk wrk
 want tmux tmux
+# Pod networking (localkube): network namespaces, bridges, NAT rules.
+want iptables iptables
+want ip iproute2
 # The proxy's tests: network namespaces, proxy-init's rules, and setpriv to
 # run as the proxy's uid.
 want iptables-restore iptables

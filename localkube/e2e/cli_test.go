@@ -124,3 +124,23 @@ func TestUpRecoversAStaleDirAndDownStopsEverything(t *testing.T) {
 		t.Error("status says running after down")
 	}
 }
+
+func TestUpWithoutRootRefusesInOneLine(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to drop to another uid; the e2e cluster needs root anyway")
+	}
+	dir, err := os.MkdirTemp("", "localkube-nonroot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(localkube, "up", "--dir", dir)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + dir}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	oneLine(t, strings.TrimSpace(string(out)), err, "needs root")
+}

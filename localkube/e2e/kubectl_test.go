@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -98,5 +102,85 @@ func TestFiftyReplicasBecomeReady(t *testing.T) {
 			t.Fatalf("pods of the deleted deployment remain: %d", len(list.Items))
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestKubectlPortForwardAndExec drives stock kubectl through kube-apiserver
+// to the kubelet's streaming endpoints.
+func TestKubectlPortForwardAndExec(t *testing.T) {
+	t.Parallel()
+	kubectl := filepath.Join(filepath.Dir(localkube), "kubectl")
+	if _, err := os.Stat(kubectl); err != nil {
+		t.Fatalf("no kubectl beside localkube (make localkube builds bin/kubectl): %v", err)
+	}
+	ns := namespace(t)
+	// The app listens on the pod's loopback only: port-forward must reach
+	// it from inside the pod, as a container runtime does.
+	p := appPod("streams", "--listen=127.0.0.1:8080")
+	p.Spec.Containers[0].ReadinessProbe = nil // the node cannot reach the pod's loopback
+	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := waitPod(t, ns, "streams", 30*time.Second, "running", func(p *v1.Pod) bool {
+		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Running != nil
+	})
+	env := append(os.Environ(), "KUBECONFIG="+filepath.Join(clusterDir, "kubeconfig"))
+
+	pf := exec.Command(kubectl, "port-forward", "-n", ns, "pod/streams", ":8080")
+	pf.Env = env
+	stdout, err := pf.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pf.Process.Kill(); _ = pf.Wait() })
+	// "Forwarding from 127.0.0.1:PORT -> 8080"
+	local := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if f := strings.Fields(sc.Text()); len(f) >= 3 && f[0] == "Forwarding" && strings.HasPrefix(f[2], "127.0.0.1:") {
+				local <- f[2]
+				return
+			}
+		}
+	}()
+	var addr string
+	select {
+	case addr = <-local:
+	case <-time.After(30 * time.Second):
+		t.Fatal("kubectl port-forward never said where it listens")
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/whoami")
+	if err != nil {
+		t.Fatalf("GET through port-forward: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "local=127.0.0.1:8080") {
+		t.Errorf("through port-forward the app saw %q, want a connection to its 127.0.0.1:8080", b)
+	}
+
+	run := func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(kubectl, args...)
+		cmd.Env = env
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	// exec runs in the pod's network namespace: it sees the pod's eth0.
+	out, err := run("", "exec", "-n", ns, "streams", "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+	if err != nil || !strings.Contains(out, pod.Status.PodIP+"/24") {
+		t.Errorf("kubectl exec ip addr: %v\n%s", err, out)
+	}
+	if out, err := run("piped through", "exec", "-i", "-n", ns, "streams", "--", "cat"); err != nil || out != "piped through" {
+		t.Errorf("kubectl exec -i cat: %v: %q", err, out)
+	}
+	_, err = run("", "exec", "-n", ns, "streams", "--", "sh", "-c", "exit 7")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+		t.Errorf("kubectl exec of exit 7: %v, want exit code 7", err)
 	}
 }

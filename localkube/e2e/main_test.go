@@ -27,6 +27,8 @@ var (
 	restConfig *rest.Config
 	client     kubernetes.Interface
 	podBlock   int
+	// proxyInitErr is why the main module's proxy-init did not build.
+	proxyInitErr error
 )
 
 const appImage = "example.test/localkube/testapp:v1"
@@ -45,10 +47,21 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
+	// Containers with a runAsUser must reach the binaries.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
 	appBinDir = filepath.Join(tmp, "bin")
 	if out, err := exec.Command("go", "build", "-o", filepath.Join(appBinDir, "testapp"), "meshtls/localkube/internal/cmd/testapp").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: build testapp: %v\n%s", err, out)
 		return 1
+	}
+	// The mesh's init container, from the main module (the repository root).
+	build := exec.Command("go", "build", "-o", filepath.Join(appBinDir, "proxy-init"), "./cmd/proxy-init")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		proxyInitErr = fmt.Errorf("%v: %s", err, out)
 	}
 	clusterDir = filepath.Join(tmp, "cluster")
 	down := func() {

@@ -71,6 +71,11 @@ func RunWith(m *testing.M, opts Options) int {
 		return 1
 	}
 	tmp, err := os.MkdirTemp("", "localcluster-")
+	if err == nil {
+		// Containers with a runAsUser (the proxy runs as 2102) read their
+		// volumes under the cluster dir: its parent must let them through.
+		err = os.Chmod(tmp, 0o755)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "localcluster:", err)
 		return 1

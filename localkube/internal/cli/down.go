@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"meshtls/localkube/internal/podnet"
 	"meshtls/localkube/internal/procutil"
 )
 
@@ -44,6 +45,17 @@ func runDown(dir string, timeout time.Duration, stdout io.Writer) error {
 		}
 	}
 	n := procutil.KillMarked(dir, 2*time.Second)
+	// A killed localkube leaves its pod network behind. Clean it only if
+	// the block is still free: a newer cluster may own it now (and has
+	// cleaned it already).
+	if st != nil && st.Block != 0 {
+		if lock, err := podnet.TryLockBlock(st.Block); err == nil {
+			if err := podnet.ForBlock(st.Block).Teardown(); err != nil {
+				fmt.Fprintf(stdout, "localkube: pod network clean-up: %v\n", err)
+			}
+			lock.Close()
+		}
+	}
 	if st != nil && st.Phase != "stopped" {
 		st.Phase = "stopped"
 		_ = writeState(dir, st)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -84,32 +83,4 @@ func running(dir string) bool {
 	}
 	f.Close()
 	return false
-}
-
-// lockBlock picks the pod address block 127.B.0.0/16 for a cluster: the
-// previous one if free, else one derived from the dir, else the next free.
-// Blocks are locked machine-wide so two clusters never share pod IPs.
-func lockBlock(dir string, previous int) (int, *os.File, error) {
-	lockDir := filepath.Join(os.TempDir(), "localkube-netblocks")
-	if err := os.MkdirAll(lockDir, 0o777); err != nil {
-		return 0, nil, err
-	}
-	const lo, hi = 16, 250
-	h := fnv.New32a()
-	h.Write([]byte(dir))
-	start := lo + int(h.Sum32()%(hi-lo))
-	candidates := []int{}
-	if previous >= lo && previous < hi {
-		candidates = append(candidates, previous)
-	}
-	for i := 0; i < hi-lo; i++ {
-		candidates = append(candidates, lo+(start-lo+i)%(hi-lo))
-	}
-	for _, b := range candidates {
-		f, err := tryLock(filepath.Join(lockDir, fmt.Sprintf("127.%d.lock", b)))
-		if err == nil {
-			return b, f, nil
-		}
-	}
-	return 0, nil, fmt.Errorf("no free pod address block in 127.%d-%d.0.0: too many local clusters", lo, hi-1)
 }

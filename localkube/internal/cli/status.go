@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"meshtls/localkube/internal/controlplane"
+	"meshtls/localkube/internal/podnet"
 	"meshtls/localkube/internal/procutil"
 )
 
@@ -87,7 +88,7 @@ func runStatus(ctx context.Context, dir string, out io.Writer) error {
 			}
 		}
 	}
-	fmt.Fprintf(tw, "kubelet\trunning\tnode localkube, pod IPs 127.%d.0.0/16, %s\n", st.Block, pods)
+	fmt.Fprintf(tw, "kubelet\trunning\tnode localkube, pod IPs %s on %s, %s\n", podnet.ForBlock(st.Block).CIDR, podnet.ForBlock(st.Block).Bridge, pods)
 	fmt.Fprintf(tw, "image dirs\t%v\t\n", st.BinDirs)
 	return tw.Flush()
 }

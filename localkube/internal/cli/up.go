@@ -20,6 +20,7 @@ import (
 
 	"meshtls/localkube/internal/controlplane"
 	"meshtls/localkube/internal/kubelet"
+	"meshtls/localkube/internal/podnet"
 	"meshtls/localkube/internal/procutil"
 )
 
@@ -76,6 +77,10 @@ func runUp(ctx context.Context, o *upOptions, stdout, stderr io.Writer) error {
 	}
 	binDir := selfDir()
 	if err := controlplane.CheckBinaries(binDir); err != nil {
+		return err
+	}
+	// Refuse at once rather than from the server: no loopback fallback.
+	if err := podnet.Check(); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
@@ -189,6 +194,9 @@ func runServe(o *upOptions) error {
 	}
 	defer lock.Close()
 
+	if err := podnet.Check(); err != nil {
+		return fail(err)
+	}
 	prev, _ := readState(dir)
 	if prev == nil {
 		prev = &State{}
@@ -201,11 +209,23 @@ func runServe(o *upOptions) error {
 	}
 	_ = os.RemoveAll(filepath.Join(dir, "pods"))
 
-	block, blockLock, err := lockBlock(dir, prev.Block)
+	block, blockLock, err := podnet.LockBlock(dir, prev.Block)
 	if err != nil {
 		return fail(err)
 	}
 	defer blockLock.Close()
+	// Holding the block, whatever exists under its names is ours: Setup
+	// first removes what a killed run of this block left.
+	pnet := podnet.ForBlock(block)
+	if err := pnet.Setup(); err != nil {
+		_ = pnet.Teardown()
+		return fail(fmt.Errorf("pod network %s: %w", pnet.CIDR, err))
+	}
+	defer func() {
+		if err := pnet.Teardown(); err != nil {
+			logger.Printf("pod network clean-up: %v", err)
+		}
+	}()
 
 	binDirs := defaultBinDirs(o.binDirs)
 	st := &State{Pid: os.Getpid(), Phase: "starting", Started: time.Now(), BinDirs: binDirs, Block: block}
@@ -235,9 +255,17 @@ func runServe(o *upOptions) error {
 		cp.Stop(5 * time.Second)
 		return fail(err)
 	}
+	// Pods reach the API server at the node address: a relay there, as
+	// kube-apiserver binds one address and host clients use 127.0.0.1.
+	podServer, stopRelay, err := relay(pnet.NodeIP, cp.Ports.APIServer, logger)
+	if err != nil {
+		cp.Stop(5 * time.Second)
+		return fail(err)
+	}
+	defer stopRelay()
 	kl := kubelet.New(client, kubelet.Config{
-		NodeName: "localkube", Dir: dir, BinDirs: binDirs, Block: byte(block),
-		Server: cp.Server(), CACert: cp.PKI.CACert,
+		NodeName: "localkube", Dir: dir, BinDirs: binDirs, Net: pnet,
+		Server: podServer, CACert: cp.PKI.CACert,
 		Port: cp.Ports.Kubelet, Cert: cp.PKI.ServingCert, Key: cp.PKI.ServingKey,
 		Log: log.New(os.Stderr, "kubelet: ", log.LstdFlags),
 	})
@@ -280,7 +308,7 @@ func runServe(o *upOptions) error {
 	}
 	st.Phase, st.Ready = "running", time.Since(st.Started)
 	_ = writeState(dir, st)
-	logger.Printf("ready after %s: kube-apiserver %s, pod addresses 127.%d.0.0/16", st.Ready.Round(time.Millisecond), cp.Server(), block)
+	logger.Printf("ready after %s: kube-apiserver %s, pod network %s on %s", st.Ready.Round(time.Millisecond), cp.Server(), pnet.CIDR, pnet.Bridge)
 	fmt.Fprintln(report, "ready")
 	if f, ok := report.(*os.File); ok {
 		f.Close()

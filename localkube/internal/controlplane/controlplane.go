@@ -109,6 +109,10 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate certificates: %w", err)
 	}
+	fp, err := ensureFrontProxy(filepath.Join(opts.Dir, "pki"))
+	if err != nil {
+		return nil, fmt.Errorf("generate front-proxy certificates: %w", err)
+	}
 	cp := &ControlPlane{opts: opts, PKI: pki, Exited: make(chan string, 4),
 		Kubeconfig: filepath.Join(opts.Dir, "kubeconfig")}
 	defer func() {
@@ -160,6 +164,16 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		// The "kubernetes" Service cannot have loopback endpoints.
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
+		// API aggregation: the API server proxies to an APIService's pods
+		// with the front-proxy client certificate and request headers, and
+		// dials the Service's endpoints directly (there is no kube-proxy).
+		"--requestheader-client-ca-file="+fp.CACert,
+		"--requestheader-allowed-names="+FrontProxyClientName,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file="+fp.ClientCert, "--proxy-client-key-file="+fp.ClientKey,
+		"--enable-aggregator-routing=true",
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 	); err != nil {

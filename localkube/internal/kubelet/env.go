@@ -13,8 +13,9 @@ import (
 
 // Environment variables localkube gives every container on top of its spec.
 const (
-	// EnvPodLocalhost is the pod's private loopback address, which plays the
-	// pod's localhost: an app binds it so only its own pod reaches it.
+	// EnvPodLocalhost is the pod's localhost. Each pod has a network
+	// namespace of its own, so it is always 127.0.0.1; kept for binaries
+	// written for the earlier shared-namespace model.
 	EnvPodLocalhost = "LOCALKUBE_POD_LOCALHOST"
 	// EnvPodIP is the pod IP, also available through the downward API.
 	EnvPodIP = "LOCALKUBE_POD_IP"
@@ -118,7 +119,7 @@ func (w *podWorker) containerEnv(c *v1.Container, rw mountRewriter) ([]string, m
 		"PATH":          os.Getenv("PATH"),
 		"HOME":          w.dir,
 		"HOSTNAME":      w.pod.Name,
-		EnvPodLocalhost: w.localhost.String(),
+		EnvPodLocalhost: "127.0.0.1",
 		EnvPodIP:        w.podIP.String(),
 		EnvPodDir:       w.dir,
 	}

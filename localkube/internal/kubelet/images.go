@@ -7,14 +7,6 @@ import (
 	"strings"
 )
 
-// ProxyInitName is the image name of the iptables init container. The
-// process kubelet has no network namespace to apply rules to, so it records
-// such containers as completed instead of running them.
-const ProxyInitName = "proxy-init"
-
-// ProxyInitMessage is the terminated message of a skipped proxy-init.
-const ProxyInitMessage = "localkube: not run: proxy-init only installs iptables rules, and the process kubelet has no network namespace for them (use the proxy's explicit mode)"
-
 // reserved names never map to pods: they are the cluster itself.
 var reserved = map[string]bool{"localkube": true, "etcd": true, "kube-apiserver": true, "kube-controller-manager": true}
 

@@ -4,52 +4,40 @@ import (
 	"fmt"
 	"net"
 	"sync"
+
+	"meshtls/localkube/internal/podnet"
 )
 
-// ipam hands out pod addresses inside one cluster's block 127.B.0.0/16.
-// A pod's IP is 127.B.x.y with x < 128; its private localhost is the twin
-// address 127.B.(x+128).y, so the pair is derived from one index and both
-// are released together.
+// ipam hands out the pod addresses of one cluster's pod network. An index
+// names both the address and the pod's namespace and veth.
 type ipam struct {
-	block byte
-	mu    sync.Mutex
-	used  map[int]bool
-	next  int
+	net  *podnet.Network
+	mu   sync.Mutex
+	used map[int]bool
+	next int
 }
 
-// maxPods is how many (x, y) pairs fit: x in [0,128), y in [1,255).
-const maxPods = 128 * 254
+func newIPAM(n *podnet.Network) *ipam { return &ipam{net: n, used: map[int]bool{}} }
 
-func newIPAM(block byte) *ipam { return &ipam{block: block, used: map[int]bool{}} }
-
-func (a *ipam) addrs(i int) (podIP, localhost net.IP) {
-	x, y := byte(i/254), byte(i%254+1)
-	return net.IPv4(127, a.block, x, y).To4(), net.IPv4(127, a.block, x+128, y).To4()
-}
-
-// allocate returns a free pair, trying the previous pod IP first so a pod
-// keeps its address across a localkube restart.
-func (a *ipam) allocate(previous string) (int, net.IP, net.IP, error) {
+// allocate returns a free index and its address, trying the previous pod
+// IP first so a pod keeps its address across a localkube restart. Fresh
+// indexes go round-robin, so a just-released address is reused last.
+func (a *ipam) allocate(previous string) (int, net.IP, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if ip := net.ParseIP(previous).To4(); ip != nil && ip[0] == 127 && ip[1] == a.block && ip[2] < 128 && ip[3] >= 1 && ip[3] <= 254 {
-		i := int(ip[2])*254 + int(ip[3]) - 1
-		if !a.used[i] {
-			a.used[i] = true
-			p, l := a.addrs(i)
-			return i, p, l, nil
-		}
+	if i, ok := a.net.PodIndex(net.ParseIP(previous)); ok && !a.used[i] {
+		a.used[i] = true
+		return i, a.net.PodIP(i), nil
 	}
-	for n := 0; n < maxPods; n++ {
-		i := (a.next + n) % maxPods
+	for n := 0; n < podnet.MaxPods; n++ {
+		i := (a.next + n) % podnet.MaxPods
 		if !a.used[i] {
 			a.used[i] = true
 			a.next = i + 1
-			p, l := a.addrs(i)
-			return i, p, l, nil
+			return i, a.net.PodIP(i), nil
 		}
 	}
-	return 0, nil, nil, fmt.Errorf("no free pod address in 127.%d.0.0/16", a.block)
+	return 0, nil, fmt.Errorf("no free pod address in %s", a.net.CIDR)
 }
 
 func (a *ipam) release(i int) {

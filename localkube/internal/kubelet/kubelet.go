@@ -1,6 +1,6 @@
 // Package kubelet is the process kubelet of localkube: it registers a Node,
 // binds pending pods to it, and runs each pod's containers as local
-// processes on loopback addresses of their own.
+// processes inside a network namespace per pod.
 package kubelet
 
 import (
@@ -30,18 +30,20 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
+
+	"meshtls/localkube/internal/podnet"
 )
 
 // Config configures the kubelet.
 type Config struct {
 	NodeName string
-	Dir      string   // cluster dir; pods live in Dir/pods
-	BinDirs  []string // where images map to binaries, searched in order
-	Block    byte     // pod addresses are 127.Block.x.y
-	Server   string   // API server URL, for pods' kubeconfigs
-	CACert   string   // cluster CA file, for pods' kubeconfigs
-	Port     int      // kubelet API port (logs); 0 for none
-	Cert     string   // serving certificate for the kubelet API
+	Dir      string          // cluster dir; pods live in Dir/pods
+	BinDirs  []string        // where images map to binaries, searched in order
+	Net      *podnet.Network // the cluster's pod network (bridge set up)
+	Server   string          // API server URL as pods reach it (the node address)
+	CACert   string          // cluster CA file, for pods' kubeconfigs
+	Port     int             // kubelet API port (logs); 0 for none
+	Cert     string          // serving certificate for the kubelet API
 	Key      string
 	Log      *log.Logger
 }
@@ -76,7 +78,7 @@ func New(client kubernetes.Interface, cfg Config) *Kubelet {
 	return &Kubelet{
 		cfg: cfg, client: client, log: cfg.Log,
 		images:  imageMapper{dirs: cfg.BinDirs},
-		ipam:    newIPAM(cfg.Block),
+		ipam:    newIPAM(cfg.Net),
 		workers: map[types.UID]*podWorker{},
 		ready:   make(chan struct{}),
 		schedule: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
@@ -397,12 +399,19 @@ func (k *Kubelet) renewLease(ctx context.Context) {
 // rest.InClusterConfig fails then work unchanged.
 func (k *Kubelet) writePodKubeconfig(podDir, saDir, ns string) (string, error) {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["localkube"] = &clientcmdapi.Cluster{Server: k.cfg.Server, CertificateAuthority: filepath.Join(saDir, "ca.crt")}
+	// Pods reach the API server at the node address, which the serving
+	// certificate does not name; it names "kubernetes", as in a cluster.
+	cfg.Clusters["localkube"] = &clientcmdapi.Cluster{Server: k.cfg.Server, CertificateAuthority: filepath.Join(saDir, "ca.crt"),
+		TLSServerName: "kubernetes"}
 	cfg.AuthInfos["serviceaccount"] = &clientcmdapi.AuthInfo{TokenFile: filepath.Join(saDir, "token")}
 	cfg.Contexts["localkube"] = &clientcmdapi.Context{Cluster: "localkube", AuthInfo: "serviceaccount", Namespace: ns}
 	cfg.CurrentContext = "localkube"
 	path := filepath.Join(podDir, "kubeconfig")
-	return path, clientcmd.WriteToFile(*cfg, path)
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		return "", err
+	}
+	// It holds paths, not secrets; containers with a runAsUser read it too.
+	return path, os.Chmod(path, 0o644)
 }
 
 // Pods reports the pods with running workers, for status output.

@@ -1,6 +1,7 @@
 package kubelet
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
+
+	"meshtls/localkube/internal/podnet"
 )
 
 func TestImageNameIsTheLastPathElementWithoutTagOrDigest(t *testing.T) {
@@ -51,41 +54,45 @@ func TestResolveFindsTheFirstDirWithTheBinaryAndRefusesClusterBinaries(t *testin
 	}
 }
 
-func TestIPAMGivesUniquePairsAndReusesReleasedOnes(t *testing.T) {
-	a := newIPAM(42)
+func TestIPAMGivesUniqueAddressesAndReusesReleasedOnes(t *testing.T) {
+	a := newIPAM(podnet.ForBlock(42))
 	seen := map[string]bool{}
 	var first int
-	for i := 0; i < 600; i++ {
-		idx, ip, lo, err := a.allocate("")
+	for i := 0; i < podnet.MaxPods; i++ {
+		idx, ip, err := a.allocate("")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if i == 0 {
 			first = idx
 		}
-		if ip[0] != 127 || ip[1] != 42 || ip[2] >= 128 || ip[3] == 0 || ip[3] == 255 {
-			t.Fatalf("pod IP %s outside 127.42.0-127.1-254", ip)
+		if ip[0] != 198 || ip[1] != 18 || ip[2] != 42 || ip[3] < 2 || ip[3] == 255 {
+			t.Fatalf("pod IP %s outside 198.18.42.2-254", ip)
 		}
-		if lo[2] != ip[2]+128 || lo[3] != ip[3] {
-			t.Fatalf("localhost %s is not the twin of %s", lo, ip)
+		if seen[ip.String()] {
+			t.Fatalf("address handed out twice: %s", ip)
 		}
-		if seen[ip.String()] || seen[lo.String()] {
-			t.Fatalf("address handed out twice: %s / %s", ip, lo)
-		}
-		seen[ip.String()], seen[lo.String()] = true, true
+		seen[ip.String()] = true
+	}
+	if _, _, err := a.allocate(""); err == nil {
+		t.Fatal("a full /24 still handed out an address")
 	}
 	a.release(first)
-	if a.inUse() != 599 {
-		t.Fatalf("in use %d after one release, want 599", a.inUse())
+	if a.inUse() != podnet.MaxPods-1 {
+		t.Fatalf("in use %d after one release, want %d", a.inUse(), podnet.MaxPods-1)
 	}
 	// The previous IP of a pod is honoured when free.
-	_, ip, _, _ := a.allocate("127.42.0.1")
-	if ip.String() != "127.42.0.1" {
+	_, ip, _ := a.allocate("198.18.42.2")
+	if ip.String() != "198.18.42.2" {
 		t.Errorf("previous IP not reused: got %s", ip)
 	}
-	_, ip, _, _ = a.allocate("127.42.0.1")
-	if ip.String() == "127.42.0.1" {
+	a.release(5)
+	_, ip, _ = a.allocate("198.18.42.2")
+	if ip.String() == "198.18.42.2" {
 		t.Error("an IP in use was handed out again")
+	}
+	if _, ok := podnet.ForBlock(42).PodIndex(net.ParseIP("198.18.43.7")); ok {
+		t.Error("an address of another block counted as ours")
 	}
 }
 

@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// serveAPI serves the one kubelet endpoint kube-apiserver needs for
-// `kubectl logs`: /containerLogs/NS/POD/CONTAINER. Only clients with a
+// serveAPI serves the kubelet endpoints kube-apiserver proxies to:
+// /containerLogs/NS/POD/CONTAINER (`kubectl logs`), /portForward/NS/POD
+// and /exec/NS/POD/CONTAINER. Only clients with a
 // certificate from the cluster CA (the API server) are let in.
 func (k *Kubelet) serveAPI(ctx context.Context) error {
 	cert, err := tls.LoadX509KeyPair(k.cfg.Cert, k.cfg.Key)
@@ -38,6 +39,8 @@ func (k *Kubelet) serveAPI(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "ok") })
 	mux.HandleFunc("/containerLogs/", k.containerLogs)
+	mux.HandleFunc("/portForward/", k.portForward)
+	mux.HandleFunc("/exec/", k.exec)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -35,6 +35,10 @@ func (w *podWorker) syncVolumes(ctx context.Context) (map[string]string, error) 
 		switch {
 		case vol.EmptyDir != nil:
 			err = os.MkdirAll(host, 0o777)
+			if err == nil {
+				// Writable by any runAsUser, as kubelet's emptyDir is (umask aside).
+				err = os.Chmod(host, 0o777)
+			}
 			paths[vol.Name] = host
 			if err != nil {
 				problems = append(problems, err.Error())

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"meshtls/localkube/internal/podnet"
 	"meshtls/localkube/internal/procutil"
 )
 
@@ -68,9 +69,10 @@ type podWorker struct {
 	k   *Kubelet
 	uid types.UID
 
-	mu     sync.Mutex
-	latest *v1.Pod
-	gone   bool
+	mu      sync.Mutex
+	latest  *v1.Pod
+	gone    bool
+	sandbox string // netns path while the pod's namespace exists, for exec and port-forward
 
 	wake    chan struct{}
 	exits   chan exitEvent
@@ -81,7 +83,7 @@ type podWorker struct {
 	dir       string
 	ipIndex   int
 	podIP     net.IP
-	localhost net.IP
+	netns     string // path of the pod's network namespace
 	haveIP    bool
 	startTime metav1.Time
 
@@ -189,12 +191,24 @@ func (w *podWorker) sync(ctx context.Context) bool {
 		return true
 	}
 	if !w.haveIP {
-		i, ip, lo, err := w.k.ipam.allocate(latest.Status.PodIP)
+		i, ip, err := w.k.ipam.allocate(latest.Status.PodIP)
 		if err != nil {
 			w.k.log.Printf("pod %s/%s: %v", w.pod.Namespace, w.pod.Name, err)
 			return false
 		}
-		w.ipIndex, w.podIP, w.localhost, w.haveIP = i, ip, lo, true
+		// The sandbox: the namespace exists before any container starts,
+		// init containers included, and every container joins it.
+		nsPath, err := w.k.cfg.Net.AddPod(i)
+		if err != nil {
+			w.k.ipam.release(i)
+			w.k.log.Printf("pod %s/%s: %v", w.pod.Namespace, w.pod.Name, err)
+			w.k.event(w.pod, v1.EventTypeWarning, "FailedCreatePodSandBox", err.Error())
+			return false
+		}
+		w.ipIndex, w.podIP, w.netns, w.haveIP = i, ip, nsPath, true
+		w.mu.Lock()
+		w.sandbox = nsPath
+		w.mu.Unlock()
 		w.startTime = metav1.Now()
 		w.fillAddresses()
 		for _, d := range []string{"volumes", "logs", "containers"} {
@@ -252,12 +266,6 @@ func (w *podWorker) syncContainers(ctx context.Context) {
 }
 
 func (w *podWorker) start(ctx context.Context, c *containerRun) {
-	if c.init && ImageName(c.spec.Image) == ProxyInitName {
-		now := metav1.Now()
-		c.done = true
-		c.term = &v1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed", Message: ProxyInitMessage, StartedAt: now, FinishedAt: now}
-		return
-	}
 	bin, err := w.k.images.resolve(c.spec.Image)
 	if err != nil {
 		c.waitReason, c.waitMessage = ReasonImageNotMapped, err.Error()
@@ -289,7 +297,14 @@ func (w *podWorker) start(ctx context.Context, c *containerRun) {
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	procutil.Prepare(cmd, w.k.cfg.Dir)
-	if err := cmd.Start(); err != nil {
+	if err := runAs(cmd, w.pod, &c.spec); err != nil {
+		c.waitReason, c.waitMessage = "CreateContainerConfigError", err.Error()
+		return
+	}
+	// The process inherits the namespace of the thread that starts it.
+	err = podnet.Enter(w.netns, cmd.Start)
+	closeExtra(cmd)
+	if err != nil {
 		c.waitReason, c.waitMessage = "RunContainerError", err.Error()
 		w.scheduleRestart(c, time.Now())
 		return
@@ -531,6 +546,10 @@ func (w *podWorker) finalDelete(ctx context.Context) {
 
 func (w *podWorker) release() {
 	if w.haveIP {
+		w.mu.Lock()
+		w.sandbox = ""
+		w.mu.Unlock()
+		w.k.cfg.Net.RemovePod(w.ipIndex)
 		w.k.ipam.release(w.ipIndex)
 		w.haveIP = false
 	}

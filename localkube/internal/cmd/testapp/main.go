@@ -4,13 +4,22 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"flag"
 	"fmt"
+	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -21,15 +30,13 @@ func main() {
 }
 
 func run() int {
-	addr := flag.String("listen", "", "address to serve on (default $LOCALKUBE_POD_IP:8080)")
+	addr := flag.String("listen", ":8080", "address to serve on (the pod has its own network namespace)")
 	exitAfter := flag.Duration("exit-after", 0, "exit after this long (0: never)")
 	exitCode := flag.Int("exit-code", 3, "exit code for --exit-after and /crash")
 	ignoreTerm := flag.Bool("ignore-sigterm", false, "keep running on SIGTERM")
 	file := flag.String("file", "", "file served at /file")
+	serveTLS := flag.Bool("tls", false, "serve HTTPS with a fresh self-signed certificate")
 	flag.Parse()
-	if *addr == "" {
-		*addr = net.JoinHostPort(os.Getenv("LOCALKUBE_POD_IP"), "8080")
-	}
 
 	var live atomic.Bool
 	live.Store(true)
@@ -62,6 +69,44 @@ func run() int {
 		}
 		_, _ = w.Write(b) // the client may have gone; nothing to do
 	})
+	// /dial?addr=HOST:PORT dials from inside the pod: "ok LOCAL" or the error.
+	mux.HandleFunc("/dial", func(w http.ResponseWriter, r *http.Request) {
+		c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), 2*time.Second)
+		if err != nil {
+			fmt.Fprint(w, "error: ", err)
+			return
+		}
+		defer func() { _ = c.Close() }()
+		fmt.Fprint(w, "ok ", c.LocalAddr())
+	})
+	// /get?url=URL fetches from inside the pod and returns the body.
+	mux.HandleFunc("/get", func(w http.ResponseWriter, r *http.Request) {
+		cl := http.Client{Timeout: 3 * time.Second}
+		resp, err := cl.Get(r.URL.Query().Get("url"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(w, resp.Body)
+	})
+	// /whoami reports the remote and local address of this request, so a
+	// test sees where a (possibly redirected) connection came from and went.
+	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "remote=%s local=%v uid=%d", r.RemoteAddr, r.Context().Value(http.LocalAddrContextKey), os.Getuid())
+	})
+	// /apis/GROUP/VERSION answers as an aggregated API server's discovery
+	// would; /apis/GROUP/VERSION/whoami returns the user kube-apiserver's
+	// front proxy vouched for (X-Remote-User).
+	mux.HandleFunc("/apis/", func(w http.ResponseWriter, r *http.Request) {
+		gv := strings.TrimPrefix(r.URL.Path, "/apis/")
+		if strings.HasSuffix(gv, "/whoami") {
+			fmt.Fprint(w, r.Header.Get("X-Remote-User"))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"kind":"APIResourceList","apiVersion":"v1","groupVersion":%q,"resources":[]}`, strings.Trim(gv, "/"))
+	})
 	mux.HandleFunc("/crash", func(http.ResponseWriter, *http.Request) {
 		fmt.Println("crashing as asked")
 		os.Exit(*exitCode)
@@ -73,6 +118,14 @@ func run() int {
 		return 1
 	}
 	fmt.Printf("testapp pid %d serving on %s\n", os.Getpid(), ln.Addr())
+	if *serveTLS {
+		cert, err := selfSigned()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testapp:", err)
+			return 1
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+	}
 	go func() { _ = http.Serve(ln, mux) }() // ends with the process
 
 	sigs := make(chan os.Signal, 1)
@@ -93,4 +146,18 @@ func run() int {
 			return *exitCode
 		}
 	}
+}
+
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "testapp"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }

@@ -1,0 +1,408 @@
+// Package podnet gives each pod of a local cluster a network namespace of
+// its own, wired to a bridge that the cluster owns.
+//
+// Address plan (all of it inside 198.18.0.0/15, the RFC 2544 benchmarking
+// range, which no real network routes): cluster block B (16..249, locked
+// machine-wide by the caller) owns the pod CIDR 198.18.B.0/24. The bridge
+// lk<B>br holds the node address 198.18.B.1; pods get 198.18.B.2..254.
+// Every name this package creates starts with "lk<B>" so that clean-up of
+// one cluster never touches another's.
+//
+// Safety: a pod's only route is its /24 (no default route), the host gets a
+// blackhole route for the whole 198.18.0.0/15 while any cluster runs (so an
+// address of no running pod is dropped, never sent towards the host's
+// default route), and, when iptables is present, the host's FORWARD chain
+// drops anything entering or leaving the bridge with an address outside
+// that range.
+package podnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Range is every address localkube's pod networks use.
+const Range = "198.18.0.0/15"
+
+// Blocks a cluster may own: B in [BlockMin, BlockMax).
+const (
+	BlockMin = 16
+	BlockMax = 250
+)
+
+// MaxPods is how many pod addresses a cluster has (198.18.B.2..254).
+const MaxPods = 253
+
+// netnsDir is where named namespaces live, as for `ip netns`.
+const netnsDir = "/run/netns"
+
+// Network is one cluster's pod network.
+type Network struct {
+	Block  int
+	Bridge string
+	NodeIP net.IP     // the bridge's address: how the host and pods reach the node
+	CIDR   *net.IPNet // the pod CIDR
+}
+
+// ForBlock returns the names and addresses of block b, without touching
+// the system.
+func ForBlock(b int) *Network {
+	return &Network{
+		Block:  b,
+		Bridge: fmt.Sprintf("lk%dbr", b),
+		NodeIP: net.IPv4(198, 18, byte(b), 1).To4(),
+		CIDR:   &net.IPNet{IP: net.IPv4(198, 18, byte(b), 0).To4(), Mask: net.CIDRMask(24, 32)},
+	}
+}
+
+// PodIP is the address of pod index i (0 <= i < MaxPods).
+func (n *Network) PodIP(i int) net.IP { return net.IPv4(198, 18, byte(n.Block), byte(i+2)).To4() }
+
+// PodIndex is the inverse of PodIP; ok is false for an address not ours.
+func (n *Network) PodIndex(ip net.IP) (int, bool) {
+	ip = ip.To4()
+	if ip == nil || !n.CIDR.Contains(ip) || ip[3] < 2 || ip[3] == 255 {
+		return 0, false
+	}
+	return int(ip[3]) - 2, true
+}
+
+// NetnsName names pod index i's namespace (under /run/netns, so that
+// `ip netns exec` works on it).
+func (n *Network) NetnsName(i int) string { return fmt.Sprintf("lk%d-%d", n.Block, i) }
+
+// NetnsPath is the file that pins the namespace.
+func (n *Network) NetnsPath(i int) string { return filepath.Join(netnsDir, n.NetnsName(i)) }
+
+func (n *Network) vethName(i int) string { return fmt.Sprintf("lk%dv%d", n.Block, i) }
+
+// Check reports, in one line, why this machine cannot run pod networks:
+// they need root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and network namespaces.
+func Check() error {
+	if os.Geteuid() != 0 {
+		return errors.New("pod networking needs root (network namespaces, a bridge and veth pairs); run localkube up as root")
+	}
+	if _, err := os.Stat("/proc/self/ns/net"); err != nil {
+		return fmt.Errorf("pod networking needs network namespaces, which this kernel lacks: %v", err)
+	}
+	if _, err := linkList(); err != nil {
+		return fmt.Errorf("pod networking needs netlink: %v", err)
+	}
+	return nil
+}
+
+// Setup removes what an earlier run of this block left behind, then creates
+// the bridge, the blackhole route and the forwarding rules. The caller must
+// hold block n.Block's machine-wide lock.
+func (n *Network) Setup() error {
+	if err := n.Cleanup(); err != nil {
+		return err
+	}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge}}
+	if err := netlink.LinkAdd(br); err != nil {
+		return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
+	}
+	// IPv6 would give the bridge link-local chatter we have no use for.
+	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+n.Bridge+"/disable_ipv6", []byte("1"), 0o644)
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.NodeIP, Mask: n.CIDR.Mask}}
+	if err := netlink.AddrAdd(br, addr); err != nil {
+		return fmt.Errorf("address %s on %s: %w", addr, n.Bridge, err)
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		return fmt.Errorf("bring up %s: %w", n.Bridge, err)
+	}
+	if err := withRouteLock(addBlackhole); err != nil {
+		return err
+	}
+	return n.addForwardRules()
+}
+
+// Teardown removes everything Setup and AddPod created. The blackhole
+// route goes with the last cluster.
+func (n *Network) Teardown() error {
+	err := n.Cleanup()
+	if rerr := withRouteLock(func() error {
+		if otherBlocksInUse(n.Block) {
+			return nil
+		}
+		return delBlackhole()
+	}); rerr != nil && err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// Cleanup deletes this block's namespaces, veths, bridge and rules,
+// whoever created them (a crashed run included). It never touches other
+// blocks' objects.
+func (n *Network) Cleanup() error {
+	var errs []error
+	prefix := fmt.Sprintf("lk%d-", n.Block)
+	entries, _ := os.ReadDir(netnsDir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			if err := deleteNetns(e.Name()); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	links, err := linkList()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	veth := fmt.Sprintf("lk%dv", n.Block)
+	for _, l := range links {
+		name := l.Attrs().Name
+		if name == n.Bridge || strings.HasPrefix(name, veth) {
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, syscall.ENODEV) {
+				errs = append(errs, fmt.Errorf("delete link %s: %w", name, err))
+			}
+		}
+	}
+	if err := n.delForwardRules(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func deleteNetns(name string) error {
+	err := netns.DeleteNamed(name)
+	if err == nil || errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	// A file left by a create that failed before its bind mount.
+	if rerr := os.Remove(filepath.Join(netnsDir, name)); rerr == nil || errors.Is(rerr, os.ErrNotExist) {
+		return nil
+	}
+	return fmt.Errorf("delete netns %s: %w", name, err)
+}
+
+// Leftovers lists what exists of block b: namespaces, links, rules. Tests
+// use it to prove clean-up.
+func Leftovers(b int) []string {
+	n := ForBlock(b)
+	var out []string
+	prefix := fmt.Sprintf("lk%d-", b)
+	entries, _ := os.ReadDir(netnsDir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, "netns "+e.Name())
+		}
+	}
+	links, _ := linkList()
+	veth := fmt.Sprintf("lk%dv", b)
+	for _, l := range links {
+		if name := l.Attrs().Name; name == n.Bridge || strings.HasPrefix(name, veth) {
+			out = append(out, "link "+name)
+		}
+	}
+	routes, _ := routeList(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
+	for _, r := range routes {
+		if r.Dst != nil && n.CIDR.Contains(r.Dst.IP) {
+			out = append(out, "route "+r.Dst.String())
+		}
+	}
+	out = append(out, n.forwardRulesLeft()...)
+	return out
+}
+
+// AddPod creates pod index i's namespace with loopback up and eth0 holding
+// its address, the host end of its veth on the bridge. It returns the
+// namespace's path.
+func (n *Network) AddPod(i int) (string, error) {
+	name := n.NetnsName(i)
+	_ = deleteNetns(name) // a leftover of an earlier pod with this index
+	if l, err := netlink.LinkByName(n.vethName(i)); err == nil {
+		_ = netlink.LinkDel(l)
+	}
+	h, err := newNamedNetns(name)
+	if err != nil {
+		return "", fmt.Errorf("create netns %s: %w", name, err)
+	}
+	defer func() { _ = h.Close() }()
+	fail := func(err error) (string, error) {
+		n.RemovePod(i)
+		return "", err
+	}
+	br, err := netlink.LinkByName(n.Bridge)
+	if err != nil {
+		return fail(fmt.Errorf("bridge %s: %w", n.Bridge, err))
+	}
+	host := n.vethName(i)
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{Name: host, MasterIndex: br.Attrs().Index},
+		PeerName:  "eth0", PeerNamespace: netlink.NsFd(int(h)),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fail(fmt.Errorf("create veth %s: %w", host, err))
+	}
+	hl, err := netlink.LinkByName(host)
+	if err != nil {
+		return fail(err)
+	}
+	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+host+"/disable_ipv6", []byte("1"), 0o644)
+	if err := netlink.LinkSetUp(hl); err != nil {
+		return fail(fmt.Errorf("bring up %s: %w", host, err))
+	}
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		return fail(fmt.Errorf("netlink in %s: %w", name, err))
+	}
+	defer nh.Close()
+	lo, err := nh.LinkByName("lo")
+	if err != nil {
+		return fail(err)
+	}
+	if err := nh.LinkSetUp(lo); err != nil {
+		return fail(fmt.Errorf("bring up lo in %s: %w", name, err))
+	}
+	eth, err := nh.LinkByName("eth0")
+	if err != nil {
+		return fail(err)
+	}
+	// The connected route of this /24 is the pod's only route: there is
+	// no default route, so any other destination is unreachable.
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.PodIP(i), Mask: n.CIDR.Mask}}
+	if err := nh.AddrAdd(eth, addr); err != nil {
+		return fail(fmt.Errorf("address %s in %s: %w", addr, name, err))
+	}
+	if err := nh.LinkSetUp(eth); err != nil {
+		return fail(fmt.Errorf("bring up eth0 in %s: %w", name, err))
+	}
+	return n.NetnsPath(i), nil
+}
+
+// RemovePod deletes pod index i's namespace; the kernel deletes its veth
+// pair with it, and we make sure of the host end.
+func (n *Network) RemovePod(i int) {
+	_ = deleteNetns(n.NetnsName(i))
+	if l, err := netlink.LinkByName(n.vethName(i)); err == nil {
+		_ = netlink.LinkDel(l)
+	}
+}
+
+// newNamedNetns creates a pinned namespace without ever leaving a Go
+// thread in it: the work happens on a locked thread that is put back in
+// the host namespace, or, if that fails, is left locked so that the
+// runtime ends it with its goroutine.
+func newNamedNetns(name string) (netns.NsHandle, error) {
+	type result struct {
+		h   netns.NsHandle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			ch <- result{err: err}
+			return // the thread is still in the host namespace, but be safe: it dies locked
+		}
+		defer func() { _ = orig.Close() }()
+		h, err := netns.NewNamed(name)
+		if serr := netns.Set(orig); serr != nil {
+			if err == nil {
+				_ = h.Close()
+			}
+			ch <- result{err: fmt.Errorf("return to host netns: %w", serr)}
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- result{h: h, err: err}
+	}()
+	r := <-ch
+	return r.h, r.err
+}
+
+// Enter runs fn on a thread inside the namespace at path (for example to
+// start a process there, which inherits the thread's namespace). The
+// thread goes back to the host namespace afterwards, or dies.
+func Enter(path string, fn func() error) error {
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer func() { _ = target.Close() }()
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			ch <- err
+			return
+		}
+		defer func() { _ = orig.Close() }()
+		if err := netns.Set(target); err != nil {
+			ch <- fmt.Errorf("enter netns %s: %w", path, err)
+			runtime.UnlockOSThread()
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			ch <- errors.Join(ferr, fmt.Errorf("return to host netns: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- ferr
+	}()
+	return <-ch
+}
+
+func blackhole() *netlink.Route {
+	_, dst, _ := net.ParseCIDR(Range)
+	return &netlink.Route{Dst: dst, Type: unix.RTN_BLACKHOLE}
+}
+
+func addBlackhole() error {
+	if err := netlink.RouteReplace(blackhole()); err != nil {
+		return fmt.Errorf("blackhole route %s: %w", Range, err)
+	}
+	return nil
+}
+
+func delBlackhole() error {
+	if err := netlink.RouteDel(blackhole()); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("delete blackhole route %s: %w", Range, err)
+	}
+	return nil
+}
+
+// HasBlackhole reports whether the host's blackhole route for Range exists.
+func HasBlackhole() bool {
+	routes, _ := routeList(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V4, blackhole(), netlink.RT_FILTER_DST|netlink.RT_FILTER_TYPE)
+	})
+	return len(routes) > 0
+}
+
+// A netlink dump is interrupted when links or routes change meanwhile,
+// which other clusters on the machine do all the time: dump again.
+const dumpRetries = 20
+
+func linkList() ([]netlink.Link, error) {
+	for i := 0; ; i++ {
+		links, err := netlink.LinkList()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || i == dumpRetries {
+			return links, err
+		}
+	}
+}
+
+func routeList(list func() ([]netlink.Route, error)) ([]netlink.Route, error) {
+	for i := 0; ; i++ {
+		routes, err := list()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || i == dumpRetries {
+			return routes, err
+		}
+	}
+}
