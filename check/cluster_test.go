@@ -577,7 +577,9 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 		expect(t, sum, "root Secret exists and parses", check.StatusOK, "")
 		expect(t, sum, "workload certificates chain to the current root", check.StatusError, web)
 		expect(t, sum, "workload certificates chain to the current root", check.StatusError, "deploy/emoji -n "+ns)
-		expect(t, sum, "trust bundles hold the current root", check.StatusError, "ns/"+ns)
+		// The bundles may already hold the new root: the CA watches the root
+		// Secret and adds it to every bundle at once. The leaves it signed
+		// under the old root are what break.
 		out, code := linkerd(t, "check", "--tls")
 		if code != 1 {
 			t.Errorf("exit %d\n%s", code, out)
