@@ -176,7 +176,7 @@ func startPrometheus(ctx context.Context, t *testing.T, ns, config string) {
 				Args: []string{
 					"--config.file=/etc/prometheus/prometheus.yml",
 					"--storage.tsdb.path=/data",
-					"--web.listen-address=$(POD_IP):9090",
+					"--web.listen-address=0.0.0.0:9090",
 				},
 				Env: []corev1.EnvVar{{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{
 					FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}},

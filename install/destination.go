@@ -66,8 +66,8 @@ func destinationObjects(o Options) []any {
 		"--controller-namespace=" + ns,
 		// The pod IP, not 0.0.0.0: probes reach it there, and in a
 		// process kubelet pods share the host's network.
-		"--addr=$(POD_IP):" + strconv.Itoa(contract.DestinationPort),
-		"--admin-addr=$(POD_IP):" + strconv.Itoa(DestinationAdminPort),
+		"--addr=0.0.0.0:" + strconv.Itoa(contract.DestinationPort),
+		"--admin-addr=0.0.0.0:" + strconv.Itoa(DestinationAdminPort),
 		"--log-format=json",
 	}
 	podLabels := map[string]string{contract.ComponentLabel: comp, contract.ControlPlaneNSLabel: ns}
@@ -119,9 +119,6 @@ func destinationObjects(o Options) []any {
 						Image:           o.Registry + "/controller:" + o.Version,
 						ImagePullPolicy: corev1.PullIfNotPresent,
 						Args:            args,
-						Env: []corev1.EnvVar{
-							{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
-						},
 						Ports: []corev1.ContainerPort{
 							{Name: "grpc", ContainerPort: contract.DestinationPort},
 							{Name: "admin-http", ContainerPort: DestinationAdminPort},

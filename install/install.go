@@ -379,11 +379,10 @@ func caObjects(o Options) []any {
 							// The pod IP, not 0.0.0.0: probes reach it
 							// there, and in a process kubelet pods share
 							// the host's network.
-							"--admin-addr=$(POD_IP):" + strconv.Itoa(CAAdminPort),
+							"--admin-addr=0.0.0.0:" + strconv.Itoa(CAAdminPort),
 							"--log-format=json",
 						},
 						Env: []corev1.EnvVar{
-							{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
 							{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 						},
 						Ports: []corev1.ContainerPort{{Name: "admin-http", ContainerPort: CAAdminPort}},

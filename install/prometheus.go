@@ -135,10 +135,7 @@ func prometheusObjects(o Options) []any {
 								"--config.file=/etc/prometheus/" + PrometheusConfigKey,
 								"--storage.tsdb.path=/data",
 								"--storage.tsdb.retention.time=6h",
-								"--web.listen-address=$(POD_IP):" + strconv.Itoa(PrometheusPort),
-							},
-							Env: []corev1.EnvVar{
-								{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+								"--web.listen-address=0.0.0.0:" + strconv.Itoa(PrometheusPort),
 							},
 							Ports: []corev1.ContainerPort{{Name: "admin-http", ContainerPort: PrometheusPort}},
 							VolumeMounts: []corev1.VolumeMount{

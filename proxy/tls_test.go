@@ -388,6 +388,16 @@ func TestStatReadsProxyMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	pods := fixedPods{{Namespace: "ns", Name: "b-1", IP: host, Meshed: true, Owners: map[string]string{"deployment": "b"}}}
+	// stat, like Prometheus's increase(), counts a series only when both
+	// scrapes hold it: let the inbound series exist before the first one.
+	get(t, m.client(false), m.url("/stat"))
+	deadline := time.Now().Add(10 * time.Second)
+	for metric(t, m.b.addr("admin"), "response_total", map[string]string{"direction": "inbound"}) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("b's proxy counted no inbound response in 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {

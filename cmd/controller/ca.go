@@ -46,7 +46,7 @@ earlier root, a malformed one stops the CA, and changes to it (linkerd ca
 rotate) are followed at runtime. With tls.crt an intermediate issuer, ca.crt
 holds the offline root it chains to.`,
 		Example: `  # In a pod (in-cluster credentials), as linkerd install runs it
-  controller ca --controller-namespace=linkerd --admin-addr=$(POD_IP):9995
+  controller ca --controller-namespace=linkerd --admin-addr=0.0.0.0:9995
 
   # From a workstation, with one-hour certificates
   controller ca --kubeconfig ~/.kube/config --cert-lifetime 1h`,

@@ -56,7 +56,7 @@ accepts plain-text clients (proxies without a certificate). The files are
 re-read when they change; until they exist, TLS handshakes fail and plain text
 works. Without those flags it serves plain text only.`,
 		Example: `  # In a pod, as linkerd install runs it
-  controller destination --controller-namespace=linkerd --addr=$(POD_IP):8086 --admin-addr=$(POD_IP):9996
+  controller destination --controller-namespace=linkerd --addr=0.0.0.0:8086 --admin-addr=0.0.0.0:9996
 
   # From a workstation against a cluster
   controller destination --kubeconfig ~/.kube/config --addr 127.0.0.1:8086`,
