@@ -248,13 +248,24 @@ type deploymentData struct {
 func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
 	ns, name := r.PathValue("ns"), r.PathValue("name")
 	self := stat.Resource{Kind: stat.KindDeployment, Namespace: ns, Name: name}
+	// Listing the namespace's deployments tells an unknown one (a 404)
+	// from an engine failure.
+	list, err := s.compute(r.Context(), stat.Query{Resource: stat.Resource{Kind: stat.KindDeployment, Namespace: ns}, Unmeshed: true})
+	if err != nil {
+		s.failed(w, err)
+		return
+	}
+	if !slices.ContainsFunc(list.Rows, func(r stat.Row) bool { return r.Name == name }) {
+		s.errorPage(w, http.StatusNotFound, "Unknown deployment", fmt.Sprintf("Deployment %q in namespace %q is not in %s.", name, ns, s.cfg.SourceName))
+		return
+	}
 	res, err := s.compute(r.Context(), stat.Query{Resource: self, Unmeshed: true})
 	if err != nil {
 		s.failed(w, err)
 		return
 	}
 	if len(res.Rows) == 0 {
-		s.errorPage(w, http.StatusNotFound, "Unknown deployment", fmt.Sprintf("Deployment %q in namespace %q is not in %s.", name, ns, s.cfg.SourceName))
+		s.failed(w, fmt.Errorf("stat found no figures for deploy/%s", name))
 		return
 	}
 	d := deploymentData{Namespace: ns, Name: name, Tap: s.cfg.Tap != nil, MaxRows: s.cfg.MaxRows, MaxEvents: s.cfg.MaxEvents,
