@@ -22,6 +22,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
+
 	"meshtls/stat"
 	"meshtls/tap"
 )
@@ -189,8 +191,15 @@ func (s *Server) namespaces(w http.ResponseWriter, r *http.Request) {
 }
 
 // namespaceExists says whether ns is one the figures know of, so an
-// unknown one gets a clear 404 rather than an empty table.
+// unknown one gets a clear 404 rather than an empty table. The pod list is
+// cheap (figures parse every scrape), so it is asked first.
 func (s *Server) namespaceExists(ctx context.Context, ns string) (bool, error) {
+	if s.cfg.Pods != nil {
+		pods, err := s.cfg.Pods.Pods(ctx, ns, labels.Everything())
+		if err == nil && len(pods) > 0 {
+			return true, nil
+		}
+	}
 	res, err := s.compute(ctx, stat.Query{Resource: stat.Resource{Kind: stat.KindNamespace}, Unmeshed: true})
 	if err != nil {
 		return false, err
@@ -248,26 +257,19 @@ type deploymentData struct {
 func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
 	ns, name := r.PathValue("ns"), r.PathValue("name")
 	self := stat.Resource{Kind: stat.KindDeployment, Namespace: ns, Name: name}
-	// Listing the namespace's deployments tells an unknown one (a 404)
-	// from an engine failure.
+	// The namespace's deployments tell an unknown one (a 404) from an
+	// engine failure, and hold this one's own row.
 	list, err := s.compute(r.Context(), stat.Query{Resource: stat.Resource{Kind: stat.KindDeployment, Namespace: ns}, Unmeshed: true})
 	if err != nil {
 		s.failed(w, err)
 		return
 	}
-	if !slices.ContainsFunc(list.Rows, func(r stat.Row) bool { return r.Name == name }) {
+	i := slices.IndexFunc(list.Rows, func(r stat.Row) bool { return r.Name == name })
+	if i < 0 {
 		s.errorPage(w, http.StatusNotFound, "Unknown deployment", fmt.Sprintf("Deployment %q in namespace %q is not in %s.", name, ns, s.cfg.SourceName))
 		return
 	}
-	res, err := s.compute(r.Context(), stat.Query{Resource: self, Unmeshed: true})
-	if err != nil {
-		s.failed(w, err)
-		return
-	}
-	if len(res.Rows) == 0 {
-		s.failed(w, fmt.Errorf("stat found no figures for deploy/%s", name))
-		return
-	}
+	res := &stat.Result{Rows: list.Rows[i : i+1], Window: list.Window, Warnings: list.Warnings}
 	d := deploymentData{Namespace: ns, Name: name, Tap: s.cfg.Tap != nil, MaxRows: s.cfg.MaxRows, MaxEvents: s.cfg.MaxEvents,
 		TapURL: "/ns/" + pathEscape(ns) + "/deploy/" + pathEscape(name) + "/tap"}
 	self0 := rowViews(res.Rows, res.Window)[0]
