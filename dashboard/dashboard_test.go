@@ -475,3 +475,60 @@ func fs2string() (string, error) {
 	b, err := io.ReadAll(f)
 	return string(b), err
 }
+
+// TestDashboardEscapesHostileNames: authorities come off the wire and
+// URLs from anyone; neither may become markup in a page.
+func TestDashboardEscapesHostileNames(t *testing.T) {
+	fsys, err := fixtures.Capture("emojivoto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, fsys); err != nil {
+		t.Fatal(err)
+	}
+	const hostile = `<script>alert(1)</script><img src=x onerror=alert(2)>`
+	changed := 0
+	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || !strings.HasSuffix(path, ".prom") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if s := strings.ReplaceAll(string(b), `authority="web-svc.emojivoto:80"`, `authority="`+hostile+`"`); s != string(b) {
+			changed++
+			return os.WriteFile(path, []byte(s), 0o600)
+		}
+		return nil
+	})
+	if err != nil || changed == 0 {
+		t.Fatalf("rewriting the capture: %v (%d files changed)", err, changed)
+	}
+	c, err := stat.OpenCapture(os.DirFS(dir), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Metrics: c, Pods: c, SourceName: "a hostile capture"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s)
+	defer ts.Close()
+	escaped := `&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;`
+	_, page := get(t, ts.URL+"/ns/emojivoto")
+	if !strings.Contains(page, `<th scope="row">`+escaped+`</th>`) {
+		t.Error("the hostile authority is not shown as text on the namespace page")
+	}
+	if strings.Contains(page, "<script>alert") || strings.Contains(page, "<img") {
+		t.Error("markup from the capture reached the namespace page")
+	}
+	resp, page := get(t, ts.URL+"/ns/"+pathEscape(hostile))
+	if resp.StatusCode != 404 {
+		t.Errorf("a hostile namespace in the URL: %s, want 404", resp.Status)
+	}
+	if strings.Contains(page, "<script>alert") || strings.Contains(page, "<img") || !strings.Contains(page, "&lt;script&gt;") {
+		t.Error("the namespace from the URL is not escaped on the 404 page")
+	}
+}
