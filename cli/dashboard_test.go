@@ -153,6 +153,21 @@ func TestDashboardCommandServesStatFigures(t *testing.T) {
 		}
 	}
 
+	// A live list open at Ctrl-C must not hold the server up: the
+	// recording plays for 30 s at its recorded pace.
+	resp, err = http.Get(url + "ns/emojivoto/deploy/web/tap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("live list: %s, Content-Type %q", resp.Status, ct)
+	}
+	first, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || first != "event: tap\n" {
+		t.Fatalf("live list's first line %q, %v", first, err)
+	}
+
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
@@ -162,10 +177,19 @@ func TestDashboardCommandServesStatFigures(t *testing.T) {
 		if err != nil && (!errors.As(err, &ee) || ee.ExitCode() != 130) {
 			t.Errorf("after Ctrl-C: %v, want exit 0 or 130; stderr: %s", err, stderr.String())
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the dashboard did not stop within 30s of Ctrl-C")
+	case <-time.After(15 * time.Second):
+		t.Fatal("the dashboard did not stop within 15s of Ctrl-C with a live list open")
 	}
 	if _, err := http.Get(url); err == nil {
 		t.Error("the server still answers after it stopped")
+	}
+}
+
+func TestDashboardBrowserWithoutXdgOpen(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	io, _, errOut := TestStreams(false)
+	openBrowser(NewFactory(io), "http://127.0.0.1:1/")
+	if !strings.Contains(errOut.String(), "xdg-open is not installed; open the URL above yourself") {
+		t.Errorf("stderr %q: want to be told xdg-open is missing", errOut.String())
 	}
 }
