@@ -66,7 +66,7 @@ func TestDashboardCommandServesStatFigures(t *testing.T) {
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("dashboard killed at cleanup: %v", <-exited)
 		}
 	})
 	urls := make(chan string, 1)

@@ -338,7 +338,7 @@ func engineEvents(t *testing.T, open func() (tap.Source, io.Closer, error), name
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closer.Close()
+	defer func() { _ = closer.Close() }()
 	var evs []tap.Event
 	_, err = tap.Run(context.Background(), tap.RunConfig{Source: src,
 		Query: tap.Query{Target: tap.Target{Kind: "deployment", Namespace: "emojivoto", Name: name}},
