@@ -1,0 +1,432 @@
+// Package dashboard serves `linkerd dashboard`: pages rendered by the Go
+// server from the same stat and tap engines the CLI uses, so the page and
+// `linkerd stat` never disagree. It is read-only and meant for loopback.
+package dashboard
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"log"
+	"math"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+
+	"meshtls/stat"
+	"meshtls/tap"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// DefaultMaxEvents is how many tap events per second one page receives
+// unless Config says otherwise; the rest are counted and reported.
+const DefaultMaxEvents = 50
+
+// DefaultMaxRows is how many tap rows a page keeps.
+const DefaultMaxRows = 200
+
+// Config is what a dashboard shows and where its figures come from.
+type Config struct {
+	Metrics stat.MetricSource
+	Pods    stat.PodSource
+	// Window is the stat window; zero lets a capture use its whole span.
+	Window time.Duration
+	// SourceName says where the figures come from, for the page header.
+	SourceName string
+	// Tap opens a fresh tap source for one live list (a replay plays only
+	// once per source). Nil means there is no live list.
+	Tap func() (tap.Source, io.Closer, error)
+	// TapName says where tap events come from, for the page.
+	TapName string
+	// MaxEvents caps the tap events per second sent to one page.
+	MaxEvents float64
+	// MaxRows is how many tap rows the page keeps.
+	MaxRows int
+	// ErrorLog receives server-side failures; nil discards them.
+	ErrorLog *log.Logger
+}
+
+// Server is the dashboard's HTTP handler.
+type Server struct {
+	cfg   Config
+	mux   *http.ServeMux
+	pages map[string]*template.Template
+	row   *template.Template
+	// The engines' sources are not documented as safe for concurrent
+	// use, and pages are cheap to compute, so figures are computed one at
+	// a time.
+	statMu sync.Mutex
+}
+
+var funcs = template.FuncMap{
+	"nsPath":     func(ns string) string { return "/ns/" + pathEscape(ns) },
+	"deployPath": func(ns, name string) string { return "/ns/" + pathEscape(ns) + "/deploy/" + pathEscape(name) },
+}
+
+// New checks cfg and builds the handler.
+func New(cfg Config) (*Server, error) {
+	if cfg.Metrics == nil {
+		return nil, errors.New("dashboard: no metrics source")
+	}
+	if cfg.MaxEvents <= 0 {
+		cfg.MaxEvents = DefaultMaxEvents
+	}
+	if cfg.MaxRows <= 0 {
+		cfg.MaxRows = DefaultMaxRows
+	}
+	if cfg.ErrorLog == nil {
+		cfg.ErrorLog = log.New(io.Discard, "", 0)
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
+	for _, p := range []string{"namespaces", "namespace", "deployment", "error"} {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html")
+		if err != nil {
+			return nil, err
+		}
+		s.pages[p] = t
+	}
+	var err error
+	if s.row, err = template.New("row.html").Funcs(funcs).ParseFS(templateFS, "templates/row.html"); err != nil {
+		return nil, err
+	}
+	static, err := fs.Sub(staticFS, "static")
+	if err != nil {
+		return nil, err
+	}
+	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	s.mux.HandleFunc("GET /{$}", s.namespaces)
+	s.mux.HandleFunc("GET /ns/{ns}", s.namespace)
+	s.mux.HandleFunc("GET /ns/{ns}/deploy/{name}", s.deployment)
+	s.mux.HandleFunc("GET /ns/{ns}/deploy/{name}/tap", s.tapEvents)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.errorPage(w, http.StatusNotFound, "No such page", "There is no page at "+r.URL.Path+".")
+	})
+	return s, nil
+}
+
+// csp allows nothing from outside the binary and no inline script or
+// style, so even a mistake in escaping cannot run what came off the wire.
+const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", csp)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// Read-only: nothing here changes state.
+		http.Error(w, "the dashboard is read-only", http.StatusMethodNotAllowed)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) compute(ctx context.Context, qs ...stat.Query) (*stat.Result, error) {
+	for i := range qs {
+		qs[i].Window = s.cfg.Window
+	}
+	s.statMu.Lock()
+	defer s.statMu.Unlock()
+	return stat.ComputeAll(ctx, qs, s.cfg.Metrics, s.cfg.Pods)
+}
+
+type page struct {
+	Title      string
+	SourceName string
+	TapName    string
+	Window     string
+	Crumbs     []crumb
+	Warnings   []string
+	Data       any
+}
+
+type crumb struct{ Name, Href string }
+
+func (s *Server) render(w http.ResponseWriter, status int, name string, p page) {
+	p.SourceName, p.TapName = s.cfg.SourceName, s.cfg.TapName
+	var buf bytes.Buffer
+	if err := s.pages[name].Execute(&buf, p); err != nil {
+		s.cfg.ErrorLog.Printf("render %s: %v", name, err)
+		http.Error(w, "cannot render the page", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = buf.WriteTo(w)
+}
+
+func (s *Server) errorPage(w http.ResponseWriter, status int, title, msg string) {
+	s.render(w, status, "error", page{Title: title, Data: msg})
+}
+
+func (s *Server) failed(w http.ResponseWriter, err error) {
+	s.cfg.ErrorLog.Printf("stat: %v", err)
+	s.errorPage(w, http.StatusInternalServerError, "Cannot compute the figures", err.Error())
+}
+
+func (s *Server) namespaces(w http.ResponseWriter, r *http.Request) {
+	res, err := s.compute(r.Context(), stat.Query{Resource: stat.Resource{Kind: stat.KindNamespace}})
+	if err != nil {
+		s.failed(w, err)
+		return
+	}
+	s.render(w, http.StatusOK, "namespaces", page{Title: "Namespaces", Window: res.Window.String(), Warnings: res.Warnings,
+		Data: rowViews(res.Rows, res.Window)})
+}
+
+// namespaceExists says whether ns is one the figures know of, so an
+// unknown one gets a clear 404 rather than an empty table. The pod list is
+// cheap (figures parse every scrape), so it is asked first.
+func (s *Server) namespaceExists(ctx context.Context, ns string) (bool, error) {
+	if s.cfg.Pods != nil {
+		pods, err := s.cfg.Pods.Pods(ctx, ns, labels.Everything())
+		if err == nil && len(pods) > 0 {
+			return true, nil
+		}
+	}
+	res, err := s.compute(ctx, stat.Query{Resource: stat.Resource{Kind: stat.KindNamespace}, Unmeshed: true})
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(res.Rows, func(r stat.Row) bool { return r.Name == ns }), nil
+}
+
+type namespaceData struct {
+	Namespace   string
+	Deployments []rowView
+	Authorities []rowView
+}
+
+func (s *Server) namespace(w http.ResponseWriter, r *http.Request) {
+	ns := r.PathValue("ns")
+	ok, err := s.namespaceExists(r.Context(), ns)
+	if err != nil {
+		s.failed(w, err)
+		return
+	}
+	if !ok {
+		s.errorPage(w, http.StatusNotFound, "Unknown namespace", fmt.Sprintf("Namespace %q is not in %s.", ns, s.cfg.SourceName))
+		return
+	}
+	res, err := s.compute(r.Context(),
+		stat.Query{Resource: stat.Resource{Kind: stat.KindDeployment, Namespace: ns}},
+		stat.Query{Resource: stat.Resource{Kind: stat.KindAuthority, Namespace: ns}})
+	if err != nil {
+		s.failed(w, err)
+		return
+	}
+	d := namespaceData{Namespace: ns}
+	for _, v := range rowViews(res.Rows, res.Window) {
+		if v.Kind == stat.KindAuthority {
+			d.Authorities = append(d.Authorities, v)
+		} else {
+			d.Deployments = append(d.Deployments, v)
+		}
+	}
+	s.render(w, http.StatusOK, "namespace", page{Title: "Namespace " + ns, Window: res.Window.String(), Warnings: res.Warnings,
+		Crumbs: []crumb{{"Namespaces", "/"}}, Data: d})
+}
+
+type deploymentData struct {
+	Namespace, Name string
+	Row             *rowView
+	Outbound        []rowView
+	Inbound         []rowView
+	Tap             bool
+	TapURL          string
+	MaxRows         int
+	MaxEvents       float64
+}
+
+func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
+	ns, name := r.PathValue("ns"), r.PathValue("name")
+	self := stat.Resource{Kind: stat.KindDeployment, Namespace: ns, Name: name}
+	// The namespace's deployments tell an unknown one (a 404) from an
+	// engine failure, and hold this one's own row.
+	list, err := s.compute(r.Context(), stat.Query{Resource: stat.Resource{Kind: stat.KindDeployment, Namespace: ns}, Unmeshed: true})
+	if err != nil {
+		s.failed(w, err)
+		return
+	}
+	i := slices.IndexFunc(list.Rows, func(r stat.Row) bool { return r.Name == name })
+	if i < 0 {
+		s.errorPage(w, http.StatusNotFound, "Unknown deployment", fmt.Sprintf("Deployment %q in namespace %q is not in %s.", name, ns, s.cfg.SourceName))
+		return
+	}
+	res := &stat.Result{Rows: list.Rows[i : i+1], Window: list.Window, Warnings: list.Warnings}
+	d := deploymentData{Namespace: ns, Name: name, Tap: s.cfg.Tap != nil, MaxRows: s.cfg.MaxRows, MaxEvents: s.cfg.MaxEvents,
+		TapURL: "/ns/" + pathEscape(ns) + "/deploy/" + pathEscape(name) + "/tap"}
+	self0 := rowViews(res.Rows, res.Window)[0]
+	d.Row = &self0
+	// Edges are stat's --from and --to figures: the deployments this one
+	// sends to, and those that send to it.
+	all := stat.Resource{Kind: stat.KindDeployment, Namespace: ns}
+	for _, e := range []struct {
+		q   stat.Query
+		out *[]rowView
+	}{{stat.Query{Resource: all, From: &self}, &d.Outbound}, {stat.Query{Resource: all, To: &self}, &d.Inbound}} {
+		res, err := s.compute(r.Context(), e.q)
+		if err != nil {
+			s.failed(w, err)
+			return
+		}
+		for i, v := range rowViews(res.Rows, res.Window) {
+			if res.Rows[i].Requests > 0 {
+				*e.out = append(*e.out, v)
+			}
+		}
+	}
+	s.render(w, http.StatusOK, "deployment", page{Title: "Deployment " + name, Window: res.Window.String(), Warnings: res.Warnings,
+		Crumbs: []crumb{{"Namespaces", "/"}, {ns, "/ns/" + pathEscape(ns)}}, Data: d})
+}
+
+func pathEscape(s string) string {
+	return strings.ReplaceAll(template.URLQueryEscaper(s), "+", "%20")
+}
+
+// rowView is a stat row as the page shows it: each figure as text and
+// as the raw number (data-value) that tests and scripts read.
+type rowView struct {
+	Kind      stat.Kind
+	Namespace string
+	Name      string
+	Meshed    string
+	Success   cell
+	RPS       cell
+	P50       cell
+	P95       cell
+	P99       cell
+	TCPConn   cell
+	TLS       tlsView
+	PlainRPS  cell
+	Reasons   []reasonView
+	Plaintext []edgeView
+}
+
+type cell struct{ Text, Value string }
+
+type tlsView struct {
+	cell
+	// Class is full, partial, none or unknown; the page shows a lock and a
+	// word too, never colour alone.
+	Class, Mark, Word string
+}
+
+type reasonView struct {
+	Reason  string
+	Share   cell
+	Request cell
+}
+
+type edgeView struct {
+	Source, Destination, Reason string
+	RPS                         cell
+}
+
+func num(v float64) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return ""
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
+}
+
+func pct(v float64, decimals int) cell {
+	if math.IsNaN(v) {
+		return cell{Text: "-"}
+	}
+	return cell{Text: fmt.Sprintf("%.*f%%", decimals, v*100), Value: num(v)}
+}
+
+func rps(v float64) cell {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return cell{Text: "-"}
+	}
+	return cell{Text: fmt.Sprintf("%.1frps", v), Value: num(v)}
+}
+
+func ms(v float64) cell {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return cell{Text: "-"}
+	}
+	return cell{Text: fmt.Sprintf("%dms", int64(math.Round(v))), Value: num(v)}
+}
+
+func count(v float64) cell {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return cell{Text: "-"}
+	}
+	return cell{Text: strconv.FormatInt(int64(math.Round(v)), 10), Value: num(v)}
+}
+
+func tlsOf(v float64) tlsView {
+	t := tlsView{cell: pct(v, 0)}
+	switch {
+	case math.IsNaN(v):
+		t.Class, t.Mark, t.Word = "unknown", "", "no traffic"
+	case v >= 1:
+		t.Class, t.Mark, t.Word = "full", "🔒", "encrypted"
+	case v <= 0:
+		t.Class, t.Mark, t.Word = "none", "🔓", "plain text"
+	default:
+		t.Class, t.Mark, t.Word = "partial", "⚠", "partly plain"
+	}
+	return t
+}
+
+func rowViews(rows []stat.Row, window time.Duration) []rowView {
+	secs := window.Seconds()
+	out := make([]rowView, 0, len(rows))
+	for _, r := range rows {
+		v := rowView{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Meshed: "-",
+			Success: pct(r.Success, 2), RPS: rps(r.RPS), P50: ms(r.P50), P95: ms(r.P95), P99: ms(r.P99),
+			TCPConn: count(r.TCPConn), TLS: tlsOf(r.TLS), PlainRPS: cell{Text: "-"}}
+		if r.Meshed != nil {
+			v.Meshed = fmt.Sprintf("%d/%d", r.Meshed.Meshed, r.Meshed.Total)
+		}
+		var plain float64
+		for _, n := range r.NoTLS {
+			plain += n
+		}
+		if !math.IsNaN(r.RPS) && secs > 0 {
+			v.PlainRPS = rps(plain / secs)
+		}
+		for reason, n := range r.NoTLS {
+			if n <= 0 || !(r.Requests > 0) {
+				continue
+			}
+			v.Reasons = append(v.Reasons, reasonView{Reason: reason, Share: pct(n/r.Requests, 0), Request: count(n)})
+		}
+		sort.Slice(v.Reasons, func(i, j int) bool {
+			a, b := v.Reasons[i], v.Reasons[j]
+			if a.Share.Value != b.Share.Value {
+				return r.NoTLS[a.Reason] > r.NoTLS[b.Reason]
+			}
+			return a.Reason < b.Reason
+		})
+		for _, e := range r.TopPlaintext {
+			ev := edgeView{Source: e.Source, Destination: e.Destination, Reason: e.Reason, RPS: cell{Text: "-"}}
+			if secs > 0 {
+				ev.RPS = rps(e.Requests / secs)
+			}
+			v.Plaintext = append(v.Plaintext, ev)
+		}
+		out = append(out, v)
+	}
+	return out
+}
