@@ -111,21 +111,41 @@ func TestStatUsesControlPlanePrometheus(t *testing.T) {
 	}
 	cp.Close()
 
-	// Enough samples for a 6 s window (increase() needs two in it).
-	time.Sleep(9 * time.Second)
-	at := time.Now().Add(-2 * time.Second).UTC().Truncate(time.Second).Format(time.RFC3339)
-	args := []string{"stat", "deploy", "-n", "mixed", "-t", "6s", "--at", at, "-L", controlNS, "--kubeconfig", kubeconfig, "-o", "json"}
-	cmd = exec.Command(linkerdBin, args...)
-	var stdout bytes.Buffer
-	stderr.Reset()
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("linkerd %v: %v\n%s", args, err, stderr.String())
-	}
-	if strings.Contains(stderr.String(), "scraping every meshed proxy directly") {
-		t.Fatalf("stat fell back to scraping: %s", stderr.String())
-	}
-	live := parseRows(t, stdout.Bytes())
+	// Wait until the window ending at `at` holds two samples of every
+	// meshed pod (increase() needs them), however late Prometheus's first
+	// scrapes came on a loaded machine.
+	time.Sleep(8 * time.Second)
+	recorded := statJSON(t, "stat", "deploy", "-n", "mixed", "--capture", "builtin:mixed", "-o", "json")
+	var (
+		at   string
+		live map[string]row
+	)
+	localcluster.Eventually(t, 60*time.Second, func() error {
+		at = time.Now().Add(-2 * time.Second).UTC().Truncate(time.Second).Format(time.RFC3339)
+		args := []string{"stat", "deploy", "-n", "mixed", "-t", "6s", "--at", at, "-L", controlNS, "--kubeconfig", kubeconfig, "-o", "json"}
+		cmd := exec.Command(linkerdBin, args...)
+		var stdout bytes.Buffer
+		stderr.Reset()
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("linkerd %v: %v: %s", args, err, stderr.String())
+		}
+		if strings.Contains(stderr.String(), "scraping every meshed proxy directly") {
+			t.Fatalf("stat fell back to scraping: %s", stderr.String())
+		}
+		var rows []row
+		if err := json.Unmarshal(stdout.Bytes(), &rows); err != nil {
+			return fmt.Errorf("linkerd %v: %v: %s", args, err, stdout.String())
+		}
+		live = map[string]row{}
+		for _, r := range rows {
+			if w, ok := recorded[r.Namespace+"/"+r.Name]; ok && w.Success != nil && r.Success == nil {
+				return fmt.Errorf("no requests in the window ending %s for %s/%s yet", at, r.Namespace, r.Name)
+			}
+			live[r.Namespace+"/"+r.Name] = r
+		}
+		return nil
+	})
 
 	// Through the port-forward, stat gets exactly what the same Prometheus
 	// answers when asked directly for the same window.
@@ -153,7 +173,6 @@ func TestStatUsesControlPlanePrometheus(t *testing.T) {
 	// And the ratios are the capture's. (Rates depend on where the live
 	// scrapes fall against the window's edges; cli's Prometheus test checks
 	// them exactly on a replay aligned to the scrape grid.)
-	recorded := statJSON(t, "stat", "deploy", "-n", "mixed", "--capture", "builtin:mixed", "-o", "json")
 	for key, w := range recorded {
 		g, ok := live[key]
 		if !ok {
