@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +22,7 @@ import (
 
 	netpb "meshtls/proto/net"
 	tappb "meshtls/proto/tap"
+	"meshtls/tap/match"
 )
 
 // tapHub fans request events out to the open tap streams. Traffic never
@@ -132,9 +132,11 @@ func (h *tapHub) requestInit(r *http.Request, meta *connMeta, rt route, l labels
 		ProxyDirection:  dir,
 		Tls:             &tappb.TapEvent_Tls{Status: l["tls"], NoTlsReason: l["no_tls_reason"], ClientId: l["client_id"], ServerId: l["server_id"]},
 	}
+	req := match.Request{Src: src, Dst: dst, SrcLabels: srcLabels, DstLabels: dstLabels,
+		Method: init.Method, Scheme: init.Scheme, Authority: init.Authority, Path: init.Path}
 	h.mu.RLock()
 	for s := range h.subs {
-		if !matches(s.req.GetMatch(), t.base, init) {
+		if !match.Eval(s.req.GetMatch(), req) {
 			continue
 		}
 		if lim := s.req.GetLimit(); lim > 0 && s.started.Load() >= lim {
@@ -183,80 +185,6 @@ func (t *tapRequest) responseEnd(status int, grpc string, reset bool, errMsg str
 	}
 	_ = status
 	t.emit(&tappb.TapEvent_Http{Event: &tappb.TapEvent_Http_ResponseEnd_{ResponseEnd: end}})
-}
-
-// matches evaluates a tap match against a request; nil matches everything.
-func matches(m *tappb.ObserveRequest_Match, ev *tappb.TapEvent, init *tappb.TapEvent_Http_RequestInit) bool {
-	if m == nil {
-		return true
-	}
-	switch x := m.Match.(type) {
-	case *tappb.ObserveRequest_Match_All:
-		for _, s := range x.All.GetMatches() {
-			if !matches(s, ev, init) {
-				return false
-			}
-		}
-		return true
-	case *tappb.ObserveRequest_Match_Any:
-		for _, s := range x.Any.GetMatches() {
-			if matches(s, ev, init) {
-				return true
-			}
-		}
-		return false
-	case *tappb.ObserveRequest_Match_Not:
-		return !matches(x.Not, ev, init)
-	case *tappb.ObserveRequest_Match_Source:
-		return matchTCP(x.Source, ev.GetSource())
-	case *tappb.ObserveRequest_Match_Destination:
-		return matchTCP(x.Destination, ev.GetDestination())
-	case *tappb.ObserveRequest_Match_DestinationLabel:
-		v, ok := ev.GetDestinationMeta().GetLabels()[x.DestinationLabel.GetKey()]
-		return ok && v == x.DestinationLabel.GetValue()
-	case *tappb.ObserveRequest_Match_SourceLabel:
-		v, ok := ev.GetSourceMeta().GetLabels()[x.SourceLabel.GetKey()]
-		return ok && v == x.SourceLabel.GetValue()
-	case *tappb.ObserveRequest_Match_Http_:
-		switch h := x.Http.Match.(type) {
-		case *tappb.ObserveRequest_Match_Http_Scheme:
-			return strings.EqualFold(h.Scheme, init.Scheme)
-		case *tappb.ObserveRequest_Match_Http_Method:
-			return strings.EqualFold(h.Method, init.Method)
-		case *tappb.ObserveRequest_Match_Http_Authority:
-			return matchString(h.Authority, init.Authority)
-		case *tappb.ObserveRequest_Match_Http_Path:
-			return matchString(h.Path, init.Path)
-		}
-	}
-	return true
-}
-
-func matchString(m *tappb.ObserveRequest_Match_Http_StringMatch, s string) bool {
-	switch x := m.GetMatch().(type) {
-	case *tappb.ObserveRequest_Match_Http_StringMatch_Exact:
-		return x.Exact == s
-	case *tappb.ObserveRequest_Match_Http_StringMatch_Prefix:
-		return strings.HasPrefix(s, x.Prefix)
-	}
-	return true
-}
-
-func matchTCP(m *tappb.ObserveRequest_Match_Tcp, a *netpb.TcpAddress) bool {
-	switch x := m.GetMatch().(type) {
-	case *tappb.ObserveRequest_Match_Tcp_Ports:
-		p := a.GetPort()
-		return p >= x.Ports.GetMin() && (x.Ports.GetMax() == 0 || p <= x.Ports.GetMax())
-	case *tappb.ObserveRequest_Match_Tcp_Netmask_:
-		ip, ok := netip.AddrFromSlice(a.GetIp())
-		want, ok2 := netip.AddrFromSlice(x.Netmask.GetIp())
-		if !ok || !ok2 {
-			return false
-		}
-		pfx, err := want.Unmap().Prefix(int(x.Netmask.GetMask()))
-		return err == nil && pfx.Contains(ip.Unmap())
-	}
-	return true
 }
 
 // tapServer is the Tap gRPC service.

@@ -2,11 +2,11 @@ package tap
 
 import (
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"meshtls/contract"
 	tappb "meshtls/proto/tap"
+	"meshtls/tap/match"
 )
 
 // KindNamespace is the Target kind that taps every pod of a namespace.
@@ -170,76 +170,8 @@ func (q Query) Selects(e *Event) bool {
 }
 
 // EvalMatch evaluates a tap API match against a request event as a proxy
-// does: a nil match selects everything.
+// does (the same evaluator): a nil match selects everything.
 func EvalMatch(m *tappb.ObserveRequest_Match, e *Event) bool {
-	if m == nil {
-		return true
-	}
-	switch v := m.GetMatch().(type) {
-	case *tappb.ObserveRequest_Match_All:
-		for _, sub := range v.All.GetMatches() {
-			if !EvalMatch(sub, e) {
-				return false
-			}
-		}
-		return true
-	case *tappb.ObserveRequest_Match_Any:
-		for _, sub := range v.Any.GetMatches() {
-			if EvalMatch(sub, e) {
-				return true
-			}
-		}
-		return false
-	case *tappb.ObserveRequest_Match_Not:
-		return !EvalMatch(v.Not, e)
-	case *tappb.ObserveRequest_Match_Source:
-		return evalTCP(v.Source, e.Src.Addr)
-	case *tappb.ObserveRequest_Match_Destination:
-		return evalTCP(v.Destination, e.Dst.Addr)
-	case *tappb.ObserveRequest_Match_SourceLabel:
-		val, ok := e.Src.Labels[v.SourceLabel.GetKey()]
-		return ok && val == v.SourceLabel.GetValue()
-	case *tappb.ObserveRequest_Match_DestinationLabel:
-		val, ok := e.Dst.Labels[v.DestinationLabel.GetKey()]
-		return ok && val == v.DestinationLabel.GetValue()
-	case *tappb.ObserveRequest_Match_Http_:
-		h := v.Http
-		switch hm := h.GetMatch().(type) {
-		case *tappb.ObserveRequest_Match_Http_Method:
-			return strings.EqualFold(e.Method, hm.Method)
-		case *tappb.ObserveRequest_Match_Http_Scheme:
-			return strings.EqualFold(e.Scheme, hm.Scheme)
-		case *tappb.ObserveRequest_Match_Http_Authority:
-			return evalString(hm.Authority, e.Authority)
-		case *tappb.ObserveRequest_Match_Http_Path:
-			return evalString(hm.Path, e.Path)
-		}
-	}
-	return false
-}
-
-func evalString(m *tappb.ObserveRequest_Match_Http_StringMatch, s string) bool {
-	switch v := m.GetMatch().(type) {
-	case *tappb.ObserveRequest_Match_Http_StringMatch_Exact:
-		return s == v.Exact
-	case *tappb.ObserveRequest_Match_Http_StringMatch_Prefix:
-		return strings.HasPrefix(s, v.Prefix)
-	}
-	return false
-}
-
-func evalTCP(m *tappb.ObserveRequest_Match_Tcp, a netip.AddrPort) bool {
-	switch v := m.GetMatch().(type) {
-	case *tappb.ObserveRequest_Match_Tcp_Ports:
-		p := uint32(a.Port())
-		return p >= v.Ports.GetMin() && (v.Ports.GetMax() == 0 || p <= v.Ports.GetMax())
-	case *tappb.ObserveRequest_Match_Tcp_Netmask_:
-		ip, ok := netip.AddrFromSlice(v.Netmask.GetIp())
-		if !ok {
-			return false
-		}
-		pfx, err := ip.Unmap().Prefix(int(v.Netmask.GetMask()))
-		return err == nil && pfx.Contains(a.Addr())
-	}
-	return false
+	return match.Eval(m, match.Request{Src: e.Src.Addr, Dst: e.Dst.Addr, SrcLabels: e.Src.Labels, DstLabels: e.Dst.Labels,
+		Method: e.Method, Scheme: e.Scheme, Authority: e.Authority, Path: e.Path})
 }
