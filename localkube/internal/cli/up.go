@@ -235,7 +235,7 @@ func runServe(o *upOptions) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: dir, BinDir: selfDir(), Want: o.ports, Previous: prev.Ports})
+	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: dir, BinDir: selfDir(), Want: o.ports, Previous: prev.Ports, ServiceCIDR: pnet.ServiceCIDR.String()})
 	if err != nil {
 		st.Phase, st.Error = "stopped", err.Error()
 		_ = writeState(dir, st)

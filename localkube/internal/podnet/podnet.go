@@ -1,18 +1,33 @@
 // Package podnet gives each pod of a local cluster a network namespace of
-// its own, wired to a bridge that the cluster owns.
+// its own, wired to a bridge in the cluster's node namespace.
 //
 // Address plan (all of it inside 198.18.0.0/15, the RFC 2544 benchmarking
-// range, which no real network routes): cluster block B (16..249, locked
-// machine-wide by the caller) owns the pod CIDR 198.18.B.0/24. The bridge
-// lk<B>br holds the node address 198.18.B.1; pods get 198.18.B.2..254.
+// range, which no real network routes), for cluster block B (16..249,
+// locked machine-wide by the caller):
+//
+//	198.18.B.0/24    pod CIDR: bridge lk<B>br in the node namespace holds
+//	                 198.18.B.1 (the pods' gateway and API server relay),
+//	                 pods get 198.18.B.2..254
+//	198.19.B.0/25    service CIDR (ClusterIPs): 198.19.B.1 is the
+//	                 "kubernetes" Service, 198.19.B.10 cluster DNS
+//	198.19.B.252/30  the host <-> node link: 198.19.B.253 on lk<B>h in the
+//	                 host, 198.19.B.254 on lk<B>n in the node namespace
+//
+// The node namespace lk<B>-node is the cluster's node: it holds the bridge,
+// forwards (ip_forward=1 there only; the host's stays as it is) and runs
+// kube-proxy, whose iptables rules are per namespace, so parallel clusters
+// never share or fight over them. The host routes the pod and service
+// CIDRs through the link.
+//
 // Every name this package creates starts with "lk<B>" so that clean-up of
 // one cluster never touches another's.
 //
-// Safety: a pod's only route is its /24 (no default route), the host gets a
-// blackhole route for the whole 198.18.0.0/15 while any cluster runs (so an
-// address of no running pod is dropped, never sent towards the host's
-// default route), and, when iptables is present, the host's FORWARD chain
-// drops anything entering or leaving the bridge with an address outside
+// Safety: a pod's routes are its /24 and 198.19.B.0/24 via the node (no
+// default route); the node namespace has no default route either; the
+// host gets a blackhole route for the whole 198.18.0.0/15 while any
+// cluster runs (so an address of no running cluster is dropped, never sent
+// towards the host's default route); and FORWARD rules, in the node
+// namespace and on the host's link, drop anything with an address outside
 // that range.
 package podnet
 
@@ -49,21 +64,66 @@ const netnsDir = "/run/netns"
 // Network is one cluster's pod network.
 type Network struct {
 	Block  int
-	Bridge string
-	NodeIP net.IP     // the bridge's address: how the host and pods reach the node
+	Bridge string     // in the node namespace
+	NodeIP net.IP     // the bridge's address: the pods' gateway and the API server relay
 	CIDR   *net.IPNet // the pod CIDR
+	// ServiceCIDR is the cluster's ClusterIP range (kube-apiserver's
+	// --service-cluster-ip-range); kube-proxy's rules in the node
+	// namespace make it route.
+	ServiceCIDR *net.IPNet
+	// NodeNetns is the node namespace (under /run/netns).
+	NodeNetns string
+	// HostLink is the host end of the host <-> node veth pair, NodeLink
+	// its end in the node namespace; HostLinkIP and NodeLinkIP their
+	// addresses in LinkCIDR.
+	HostLink, NodeLink     string
+	HostLinkIP, NodeLinkIP net.IP
+	LinkCIDR               *net.IPNet
 }
 
 // ForBlock returns the names and addresses of block b, without touching
 // the system.
 func ForBlock(b int) *Network {
 	return &Network{
-		Block:  b,
-		Bridge: fmt.Sprintf("lk%dbr", b),
-		NodeIP: net.IPv4(198, 18, byte(b), 1).To4(),
-		CIDR:   &net.IPNet{IP: net.IPv4(198, 18, byte(b), 0).To4(), Mask: net.CIDRMask(24, 32)},
+		Block:       b,
+		Bridge:      fmt.Sprintf("lk%dbr", b),
+		NodeIP:      net.IPv4(198, 18, byte(b), 1).To4(),
+		CIDR:        &net.IPNet{IP: net.IPv4(198, 18, byte(b), 0).To4(), Mask: net.CIDRMask(24, 32)},
+		ServiceCIDR: ServiceCIDR(b),
+		NodeNetns:   fmt.Sprintf("lk%d-node", b),
+		HostLink:    fmt.Sprintf("lk%dh", b),
+		NodeLink:    fmt.Sprintf("lk%dn", b),
+		HostLinkIP:  net.IPv4(198, 19, byte(b), 253).To4(),
+		NodeLinkIP:  net.IPv4(198, 19, byte(b), 254).To4(),
+		LinkCIDR:    &net.IPNet{IP: net.IPv4(198, 19, byte(b), 252).To4(), Mask: net.CIDRMask(30, 32)},
 	}
 }
+
+// ServiceCIDR is block b's ClusterIP range, 198.19.B.0/25.
+func ServiceCIDR(b int) *net.IPNet {
+	return &net.IPNet{IP: net.IPv4(198, 19, byte(b), 0).To4(), Mask: net.CIDRMask(25, 32)}
+}
+
+// APIServiceIP is block b's "kubernetes" Service ClusterIP, the first
+// address of its service CIDR (kube-apiserver takes it).
+func APIServiceIP(b int) net.IP { return net.IPv4(198, 19, byte(b), 1).To4() }
+
+// DNSServiceIP is block b's cluster DNS ClusterIP (the kube-dns Service),
+// by convention the service CIDR's .10. Pods' resolv.conf names it.
+func DNSServiceIP(b int) net.IP { return net.IPv4(198, 19, byte(b), 10).To4() }
+
+// DNSServiceIP is the cluster DNS ClusterIP of this network's block.
+func (n *Network) DNSServiceIP() net.IP { return DNSServiceIP(n.Block) }
+
+// NodeRoutes is what pods route through the node (198.18.B.1): the
+// service CIDR and the host link, so that ClusterIPs work and replies to
+// the host (which talks from HostLinkIP) go back.
+func (n *Network) NodeRoutes() *net.IPNet {
+	return &net.IPNet{IP: net.IPv4(198, 19, byte(n.Block), 0).To4(), Mask: net.CIDRMask(24, 32)}
+}
+
+// NodeNetnsPath is the file that pins the node namespace.
+func (n *Network) NodeNetnsPath() string { return filepath.Join(netnsDir, n.NodeNetns) }
 
 // PodIP is the address of pod index i (0 <= i < MaxPods).
 func (n *Network) PodIP(i int) net.IP { return net.IPv4(198, 18, byte(n.Block), byte(i+2)).To4() }
