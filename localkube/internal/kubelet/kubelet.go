@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -29,6 +30,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/kubernetes/pkg/kubelet/network/dns"
 	"k8s.io/utils/ptr"
 
 	"meshtls/localkube/internal/podnet"
@@ -46,6 +48,9 @@ type Config struct {
 	Cert     string          // serving certificate for the kubelet API
 	Key      string
 	Log      *log.Logger
+	// ClusterDNS is kubelet's --cluster-dns: the nameserver of pods with
+	// dnsPolicy ClusterFirst (the kube-dns Service's ClusterIP).
+	ClusterDNS []net.IP
 }
 
 // Kubelet runs the pods bound to its node.
@@ -55,7 +60,8 @@ type Kubelet struct {
 	log        *log.Logger
 	images     imageMapper
 	ipam       *ipam
-	recorder   record.EventRecorder
+	recorder   record.EventRecorderLogger
+	dns        *dns.Configurer
 	pods       corelisters.PodLister
 	secrets    corelisters.SecretLister
 	configMaps corelisters.ConfigMapLister
@@ -97,6 +103,7 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: k.client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	k.recorder = broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: k.cfg.NodeName})
+	k.dns = k.newDNSConfigurer()
 
 	if err := k.registerNode(ctx); err != nil {
 		return err
