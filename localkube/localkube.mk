@@ -22,11 +22,11 @@ LOCALKUBE_COREDNS := $(LOCALKUBE_DIR)/cmd/coredns
 
 .PHONY: localkube test-localkube
 
-localkube: $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl $(BIN)/coredns $(BIN)/localkube ## Build etcd, kube-apiserver, kube-controller-manager, kubectl, coredns and localkube into bin/ (only when pins or sources change)
+localkube: $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kube-proxy $(BIN)/kubectl $(BIN)/coredns $(BIN)/localkube ## Build etcd, kube-apiserver, kube-controller-manager, kube-proxy, kubectl, coredns and localkube into bin/ (only when pins or sources change)
 
 # One rule per binary: make rebuilds just what is missing or stale, and the
 # Go build cache keeps a rebuild after a pin change incremental.
-$(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl: $(BIN)/%: $(LOCALKUBE_PINS) $(LOCALKUBE_DIR)/cmd/%/main.go
+$(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kube-proxy $(BIN)/kubectl: $(BIN)/%: $(LOCALKUBE_PINS) $(LOCALKUBE_DIR)/cmd/%/main.go
 	@mkdir -p $(LOCALKUBE_BIN)
 	cd $(LOCALKUBE_DIR) && $(GO) build -ldflags '$(LOCALKUBE_LDFLAGS)' -o $(LOCALKUBE_BIN)/$* ./cmd/$*
 

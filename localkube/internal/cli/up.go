@@ -81,6 +81,9 @@ func runUp(ctx context.Context, o *upOptions, stdout, stderr io.Writer) error {
 	if err := controlplane.CheckBinaries(binDir); err != nil {
 		return err
 	}
+	if err := controlplane.CheckKubeProxyBinary(binDir); err != nil {
+		return err
+	}
 	if err := clusterdns.CheckBinary(defaultBinDirs(o.binDirs)); err != nil {
 		return err
 	}
@@ -174,6 +177,10 @@ func newServe() *cobra.Command {
 	return cmd
 }
 
+// nodeName is the cluster's one Node, which the kubelet registers and
+// kube-proxy serves.
+const nodeName = "localkube"
+
 // runServe is the running cluster. It writes progress to fd 3 when up
 // started it, and runs until SIGTERM or SIGINT.
 func runServe(o *upOptions) error {
@@ -262,14 +269,27 @@ func runServe(o *upOptions) error {
 	}
 	// Pods reach the API server at the node address: a relay there, as
 	// kube-apiserver binds one address and host clients use 127.0.0.1.
-	podServer, stopRelay, err := relay(pnet.NodeIP, cp.Ports.APIServer, logger)
+	enterNode := func(fn func() error) error { return podnet.Enter(pnet.NodeNetnsPath(), fn) }
+	podServer, stopRelay, err := relay(enterNode, pnet.NodeIP, cp.Ports.APIServer, logger)
 	if err != nil {
 		cp.Stop(5 * time.Second)
 		return fail(err)
 	}
 	defer stopRelay()
+	// kube-proxy runs in the node namespace, where its rules serve the
+	// pods and the host, and reaches the API server through the relay.
+	kp := controlplane.KubeProxy{
+		Server: podServer, TLSServerName: "kubernetes", NodeName: nodeName,
+		NodeIP: pnet.NodeIP, ClusterCIDR: pnet.CIDR.String(), HealthzIP: pnet.NodeLinkIP, Enter: enterNode,
+	}
+	if err := cp.StartKubeProxy(kp); err != nil {
+		cp.Stop(5 * time.Second)
+		return fail(err)
+	}
+	st.Pids[controlplane.KubeProxyName] = cp.Pid(controlplane.KubeProxyName)
+	_ = writeState(dir, st)
 	kl := kubelet.New(client, kubelet.Config{
-		NodeName: "localkube", Dir: dir, BinDirs: binDirs, Net: pnet,
+		NodeName: nodeName, Dir: dir, BinDirs: binDirs, Net: pnet,
 		Server: podServer, CACert: cp.PKI.CACert,
 		Port: cp.Ports.Kubelet, Cert: cp.PKI.ServingCert, Key: cp.PKI.ServingKey,
 		Log: log.New(os.Stderr, "kubelet: ", log.LstdFlags),
@@ -313,9 +333,14 @@ func runServe(o *upOptions) error {
 		shutdown("not ready")
 		return fail(err)
 	}
-	// Ready means pods resolve Service names: CoreDNS answers.
+	// Ready means pods resolve Service names: CoreDNS answers. It starts
+	// while kube-proxy syncs.
 	if err := clusterdns.Ensure(ctx, client, pnet.DNSServiceIP()); err != nil {
 		shutdown("cluster DNS")
+		return fail(err)
+	}
+	if err := cp.WaitKubeProxy(ctx, kp, o.timeout); err != nil {
+		shutdown("kube-proxy not ready")
 		return fail(err)
 	}
 	if err := clusterdns.WaitReady(ctx, client, 60*time.Second); err != nil {
@@ -324,7 +349,7 @@ func runServe(o *upOptions) error {
 	}
 	st.Phase, st.Ready = "running", time.Since(st.Started)
 	_ = writeState(dir, st)
-	logger.Printf("ready after %s: kube-apiserver %s, pod network %s on %s", st.Ready.Round(time.Millisecond), cp.Server(), pnet.CIDR, pnet.Bridge)
+	logger.Printf("ready after %s: kube-apiserver %s, pod network %s and services %s in %s", st.Ready.Round(time.Millisecond), cp.Server(), pnet.CIDR, pnet.ServiceCIDR, pnet.NodeNetns)
 	fmt.Fprintln(report, "ready")
 	if f, ok := report.(*os.File); ok {
 		f.Close()

@@ -59,6 +59,9 @@ type ControlPlane struct {
 	procs      []*child
 	// Exited receives the name of a component that stopped on its own.
 	Exited chan string
+	// enter, when set, starts the next spawned process inside a network
+	// namespace (kube-proxy's).
+	enter func(fn func() error) error
 }
 
 type child struct {
@@ -260,7 +263,11 @@ func (c *ControlPlane) spawn(name string, args ...string) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.opts.Dir}
 	procutil.Prepare(cmd, c.opts.Dir)
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if c.enter != nil {
+		start = func() error { return c.enter(cmd.Start) }
+	}
+	if err := start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
 	ch := &child{name: name, cmd: cmd, done: make(chan struct{})}

@@ -105,7 +105,9 @@ func run() int {
 	})
 	// /get?url=URL fetches from inside the pod and returns the body.
 	mux.HandleFunc("/get", func(w http.ResponseWriter, r *http.Request) {
-		cl := http.Client{Timeout: 3 * time.Second}
+		// A new connection per request: behind a ClusterIP each one is
+		// balanced afresh, so a test can see every endpoint.
+		cl := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 		resp, err := cl.Get(r.URL.Query().Get("url"))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
