@@ -6,6 +6,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -35,6 +37,40 @@ func resolve(t *testing.T, podIP, name, want string) string {
 		return got == want, nil
 	})
 	return got
+}
+
+// waitEndpoint waits until the Service's EndpointSlices list ip as ready.
+func waitEndpoint(t *testing.T, ns, svc, ip string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		slices, err := client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + svc})
+		if err != nil {
+			return false, nil
+		}
+		for _, s := range slices.Items {
+			for _, e := range s.Endpoints {
+				if len(e.Addresses) > 0 && e.Addresses[0] == ip && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("Service %s/%s: EndpointSlices never listed %s: %v", ns, svc, ip, err)
+	}
+}
+
+// getAny is get that returns an error's text instead of failing.
+func getAny(podIP, path string) string {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + podIP + ":8080" + path)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 func createService(t *testing.T, ns string, svc *v1.Service) *v1.Service {
@@ -71,6 +107,8 @@ func TestPodsResolveServicesThroughClusterDNS(t *testing.T) {
 	far := createService(t, other, appService("far", "nothing", ""))
 	webPod := waitPod(t, ns, "web", 30*time.Second, "Ready", isReady)
 	c := waitPod(t, ns, "client", 30*time.Second, "Ready", isReady).Status.PodIP
+	// A headless name lists the pods of its EndpointSlices.
+	waitEndpoint(t, ns, "web-headless", webPod.Status.PodIP)
 
 	cases := []struct{ name, want string }{
 		{"web-svc", web.Spec.ClusterIP}, // the pod's own namespace, through the search list
@@ -92,8 +130,14 @@ func TestPodsResolveServicesThroughClusterDNS(t *testing.T) {
 	if got := get(t, c, "/resolve?name=far"); !strings.Contains(got, "no such host") {
 		t.Errorf("in namespace %s, the short name far (a Service of %s) resolves to %q, want no such host", ns, other, got)
 	}
-	// The Service answers at the name, end to end through its ClusterIP.
-	if got := get(t, c, "/get?url="+url.QueryEscape("http://web-svc:8080/env?name=POD_NAME")); got != "web" {
+	// The Service answers at the name, end to end through its ClusterIP
+	// (once kube-proxy has synced it, which may come after CoreDNS knows it).
+	var got string
+	_ = wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
+		got = getAny(c, "/get?url="+url.QueryEscape("http://web-svc:8080/env?name=POD_NAME"))
+		return got == "web", nil
+	})
+	if got != "web" {
 		t.Errorf("GET http://web-svc:8080 from the client pod: %q, want the web pod's name", got)
 	}
 }

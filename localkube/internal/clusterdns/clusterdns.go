@@ -56,7 +56,11 @@ const fieldManager = "localkube"
 // outside cluster.local gets NXDOMAIN from the template plugin and no query
 // ever leaves the machine. CoreDNS reaches the API server with the pod's
 // kubeconfig (localkube's pods have no in-cluster API address), whose path
-// the kubelet sets in KUBECONFIG.
+// the kubelet sets in KUBECONFIG. Denials in the cluster zone are not
+// cached, so a Service resolves as soon as CoreDNS's watch has it (a lookup
+// just before would otherwise hide it for the cache's 30 s, which tests and
+// `kubectl apply` followed by a request meet all the time); they cost an
+// in-memory lookup.
 const Corefile = `.:53 {
     errors
     health
@@ -71,7 +75,9 @@ const Corefile = `.:53 {
     template ANY ANY {
         rcode NXDOMAIN
     }
-    cache 30
+    cache 30 {
+        disable denial cluster.local
+    }
     loadbalance
     reload
 }
