@@ -30,7 +30,6 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
-	"k8s.io/kubernetes/pkg/kubelet/network/dns"
 	"k8s.io/utils/ptr"
 
 	"meshtls/localkube/internal/podnet"
@@ -60,8 +59,7 @@ type Kubelet struct {
 	log        *log.Logger
 	images     imageMapper
 	ipam       *ipam
-	recorder   record.EventRecorderLogger
-	dns        *dns.Configurer
+	recorder   record.EventRecorder
 	pods       corelisters.PodLister
 	secrets    corelisters.SecretLister
 	configMaps corelisters.ConfigMapLister
@@ -103,7 +101,6 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: k.client.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	k.recorder = broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "kubelet", Host: k.cfg.NodeName})
-	k.dns = k.newDNSConfigurer()
 
 	if err := k.registerNode(ctx); err != nil {
 		return err

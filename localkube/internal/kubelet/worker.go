@@ -210,7 +210,7 @@ func (w *podWorker) sync(ctx context.Context) bool {
 		for _, d := range []string{"volumes", "logs", "containers"} {
 			_ = os.MkdirAll(filepath.Join(w.dir, d), 0o755)
 		}
-		thread, err := w.newSandboxThread(ctx)
+		thread, err := w.newSandboxThread()
 		if err != nil {
 			w.release()
 			w.k.log.Printf("pod %s/%s: %v", w.pod.Namespace, w.pod.Name, err)
@@ -553,8 +553,8 @@ func (w *podWorker) finalDelete(ctx context.Context) {
 
 // newSandboxThread writes the pod's /etc files and starts the thread its
 // processes are started from.
-func (w *podWorker) newSandboxThread(ctx context.Context) (*podThread, error) {
-	if err := w.writePodEtc(ctx); err != nil {
+func (w *podWorker) newSandboxThread() (*podThread, error) {
+	if err := w.writePodEtc(); err != nil {
 		return nil, err
 	}
 	return newPodThread(w.netns, w.podMounts())
