@@ -43,9 +43,17 @@ func (p *Proxy) newConnServer(direction string, h http.Handler) *connServer {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	cs.srv = &http.Server{
-		Handler:           h,
-		Protocols:         &protos,
-		MaxHeaderBytes:    maxHeaderBytes,
+		Handler:        h,
+		Protocols:      &protos,
+		MaxHeaderBytes: maxHeaderBytes,
+		// The frame size we accept is the peer's scratch buffer for each
+		// request body it sends us: net/http's HTTP/2 client sizes it
+		// min(our advertised maximum, 512 KiB) when the length is unknown,
+		// as for every gRPC request. Our client-side proxy is that peer:
+		// with the 1 MiB default each in-flight gRPC request held 512 KiB
+		// (hundreds of MB under a burst) and cleared it when the pool was
+		// empty. 16 KiB is HTTP/2's default and what gRPC servers use.
+		HTTP2:             &http.HTTP2Config{MaxReadFrameSize: 16 << 10},
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          log.New(discardWriter{}, "", 0),
