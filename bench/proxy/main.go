@@ -424,7 +424,11 @@ http {
   access_log off;
   client_body_temp_path %s;
   proxy_temp_path %s;
-  upstream up { server %s; keepalive 256; }
+  # nginx ends a connection after 1,000 requests by default (GOAWAY on
+  # HTTP/2): gRPC calls in flight then fail with "the connection is
+  # draining" under load. The others keep connections open.
+  keepalive_requests 1000000;
+  upstream up { server %s; keepalive 256; keepalive_requests 1000000; }
   server {
     listen %s %s;
     %s
