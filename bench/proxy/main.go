@@ -14,6 +14,10 @@
 // Usage: go run ./bench/proxy [-duration 5s] [-rounds 3] [-rates 1000,5000]
 //
 //	[-protocols http1,grpc] [-baseline path/to/older/proxy-bench]
+//
+// A baseline is this command built at an older commit (any since run-proxy
+// exists), e.g. `git archive cca7f21 | tar -x -C /tmp/base && cd /tmp/base
+// && go build -o /tmp/pb-base ./bench/proxy`.
 package main
 
 import (
