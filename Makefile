@@ -26,7 +26,7 @@ demo: build ## Print the seed's `linkerd stat authority -n emojivoto` table (no 
 	@$(BIN)/linkerd stat authority -n emojivoto --capture builtin:emojivoto
 
 .PHONY: deps
-deps: ## Install the Debian packages tests use (prometheus, openssl, wrk, tmux, iptables, iproute2)
+deps: ## Install the Debian packages tests use (chromium, prometheus, openssl, wrk, tmux, iptables, iproute2)
 	@scripts/deps.sh
 
 .PHONY: test

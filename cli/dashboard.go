@@ -203,15 +203,17 @@ func dashboardSources(ctx context.Context, f *Factory, opts *DashboardOptions, c
 	return closeSrc, nil
 }
 
-func runDashboard(ctx context.Context, f *Factory, opts *DashboardOptions) error {
-	cfg := dashboard.Config{
+// newDashboard builds the dashboard's handler on the sources `stat`,
+// `tap` and `check` would use; close ends what they hold open.
+func newDashboard(ctx context.Context, f *Factory, opts *DashboardOptions) (srv *dashboard.Server, cfg dashboard.Config, close func(), err error) {
+	cfg = dashboard.Config{
 		MaxEvents: opts.MaxEvents, Refresh: opts.Refresh, ControlNamespace: f.LinkerdNamespace,
 		ErrorLog: log.New(f.IO.ErrOut, "dashboard: ", 0),
 	}
-	closeSrc, err := dashboardSources(ctx, f, opts, &cfg)
-	defer closeSrc()
+	close, err = dashboardSources(ctx, f, opts, &cfg)
 	if err != nil {
-		return err
+		close()
+		return nil, cfg, func() {}, err
 	}
 	switch {
 	case opts.Replay != "":
@@ -219,7 +221,8 @@ func runDashboard(ctx context.Context, f *Factory, opts *DashboardOptions) error
 		// Open it once now so a missing or broken file fails at start.
 		_, closer, err := f.tapSource(topts)
 		if err != nil {
-			return err
+			close()
+			return nil, cfg, func() {}, err
 		}
 		_ = closer.Close()
 		cfg.TapName = "replay " + opts.Replay
@@ -232,10 +235,20 @@ func runDashboard(ctx context.Context, f *Factory, opts *DashboardOptions) error
 	default:
 		cfg.TapNote = "Tap API not available: " + errNoTapAPI.Error() + "."
 	}
-	srv, err := dashboard.New(cfg)
+	srv, err = dashboard.New(cfg)
+	if err != nil {
+		close()
+		return nil, cfg, func() {}, err
+	}
+	return srv, cfg, close, nil
+}
+
+func runDashboard(ctx context.Context, f *Factory, opts *DashboardOptions) error {
+	srv, cfg, closeSrc, err := newDashboard(ctx, f, opts)
 	if err != nil {
 		return err
 	}
+	defer closeSrc()
 	// Loopback only: the dashboard has no authentication.
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(opts.Port)))
 	if err != nil {

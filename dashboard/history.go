@@ -111,7 +111,7 @@ type PrometheusHistory struct {
 	Window     time.Duration
 	// Points is how many windows to chart (12 when zero).
 	Points int
-	Now        func() time.Time
+	Now    func() time.Time
 }
 
 // Steps implements History.
@@ -144,7 +144,7 @@ func (h *PrometheusHistory) Steps(context.Context) ([]Step, error) {
 // the window's end), and per deployment its RPS and TLS share at each
 // step (null where it had no traffic).
 type historyJSON struct {
-	Times       []float64                  `json:"times"`
+	Times       []float64                   `json:"times"`
 	Deployments map[string]deploymentSeries `json:"deployments"`
 }
 

@@ -42,12 +42,12 @@
       cell.appendChild(box);
       // Two scales: requests per second, and the TLS share in percent.
       new window.uPlot({
-        width: 180, height: 48,
+        width: 140, height: 40,
         legend: { show: false }, cursor: { show: false },
         scales: { x: { time: true }, rps: { auto: true }, pct: { range: [0, 100] } },
         axes: [{ show: false }, { show: false, scale: "rps" }, { show: false, scale: "pct" }],
-        series: [{}, { label: "RPS", scale: "rps", stroke: "#1f5fbf", width: 1.5 },
-          { label: "TLS %", scale: "pct", stroke: "#0a6b2c", width: 1.5, dash: [4, 3] }]
+        series: [{}, { label: "RPS", scale: "rps", stroke: "#1f5fbf", width: 1.5, points: { show: false } },
+          { label: "TLS %", scale: "pct", stroke: "#0a6b2c", width: 1.5, dash: [4, 3], points: { show: false } }]
       }, [history.times, s.rps, tls], box);
       // The figures as words too: never a picture alone.
       summary.textContent = "RPS " + fmt(lastValue(s.rps)) + " (solid), TLS " + fmt(lastValue(s.tls), "%") +

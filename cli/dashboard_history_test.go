@@ -1,0 +1,201 @@
+package cli
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"meshtls/fixtures"
+	"meshtls/stat"
+)
+
+// writeHistoryCapture writes a capture of the built-in mixed one's pods
+// over rounds scrape rounds, 10 s apart, whose TLS share changes from one
+// window to the next: counters of TLS traffic grow with the square of the
+// round, the others linearly. It returns the directory and each round's
+// bodies ("namespace/pod" → text).
+func writeHistoryCapture(t testing.TB, rounds int) (string, []map[string][]byte) {
+	t.Helper()
+	fsys, err := fixtures.Capture("mixed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := stat.OpenCapture(fsys, "builtin:mixed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.Manifest()
+	last := m.Scrapes[len(m.Scrapes)-1]
+	base := map[string][]byte{}
+	for _, p := range m.Pods {
+		b, err := fs.ReadFile(fsys, last.Dir+"/"+p.Namespace+"/"+p.Name+".prom")
+		if err == nil {
+			base[p.Namespace+"/"+p.Name] = b
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "history")
+	w, err := stat.NewCaptureWriter(dir, "mixed, with history", m.Pods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	var all []map[string][]byte
+	for k := 1; k <= rounds; k++ {
+		bodies := map[string][]byte{}
+		for key, b := range base {
+			bodies[key] = scaleCounters(t, b, func(line string) float64 {
+				if strings.Contains(line, `tls="true"`) {
+					return float64(k * k)
+				}
+				return float64(2 * k)
+			})
+		}
+		if err := w.AddScrape(start.Add(time.Duration(k)*10*time.Second), bodies); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, bodies)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir, all
+}
+
+func scaleCounters(t testing.TB, body []byte, factor func(string) float64) []byte {
+	t.Helper()
+	var out strings.Builder
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			out.WriteString(line + "\n")
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("unexpected sample line %q", line)
+		}
+		fmt.Fprintf(&out, "%s %g\n", line[:i], v*factor(line))
+	}
+	return []byte(out.String())
+}
+
+// TestDashboardHistoryIsTheStatEngineOverEachWindow: each point of a
+// deployment's chart is what `stat` says for that window alone, computed
+// here from a capture holding only that window's two rounds.
+func TestDashboardHistoryIsTheStatEngineOverEachWindow(t *testing.T) {
+	const rounds = 5
+	dir, bodies := writeHistoryCapture(t, rounds)
+	url := startDashboard(t, DashboardOptions{Capture: dir})
+	resp, err := http.Get(url + "/ns/mixed/history")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("history: %s, %s", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	var h struct {
+		Times       []float64 `json:"times"`
+		Deployments map[string]struct {
+			RPS []*float64 `json:"rps"`
+			TLS []*float64 `json:"tls"`
+		} `json:"deployments"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Times) != rounds-1 {
+		t.Fatalf("%d points, want %d (one per window between rounds)", len(h.Times), rounds-1)
+	}
+	base, err := stat.OpenCapture(os.DirFS(dir), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := base.Manifest().Pods
+	compared, tlsChanges := 0, false
+	for i := 1; i < rounds; i++ {
+		// The window alone, as its own capture.
+		sub := filepath.Join(t.TempDir(), fmt.Sprint(i))
+		w, err := stat.NewCaptureWriter(sub, "one window", pods)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := time.Unix(int64(h.Times[i-1]), 0)
+		for _, r := range []int{i - 1, i} {
+			if err := w.AddScrape(at.Add(time.Duration(r-i)*10*time.Second), bodies[r]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		c, err := stat.OpenCapture(os.DirFS(sub), sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := stat.Compute(t.Context(), stat.Query{Resource: stat.Resource{Kind: stat.KindDeployment, Namespace: "mixed"}}, c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, row := range res.Rows {
+			d, ok := h.Deployments[row.Name]
+			if !ok {
+				t.Errorf("window %d: %s has no series", i, row.Name)
+				continue
+			}
+			for field, pair := range map[string]struct {
+				got  *float64
+				want float64
+			}{"rps": {d.RPS[i-1], row.RPS}, "tls": {d.TLS[i-1], row.TLS}} {
+				switch {
+				case math.IsNaN(pair.want) && pair.got != nil:
+					t.Errorf("window %d %s %s: %v, stat says no traffic", i, row.Name, field, *pair.got)
+				case !math.IsNaN(pair.want) && (pair.got == nil || *pair.got != pair.want):
+					t.Errorf("window %d %s %s: %v, stat says %v", i, row.Name, field, pair.got, pair.want)
+				case !math.IsNaN(pair.want):
+					compared++
+				}
+			}
+			if i > 1 && d.TLS[i-1] != nil && d.TLS[i-2] != nil && *d.TLS[i-1] != *d.TLS[i-2] {
+				tlsChanges = true
+			}
+		}
+	}
+	if compared == 0 || !tlsChanges {
+		t.Fatalf("%d figures compared, TLS changed over time: %t; the capture should give both", compared, tlsChanges)
+	}
+
+	// A capture of two rounds has one window: no chart, and a clear note.
+	two := startDashboard(t, DashboardOptions{Capture: "builtin:mixed"})
+	resp2, body := httpGet(t, two+"/ns/mixed")
+	if resp2.StatusCode != 200 || !strings.Contains(body, `id="no-history">No history: builtin:mixed has 2 scrape rounds`) || strings.Contains(body, `class="chart"`) {
+		t.Errorf("a two-round capture's namespace page: %s, note or chart wrong", resp2.Status)
+	}
+}
+
+func httpGet(t testing.TB, url string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		b.WriteString(sc.Text() + "\n")
+	}
+	return resp, b.String()
+}
