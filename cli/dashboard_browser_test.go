@@ -71,6 +71,11 @@ func (b *browser) errors() []string {
 
 func newBrowser(t testing.TB, width, height int) *browser {
 	t.Helper()
+	return newBrowserWith(t, width, height)
+}
+
+func newBrowserWith(t testing.TB, width, height int, extra ...chromedp.ExecAllocatorOption) *browser {
+	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath(t)),
 		// Tests run as root, where chromium's sandbox cannot start.
@@ -79,6 +84,7 @@ func newBrowser(t testing.TB, width, height int) *browser {
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.Flag("enable-precise-memory-info", true),
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelCtx(); cancelAlloc() })

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"meshtls/fixtures"
+	"meshtls/internal/testprom"
 	"meshtls/stat"
 )
 
@@ -198,4 +199,87 @@ func httpGet(t testing.TB, url string) (*http.Response, string) {
 		b.WriteString(sc.Text() + "\n")
 	}
 	return resp, b.String()
+}
+
+// TestDashboardOnPrometheus runs the dashboard as it runs against a
+// cluster's Prometheus (here a real Prometheus scraping a replay of the
+// built-in mixed capture): its pages show stat's figures, each chart
+// point is `stat --at` that window's end, and without a cluster the check
+// page and the live list say what they need.
+func TestDashboardOnPrometheus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short mode: starts a real Prometheus and waits for data")
+	}
+	const interval = 500 * time.Millisecond
+	const window = 2 * time.Second
+	c, err := openCapture(builtinPrefix + "mixed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := stat.StartReplayWith(c, stat.ReplayOptions{Step: interval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	var targets []testprom.Target
+	for _, tg := range r.Targets {
+		targets = append(targets, testprom.Target{Addr: tg.Addr, Labels: tg.Pod.TargetLabels()})
+	}
+	prom := testprom.Start(t, targets, interval)
+	prom.WaitTargetsUp(t, len(targets), 60*time.Second)
+	url := startDashboard(t, DashboardOptions{PrometheusURL: prom.URL, Window: window, WindowSet: true})
+	// Wait until a few windows hold data (polling, not a fixed sleep).
+	var h struct {
+		Times       []float64 `json:"times"`
+		Deployments map[string]struct {
+			RPS []*float64 `json:"rps"`
+			TLS []*float64 `json:"tls"`
+		} `json:"deployments"`
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		resp, body := httpGet(t, url+"/ns/mixed/history")
+		if resp.StatusCode == 200 {
+			if err := json.Unmarshal([]byte(body), &h); err != nil {
+				t.Fatal(err)
+			}
+			if b, ok := h.Deployments["backend"]; ok && len(b.RPS) == 12 && b.RPS[8] != nil && b.RPS[9] != nil && b.RPS[10] != nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no three windows of history for backend within 90s: %s %s", resp.Status, body)
+		}
+		time.Sleep(time.Second)
+	}
+	// The second-to-last point: its window is surely all in Prometheus.
+	i := len(h.Times) - 2
+	at := time.Unix(int64(h.Times[i]), 0).UTC()
+	want := statJSONRows(t, []string{"deploy", "-n", "mixed", "--prometheus-url", prom.URL, "-t", window.String(), "--at", at.Format(time.RFC3339), "-o", "json"})
+	compared := 0
+	for _, name := range []string{"backend", "frontend"} {
+		d := h.Deployments[name]
+		w := want["mixed/"+name]
+		if !close(d.RPS[i], w.RPS) || !close(d.TLS[i], w.TLS) {
+			t.Errorf("%s at %s: chart rps %s tls %s, stat --at says rps %s tls %s", name, at, show(d.RPS[i]), show(d.TLS[i]), show(w.RPS), show(w.TLS))
+		}
+		if w.RPS != nil {
+			compared++
+		}
+	}
+	if compared == 0 {
+		t.Fatal("stat --at found no traffic to compare")
+	}
+
+	resp, page := httpGet(t, url+"/ns/mixed")
+	if resp.StatusCode != 200 || !strings.Contains(page, `data-history="/ns/mixed/history"`) || !strings.Contains(page, `<tr data-name="backend">`) ||
+		!strings.Contains(page, "Figures from Prometheus "+prom.URL+" over 2s") {
+		t.Errorf("namespace page on Prometheus: %s\n%s", resp.Status, page)
+	}
+	if _, page := httpGet(t, url+"/ns/mixed/deploy/backend"); !strings.Contains(page, "Tap API not available") {
+		t.Errorf("without a tap API the deployment page must say so:\n%s", page)
+	}
+	if _, page := httpGet(t, url+"/check"); !strings.Contains(page, "Check needs a cluster: no cluster in this test") {
+		t.Errorf("without a cluster the check page must say so:\n%s", page)
+	}
 }
