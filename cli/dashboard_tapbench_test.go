@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/performance"
 	"github.com/chromedp/chromedp"
 
 	"meshtls/contract"
@@ -95,6 +97,29 @@ func TestDashboardTapMemory1000PerSecond(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel = b.timeout()
+	_, err = chromedp.Call(ctx, performance.Enable, performance.EnableParams{TimeDomain: performance.EnableTimeDomainThreadTicks})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// busy is the page's main-thread task time so far, in CPU time of
+	// that thread: what the page costs, whatever else the machine runs.
+	busy := func() float64 {
+		ctx, cancel := b.timeout()
+		defer cancel()
+		m, err := chromedp.Call(ctx, performance.GetMetrics, cdp.Empty{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range m.Metrics {
+			if x.Name == "TaskDuration" {
+				return x.Value
+			}
+		}
+		t.Fatal("no TaskDuration metric")
+		return 0
+	}
 	t.Logf("load average at start: %s", loadavg())
 	b.do(t, chromedp.Navigate(url+"/ns/emojivoto/deploy/web"), chromedp.WaitVisible("#tap"))
 	type sample struct {
@@ -113,6 +138,7 @@ func TestDashboardTapMemory1000PerSecond(t *testing.T) {
 		  drop: document.getElementById('tap-dropped').textContent}; })()`)
 	}
 	start := time.Now()
+	busy0, n0 := busy(), evaluate[int](t, b, `window.__n`)
 	var samples []sample
 	for i := 0; ; i++ {
 		time.Sleep(time.Until(start.Add(time.Duration(i) * 5 * time.Second)))
@@ -128,7 +154,10 @@ func TestDashboardTapMemory1000PerSecond(t *testing.T) {
 	if !last.Ended {
 		t.Errorf("the replay did not end within %ds", seconds+30)
 	}
+	busy1 := busy()
 	t.Logf("load average at end: %s", loadavg())
+	t.Logf("main-thread task time (thread CPU) per 1,000 events handled: %.0f ms (%d events in %.1f s of tasks)",
+		1000*(busy1-busy0)/float64(last.N-n0)*1000, last.N-n0, busy1-busy0)
 	rate := float64(last.N) / time.Since(start).Seconds()
 	t.Logf("received %d events in %s (%.0f events/s on average), %s reported dropped by the server's per-page cap", last.N, time.Since(start).Round(time.Second), rate, last.Drop)
 	// Steady state: from the first sample with a full list.
