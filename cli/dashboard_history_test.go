@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,9 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
 	"meshtls/fixtures"
 	"meshtls/internal/testprom"
 	"meshtls/stat"
+	"meshtls/tap"
 )
 
 // writeHistoryCapture writes a capture of the built-in mixed one's pods
@@ -281,5 +286,48 @@ func TestDashboardOnPrometheus(t *testing.T) {
 	}
 	if _, page := httpGet(t, url+"/check"); !strings.Contains(page, "Check needs a cluster: no cluster in this test") {
 		t.Errorf("without a cluster the check page must say so:\n%s", page)
+	}
+}
+
+// TestDashboardUsesTheTapAPISlot: with a cluster and no --replay, the live
+// list comes from the factory's TapSource (the tap API), the source
+// `linkerd tap` uses; here the slot holds the built-in recording.
+func TestDashboardUsesTheTapAPISlot(t *testing.T) {
+	ios, _, _ := TestStreams(false)
+	f := NewFactory(ios)
+	f.RESTConfig = func() (*rest.Config, error) { return nil, errNoCluster }
+	f.KubeClient = func() (kubernetes.Interface, error) { return nil, errNoCluster }
+	opened := 0
+	f.TapSource = func() (tap.Source, error) {
+		opened++
+		src, _, err := f.tapSource(&TapOptions{Replay: "builtin:emojivoto", Speed: 0})
+		return src, err
+	}
+	opts := DashboardOptions{PrometheusURL: "http://127.0.0.1:1", Window: time.Minute, Refresh: time.Second, MaxEvents: 1e9, Show: "url"}
+	srv, cfg, closeSrc, err := newDashboard(t.Context(), f, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeSrc()
+	if cfg.TapName != "the tap API" || cfg.Tap == nil {
+		t.Fatalf("tap source %q, %v: want the tap API", cfg.TapName, cfg.Tap != nil)
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	_, body := httpGet(t, ts.URL+"/ns/emojivoto/deploy/web/tap")
+	want := countTapEvents(t, "web")
+	if got := strings.Count(body, "event: tap\n"); opened != 1 || got != want || !strings.HasSuffix(body, "event: end\ndata: The stream ended.\n\n") {
+		t.Errorf("opened the slot %d times, %d events (linkerd tap prints %d); stream ends:\n%s", opened, got, want, body[max(0, len(body)-300):])
+	}
+
+	// An empty slot is said on the page, and the stream is a 404.
+	f.TapSource = nil
+	_, cfg, closeSrc2, err := newDashboard(t.Context(), f, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeSrc2()
+	if cfg.Tap != nil || !strings.HasPrefix(cfg.TapNote, "Tap API not available: live tap needs the tap API") {
+		t.Errorf("empty slot: note %q", cfg.TapNote)
 	}
 }
