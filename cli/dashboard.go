@@ -50,7 +50,8 @@ func newDashboardCmd(f *Factory) *cobra.Command {
 request rate, success rate and TLS share; a namespace's deployments and
 authorities as 'linkerd stat -o wide' shows them (why traffic is plain text,
 and who sends it); a deployment's edges and a live list of its requests,
-each marked encrypted or plain with the reason.
+each marked encrypted or plain with the reason; and the 'check --tls'
+results with their hints.
 
 The figures come from the same stat, tap and check engines as 'linkerd stat',
 'linkerd tap' and 'linkerd check --tls', found the same way: with a cluster,
@@ -66,6 +67,9 @@ builtin:mixed ship with the CLI) and --replay a tap recording
 Ctrl-C stops the server.`,
 		Example: `  # The cluster of the current kubeconfig context
   linkerd dashboard
+
+  # A Prometheus of your own, figures over 5 minutes
+  linkerd dashboard --prometheus-url http://127.0.0.1:9090 -t 5m
 
   # The built-in capture and tap recording, on a free port
   linkerd dashboard --capture builtin:emojivoto --replay builtin:emojivoto
