@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"meshtls/check"
+	"meshtls/dashboard"
 	tapfixtures "meshtls/fixtures/tap"
 )
 
@@ -324,6 +326,7 @@ func TestDashboardBrowserPages(t *testing.T) {
 	out := testOutputDir(t)
 	url := startDashboard(t, DashboardOptions{Capture: "builtin:mixed"})
 	emoji := startDashboard(t, DashboardOptions{Capture: "builtin:emojivoto", Replay: "builtin:emojivoto", Speed: 0})
+	checked := startCheckingDashboard(t)
 	historyDir, _ := writeHistoryCapture(t, 12)
 	history := startDashboard(t, DashboardOptions{Capture: historyDir})
 	for _, size := range []struct {
@@ -337,6 +340,7 @@ func TestDashboardBrowserPages(t *testing.T) {
 			{"namespace-charts", history + "/ns/mixed", "#deployments"},
 			{"deployment", emoji + "/ns/emojivoto/deploy/web", "#tap-rows tr"},
 			{"check", url + "/check", "#check-note"},
+			{"check-results", checked + "/check", "#check"},
 		} {
 			b.do(t, chromedp.Navigate(p.url), chromedp.WaitVisible(p.wait))
 			switch p.name {
@@ -498,4 +502,30 @@ func TestDashboardBrowserHostilePath(t *testing.T) {
 	if res.AsText == 0 {
 		t.Error("the hostile path is not shown, as text, in any row")
 	}
+}
+
+// startCheckingDashboard serves a dashboard whose check page runs the
+// check engine against an API server that refuses connections, so the
+// page shows real results: the first check fails with its hint.
+func startCheckingDashboard(t testing.TB) string {
+	t.Helper()
+	ios, _, _ := TestStreams(false)
+	f := NewFactory(ios)
+	f.RESTConfig = func() (*rest.Config, error) { return &rest.Config{Host: "https://127.0.0.1:1"}, nil }
+	f.KubeClient = func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(&rest.Config{Host: "https://127.0.0.1:1"}) }
+	opts := DashboardOptions{Capture: "builtin:mixed", Window: time.Minute, Refresh: time.Second, MaxEvents: 50}
+	_, cfg, closeSrc, err := newDashboard(context.Background(), f, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(closeSrc)
+	cfg.CheckNote = ""
+	cfg.Check = &check.Config{ControlNamespace: "linkerd", TLS: true, NewClient: f.KubeClient}
+	srv, err := dashboard.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	return ts.URL
 }
