@@ -512,7 +512,9 @@ func startCheckingDashboard(t testing.TB) string {
 	ios, _, _ := TestStreams(false)
 	f := NewFactory(ios)
 	f.RESTConfig = func() (*rest.Config, error) { return &rest.Config{Host: "https://127.0.0.1:1"}, nil }
-	f.KubeClient = func() (kubernetes.Interface, error) { return kubernetes.NewForConfig(&rest.Config{Host: "https://127.0.0.1:1"}) }
+	f.KubeClient = func() (kubernetes.Interface, error) {
+		return kubernetes.NewForConfig(&rest.Config{Host: "https://127.0.0.1:1"})
+	}
 	opts := DashboardOptions{Capture: "builtin:mixed", Window: time.Minute, Refresh: time.Second, MaxEvents: 50}
 	_, cfg, closeSrc, err := newDashboard(context.Background(), f, &opts)
 	if err != nil {
