@@ -59,9 +59,9 @@ bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signin
 	$(MAKE) bench-proxy
 
 .PHONY: bench-proxy
-bench-proxy: ## Benchmark the proxy pair (plain, mTLS) against nginx and haproxy pairs
+bench-proxy: ## Benchmark the proxy pair (plain, mTLS) against nginx and haproxy pairs, HTTP/1.1 and gRPC (PROXY_BENCH_FLAGS, e.g. -rounds 5 -baseline OLD_BUILD)
 	@scripts/deps.sh bench
-	$(GO) run ./bench/proxy | tee bench/proxy.txt
+	$(GO) run ./bench/proxy $(PROXY_BENCH_FLAGS) | tee bench/proxy.txt
 
 .PHONY: lint
 lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …) on both modules

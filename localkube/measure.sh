@@ -41,6 +41,11 @@ sleep 5
 echo "idle cluster RSS: $(rss "$work/c") MiB"
 kp=$(sed -n 's/.*"kube-proxy": \([0-9]*\).*/\1/p' "$work/c/state.json")
 [ -n "$kp" ] && echo "  of which kube-proxy: $(($(awk '/VmRSS/ {print $2}' "/proc/$kp/status") / 1024)) MiB"
+for pid in $(pgrep -x coredns || true); do
+	if grep -qz "LOCALKUBE_CLUSTER_DIR=$work/c" "/proc/$pid/environ" 2>/dev/null; then
+		echo "  of which coredns: $(($(awk '/VmRSS/ {print $2}' "/proc/$pid/status") / 1024)) MiB"
+	fi
+done
 
 cat >"$work/fifty.yaml" <<'YAML'
 apiVersion: apps/v1

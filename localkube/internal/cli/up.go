@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 
+	"meshtls/localkube/internal/clusterdns"
 	"meshtls/localkube/internal/controlplane"
 	"meshtls/localkube/internal/kubelet"
 	"meshtls/localkube/internal/podnet"
@@ -80,6 +82,9 @@ func runUp(ctx context.Context, o *upOptions, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := controlplane.CheckKubeProxyBinary(binDir); err != nil {
+		return err
+	}
+	if err := clusterdns.CheckBinary(defaultBinDirs(o.binDirs)); err != nil {
 		return err
 	}
 	// Refuse at once rather than from the server: no loopback fallback.
@@ -288,6 +293,8 @@ func runServe(o *upOptions) error {
 		Server: podServer, CACert: cp.PKI.CACert,
 		Port: cp.Ports.Kubelet, Cert: cp.PKI.ServingCert, Key: cp.PKI.ServingKey,
 		Log: log.New(os.Stderr, "kubelet: ", log.LstdFlags),
+		// Pods ask the kube-dns Service (kube-proxy routes it to CoreDNS).
+		ClusterDNS: []net.IP{pnet.DNSServiceIP()},
 	})
 	kctx, kstop := context.WithCancel(context.Background())
 	kdone := make(chan error, 1)
@@ -326,6 +333,12 @@ func runServe(o *upOptions) error {
 		shutdown("not ready")
 		return fail(err)
 	}
+	// Ready means pods resolve Service names: CoreDNS answers. It starts
+	// while kube-proxy syncs.
+	if err := clusterdns.Ensure(ctx, client, pnet.DNSServiceIP()); err != nil {
+		shutdown("cluster DNS")
+		return fail(err)
+	}
 	// kube-proxy started before the kubelet; what it still needs now is
 	// what it adds to up (logged, as the README's figures quote it).
 	waitFrom := time.Now()
@@ -334,6 +347,10 @@ func runServe(o *upOptions) error {
 		return fail(err)
 	}
 	logger.Printf("kube-proxy synced %s after the rest was ready", time.Since(waitFrom).Round(time.Millisecond))
+	if err := clusterdns.WaitReady(ctx, client, 60*time.Second); err != nil {
+		shutdown("cluster DNS not ready")
+		return fail(err)
+	}
 	st.Phase, st.Ready = "running", time.Since(st.Started)
 	_ = writeState(dir, st)
 	logger.Printf("ready after %s: kube-apiserver %s, pod network %s and services %s in %s", st.Ready.Round(time.Millisecond), cp.Server(), pnet.CIDR, pnet.ServiceCIDR, pnet.NodeNetns)
