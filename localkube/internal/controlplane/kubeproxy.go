@@ -124,7 +124,7 @@ func (c *ControlPlane) StartKubeProxy(kp KubeProxy) error {
 func (c *ControlPlane) WaitKubeProxy(ctx context.Context, kp KubeProxy, limit time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(limit)
-	last := "no answer"
+	var last string
 	for {
 		resp, err := hc.Get(kp.HealthzURL())
 		if err == nil {
