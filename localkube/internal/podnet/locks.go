@@ -161,6 +161,19 @@ func (n *Network) addForwardRules() error {
 				return fmt.Errorf("iptables %s FORWARD rule in %s: %w", nodeForwardTable, n.NodeNetns, err)
 			}
 		}
+		// Added before kube-proxy starts, which puts its chains first: what
+		// reaches these is a ClusterIP no Service has. A TCP reset, not
+		// ICMP: a connect gets "refused" at once, while an ICMP error that
+		// arrives during the connect call only counts after a retransmit.
+		comment := []string{"-m", "comment", "--comment", "localkube free ClusterIP"}
+		for _, r := range [][]string{
+			append(append([]string{"-d", n.ServiceCIDR.String(), "-p", "tcp"}, comment...), "-j", "REJECT", "--reject-with", "tcp-reset"),
+			append(append([]string{"-d", n.ServiceCIDR.String()}, comment...), "-j", "REJECT", "--reject-with", "icmp-net-unreachable"),
+		} {
+			if err := t.AppendUnique("filter", "FORWARD", r...); err != nil {
+				return fmt.Errorf("iptables FORWARD rule in %s: %w", n.NodeNetns, err)
+			}
+		}
 		return nil
 	})
 }

@@ -190,6 +190,11 @@ func (n *Network) Setup() error {
 			{"/proc/sys/net/ipv6/conf/all/disable_ipv6", "1"},
 			{"/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"},
 			{"/proc/sys/net/bridge/bridge-nf-call-iptables", "1"},
+			// A ClusterIP without endpoints (kube-proxy's REJECT) or a free
+			// one (no route) answers with ICMP, which the kernel rate-limits
+			// per peer, and the host is one peer for all its tests: without
+			// the limit a refusal is always immediate, never a timeout.
+			{"/proc/sys/net/ipv4/icmp_ratelimit", "0"},
 		} {
 			if err := os.WriteFile(s.path, []byte(s.value), 0o644); err != nil {
 				if strings.Contains(s.path, "ipv6") && errors.Is(err, os.ErrNotExist) {
@@ -219,6 +224,14 @@ func (n *Network) Setup() error {
 	}
 	if err := nh.LinkSetUp(br); err != nil {
 		return fmt.Errorf("bring up %s: %w", n.Bridge, err)
+	}
+	// The service CIDR gets a route in the node so that a ClusterIP
+	// kube-proxy did not DNAT reaches the FORWARD chain (without a route
+	// it would fail before any rule): kube-proxy rejects a Service without
+	// endpoints there, and our last rules reject a free ClusterIP, so
+	// neither is sent on the bridge.
+	if err := nh.RouteReplace(&netlink.Route{LinkIndex: br.Attrs().Index, Dst: n.ServiceCIDR, Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("route %s in %s: %w", n.ServiceCIDR, n.NodeNetns, err)
 	}
 	if err := n.setupLink(h, nh); err != nil {
 		return err
