@@ -110,8 +110,10 @@ func (c *ControlPlane) StartKubeProxy(kp KubeProxy) error {
 		"--conntrack-max-per-core=0",
 		"--conntrack-tcp-timeout-established=0",
 		"--conntrack-tcp-timeout-close-wait=0",
-		// Services change often in tests: sync at once, not every second.
-		"--iptables-min-sync-period=0s",
+		// Services change often in tests: a change reaches the rules within
+		// 100 ms (upstream waits up to 1 s), while a burst of pod changes
+		// still makes one iptables-restore, not one per pod.
+		"--iptables-min-sync-period=100ms",
 		"--profiling=false",
 		"--v=1",
 	)

@@ -72,6 +72,11 @@ func TestServiceAndLinkAddressesArePerBlockAndApart(t *testing.T) {
 		if other.ServiceCIDR.Contains(n.ServiceCIDR.IP) || other.LinkCIDR.Contains(n.HostLinkIP) {
 			t.Errorf("blocks %d and %d share service or link addresses", b, other.Block)
 		}
+		// Cleanup finds the node namespace by the block's netns prefix and
+		// the host link by name.
+		if !strings.HasPrefix(n.NodeNetns, fmt.Sprintf("lk%d-", b)) || !n.ownsHostLink(n.HostLink) || ForBlock(b+1).ownsHostLink(n.HostLink) {
+			t.Errorf("block %d: clean-up would miss %s or %s, or another block's would take them", b, n.NodeNetns, n.HostLink)
+		}
 		for _, name := range []string{n.HostLink, n.NodeLink, n.NodeNetns} {
 			if len(name) > 15 || !strings.HasPrefix(name, fmt.Sprintf("lk%d", b)) {
 				t.Errorf("block %d: name %q too long or without the block's prefix", b, name)
