@@ -26,7 +26,7 @@ demo: build ## Print the seed's `linkerd stat authority -n emojivoto` table (no 
 	@$(BIN)/linkerd stat authority -n emojivoto --capture builtin:emojivoto
 
 .PHONY: deps
-deps: ## Install the Debian packages tests use (prometheus, openssl, wrk, tmux, iptables, iproute2)
+deps: ## Install the Debian packages tests use (chromium, prometheus, openssl, wrk, tmux, iptables, iproute2)
 	@scripts/deps.sh
 
 .PHONY: test
@@ -47,7 +47,7 @@ $(BIN)/promtool: install/promtool/go.mod install/promtool/go.sum
 	cd install/promtool && $(GO) build -o $(BIN)/promtool github.com/prometheus/prometheus/cmd/promtool
 
 .PHONY: bench
-bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing, a 1,000-owner burst, check --tls over 1,000 pods, the tap TUI at 10k and 20k events/s
+bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing, a 1,000-owner burst, check --tls over 1,000 pods, the tap TUI at 10k and 20k events/s, the dashboard's 100-deployment page and its live list at 1,000 events/s in chromium
 	$(GO) test -run '^$$' -bench Aggregate1000Pods -benchtime 3x -count 5 ./stat/ | tee bench/stat-aggregate.txt
 	$(GO) test -run '^$$' -bench Parse -count 5 ./stat/ | tee bench/stat-parse.txt
 	bench/stat-rss.sh | tee bench/stat-rss.txt
@@ -56,12 +56,14 @@ bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signin
 	$(GO) test -run '^$$' -bench Model10k -benchtime 5x -count 5 ./tui/ | tee bench/tui.txt
 	$(GO) test -run '^$$' -bench Sustained -benchtime 1x -count 3 ./tui/ | tee -a bench/tui.txt
 	$(GO) test -run '^$$' -bench CheckTLS1000Pods -benchtime 5x -count 5 ./check/ | tee bench/check-tls.txt
+	$(GO) test -run '^$$' -bench NamespacePage100Deployments -benchtime 5x -count 5 ./dashboard/ | tee bench/dashboard-page.txt
+	scripts/deps.sh && DASHBOARD_TAP_BENCH=1 $(GO) test -count=1 -v -run TestDashboardTapMemory1000PerSecond ./cli/ | tee bench/dashboard-tap.txt
 	$(MAKE) bench-proxy
 
 .PHONY: bench-proxy
-bench-proxy: ## Benchmark the proxy pair (plain, mTLS) against nginx and haproxy pairs
+bench-proxy: ## Benchmark the proxy pair (plain, mTLS) against nginx and haproxy pairs, HTTP/1.1 and gRPC (PROXY_BENCH_FLAGS, e.g. -rounds 5 -baseline OLD_BUILD)
 	@scripts/deps.sh bench
-	$(GO) run ./bench/proxy | tee bench/proxy.txt
+	$(GO) run ./bench/proxy $(PROXY_BENCH_FLAGS) | tee bench/proxy.txt
 
 .PHONY: lint
 lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …) on both modules
