@@ -50,7 +50,9 @@ func TestInjectedPassesServerDryRun(t *testing.T) {
 
 // serverSafe is kinds.yaml without the two things a real API server
 // rejects on purpose: the made-up field that shows unknown fields survive,
-// and the generateName pod, which kubectl apply cannot create.
+// and the generateName pod, which kubectl apply cannot create. The
+// kube-system Deployment coredns is renamed: the cluster runs its own (its
+// DNS), whose selector is immutable.
 func serverSafe(t *testing.T, o Options) *Result {
 	t.Helper()
 	in, err := os.ReadFile("testdata/kinds.yaml")
@@ -62,6 +64,7 @@ func serverSafe(t *testing.T, o Options) *Result {
 		if strings.Contains(doc, "generateName:") {
 			continue
 		}
+		doc = strings.Replace(doc, "name: coredns\n  namespace: kube-system", "name: fixture-coredns\n  namespace: kube-system", 1)
 		var lines []string
 		for _, l := range strings.Split(doc, "\n") {
 			if !strings.Contains(l, "futureField") && !strings.Contains(l, "must survive") {

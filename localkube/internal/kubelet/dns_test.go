@@ -89,6 +89,36 @@ func TestAPodThreadsProcessesSeeTheBindMountsAndTheHostDoesNot(t *testing.T) {
 	if err := th.run(func() error { return nil }); err == nil {
 		t.Error("a closed pod thread still runs starts")
 	}
+	// Threads never end (a process's parent-death signal follows the
+	// thread that started it): the next pod reuses this one, back in the
+	// host's namespaces, with its own binds.
+	threadPool.mu.Lock()
+	idle := len(threadPool.idle)
+	threadPool.mu.Unlock()
+	if idle == 0 {
+		t.Fatal("a closed pod thread did not go back to the pool")
+	}
+	other := filepath.Join(dir, "other-resolv.conf")
+	if err := os.WriteFile(other, []byte("other pod\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	th2, err := newPodThread("/proc/self/ns/net", []bindMount{{source: other, target: target}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer th2.close()
+	if th2.t != th.t {
+		t.Error("the next pod did not reuse the idle thread")
+	}
+	cmd := exec.Command("cat", target)
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := th2.run(cmd.Start); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil || out.String() != "other pod\n" {
+		t.Errorf("on a reused thread the process reads %q (%v), want the new pod's file only", out.String(), err)
+	}
 }
 
 func TestPodDNSFollowsKubeletsPolicies(t *testing.T) {
