@@ -1,0 +1,285 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"meshtls/contract"
+	"meshtls/testutil/localcluster"
+)
+
+// TestLiveTap is the tap API end to end: linkerd install adds controller
+// tap behind the real API server (APIService tap.linkerd.io), the CLI
+// reaches it with nothing but a kubeconfig, the API server and the tap
+// controller authorise the user, and the controller taps the injected
+// deployment's real proxies over mTLS with the controller identity.
+func TestLiveTap(t *testing.T) {
+	client := localcluster.Client(t)
+	kubeconfig := localcluster.Kubeconfig(t)
+	kubectl := localcluster.Kubectl(t)
+	ns := localcluster.Namespace(t)
+	cp := "l5d-" + rand.String(5)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+
+	installYAML := run(t, "install", "--tls=optional", "-L", cp)
+	t.Cleanup(func() {
+		del := exec.Command(kubectl, "--kubeconfig", kubeconfig, "delete", "--ignore-not-found", "--wait=false", "-f", "-")
+		del.Stdin = bytes.NewReader(installYAML)
+		_ = del.Run()
+	})
+	kubectlApply(t, kubectl, kubeconfig, installYAML)
+	_ = client.AppsV1().Deployments(cp).Delete(ctx, "linkerd-prometheus", metav1.DeleteOptions{})
+	controller := readyPod(ctx, t, client, cp, contract.ComponentLabel+"=destination")
+	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=ca")
+	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=tap")
+	destAddr := fmt.Sprintf("%s:%d", controller.Status.PodIP, contract.DestinationPort)
+
+	inject := func(manifest string) {
+		t.Helper()
+		cmd := exec.Command(linkerdBin, "inject", "--tls=optional", "-L", cp, "-")
+		cmd.Stdin = strings.NewReader(manifest)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("linkerd inject: %v", err)
+		}
+		dnsName := fmt.Sprintf("%s.%s.svc.cluster.local:%d", contract.ControllerComponent, cp, contract.DestinationPort)
+		kubectlApply(t, kubectl, kubeconfig, bytes.ReplaceAll(out, []byte(dnsName), []byte(destAddr)))
+	}
+	inject(demoDeployment(ns, "emoji", "emoji", map[string]string{"GRPC_PORT": "8080"}, 8080) +
+		demoDeployment(ns, "voting", "voting", map[string]string{"GRPC_PORT": "8080"}, 8080))
+	emoji := readyPod(ctx, t, client, ns, "app=emoji")
+	voting := readyPod(ctx, t, client, ns, "app=voting")
+	inject(demoDeployment(ns, "web", "web", map[string]string{
+		"WEB_PORT": "8080", "EMOJISVC_HOST": emoji.Status.PodIP + ":8080", "VOTINGSVC_HOST": voting.Status.PodIP + ":8080",
+	}, 8080))
+	web := readyPod(ctx, t, client, ns, "app=web")
+	inject(demoDeployment(ns, "vote-bot", "vote-bot", map[string]string{
+		"WEB_HOST": web.Status.PodIP + ":8080", "VOTE_RATE": "5", "TRUTH_PORT": "8802",
+	}, 8802))
+	readyPod(ctx, t, client, ns, "app=vote-bot")
+
+	// linkerd check says when the APIService is Available.
+	localcluster.Eventually(t, 2*time.Minute, func() error {
+		out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "get", "apiservice", contract.TapAPIService,
+			"-o", `jsonpath={.status.conditions[?(@.type=="Available")].status} {.status.conditions[?(@.type=="Available")].message}`).CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), "True") {
+			return fmt.Errorf("APIService %s not Available: %s %v", contract.TapAPIService, out, err)
+		}
+		return nil
+	})
+
+	// Two ServiceAccounts: one bound to the tap-view ClusterRole in the
+	// namespace, one with nothing.
+	for _, sa := range []string{"tapper", "nobody"} {
+		if _, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "tapper-tap-view"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: contract.TapViewClusterRole(cp)},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "tapper", Namespace: ns}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tapperKC := saKubeconfig(t, kubectl, kubeconfig, ns, "tapper")
+	nobodyKC := saKubeconfig(t, kubectl, kubeconfig, ns, "nobody")
+
+	t.Run("allowed user sees mTLS requests", func(t *testing.T) {
+		emojiID := contract.Identity("emoji", contract.KindDeployment, ns, cp)
+		votingID := contract.Identity("voting", contract.KindDeployment, ns, cp)
+		localcluster.Eventually(t, 2*time.Minute, func() error {
+			return tapUntil(ctx, 60*time.Second, []string{"tap", "deploy/web", "-n", ns, "-L", cp, "--kubeconfig", tapperKC, "-o", "json"},
+				func(ev tapJSON) bool {
+					// web calls emoji and voting through its outbound
+					// proxy, with mTLS to the server's identity.
+					return ev.Type == "req" && ev.Proxy == "out" && ev.TLS.Status == "true" &&
+						(ev.TLS.ServerID == emojiID || ev.TLS.ServerID == votingID)
+				})
+		})
+	})
+
+	t.Run("ServiceAccount without the permission gets 403", func(t *testing.T) {
+		cmd := exec.CommandContext(ctx, linkerdBin, "tap", "deploy/web", "-n", ns, "-L", cp, "--kubeconfig", nobodyKC)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if err == nil {
+			t.Fatal("tap as a ServiceAccount without tap-view succeeded")
+		}
+		want := fmt.Sprintf(`user "system:serviceaccount:%s:nobody" cannot watch deployments/tap in namespace %q`, ns, ns)
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		if len(lines) != 1 || !strings.Contains(lines[0], want) || !strings.Contains(lines[0], contract.TapViewClusterRole(cp)) {
+			t.Errorf("stderr:\n%s\nwant one line with %q and the ClusterRole to bind", stderr.String(), want)
+		}
+	})
+
+	t.Run("unknown deployment is named", func(t *testing.T) {
+		cmd := exec.CommandContext(ctx, linkerdBin, "tap", "deploy/nope", "-n", ns, "-L", cp, "--kubeconfig", tapperKC)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err == nil || !strings.Contains(stderr.String(), `deployment "nope" not found in namespace "`+ns+`"`) {
+			t.Errorf("tap of a missing deployment: %v\n%s", err, stderr.String())
+		}
+	})
+
+	t.Run("a stalled tap client does not slow the traffic", func(t *testing.T) {
+		url := fmt.Sprintf("http://%s:8080/api/list", web.Status.PodIP)
+		before := medianLatency(t, url, 100)
+		// A client that opens an unlimited tap and never reads it: the
+		// API server's and the controller's buffers fill, and then the
+		// proxies' queues drop.
+		cfg, err := clientcmd.BuildConfigFromFlags("", tapperKC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stalled := openStalledTap(t, cfg, ns)
+		defer stalled.Close()
+		// Let the stall take hold: traffic keeps flowing meanwhile.
+		for range 3 {
+			medianLatency(t, url, 100)
+		}
+		during := medianLatency(t, url, 100)
+		t.Logf("median latency of GET /api/list through web's proxy: %v without a tap, %v with a stalled tap client", before, during)
+		if during > 3*before+10*time.Millisecond {
+			t.Errorf("a stalled tap client slowed requests: median %v, %v before", during, before)
+		}
+	})
+}
+
+type tapJSON struct {
+	Type   string `json:"type"`
+	Proxy  string `json:"proxy"`
+	TLS struct {
+		Status   string `json:"status"`
+		ServerID string `json:"server_id"`
+		ClientID string `json:"client_id"`
+	} `json:"tls"`
+}
+
+// tapUntil runs linkerd with args until an output line satisfies ok.
+func tapUntil(ctx context.Context, limit time.Duration, args []string, ok func(tapJSON) bool) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, linkerdBin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var seen []string
+	for sc.Scan() {
+		var ev tapJSON
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("tap -o json printed a line that is not JSON: %q", sc.Text())
+		}
+		if ok(ev) {
+			return nil
+		}
+		if len(seen) < 5 {
+			seen = append(seen, sc.Text())
+		}
+	}
+	cancel()
+	_ = cmd.Wait()
+	return fmt.Errorf("no matching tap event (first lines %v); stderr: %s", seen, stderr.String())
+}
+
+// saKubeconfig writes a kubeconfig that authenticates as a ServiceAccount
+// with a fresh token.
+func saKubeconfig(t *testing.T, kubectl, adminKC, ns, sa string) string {
+	t.Helper()
+	tok, err := exec.Command(kubectl, "--kubeconfig", adminKC, "create", "token", sa, "-n", ns, "--duration=1h").Output()
+	if err != nil {
+		t.Fatalf("kubectl create token %s: %v", sa, err)
+	}
+	admin, err := clientcmd.LoadFromFile(adminKC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := admin.Contexts[admin.CurrentContext]
+	cl := admin.Clusters[ctx.Cluster]
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["c"] = cl
+	cfg.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: strings.TrimSpace(string(tok))}
+	cfg.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: sa, Namespace: ns}
+	cfg.CurrentContext = "c"
+	path := filepath.Join(t.TempDir(), sa+".kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func medianLatency(t *testing.T, url string, n int) time.Duration {
+	t.Helper()
+	c := http.Client{Timeout: 10 * time.Second}
+	var ds []time.Duration
+	for range n {
+		start := time.Now()
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s", url, resp.Status)
+		}
+		ds = append(ds, time.Since(start))
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2]
+}
+
+// openStalledTap opens an uncapped tap of the namespace and never reads
+// it.
+func openStalledTap(t *testing.T, cfg *rest.Config, ns string) io.Closer {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An empty ObserveRequest: every request, no max_rps.
+	req, err := http.NewRequest(http.MethodPost, strings.TrimSuffix(cfg.Host, "/")+"/apis/tap.linkerd.io/v1alpha1/watch/namespaces/"+ns+"/deployments/web/tap", bytes.NewReader(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("stalled tap: %s: %s", resp.Status, b)
+	}
+	return resp.Body
+}
