@@ -88,7 +88,7 @@ func (s *Source) Open(ctx context.Context, q tap.Query) (tap.Stream, error) {
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return nil, s.httpError(resp.StatusCode, b, t)
+		return nil, s.httpError(resp.StatusCode, resp.Header.Get(SourceHeader) != "", b, t)
 	}
 	now := s.Now
 	if now == nil {
@@ -100,20 +100,17 @@ func (s *Source) Open(ctx context.Context, q tap.Query) (tap.Stream, error) {
 var userRe = regexp.MustCompile(`[Uu]ser "([^"]*)"`)
 
 // httpError names the cause of a refused tap.
-func (s *Source) httpError(code int, body []byte, t Target) error {
+func (s *Source) httpError(code int, ours bool, body []byte, t Target) error {
 	var st metav1.Status
 	_ = json.Unmarshal(body, &st)
 	msg := st.Message
 	if msg == "" {
 		msg = strings.TrimSpace(string(body))
 	}
-	ours := st.Details != nil && st.Details.Group == Group
 	switch {
 	case code == http.StatusForbidden:
-		if ours {
-			return errors.New(msg)
-		}
-		// The API server authorises the same verb before it forwards.
+		// The API server authorises the same verb before it forwards,
+		// in its own words; both say the same in ours.
 		u := "you"
 		if m := userRe.FindStringSubmatch(msg); m != nil {
 			u = m[1]
@@ -178,5 +175,5 @@ func (s *stream) Recv() (tap.Record, error) {
 	}
 }
 
-func (s *stream) ConnectedProxies() int  { return int(s.proxies.Load()) }
+func (s *stream) ConnectedProxies() int { return int(s.proxies.Load()) }
 func (s *stream) TrailingDrops() uint64 { return s.trailing }

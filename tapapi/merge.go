@@ -17,6 +17,8 @@ type Merger struct {
 	limiter *rate.Limiter
 	out     chan *tappb.TapEvent
 	dropped atomic.Uint64
+	// OnDrop, when set, is told of every drop (for metrics).
+	OnDrop func(n uint64)
 }
 
 // NewMerger caps requests at maxRPS across all feeders (0: no cap) and
@@ -71,14 +73,14 @@ func keyOf(id *tappb.TapEvent_Http_StreamId) streamKey {
 func (f *Feeder) Push(ev *tappb.TapEvent) {
 	m := f.m
 	if d := ev.GetDroppedBefore(); d > 0 {
-		m.dropped.Add(d)
+		m.drop(d)
 		ev.DroppedBefore = 0
 	}
 	h := ev.GetHttp()
 	if init := h.GetRequestInit(); init != nil {
 		k := keyOf(init.GetId())
 		if (m.limiter != nil && !m.limiter.Allow()) || !m.offer(ev) {
-			m.dropped.Add(1)
+			m.drop(1)
 			if len(f.skipped) >= maxSkipped {
 				clear(f.skipped)
 			}
@@ -104,7 +106,14 @@ func (f *Feeder) Push(ev *tappb.TapEvent) {
 		}
 	}
 	if !m.offer(ev) {
-		m.dropped.Add(1)
+		m.drop(1)
+	}
+}
+
+func (m *Merger) drop(n uint64) {
+	m.dropped.Add(n)
+	if m.OnDrop != nil {
+		m.OnDrop(n)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 	authzv1 "k8s.io/api/authorization/v1"
@@ -43,8 +45,16 @@ type Config struct {
 
 // Server serves tap.linkerd.io/v1alpha1.
 type Server struct {
-	cfg Config
+	cfg      Config
+	registry *prometheus.Registry
+	dropped  prometheus.Counter
+	sessions prometheus.Gauge
+	events   prometheus.Counter
 }
+
+// SourceHeader marks every response of the tap API, so the CLI can tell
+// its answers from the API server's.
+const SourceHeader = "Linkerd-Tap-Api"
 
 // New checks cfg.
 func New(cfg Config) (*Server, error) {
@@ -60,7 +70,23 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ControlNamespace == "" {
 		cfg.ControlNamespace = "linkerd"
 	}
-	return &Server{cfg: cfg}, nil
+	s := &Server{cfg: cfg, registry: prometheus.NewRegistry()}
+	s.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "tap_events_dropped_total",
+		Help: "Tap events dropped for clients: over max-rps, behind a slow client, or dropped by a proxy."})
+	s.events = prometheus.NewCounter(prometheus.CounterOpts{Name: "tap_events_sent_total", Help: "Tap events sent to clients."})
+	s.sessions = prometheus.NewGauge(prometheus.GaugeOpts{Name: "tap_sessions", Help: "Open tap sessions."})
+	s.registry.MustRegister(s.dropped, s.events, s.sessions)
+	return s, nil
+}
+
+// AdminHandler serves /ready, /live and /metrics.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	ok := func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }
+	mux.HandleFunc("/ready", ok)
+	mux.HandleFunc("/live", ok)
+	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	return mux
 }
 
 func (s *Server) log() *slog.Logger {
@@ -211,7 +237,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/apis/"+Group, s.discoveryGroup)
 	mux.HandleFunc(apisPrefix, s.discoveryResources)
 	mux.HandleFunc(apisPrefix+"/watch/", s.serveTap)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(SourceHeader, "controller")
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -389,6 +418,9 @@ func (s *Server) Stream(ctx context.Context, w http.ResponseWriter, eps []Endpoi
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	m := NewMerger(req.GetMaxRps(), s.cfg.Buffer)
+	m.OnDrop = func(n uint64) { s.dropped.Add(float64(n)) }
+	s.sessions.Inc()
+	defer s.sessions.Dec()
 	sess := &session{connected: map[string]bool{}, errs: map[string]string{}, changed: true}
 	var wg sync.WaitGroup
 	for _, ep := range eps {
@@ -439,6 +471,7 @@ func (s *Server) Stream(ctx context.Context, w http.ResponseWriter, eps []Endpoi
 			if err := fw.event(ev); err != nil {
 				return
 			}
+			s.events.Inc()
 			// Batch what is already queued into one write.
 			if len(events) == 0 {
 				if err := flush(); err != nil {

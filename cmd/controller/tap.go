@@ -64,7 +64,7 @@ many it dropped.`,
 	f := cmd.Flags()
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, else in-cluster credentials)")
 	f.StringVar(&o.addr, "addr", "127.0.0.1:"+strconv.Itoa(contract.TapAPIPort), "HTTPS address the API server reaches")
-	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:"+strconv.Itoa(contract.TapAdminPort), "address for /ready and /live (empty disables)")
+	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:"+strconv.Itoa(contract.TapAdminPort), "address for /ready, /live and /metrics (empty disables)")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.controllerNS, "controller-namespace", "linkerd", "control-plane namespace: only pods meshed by it are tapped")
 	f.StringVar(&o.servingCert, "tls-cert", "", "serving certificate the API server checks against the APIService's caBundle (PEM)")
@@ -150,11 +150,7 @@ func runTapAPI(parent context.Context, o *tapOptions) error {
 			_ = l.Close()
 			return fmt.Errorf("admin listener: %w", err)
 		}
-		mux := http.NewServeMux()
-		ok := func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }
-		mux.HandleFunc("/ready", ok)
-		mux.HandleFunc("/live", ok)
-		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		admin = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := admin.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("admin server stopped", "err", err)

@@ -1,0 +1,207 @@
+package tapapi
+
+import (
+	"bytes"
+	"io"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	tappb "meshtls/proto/tap"
+)
+
+func reqEv(base uint32, n uint64) *tappb.TapEvent {
+	return &tappb.TapEvent{Event: &tappb.TapEvent_Http_{Http: &tappb.TapEvent_Http{Event: &tappb.TapEvent_Http_RequestInit_{
+		RequestInit: &tappb.TapEvent_Http_RequestInit{Id: &tappb.TapEvent_Http_StreamId{Base: base, Stream: n}, Method: "GET", Path: "/"}}}}}
+}
+
+func rspEv(base uint32, n uint64) *tappb.TapEvent {
+	return &tappb.TapEvent{Event: &tappb.TapEvent_Http_{Http: &tappb.TapEvent_Http{Event: &tappb.TapEvent_Http_ResponseInit_{
+		ResponseInit: &tappb.TapEvent_Http_ResponseInit{Id: &tappb.TapEvent_Http_StreamId{Base: base, Stream: n}, HttpStatus: 200}}}}}
+}
+
+func endEv(base uint32, n uint64) *tappb.TapEvent {
+	return &tappb.TapEvent{Event: &tappb.TapEvent_Http_{Http: &tappb.TapEvent_Http{Event: &tappb.TapEvent_Http_ResponseEnd_{
+		ResponseEnd: &tappb.TapEvent_Http_ResponseEnd{Id: &tappb.TapEvent_Http_StreamId{Base: base, Stream: n}}}}}}
+}
+
+// drain counts queued events per stage and checks every response and end
+// belongs to a request that was shown.
+func drain(t *testing.T, m *Merger, shown map[streamKey]bool) (reqs, others int) {
+	t.Helper()
+	for {
+		select {
+		case ev := <-m.Events():
+			h := ev.GetHttp()
+			switch {
+			case h.GetRequestInit() != nil:
+				shown[keyOf(h.GetRequestInit().GetId())] = true
+				reqs++
+			case h.GetResponseInit() != nil:
+				if !shown[keyOf(h.GetResponseInit().GetId())] {
+					t.Errorf("response of a dropped request passed: %v", h.GetResponseInit().GetId())
+				}
+				others++
+			case h.GetResponseEnd() != nil:
+				if !shown[keyOf(h.GetResponseEnd().GetId())] {
+					t.Errorf("end of a dropped request passed: %v", h.GetResponseEnd().GetId())
+				}
+				others++
+			}
+		default:
+			return reqs, others
+		}
+	}
+}
+
+// max-rps is one budget across every proxy, not one per proxy.
+func TestMaxRPSAcrossProxies(t *testing.T) {
+	m := NewMerger(50, 10000)
+	var feeders []*Feeder
+	for range 4 {
+		feeders = append(feeders, m.Feeder())
+	}
+	// Four proxies report 100 requests each, at once: the same stream
+	// numbers on every proxy (ids are per proxy).
+	for n := uint64(1); n <= 100; n++ {
+		for i, f := range feeders {
+			f.Push(reqEv(uint32(i), n))
+		}
+	}
+	for n := uint64(1); n <= 100; n++ {
+		for i, f := range feeders {
+			f.Push(rspEv(uint32(i), n))
+			f.Push(endEv(uint32(i), n))
+		}
+	}
+	reqs, others := drain(t, m, map[streamKey]bool{})
+	// The burst is one second's budget; refills during the test add at
+	// most a few.
+	if reqs < 50 || reqs > 55 {
+		t.Errorf("%d requests passed a 50 rps budget from 4 proxies", reqs)
+	}
+	if others != 2*reqs {
+		t.Errorf("%d responses and ends for %d requests", others, reqs)
+	}
+	if d := m.TakeDropped(); d != uint64(400-reqs) {
+		t.Errorf("dropped %d, want %d (one per request over the budget)", d, 400-reqs)
+	}
+	if d := m.TakeDropped(); d != 0 {
+		t.Errorf("TakeDropped did not reset: %d", d)
+	}
+}
+
+// A full queue drops and counts instead of blocking the proxy's stream.
+func TestFullQueueDropsWithoutBlocking(t *testing.T) {
+	m := NewMerger(0, 10)
+	f := m.Feeder()
+	for n := uint64(1); n <= 30; n++ {
+		f.Push(reqEv(7, n))
+	}
+	if got := len(m.Events()); got != 10 {
+		t.Fatalf("queue holds %d, want 10", got)
+	}
+	if d := m.Dropped(); d != 20 {
+		t.Errorf("dropped %d, want 20", d)
+	}
+	shown := map[streamKey]bool{}
+	reqs, _ := drain(t, m, shown)
+	// Ends of the dropped requests are dropped with them, silently.
+	for n := uint64(1); n <= 30; n++ {
+		f.Push(endEv(7, n))
+	}
+	_, others := drain(t, m, shown)
+	if reqs != 10 || others != 10 {
+		t.Errorf("requests %d, ends %d; want 10 and 10", reqs, others)
+	}
+	if d := m.TakeDropped(); d != 20 {
+		t.Errorf("dropped %d after the ends, want still 20", d)
+	}
+}
+
+// What a proxy says it dropped is added to the client's count.
+func TestProxyDropsAreCounted(t *testing.T) {
+	m := NewMerger(0, 10)
+	ev := reqEv(1, 1)
+	ev.DroppedBefore = 42
+	m.Feeder().Push(ev)
+	got := <-m.Events()
+	if got.GetDroppedBefore() != 0 || m.TakeDropped() != 42 {
+		t.Errorf("proxy drops not moved to the merger: event %d", got.GetDroppedBefore())
+	}
+}
+
+func TestFramesRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	fw := newFrameWriter(&buf)
+	want := []*tappb.TapEvent{reqEv(1, 1), rspEv(1, 1), endEv(1, 1)}
+	if err := fw.status(Status{Pods: 3, Proxies: 2, Errors: []string{"pod a/b: refused"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range want {
+		if err := fw.event(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fw.status(Status{Dropped: 5, End: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	fr := NewFrameReader(bytes.NewReader(buf.Bytes()))
+	_, st, err := fr.Next()
+	if err != nil || st == nil || st.Proxies != 2 || st.Pods != 3 || len(st.Errors) != 1 {
+		t.Fatalf("first frame: %v %v", st, err)
+	}
+	for _, w := range want {
+		ev, _, err := fr.Next()
+		if err != nil || !proto.Equal(ev, w) {
+			t.Fatalf("event: %v %v, want %v", ev, err, w)
+		}
+	}
+	if _, st, err := fr.Next(); err != nil || !st.End || st.Dropped != 5 {
+		t.Fatalf("last frame: %v %v", st, err)
+	}
+	if _, _, err := fr.Next(); err != io.EOF {
+		t.Errorf("after the last frame: %v, want EOF", err)
+	}
+	// A cut stream and an absurd length are errors, not hangs or
+	// allocations.
+	if _, _, err := NewFrameReader(bytes.NewReader(buf.Bytes()[:3])).Next(); err == nil {
+		t.Error("a cut header read as a frame")
+	}
+	if _, _, err := NewFrameReader(bytes.NewReader([]byte{0, 0xff, 0xff, 0xff, 0xff})).Next(); err == nil {
+		t.Error("a 4 GiB frame length was accepted")
+	}
+}
+
+func TestPaths(t *testing.T) {
+	for _, tc := range []struct {
+		t    Target
+		path string
+	}{
+		{Target{Namespace: "emojivoto", Resource: "deployments", Name: "web"}, "/apis/tap.linkerd.io/v1alpha1/watch/namespaces/emojivoto/deployments/web/tap"},
+		{Target{Namespace: "emojivoto", Resource: "namespaces"}, "/apis/tap.linkerd.io/v1alpha1/watch/namespaces/emojivoto/tap"},
+		{Target{Namespace: "emojivoto", Resource: "pods"}, "/apis/tap.linkerd.io/v1alpha1/watch/namespaces/emojivoto/tap?resource=pods"},
+	} {
+		p := tc.t.Path()
+		if p != tc.path {
+			t.Errorf("%+v: path %s, want %s", tc.t, p, tc.path)
+		}
+		path, q, _ := bytes.Cut([]byte(p), []byte("?"))
+		got, err := ParsePath(string(path), string(q))
+		if err != nil || got != tc.t {
+			t.Errorf("ParsePath(%s) = %+v, %v", p, got, err)
+		}
+	}
+	for _, bad := range []string{
+		"/apis/tap.linkerd.io/v1alpha1/watch/namespaces/x/secrets/y/tap",
+		"/apis/tap.linkerd.io/v1alpha1/watch/namespaces//tap",
+		"/apis/tap.linkerd.io/v1alpha1/watch/namespaces/x/deployments/y",
+	} {
+		if _, err := ParsePath(bad, ""); err == nil {
+			t.Errorf("ParsePath(%s) accepted", bad)
+		}
+	}
+}
