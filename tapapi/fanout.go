@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -279,13 +280,22 @@ func (s *Server) observe(ctx context.Context, ep Endpoint, req *tappb.ObserveReq
 		return err
 	}
 	defer conn.Close()
-	stream, err := tappb.NewTapClient(conn).Observe(ctx, req)
+	// Events are received still encoded (rawCodec): the merger reads the
+	// few fields it needs and the client gets the proxy's bytes.
+	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, tappb.Tap_Observe_FullMethodName, grpc.ForceCodec(rawCodec{}))
 	if err != nil {
+		return err
+	}
+	if err := stream.SendMsg(req); err != nil {
+		return err
+	}
+	if err := stream.CloseSend(); err != nil {
 		return err
 	}
 	sess.set(ep.Pod, true, nil)
 	for {
-		ev, err := stream.Recv()
+		var ev rawEvent
+		err := stream.RecvMsg(&ev)
 		if err != nil {
 			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 				return nil
@@ -297,4 +307,34 @@ func (s *Server) observe(ctx context.Context, ep Endpoint, req *tappb.ObserveReq
 		}
 		f.Push(ev)
 	}
+}
+
+// rawEvent is a TapEvent as the proxy encoded it.
+type rawEvent []byte
+
+// rawCodec sends requests as protobuf and receives events undecoded.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	switch m := v.(type) {
+	case rawEvent:
+		return m, nil
+	case proto.Message:
+		return proto.Marshal(m)
+	}
+	return nil, fmt.Errorf("tap: cannot encode %T", v)
+}
+
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	switch m := v.(type) {
+	case *rawEvent:
+		// gRPC reuses data after this returns.
+		*m = append([]byte(nil), data...)
+		return nil
+	case proto.Message:
+		return proto.Unmarshal(data, m)
+	}
+	return fmt.Errorf("tap: cannot decode into %T", v)
 }

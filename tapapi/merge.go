@@ -1,11 +1,11 @@
 package tapapi
 
 import (
+	"errors"
 	"sync/atomic"
 
 	"golang.org/x/time/rate"
-
-	tappb "meshtls/proto/tap"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // Merger merges the streams of many proxies into one bounded queue under
@@ -13,9 +13,14 @@ import (
 // an event that does not fit in the queue, is dropped and counted, so a
 // slow client never holds back the proxies (whose own queues would then
 // drop, but whose traffic never waits on tap either way).
+//
+// Events stay in their wire encoding from the proxy to the client: the
+// merger reads only the stage, the stream id and dropped_before, so the
+// tap API never decodes and re-encodes an event (which cost most of its
+// CPU when it did).
 type Merger struct {
 	limiter *rate.Limiter
-	out     chan *tappb.TapEvent
+	out     chan []byte
 	dropped atomic.Uint64
 	// OnDrop, when set, is told of every drop (for metrics).
 	OnDrop func(n uint64)
@@ -24,7 +29,7 @@ type Merger struct {
 // NewMerger caps requests at maxRPS across all feeders (0: no cap) and
 // queues at most buffer events for the writer.
 func NewMerger(maxRPS float64, buffer int) *Merger {
-	m := &Merger{out: make(chan *tappb.TapEvent, max(1, buffer))}
+	m := &Merger{out: make(chan []byte, max(1, buffer))}
 	if maxRPS > 0 {
 		// A burst of one second's budget: a tap opened on a busy
 		// workload shows its first second at once.
@@ -33,14 +38,21 @@ func NewMerger(maxRPS float64, buffer int) *Merger {
 	return m
 }
 
-// Events is the merged queue.
-func (m *Merger) Events() <-chan *tappb.TapEvent { return m.out }
+// Events is the merged queue of encoded TapEvents.
+func (m *Merger) Events() <-chan []byte { return m.out }
 
 // TakeDropped returns the events dropped since the last call.
 func (m *Merger) TakeDropped() uint64 { return m.dropped.Swap(0) }
 
 // Dropped is what TakeDropped would return, without resetting it.
 func (m *Merger) Dropped() uint64 { return m.dropped.Load() }
+
+func (m *Merger) drop(n uint64) {
+	m.dropped.Add(n)
+	if m.OnDrop != nil {
+		m.OnDrop(n)
+	}
+}
 
 type streamKey struct {
 	base   uint32
@@ -63,22 +75,153 @@ func (m *Merger) Feeder() *Feeder {
 	return &Feeder{m: m, skipped: map[streamKey]struct{}{}}
 }
 
-func keyOf(id *tappb.TapEvent_Http_StreamId) streamKey {
-	return streamKey{base: id.GetBase(), stream: id.GetStream()}
+// The stages of TapEvent.Http, by field number.
+const (
+	stageRequest  = 1
+	stageResponse = 2
+	stageEnd      = 3
+)
+
+// TapEvent field numbers the merger reads or writes.
+const (
+	fieldDroppedBefore = 7
+	fieldHTTP          = 10
+)
+
+var errBadEvent = errors.New("malformed TapEvent")
+
+// scanEvent reads an encoded TapEvent's dropped_before, HTTP stage and
+// stream id; stage is 0 for an event that is not HTTP.
+func scanEvent(b []byte) (dropped uint64, stage int, key streamKey, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, 0, key, errBadEvent
+		}
+		b = b[n:]
+		switch {
+		case num == fieldDroppedBefore && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, 0, key, errBadEvent
+			}
+			dropped, b = v, b[n:]
+			continue
+		case num == fieldHTTP && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return 0, 0, key, errBadEvent
+			}
+			b = b[n:]
+			if stage, key, err = scanHTTP(v); err != nil {
+				return 0, 0, key, err
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, 0, key, errBadEvent
+		}
+		b = b[n:]
+	}
+	return dropped, stage, key, nil
 }
 
-// Push offers one event. A request that passes the budget and fits the
-// queue is shown with its response and end; one that does not is counted
-// once, and its response and end are dropped silently with it.
-func (f *Feeder) Push(ev *tappb.TapEvent) {
-	m := f.m
-	if d := ev.GetDroppedBefore(); d > 0 {
-		m.drop(d)
-		ev.DroppedBefore = 0
+func scanHTTP(b []byte) (stage int, key streamKey, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, key, errBadEvent
+		}
+		b = b[n:]
+		if num >= stageRequest && num <= stageEnd && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return 0, key, errBadEvent
+			}
+			b = b[n:]
+			stage = int(num)
+			// Every stage's message has its StreamId as field 1.
+			for len(v) > 0 {
+				fnum, ftyp, fn := protowire.ConsumeTag(v)
+				if fn < 0 {
+					return 0, key, errBadEvent
+				}
+				v = v[fn:]
+				if fnum == 1 && ftyp == protowire.BytesType {
+					id, idn := protowire.ConsumeBytes(v)
+					if idn < 0 {
+						return 0, key, errBadEvent
+					}
+					v = v[idn:]
+					if key, err = scanID(id); err != nil {
+						return 0, key, err
+					}
+					continue
+				}
+				fn = protowire.ConsumeFieldValue(fnum, ftyp, v)
+				if fn < 0 {
+					return 0, key, errBadEvent
+				}
+				v = v[fn:]
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, key, errBadEvent
+		}
+		b = b[n:]
 	}
-	h := ev.GetHttp()
-	if init := h.GetRequestInit(); init != nil {
-		k := keyOf(init.GetId())
+	return stage, key, nil
+}
+
+func scanID(b []byte) (key streamKey, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return key, errBadEvent
+		}
+		b = b[n:]
+		if typ == protowire.VarintType && (num == 1 || num == 2) {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return key, errBadEvent
+			}
+			b = b[n:]
+			if num == 1 {
+				key.base = uint32(v)
+			} else {
+				key.stream = v
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return key, errBadEvent
+		}
+		b = b[n:]
+	}
+	return key, nil
+}
+
+// Push offers one encoded event. A request that passes the budget and
+// fits the queue is shown with its response and end; one that does not
+// is counted once, and its response and end are dropped silently with it.
+// A malformed event is dropped and counted.
+func (f *Feeder) Push(ev []byte) {
+	m := f.m
+	dropped, stage, k, err := scanEvent(ev)
+	if err != nil {
+		m.drop(1)
+		return
+	}
+	if dropped > 0 {
+		// Counted here; the writer overrides the event's own count.
+		m.drop(dropped)
+	}
+	switch stage {
+	case stageRequest:
 		if (m.limiter != nil && !m.limiter.Allow()) || !m.offer(ev) {
 			m.drop(1)
 			if len(f.skipped) >= maxSkipped {
@@ -87,19 +230,9 @@ func (f *Feeder) Push(ev *tappb.TapEvent) {
 			f.skipped[k] = struct{}{}
 		}
 		return
-	}
-	var id *tappb.TapEvent_Http_StreamId
-	end := false
-	switch {
-	case h.GetResponseInit() != nil:
-		id = h.GetResponseInit().GetId()
-	case h.GetResponseEnd() != nil:
-		id, end = h.GetResponseEnd().GetId(), true
-	}
-	if id != nil {
-		k := keyOf(id)
+	case stageResponse, stageEnd:
 		if _, ok := f.skipped[k]; ok {
-			if end {
+			if stage == stageEnd {
 				delete(f.skipped, k)
 			}
 			return
@@ -110,18 +243,18 @@ func (f *Feeder) Push(ev *tappb.TapEvent) {
 	}
 }
 
-func (m *Merger) drop(n uint64) {
-	m.dropped.Add(n)
-	if m.OnDrop != nil {
-		m.OnDrop(n)
-	}
-}
-
-func (m *Merger) offer(ev *tappb.TapEvent) bool {
+func (m *Merger) offer(ev []byte) bool {
 	select {
 	case m.out <- ev:
 		return true
 	default:
 		return false
 	}
+}
+
+// withDropped sets an encoded event's dropped_before: a later occurrence
+// of a scalar field overrides an earlier one, so appending is enough.
+func withDropped(ev []byte, n uint64) []byte {
+	ev = protowire.AppendTag(ev, fieldDroppedBefore, protowire.VarintType)
+	return protowire.AppendVarint(ev, n)
 }

@@ -25,25 +25,39 @@ func endEv(base uint32, n uint64) *tappb.TapEvent {
 		ResponseEnd: &tappb.TapEvent_Http_ResponseEnd{Id: &tappb.TapEvent_Http_StreamId{Base: base, Stream: n}}}}}}
 }
 
+func enc(t *testing.T, ev *tappb.TapEvent) []byte {
+	t.Helper()
+	b, err := proto.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // drain counts queued events per stage and checks every response and end
 // belongs to a request that was shown.
 func drain(t *testing.T, m *Merger, shown map[streamKey]bool) (reqs, others int) {
 	t.Helper()
 	for {
 		select {
-		case ev := <-m.Events():
+		case raw := <-m.Events():
+			ev := &tappb.TapEvent{}
+			if err := proto.Unmarshal(raw, ev); err != nil {
+				t.Fatal(err)
+			}
 			h := ev.GetHttp()
+			key := func(id *tappb.TapEvent_Http_StreamId) streamKey { return streamKey{id.GetBase(), id.GetStream()} }
 			switch {
 			case h.GetRequestInit() != nil:
-				shown[keyOf(h.GetRequestInit().GetId())] = true
+				shown[key(h.GetRequestInit().GetId())] = true
 				reqs++
 			case h.GetResponseInit() != nil:
-				if !shown[keyOf(h.GetResponseInit().GetId())] {
+				if !shown[key(h.GetResponseInit().GetId())] {
 					t.Errorf("response of a dropped request passed: %v", h.GetResponseInit().GetId())
 				}
 				others++
 			case h.GetResponseEnd() != nil:
-				if !shown[keyOf(h.GetResponseEnd().GetId())] {
+				if !shown[key(h.GetResponseEnd().GetId())] {
 					t.Errorf("end of a dropped request passed: %v", h.GetResponseEnd().GetId())
 				}
 				others++
@@ -65,13 +79,13 @@ func TestMaxRPSAcrossProxies(t *testing.T) {
 	// numbers on every proxy (ids are per proxy).
 	for n := uint64(1); n <= 100; n++ {
 		for i, f := range feeders {
-			f.Push(reqEv(uint32(i), n))
+			f.Push(enc(t, reqEv(uint32(i), n)))
 		}
 	}
 	for n := uint64(1); n <= 100; n++ {
 		for i, f := range feeders {
-			f.Push(rspEv(uint32(i), n))
-			f.Push(endEv(uint32(i), n))
+			f.Push(enc(t, rspEv(uint32(i), n)))
+			f.Push(enc(t, endEv(uint32(i), n)))
 		}
 	}
 	reqs, others := drain(t, m, map[streamKey]bool{})
@@ -96,7 +110,7 @@ func TestFullQueueDropsWithoutBlocking(t *testing.T) {
 	m := NewMerger(0, 10)
 	f := m.Feeder()
 	for n := uint64(1); n <= 30; n++ {
-		f.Push(reqEv(7, n))
+		f.Push(enc(t, reqEv(7, n)))
 	}
 	if got := len(m.Events()); got != 10 {
 		t.Fatalf("queue holds %d, want 10", got)
@@ -108,7 +122,7 @@ func TestFullQueueDropsWithoutBlocking(t *testing.T) {
 	reqs, _ := drain(t, m, shown)
 	// Ends of the dropped requests are dropped with them, silently.
 	for n := uint64(1); n <= 30; n++ {
-		f.Push(endEv(7, n))
+		f.Push(enc(t, endEv(7, n)))
 	}
 	_, others := drain(t, m, shown)
 	if reqs != 10 || others != 10 {
@@ -124,10 +138,23 @@ func TestProxyDropsAreCounted(t *testing.T) {
 	m := NewMerger(0, 10)
 	ev := reqEv(1, 1)
 	ev.DroppedBefore = 42
-	m.Feeder().Push(ev)
-	got := <-m.Events()
-	if got.GetDroppedBefore() != 0 || m.TakeDropped() != 42 {
-		t.Errorf("proxy drops not moved to the merger: event %d", got.GetDroppedBefore())
+	m.Feeder().Push(enc(t, ev))
+	raw := <-m.Events()
+	if d := m.TakeDropped(); d != 42 {
+		t.Errorf("proxy drops not counted by the merger: %d", d)
+	}
+	// The writer's count replaces the proxy's, which was counted.
+	got := &tappb.TapEvent{}
+	if err := proto.Unmarshal(withDropped(raw, 0), got); err != nil || got.GetDroppedBefore() != 0 {
+		t.Errorf("dropped_before not overridden: %v %v", got.GetDroppedBefore(), err)
+	}
+	if err := proto.Unmarshal(withDropped(raw, 7), got); err != nil || got.GetDroppedBefore() != 7 || got.GetHttp().GetRequestInit().GetId().GetStream() != 1 {
+		t.Errorf("dropped_before not set: %v %v", got, err)
+	}
+	// A malformed event is counted, not queued.
+	m.Feeder().Push([]byte{0xff, 0xff})
+	if len(m.Events()) != 0 || m.TakeDropped() != 1 {
+		t.Error("a malformed event was queued or not counted")
 	}
 }
 
@@ -139,7 +166,7 @@ func TestFramesRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ev := range want {
-		if err := fw.event(ev); err != nil {
+		if err := fw.event(enc(t, ev), 0); err != nil {
 			t.Fatal(err)
 		}
 	}

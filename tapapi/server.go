@@ -467,8 +467,7 @@ func (s *Server) Stream(ctx context.Context, w http.ResponseWriter, eps []Endpoi
 		case <-ctx.Done():
 			return
 		case ev := <-events:
-			ev.DroppedBefore = m.TakeDropped()
-			if err := fw.event(ev); err != nil {
+			if err := fw.event(ev, m.TakeDropped()); err != nil {
 				return
 			}
 			s.events.Inc()
@@ -484,9 +483,7 @@ func (s *Server) Stream(ctx context.Context, w http.ResponseWriter, eps []Endpoi
 			}
 		case <-done:
 			for len(events) > 0 {
-				ev := <-events
-				ev.DroppedBefore = m.TakeDropped()
-				if err := fw.event(ev); err != nil {
+				if err := fw.event(<-events, m.TakeDropped()); err != nil {
 					return
 				}
 			}

@@ -84,12 +84,10 @@ func (fw *frameWriter) write(kind byte, payload []byte) error {
 	return err
 }
 
-func (fw *frameWriter) event(ev *tappb.TapEvent) error {
-	var err error
-	fw.buf, err = proto.MarshalOptions{}.MarshalAppend(fw.buf[:0], ev)
-	if err != nil {
-		return err
-	}
+// event writes an encoded TapEvent with its dropped_before set to
+// dropped (whatever the proxy had put there was counted already).
+func (fw *frameWriter) event(ev []byte, dropped uint64) error {
+	fw.buf = withDropped(append(fw.buf[:0], ev...), dropped)
 	return fw.write(FrameEvent, fw.buf)
 }
 
