@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -196,6 +197,69 @@ func TestLiveTap(t *testing.T) {
 		if code, msg := call("front-proxy-client.crt", "front-proxy-client.key", "system:serviceaccount:"+ns+":tapper"); code != http.StatusOK {
 			t.Errorf("front proxy, user with tap-view: %d %s", code, msg)
 		}
+	})
+
+	t.Run("linkerd check sees the tap API", func(t *testing.T) {
+		out, err := exec.CommandContext(ctx, linkerdBin, "check", "-L", cp, "--kubeconfig", kubeconfig, "-o", "json").Output()
+		if err != nil && len(out) == 0 {
+			t.Fatalf("linkerd check: %v", err)
+		}
+		var res struct {
+			Categories []struct {
+				Checks []struct {
+					Description string `json:"description"`
+					Status      string `json:"status"`
+				} `json:"checks"`
+			} `json:"categories"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil {
+			t.Fatalf("linkerd check -o json: %v\n%s", err, out)
+		}
+		found := false
+		var all []struct {
+			Description string `json:"description"`
+			Status      string `json:"status"`
+		}
+		for _, c := range res.Categories {
+			all = append(all, c.Checks...)
+		}
+		for _, r := range all {
+			if r.Description == "tap API is available" {
+				found = true
+				if r.Status != "ok" {
+					t.Errorf("tap API check: %s\n%s", r.Status, out)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("linkerd check has no tap API check:\n%s", out)
+		}
+	})
+
+	t.Run("max-rps across the proxies, and the drops are reported", func(t *testing.T) {
+		// vote-bot sends 10 requests a second to web, each making one
+		// or two more: far above 1 request a second.
+		cmd := exec.CommandContext(ctx, linkerdBin, "tap", "deploy/web", "-n", ns, "-L", cp, "--kubeconfig", tapperKC, "--max-rps", "1", "-o", "json")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Second)
+		_ = cmd.Process.Signal(os.Interrupt)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("tap stopped with Ctrl-C: %v\n%s", err, stderr.String())
+		}
+		reqs := strings.Count(stdout.String(), `"type":"req"`)
+		// One second's burst, then one a second: at most 1 + 5 in 5 s
+		// (the session starts before the sleep; allow one more).
+		if reqs == 0 || reqs > 7 {
+			t.Errorf("%d requests shown at --max-rps 1 over 5 s", reqs)
+		}
+		if !strings.Contains(stderr.String(), "dropped by the source") {
+			t.Errorf("no drop count on stderr: %q", stderr.String())
+		}
+		t.Logf("--max-rps 1 for 5 s: %d requests shown; %s", reqs, strings.TrimSpace(stderr.String()))
 	})
 
 	t.Run("unknown deployment is named", func(t *testing.T) {
