@@ -262,6 +262,39 @@ func TestLiveTap(t *testing.T) {
 		t.Logf("--max-rps 1 for 5 s: %d requests shown; %s", reqs, strings.TrimSpace(stderr.String()))
 	})
 
+	t.Run("the TUI in a real terminal, live", func(t *testing.T) {
+		if _, err := exec.LookPath("tmux"); err != nil {
+			t.Fatal("tmux is not installed: run `make deps` (installs Debian's tmux package)")
+		}
+		sock := filepath.Join(t.TempDir(), "tmux.sock")
+		tmux := func(args ...string) (string, error) {
+			out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
+			return string(out), err
+		}
+		t.Cleanup(func() { _, _ = tmux("kill-server") })
+		command := strings.Join([]string{linkerdBin, "tap", "deploy/web", "-n", ns, "-L", cp, "--kubeconfig", tapperKC, "--tui"}, " ")
+		if out, err := tmux("-f", "/dev/null", "new-session", "-d", "-s", "tap", "-x", "160", "-y", "30",
+			"-e", "LANG=C.UTF-8", "-e", "TERM=xterm-256color", command); err != nil {
+			t.Fatalf("tmux new-session: %v: %s", err, out)
+		}
+		var screen string
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			screen, _ = tmux("capture-pane", "-p", "-t", "tap")
+			// Web's outbound calls to emoji are mutual TLS, marked with
+			// the lock; the status bar counts the proxy.
+			if strings.Contains(screen, "deploy/web ") && strings.Contains(screen, "deploy/emoji") && strings.Contains(screen, "🔒 mtls") && strings.Contains(screen, "proxies 1") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the live TUI never showed web's mTLS calls:\n%s", screen)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		t.Logf("linkerd tap deploy/web --tui, live, captured from tmux:\n%s", screen)
+		_, _ = tmux("send-keys", "-t", "tap", "q")
+	})
+
 	t.Run("unknown deployment is named", func(t *testing.T) {
 		cmd := exec.CommandContext(ctx, linkerdBin, "tap", "deploy/nope", "-n", ns, "-L", cp, "--kubeconfig", tapperKC)
 		var stderr bytes.Buffer

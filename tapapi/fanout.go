@@ -33,6 +33,9 @@ type Endpoint struct {
 	Addr string
 	// Identity is the TLS identity the proxy must present.
 	Identity string
+	// Labels name the pod's owner ("deployment": "web"), which its proxy
+	// does not know; they are added to its events' metadata of this pod.
+	Labels map[string]string
 }
 
 // Target is what a request taps: a namespace (Resource "namespaces"), or
@@ -132,7 +135,12 @@ func (s *Server) Resolve(ctx context.Context, t Target) (eps []Endpoint, skipped
 			continue
 		}
 		okind, owner := podOwner(p)
+		var lbls map[string]string
+		if okind != contract.KindPod {
+			lbls = map[string]string{okind: owner}
+		}
 		eps = append(eps, Endpoint{
+			Labels:   lbls,
 			Pod:      name,
 			Addr:     net.JoinHostPort(p.Status.PodIP, strconv.Itoa(contract.TapPort)),
 			Identity: contract.Identity(owner, okind, p.Namespace, s.cfg.ControlNamespace),

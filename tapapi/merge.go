@@ -68,6 +68,30 @@ const maxSkipped = 1 << 16
 type Feeder struct {
 	m       *Merger
 	skipped map[streamKey]struct{}
+	// selfIn and selfOut, when set, are appended to inbound and outbound
+	// events: the tapped pod's metadata as a second destination_meta or
+	// source_meta, which protobuf merges into the proxy's.
+	selfIn, selfOut []byte
+}
+
+// SetSelf labels the tapped pod in every event with labels (its owner,
+// which its proxy does not know), besides what the proxy put there.
+func (f *Feeder) SetSelf(labels map[string]string) {
+	if len(labels) == 0 {
+		return
+	}
+	var meta []byte
+	for k, v := range labels {
+		var entry []byte
+		entry = protowire.AppendTag(entry, 1, protowire.BytesType)
+		entry = protowire.AppendString(entry, k)
+		entry = protowire.AppendTag(entry, 2, protowire.BytesType)
+		entry = protowire.AppendString(entry, v)
+		meta = protowire.AppendTag(meta, 1, protowire.BytesType)
+		meta = protowire.AppendBytes(meta, entry)
+	}
+	f.selfIn = protowire.AppendBytes(protowire.AppendTag(nil, fieldDestinationMeta, protowire.BytesType), meta)
+	f.selfOut = protowire.AppendBytes(protowire.AppendTag(nil, fieldSourceMeta, protowire.BytesType), meta)
 }
 
 // Feeder returns a feeder for one proxy stream.
@@ -84,47 +108,61 @@ const (
 
 // TapEvent field numbers the merger reads or writes.
 const (
-	fieldDroppedBefore = 7
-	fieldHTTP          = 10
+	fieldSourceMeta      = 2
+	fieldDestinationMeta = 4
+	fieldDirection       = 5
+	fieldDroppedBefore   = 7
+	fieldHTTP            = 10
+)
+
+// The ProxyDirection values.
+const (
+	dirInbound  = 1
+	dirOutbound = 2
 )
 
 var errBadEvent = errors.New("malformed TapEvent")
 
-// scanEvent reads an encoded TapEvent's dropped_before, HTTP stage and
-// stream id; stage is 0 for an event that is not HTTP.
-func scanEvent(b []byte) (dropped uint64, stage int, key streamKey, err error) {
+// scanEvent reads an encoded TapEvent's dropped_before, direction, HTTP
+// stage and stream id; stage is 0 for an event that is not HTTP.
+func scanEvent(b []byte) (dropped uint64, stage int, key streamKey, dir uint64, err error) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return 0, 0, key, errBadEvent
+			return 0, 0, key, 0, errBadEvent
 		}
 		b = b[n:]
 		switch {
-		case num == fieldDroppedBefore && typ == protowire.VarintType:
+		case (num == fieldDroppedBefore || num == fieldDirection) && typ == protowire.VarintType:
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
-				return 0, 0, key, errBadEvent
+				return 0, 0, key, 0, errBadEvent
 			}
-			dropped, b = v, b[n:]
+			if num == fieldDroppedBefore {
+				dropped = v
+			} else {
+				dir = v
+			}
+			b = b[n:]
 			continue
 		case num == fieldHTTP && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return 0, 0, key, errBadEvent
+				return 0, 0, key, 0, errBadEvent
 			}
 			b = b[n:]
 			if stage, key, err = scanHTTP(v); err != nil {
-				return 0, 0, key, err
+				return 0, 0, key, 0, err
 			}
 			continue
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return 0, 0, key, errBadEvent
+			return 0, 0, key, 0, errBadEvent
 		}
 		b = b[n:]
 	}
-	return dropped, stage, key, nil
+	return dropped, stage, key, dir, nil
 }
 
 func scanHTTP(b []byte) (stage int, key streamKey, err error) {
@@ -211,10 +249,16 @@ func scanID(b []byte) (key streamKey, err error) {
 // A malformed event is dropped and counted.
 func (f *Feeder) Push(ev []byte) {
 	m := f.m
-	dropped, stage, k, err := scanEvent(ev)
+	dropped, stage, k, dir, err := scanEvent(ev)
 	if err != nil {
 		m.drop(1)
 		return
+	}
+	switch {
+	case dir == dirInbound && f.selfIn != nil:
+		ev = append(ev, f.selfIn...)
+	case dir == dirOutbound && f.selfOut != nil:
+		ev = append(ev, f.selfOut...)
 	}
 	if dropped > 0 {
 		// Counted here; the writer overrides the event's own count.

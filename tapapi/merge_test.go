@@ -232,3 +232,36 @@ func TestPaths(t *testing.T) {
 		}
 	}
 }
+
+// The tap API names the tapped pod's owner, which its proxy does not know,
+// on the pod's side of each event; the proxy's labels stay.
+func TestSelfLabelsMerge(t *testing.T) {
+	m := NewMerger(0, 10)
+	f := m.Feeder()
+	f.SetSelf(map[string]string{"deployment": "web"})
+	in := reqEv(1, 1)
+	in.ProxyDirection = tappb.TapEvent_INBOUND
+	in.DestinationMeta = &tappb.TapEvent_EndpointMeta{Labels: map[string]string{"pod": "web-1"}}
+	out := reqEv(1, 2)
+	out.ProxyDirection = tappb.TapEvent_OUTBOUND
+	out.SourceMeta = &tappb.TapEvent_EndpointMeta{Labels: map[string]string{"pod": "web-1"}}
+	out.DestinationMeta = &tappb.TapEvent_EndpointMeta{Labels: map[string]string{"deployment": "emoji"}}
+	f.Push(enc(t, in))
+	f.Push(enc(t, out))
+	var got [2]*tappb.TapEvent
+	for i := range got {
+		got[i] = &tappb.TapEvent{}
+		if err := proto.Unmarshal(<-m.Events(), got[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l := got[0].GetDestinationMeta().GetLabels(); l["deployment"] != "web" || l["pod"] != "web-1" {
+		t.Errorf("inbound: destination labels %v", l)
+	}
+	if l := got[1].GetSourceMeta().GetLabels(); l["deployment"] != "web" || l["pod"] != "web-1" {
+		t.Errorf("outbound: source labels %v", l)
+	}
+	if l := got[1].GetDestinationMeta().GetLabels(); l["deployment"] != "emoji" || len(l) != 1 {
+		t.Errorf("outbound: destination labels %v changed", l)
+	}
+}

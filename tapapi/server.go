@@ -427,7 +427,9 @@ func (s *Server) Stream(ctx context.Context, w http.ResponseWriter, eps []Endpoi
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.tapProxy(ctx, ep, req, m.Feeder(), sess)
+			f := m.Feeder()
+			f.SetSelf(ep.Labels)
+			s.tapProxy(ctx, ep, req, f, sess)
 		}()
 	}
 	done := make(chan struct{})
