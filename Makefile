@@ -47,7 +47,7 @@ $(BIN)/promtool: install/promtool/go.mod install/promtool/go.sum
 	cd install/promtool && $(GO) build -o $(BIN)/promtool github.com/prometheus/prometheus/cmd/promtool
 
 .PHONY: bench
-bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing, a 1,000-owner burst, check --tls over 1,000 pods, the tap TUI at 10k and 20k events/s, the dashboard's 100-deployment page and its live list at 1,000 events/s in chromium
+bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing, a 1,000-owner burst, check --tls over 1,000 pods, the tap TUI at 10k and 20k events/s, the tap API at 50k events/s from 100 proxies, the dashboard's 100-deployment page and its live list at 1,000 events/s in chromium
 	$(GO) test -run '^$$' -bench Aggregate1000Pods -benchtime 3x -count 5 ./stat/ | tee bench/stat-aggregate.txt
 	$(GO) test -run '^$$' -bench Parse -count 5 ./stat/ | tee bench/stat-parse.txt
 	bench/stat-rss.sh | tee bench/stat-rss.txt
@@ -58,6 +58,7 @@ bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signin
 	$(GO) test -run '^$$' -bench CheckTLS1000Pods -benchtime 5x -count 5 ./check/ | tee bench/check-tls.txt
 	$(GO) test -run '^$$' -bench NamespacePage100Deployments -benchtime 5x -count 5 ./dashboard/ | tee bench/dashboard-page.txt
 	scripts/deps.sh && DASHBOARD_TAP_BENCH=1 $(GO) test -count=1 -v -run TestDashboardTapMemory1000PerSecond ./cli/ | tee bench/dashboard-tap.txt
+	$(GO) test -run '^$$' -bench Fanout100Proxies -benchtime 1x -count 3 ./tapapi/ | tee bench/tapapi.txt
 	$(MAKE) bench-proxy
 
 .PHONY: bench-proxy

@@ -98,7 +98,7 @@ func Categories(cfg Config) []Category {
 		}
 		return cfg.NewClient()
 	})
-	cats := []Category{kubernetesAPI(client), linkerdExistence(cfg, client)}
+	cats := []Category{kubernetesAPI(client), linkerdExistence(cfg, client), tapCategory(cfg, client)}
 	if cfg.TLS {
 		root := NewLazy(func(ctx context.Context) (*rootInfo, error) { return loadRoot(ctx, cfg, client) })
 		snap := NewLazy(func(ctx context.Context) (*dataPlane, error) { return loadDataPlane(ctx, cfg, client, root) })

@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"meshtls/tap"
+	"meshtls/tapapi"
 )
 
 // Factory hands commands what they need, lazily: nothing connects to a
@@ -24,7 +25,8 @@ type Factory struct {
 	// RESTConfig and KubeClient are functions so tests can replace them.
 	RESTConfig func() (*rest.Config, error)
 	KubeClient func() (kubernetes.Interface, error)
-	// TapSource is the live tap API; nil until the cluster has one.
+	// TapSource is the live tap API (tap.linkerd.io through the API
+	// server, with RESTConfig's credentials only).
 	TapSource func() (tap.Source, error)
 }
 
@@ -63,6 +65,13 @@ func NewFactory(io *IOStreams) *Factory {
 			client, err = kubernetes.NewForConfig(cfg)
 		})
 		return client, err
+	}
+	f.TapSource = func() (tap.Source, error) {
+		cfg, err := f.RESTConfig()
+		if err != nil {
+			return nil, err
+		}
+		return &tapapi.Source{Config: cfg, ControlNamespace: f.LinkerdNamespace}, nil
 	}
 	return f
 }

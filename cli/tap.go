@@ -42,8 +42,8 @@ type tapFlags struct {
 	tui, ascii              bool
 }
 
-// errNoTapAPI is what a live tap says until the tap API exists.
-var errNoTapAPI = errors.New("live tap needs the tap API (controller tap, tap.linkerd.io), which this build does not have yet; use --replay FILE or --replay builtin:emojivoto")
+// errNoTapAPI is what a live tap says in a factory without a tap source.
+var errNoTapAPI = errors.New("live tap needs the tap API (controller tap, tap.linkerd.io); use --replay FILE or --replay builtin:emojivoto")
 
 func newTapCmd(f *Factory, runF func(context.Context, *TapOptions) error) *cobra.Command {
 	var fl tapFlags
@@ -55,6 +55,13 @@ its response and its end, and whether the connection was mutual TLS (and if
 not, why).
 
 Resource types: ` + tap.ValidTargetKinds + `.
+
+Without --replay it taps the cluster through the tap API (tap.linkerd.io,
+served by the control plane's controller tap behind the Kubernetes API
+server), with your kubeconfig's credentials: you need watch on RESOURCE/tap
+in group tap.linkerd.io (the ClusterRole linkerd-<control-ns>-tap-view). The
+proxies and the tap API drop requests beyond --max-rps, across all pods, and
+the count of dropped events is printed at the end (and shown in the TUI).
 
 Output is Linkerd's text lines by default (req, rsp and end lines), -o wide
 adds the peers' resources and identities or the no_tls_reason, -o json prints
@@ -72,7 +79,13 @@ line) is false.
 --record FILE writes the stream as JSON lines; --replay FILE plays one back
 without a cluster, at its recorded pace (--speed 2 doubles it, --speed 0 is as
 fast as possible). builtin:emojivoto is a recording shipped with the CLI.`,
-		Example: `  # Every request to and from the web deployment, from the built-in recording
+		Example: `  # Every request to and from the web deployment, live
+  linkerd tap deploy/web -n emojivoto
+
+  # The same as JSON, one object per event
+  linkerd tap deploy/web -n emojivoto -o json
+
+  # Every request to and from the web deployment, from the built-in recording
   linkerd tap deploy/web -n emojivoto --replay builtin:emojivoto
 
   # The live view

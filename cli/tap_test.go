@@ -89,8 +89,8 @@ func TestTapBadInput(t *testing.T) {
 			`Error: cannot tap resource type "authority": valid types are deployment (deploy), statefulset (sts), daemonset (ds), pod (po), namespace (ns)`},
 		{"bad to", []string{"tap", "deploy/web", "--to", "voting", "--replay", tapFixture}, 2,
 			`Error: --to "voting": want TYPE/NAME, e.g. deploy/voting`},
-		{"no tap API", []string{"tap", "deploy/web"}, 1,
-			"Error: live tap needs the tap API (controller tap, tap.linkerd.io), which this build does not have yet; use --replay FILE or --replay builtin:emojivoto"},
+		{"no cluster", []string{"tap", "deploy/web"}, 1,
+			"Error: " + errNoCluster.Error()},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -48,3 +48,27 @@ const (
 	EnvTLSPodIdentity     = "LINKERD2_PROXY_TLS_POD_IDENTITY"
 	EnvTLSControllerID    = "LINKERD2_PROXY_TLS_CONTROLLER_IDENTITY"
 )
+
+// The tap API (`controller tap`), served as the aggregated API
+// tap.linkerd.io/v1alpha1.
+const (
+	// TapComponent is the tap API's Deployment, Service and ServiceAccount.
+	TapComponent = "linkerd-tap"
+	// TapAPIService names the APIService, as Kubernetes spells it.
+	TapAPIService = "v1alpha1.tap.linkerd.io"
+	// TapAPIGroup is the API group users are granted watch on.
+	TapAPIGroup = "tap.linkerd.io"
+	// TapAPIPort is the tap API's HTTPS port in its pod.
+	TapAPIPort = 8089
+	// TapAdminPort serves the tap API's /ready, /live and /metrics.
+	TapAdminPort = 9998
+	// TapServingSecret holds the tap API's serving certificate (for the
+	// API server, which checks it against the APIService's caBundle).
+	TapServingSecret = "linkerd-tap-k8s-tls"
+)
+
+// TapViewClusterRole is the ClusterRole that lets a user tap: bind it to
+// a user in a namespace to let them tap there.
+func TapViewClusterRole(controlNamespace string) string {
+	return "linkerd-" + controlNamespace + "-tap-view"
+}

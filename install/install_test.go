@@ -61,11 +61,11 @@ func render(t *testing.T, o Options) []byte {
 
 func TestGolden(t *testing.T) {
 	golden.Assert(t, "install.golden", render(t, Options{Version: "v0.1.0"}))
-	golden.Assert(t, "install_tls.golden", render(t, Options{Version: "v0.1.0", TLS: "optional"}))
-	golden.Assert(t, "install_tls_ha.golden", render(t, Options{
+	golden.Assert(t, "install_tls.golden", scrubTapServing(render(t, Options{Version: "v0.1.0", TLS: "optional"})))
+	golden.Assert(t, "install_tls_ha.golden", scrubTapServing(render(t, Options{
 		Version: "v0.1.0", TLS: "optional", ControllerReplicas: 3, ControlNamespace: "mesh",
 		Registry: "registry.example/meshtls", PrometheusImage: "registry.example/prometheus:v2.42.0", CertLifetime: time.Hour,
-	}))
+	})))
 }
 
 func documents(t *testing.T, out []byte) map[string]string {

@@ -94,6 +94,11 @@ func Run(ctx context.Context, cfg RunConfig) (Stats, error) {
 		}
 		if err != nil {
 			if ctx.Err() != nil {
+				// Stopped (Ctrl-C): drops reported since the last
+				// event still count.
+				if t, ok := stream.(trailingDrops); ok {
+					st.Dropped += t.TrailingDrops()
+				}
 				break
 			}
 			return st, err

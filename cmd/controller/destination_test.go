@@ -42,3 +42,25 @@ func TestDestinationHelp(t *testing.T) {
 		}
 	}
 }
+
+// controller tap refuses to start without its certificates, in one line.
+func TestTapFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"tap", "--log-format=xml"}, `unknown --log-format "xml"`},
+		{[]string{"tap"}, "is required"},
+		{[]string{"tap", "--tls-cert=/nonexistent/c", "--tls-key=/nonexistent/k", "--identity-cert=a", "--identity-key=b", "--trust-anchors=c"}, "serving certificate /nonexistent/c"},
+	} {
+		cmd := newRootCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs(tc.args)
+		err := cmd.Execute()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: err = %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}

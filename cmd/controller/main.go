@@ -1,6 +1,6 @@
 // Command controller is the meshtls control plane. Each component is a
 // subcommand so one image serves them all: `controller ca`, `controller
-// destination`, with tap to follow.
+// destination`, `controller tap`.
 package main
 
 import (

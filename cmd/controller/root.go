@@ -13,5 +13,6 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(newCACmd())
 	root.AddCommand(newDestinationCmd())
+	root.AddCommand(newTapCmd())
 	return root
 }

@@ -1,0 +1,240 @@
+package install
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"strconv"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"meshtls/contract"
+)
+
+// TapComponent labels the tap API's objects.
+const TapComponent = "tap"
+
+// The tap API needs the controller identity proxies accept on their tap
+// port, which only the CA issues: it is installed with --tls=optional.
+func init() {
+	Components = append(Components, Component{Name: TapComponent, Enabled: func(o Options) bool { return o.TLS != "" }, Objects: tapObjects})
+}
+
+// tapServingLifetime is the serving certificate's lifetime; linkerd
+// install renews it when re-run (Linkerd's install did the same).
+const tapServingLifetime = 365 * 24 * time.Hour
+
+// tapServingCert is a self-signed certificate for the tap Service's DNS
+// names: the API server checks it against the APIService's caBundle,
+// which is this same certificate.
+func tapServingCert(ns string, now time.Time) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, nil, err
+	}
+	host := contract.TapComponent + "." + ns + ".svc"
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: host},
+		DNSNames:              []string{host, host + ".cluster.local"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(tapServingLifetime),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
+}
+
+const tapServingDir = "/var/run/linkerd/tap"
+
+// tapObjects is the tap API: its Deployment, Service, APIService and the
+// least RBAC it needs, plus the ClusterRole that lets users tap.
+func tapObjects(o Options) []any {
+	ns := o.ControlNamespace
+	name := contract.TapComponent
+	comp := TapComponent
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	certPEM, keyPEM, err := tapServingCert(ns, now())
+	if err != nil {
+		// crypto/rand does not fail on supported platforms.
+		panic(fmt.Sprintf("generating the tap API's serving certificate: %v", err))
+	}
+	var objs []any
+	objs = append(objs, &corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(name, ns, comp)})
+	objs = append(objs,
+		// It resolves targets to pods and asks the API server whether the
+		// user may tap them: reads, and SubjectAccessReviews.
+		&rbacv1.ClusterRole{
+			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
+			ObjectMeta: clusterMeta(name+"-"+ns, ns, comp),
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
+				{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get"}},
+				{APIGroups: []string{"apps"}, Resources: []string{"deployments", "statefulsets", "daemonsets"}, Verbs: []string{"get"}},
+				{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+			},
+		},
+		&rbacv1.ClusterRoleBinding{
+			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+			ObjectMeta: clusterMeta(name+"-"+ns, ns, comp),
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name + "-" + ns},
+			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
+		},
+		// The front proxy's client CA and headers, which every aggregated
+		// API server reads through this built-in Role.
+		&rbacv1.RoleBinding{
+			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"),
+			ObjectMeta: metav1.ObjectMeta{Name: name + "-" + ns + "-auth-reader", Namespace: "kube-system", Labels: map[string]string{contract.ComponentLabel: comp, contract.ControlPlaneNSLabel: ns}},
+			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "extension-apiserver-authentication-reader"},
+			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
+		},
+		// Users: bind this in a namespace (RoleBinding) or everywhere
+		// (ClusterRoleBinding) to let someone tap there.
+		&rbacv1.ClusterRole{
+			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"),
+			ObjectMeta: clusterMeta(contract.TapViewClusterRole(ns), ns, comp),
+			Rules: []rbacv1.PolicyRule{
+				// RESOURCE/tap is what both the API server and the
+				// tap API's SubjectAccessReview check; a namespace's
+				// tap path (…/namespaces/NS/tap) reaches the API
+				// server's check as the resource "tap".
+				{APIGroups: []string{contract.TapAPIGroup}, Resources: []string{
+					"namespaces/tap", "pods/tap", "deployments/tap", "statefulsets/tap", "daemonsets/tap", "tap",
+				}, Verbs: []string{"watch"}},
+			},
+		},
+		&corev1.Secret{
+			TypeMeta:   typeMeta("v1", "Secret"),
+			ObjectMeta: meta(contract.TapServingSecret, ns, comp),
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
+		},
+	)
+
+	// The pods carry the controller's owner label, so the CA issues them
+	// the controller identity (contract.ControllerIdentity), the only one
+	// proxies accept on their tap port; both volumes are optional as the
+	// CA writes them after this pod exists.
+	podLabels := map[string]string{contract.ComponentLabel: comp, contract.ControlPlaneNSLabel: ns,
+		contract.KindLabel(contract.KindDeployment): contract.ControllerComponent}
+	annotations := map[string]string{contract.CreatedByAnnotation: "linkerd/cli " + o.Version, contract.TLSAnnotation: contract.TLSOptional}
+	selector := map[string]string{contract.ComponentLabel: comp}
+	replicas := int32(o.ControllerReplicas)
+	objs = append(objs, &appsv1.Deployment{
+		TypeMeta:   typeMeta("apps/v1", "Deployment"),
+		ObjectMeta: meta(name, ns, comp),
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: selector},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: annotations},
+				Spec: corev1.PodSpec{
+					ServiceAccountName: name,
+					SecurityContext:    restrictedPod(CAUser),
+					Containers: []corev1.Container{{
+						Name:            comp,
+						Image:           o.Registry + "/controller:" + o.Version,
+						ImagePullPolicy: corev1.PullIfNotPresent,
+						Args: []string{
+							"tap",
+							"--controller-namespace=" + ns,
+							"--addr=0.0.0.0:" + strconv.Itoa(contract.TapAPIPort),
+							"--admin-addr=0.0.0.0:" + strconv.Itoa(contract.TapAdminPort),
+							"--tls-cert=" + tapServingDir + "/" + corev1.TLSCertKey,
+							"--tls-key=" + tapServingDir + "/" + corev1.TLSPrivateKeyKey,
+							"--identity-cert=" + contract.IdentityDir + "/" + corev1.TLSCertKey,
+							"--identity-key=" + contract.IdentityDir + "/" + corev1.TLSPrivateKeyKey,
+							"--trust-anchors=" + contract.TrustAnchorsDir + "/" + contract.BundleKey,
+							"--log-format=json",
+						},
+						Ports: []corev1.ContainerPort{
+							{Name: "apiserver", ContainerPort: contract.TapAPIPort},
+							{Name: "admin-http", ContainerPort: contract.TapAdminPort},
+						},
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("admin-http")}},
+							PeriodSeconds:    2,
+							FailureThreshold: 3,
+						},
+						LivenessProbe: &corev1.Probe{
+							ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/live", Port: intstr.FromString("admin-http")}},
+							InitialDelaySeconds: 10,
+						},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "tap-serving", MountPath: tapServingDir, ReadOnly: true},
+							{Name: contract.IdentityVolume, MountPath: contract.IdentityDir, ReadOnly: true},
+							{Name: contract.TrustAnchorsVolume, MountPath: contract.TrustAnchorsDir, ReadOnly: true},
+						},
+						SecurityContext: restrictedContainer(),
+						Resources:       requests("10m", "32Mi", "256Mi"),
+					}},
+					Volumes: []corev1.Volume{
+						{Name: "tap-serving", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: contract.TapServingSecret}}},
+						{Name: contract.IdentityVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+							SecretName: contract.SecretName(contract.ControllerComponent, contract.KindDeployment), Optional: ptr(true),
+						}}},
+						{Name: contract.TrustAnchorsVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+							LocalObjectReference: corev1.LocalObjectReference{Name: contract.BundleConfigMap}, Optional: ptr(true),
+						}}},
+					},
+				},
+			},
+		},
+	})
+	objs = append(objs, &corev1.Service{
+		TypeMeta:   typeMeta("v1", "Service"),
+		ObjectMeta: meta(name, ns, comp),
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeClusterIP,
+			Selector: selector,
+			Ports:    []corev1.ServicePort{{Name: "apiserver", Port: 443, TargetPort: intstr.FromString("apiserver")}},
+		},
+	})
+	// apiregistration.k8s.io's Go types live in kube-aggregator, a module
+	// this CLI does not need for one object.
+	objs = append(objs, map[string]any{
+		"apiVersion": "apiregistration.k8s.io/v1",
+		"kind":       "APIService",
+		"metadata": map[string]any{
+			"name":   contract.TapAPIService,
+			"labels": map[string]any{contract.ComponentLabel: comp, contract.ControlPlaneNSLabel: ns},
+		},
+		"spec": map[string]any{
+			"group":                contract.TapAPIGroup,
+			"version":              "v1alpha1",
+			"groupPriorityMinimum": 1000,
+			"versionPriority":      100,
+			"service":              map[string]any{"name": name, "namespace": ns, "port": 443},
+			"caBundle":             base64.StdEncoding.EncodeToString(certPEM),
+		},
+	})
+	return objs
+}
