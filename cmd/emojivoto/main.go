@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -51,7 +52,8 @@ func newRoot() *cobra.Command {
 		Example: `  GRPC_PORT=8080 emojivoto emoji
   GRPC_PORT=8080 emojivoto voting
   WEB_PORT=8080 EMOJISVC_HOST=emoji-svc.emojivoto:8080 VOTINGSVC_HOST=voting-svc.emojivoto:8080 emojivoto web
-  WEB_HOST=web-svc.emojivoto:80 emojivoto vote-bot --rate 2`,
+  WEB_HOST=web-svc.emojivoto:80 emojivoto vote-bot --rate 2
+  emojivoto lookup web-svc.emojivoto emoji-svc.emojivoto`,
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	root.AddCommand(grpcCmd("emoji", "Serve the emoji menu over gRPC", log, func(s *grpc.Server) {
@@ -60,7 +62,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(grpcCmd("voting", "Count votes over gRPC (votes for :doughnut: fail)", log, func(s *grpc.Server) {
 		pb.RegisterVotingServiceServer(s, &emojivoto.VotingServer{})
 	}))
-	root.AddCommand(webCmd(log), botCmd(log))
+	root.AddCommand(webCmd(log), botCmd(log), lookupCmd())
 	return root
 }
 
@@ -154,6 +156,34 @@ func botCmd(log *slog.Logger) *cobra.Command {
 	cmd.Flags().Float64Var(&rate, "rate", envFloat("VOTE_RATE", 1), "list+vote rounds per second ($VOTE_RATE)")
 	cmd.Flags().StringVar(&truthPort, "truth-port", env("TRUTH_PORT", "8802"), "port serving GET /truth (0 disables) ($TRUTH_PORT)")
 	cmd.Flags().StringVar(&truthFile, "truth-file", os.Getenv("TRUTH_FILE"), "also write the truth to this file every 5s and at exit ($TRUTH_FILE)")
+	return cmd
+}
+
+// lookupCmd resolves names as the apps do (Go's resolver, the pod's
+// resolv.conf), so a one-shot pod tells whether cluster DNS works for them.
+func lookupCmd() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "lookup NAME...",
+		Short: "Resolve names as the apps do and print their addresses (exit 1 if one fails)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, names []string) error {
+			var failed error
+			for _, name := range names {
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				addrs, err := net.DefaultResolver.LookupHost(ctx, name)
+				cancel()
+				if err != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: cannot resolve: %v\n", name, err)
+					failed = fmt.Errorf("cannot resolve %s: %w", name, err)
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", name, strings.Join(addrs, " "))
+			}
+			return failed
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "per-name timeout")
 	return cmd
 }
 
