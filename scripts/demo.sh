@@ -113,7 +113,7 @@ EOF
 dns_probe() {
 	local phase='' out
 	kubectl -n "$APP_NS" delete pod dns-probe --ignore-not-found >/dev/null 2>&1 || true
-	kubectl -n "$APP_NS" run dns-probe --image=ghcr.io/meshtls/emojivoto:v11 --restart=Never -- lookup web-svc.emojivoto >/dev/null 2>&1 || return 1
+	kubectl -n "$APP_NS" run dns-probe --image=ghcr.io/meshtls/emojivoto:v11 --restart=Never -- lookup --connect web-svc.emojivoto:80 >/dev/null 2>&1 || return 1
 	local deadline=$((SECONDS + 60))
 	while ((SECONDS < deadline)); do
 		phase=$(kubectl -n "$APP_NS" get pod dns-probe -o jsonpath='{.status.phase}' 2>/dev/null || true)
@@ -180,7 +180,7 @@ up() {
 		linkerd stat authority -n "$APP_NS" || true
 		local probe
 		if ! probe=$(dns_probe); then
-			die "no traffic after ${TRAFFIC_TIMEOUT}s: pods cannot resolve Service names (cluster DNS) - ${probe:-the probe pod did not run}; the mesh is left running (make demo-down stops it)"
+			die "no traffic after ${TRAFFIC_TIMEOUT}s: pods cannot reach Services by name (cluster DNS, ClusterIPs) - ${probe:-the probe pod did not run}; the mesh is left running (make demo-down stops it)"
 		fi
 		die "no traffic after ${TRAFFIC_TIMEOUT}s although DNS resolves ($probe); see kubectl -n $APP_NS logs deploy/vote-bot and deploy/web"
 	fi

@@ -53,7 +53,7 @@ func newRoot() *cobra.Command {
   GRPC_PORT=8080 emojivoto voting
   WEB_PORT=8080 EMOJISVC_HOST=emoji-svc.emojivoto:8080 VOTINGSVC_HOST=voting-svc.emojivoto:8080 emojivoto web
   WEB_HOST=web-svc.emojivoto:80 emojivoto vote-bot --rate 2
-  emojivoto lookup web-svc.emojivoto emoji-svc.emojivoto`,
+  emojivoto lookup --connect web-svc.emojivoto:80 emoji-svc.emojivoto:8080`,
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	root.AddCommand(grpcCmd("emoji", "Serve the emoji menu over gRPC", log, func(s *grpc.Server) {
@@ -160,30 +160,45 @@ func botCmd(log *slog.Logger) *cobra.Command {
 }
 
 // lookupCmd resolves names as the apps do (Go's resolver, the pod's
-// resolv.conf), so a one-shot pod tells whether cluster DNS works for them.
+// resolv.conf) and, with --connect, dials them as the apps do, so a
+// one-shot pod tells whether cluster DNS and Service addresses work for
+// them.
 func lookupCmd() *cobra.Command {
 	var timeout time.Duration
+	var connect bool
 	cmd := &cobra.Command{
-		Use:   "lookup NAME...",
-		Short: "Resolve names as the apps do and print their addresses (exit 1 if one fails)",
+		Use:   "lookup NAME[:PORT]...",
+		Short: "Resolve names (and with --connect dial NAME:PORT) as the apps do; exit 1 if one fails",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, names []string) error {
 			var failed error
-			for _, name := range names {
+			out := cmd.OutOrStdout()
+			for _, arg := range names {
+				host, port, err := net.SplitHostPort(arg)
+				if err != nil {
+					host, port = arg, ""
+				}
 				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-				addrs, err := net.DefaultResolver.LookupHost(ctx, name)
+				addrs, err := net.DefaultResolver.LookupHost(ctx, host)
+				if err == nil && connect && port != "" {
+					var c net.Conn
+					if c, err = (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort(addrs[0], port)); err == nil {
+						_ = c.Close()
+					}
+				}
 				cancel()
 				if err != nil {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: cannot resolve: %v\n", name, err)
-					failed = fmt.Errorf("cannot resolve %s: %w", name, err)
+					fmt.Fprintf(out, "%s: %v\n", arg, err)
+					failed = fmt.Errorf("%s: %w", arg, err)
 					continue
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", name, strings.Join(addrs, " "))
+				fmt.Fprintf(out, "%s: %s\n", arg, strings.Join(addrs, " "))
 			}
 			return failed
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "per-name timeout")
+	cmd.Flags().BoolVar(&connect, "connect", false, "also open a TCP connection to NAME:PORT")
 	return cmd
 }
 
