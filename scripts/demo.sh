@@ -212,8 +212,23 @@ down() {
 	echo "make demo-down: stopped the demo cluster and deleted $DIR"
 }
 
+# mem prints the resident memory of the running demo: localkube, the
+# control plane it runs (etcd, API server, controller manager) and every
+# pod's process (the mesh's control plane, proxies and emojivoto).
+mem() {
+	local lk
+	lk=$(sed -n 's/^  "pid": \([0-9]*\),$/\1/p' "$DIR/state.json" 2>/dev/null | head -1)
+	for p in /proc/[0-9]*; do
+		if [[ ${p#/proc/} == "$lk" ]] || { tr '\0' '\n' <"$p/environ"; } 2>/dev/null | grep -qx "LOCALKUBE_CLUSTER_DIR=$DIR"; then
+			printf '%s %s\n' "$(awk '/^VmRSS/ {print $2}' "$p/status" 2>/dev/null)" "$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | cut -c1-60)"
+		fi
+	done | sort -n | awk '$1 > 0 { s += $1; n++; printf "%8.1f MiB  %s\n", $1 / 1024, substr($0, index($0, " ") + 1) }
+		END { printf "%8.1f MiB  total, %d processes\n", s / 1024, n }'
+}
+
 case ${1:-up} in
 up) up ;;
 down) down ;;
-*) die "usage: scripts/demo.sh up|down" ;;
+mem) mem ;;
+*) die "usage: scripts/demo.sh up|down|mem" ;;
 esac
