@@ -76,6 +76,36 @@ func TestDemo(t *testing.T) {
 		t.Skipf("SKIP: the local cluster cannot run the demo yet: a pod cannot reach web-svc.%s:80 by name (cluster DNS and ClusterIPs are other issues): %s", ns, reason)
 	}
 	t.Logf("control plane and emojivoto up in %s", time.Since(start).Round(time.Second))
+	verifyDemo(ctx, t, demoMesh{cp: cp, ns: ns, authority: func(svc string) string { return svc + "." + ns + ":" }})
+	t.Logf("demo test body took %s", time.Since(start).Round(time.Second))
+}
+
+// demoMesh is a running demo: its control plane and app namespaces, and
+// the authority prefix of each Service's requests (svc.ns: by DNS name).
+type demoMesh struct {
+	cp, ns    string
+	authority func(svc string) string
+}
+
+// verifyDemo checks a running demo's figures against the bots' truth, the
+// direct scrape, and check --tls.
+func verifyDemo(ctx context.Context, t *testing.T, m demoMesh) {
+	client := localcluster.Client(t)
+	kubeconfig := localcluster.Kubeconfig(t)
+	kubectl := localcluster.Kubectl(t)
+	cp, ns := m.cp, m.ns
+	start := time.Now()
+	lk := func(args ...string) (string, int) {
+		return linkerdCode(t, append(args, "-L", cp, "--kubeconfig", kubeconfig)...)
+	}
+	authorityRow := func(rows map[string]row, svc, _ string) *row {
+		for _, r := range rows {
+			if strings.HasPrefix(r.Name, m.authority(svc)) {
+				return &r
+			}
+		}
+		return nil
+	}
 
 	// Traffic reaches the control plane's Prometheus.
 	localcluster.Eventually(t, 3*time.Minute, func() error {
@@ -93,7 +123,7 @@ func TestDemo(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("first live table %s after install", time.Since(start).Round(time.Second))
+	t.Logf("first live table %s after the apps were up", time.Since(start).Round(time.Second))
 
 	// The bots' ground truth over one window, against stat's figures for
 	// the same window from Prometheus.
@@ -341,17 +371,6 @@ func truths(t *testing.T, bots map[string]string) map[string]emojivoto.Truth {
 		out[name] = tr
 	}
 	return out
-}
-
-// authorityRow finds the row of Service svc (svc.ns:port) among stat
-// authority's rows.
-func authorityRow(rows map[string]row, svc, ns string) *row {
-	for _, r := range rows {
-		if strings.HasPrefix(r.Name, svc+"."+ns+":") || strings.HasPrefix(r.Name, svc+"."+ns+".svc") {
-			return &r
-		}
-	}
-	return nil
 }
 
 func rowPtr(rows map[string]row, key string) *row {
