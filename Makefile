@@ -36,6 +36,7 @@ deps: ## Install the Debian packages tests use (prometheus, openssl, wrk, tmux, 
 .PHONY: test
 test: deps build localkube $(BIN)/promtool $(BIN)/prometheus ## Run every test: unit, golden, integration (real Prometheus, real local Kubernetes)
 	$(GO) test -race -count=1 -timeout 30m ./...
+	cd install/prometheus && $(GO) test -count=1 ./launcher/
 	$(MAKE) test-localkube
 
 .PHONY: generate
