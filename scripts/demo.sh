@@ -96,16 +96,12 @@ wait_for() {
 }
 
 # traffic_flows says whether stat, from the control plane's Prometheus,
-# shows requests on every emojivoto authority.
+# shows requests on every emojivoto Service's authority (RPS column).
 traffic_flows() {
-	local json
-	json=$(linkerd stat authority -n "$APP_NS" -o json 2>/dev/null) || return 1
-	python3 - "$json" <<'EOF'
-import json, sys
-rows = {r["name"].split(":")[0].split(".")[0]: r for r in json.loads(sys.argv[1])}
-ok = all((rows.get(a) or {}).get("rps") for a in ("web-svc", "emoji-svc", "voting-svc"))
-sys.exit(0 if ok else 1)
-EOF
+	local table
+	table=$(linkerd stat authority -n "$APP_NS" 2>/dev/null) || return 1
+	awk '$1 ~ /^(web|emoji|voting)-svc\./ && $4 ~ /rps$/ && $4 !~ /^0(\.0+)?rps$/ { split($1, a, "."); seen[a[1]] = 1 }
+		END { exit !(("web-svc" in seen) && ("emoji-svc" in seen) && ("voting-svc" in seen)) }' <<<"$table"
 }
 
 # dns_probe runs a one-shot pod that resolves a Service name as the apps
