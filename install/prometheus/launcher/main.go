@@ -9,8 +9,7 @@
 // config, so Kubernetes service discovery runs with the pod's own
 // ServiceAccount credentials, as on a real cluster.
 //
-// On a real cluster (the token mounted, or KUBERNETES_SERVICE_HOST set)
-// it only execs the server.
+// On a real cluster (the token mounted) it only execs the server.
 package main
 
 import (
@@ -56,9 +55,10 @@ func run(argv []string) error {
 }
 
 // needsKubeconfig says whether client-go's in-cluster config cannot work
-// here but a kubeconfig from the kubelet can.
+// here (it needs the mounted token, whatever KUBERNETES_SERVICE_HOST says)
+// but a kubeconfig from the kubelet can.
 func needsKubeconfig() bool {
-	if os.Getenv("KUBECONFIG") == "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+	if os.Getenv("KUBECONFIG") == "" {
 		return false
 	}
 	_, err := os.Stat(filepath.Join(inClusterDir, "token"))
