@@ -15,16 +15,24 @@ LOCALKUBE_K8S_VERSION := $(shell sed -n 's/^[[:space:]]*k8s.io\/kubernetes \(v[^
 LOCALKUBE_VERSION_VARS := gitVersion=$(LOCALKUBE_K8S_VERSION) gitMajor=$(word 2,$(subst ., ,$(subst v,v ,$(LOCALKUBE_K8S_VERSION)))) gitMinor=$(word 2,$(subst ., ,$(LOCALKUBE_K8S_VERSION))) gitTreeState=clean
 LOCALKUBE_LDFLAGS := $(foreach pkg,k8s.io/component-base/version k8s.io/client-go/pkg/version,$(foreach v,$(LOCALKUBE_VERSION_VARS),-X $(pkg).$(v)))
 LOCALKUBE_TEST_FLAGS ?= -race -count=1 -timeout=15m
+# CoreDNS is its own module (cmd/coredns/go.mod): its release's requirements
+# (etcd client, grpc, otel) are newer than the ones Kubernetes v1.36.3 and
+# etcd v3.6.8 pin, and one module would build those binaries with them.
+LOCALKUBE_COREDNS := $(LOCALKUBE_DIR)/cmd/coredns
 
 .PHONY: localkube test-localkube
 
-localkube: $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl $(BIN)/localkube ## Build etcd, kube-apiserver, kube-controller-manager, kubectl and localkube into bin/ (only when pins or sources change)
+localkube: $(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kube-proxy $(BIN)/kubectl $(BIN)/coredns $(BIN)/localkube ## Build etcd, kube-apiserver, kube-controller-manager, kube-proxy, kubectl, coredns and localkube into bin/ (only when pins or sources change)
 
 # One rule per binary: make rebuilds just what is missing or stale, and the
 # Go build cache keeps a rebuild after a pin change incremental.
-$(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kubectl: $(BIN)/%: $(LOCALKUBE_PINS) $(LOCALKUBE_DIR)/cmd/%/main.go
+$(BIN)/etcd $(BIN)/kube-apiserver $(BIN)/kube-controller-manager $(BIN)/kube-proxy $(BIN)/kubectl: $(BIN)/%: $(LOCALKUBE_PINS) $(LOCALKUBE_DIR)/cmd/%/main.go
 	@mkdir -p $(LOCALKUBE_BIN)
 	cd $(LOCALKUBE_DIR) && $(GO) build -ldflags '$(LOCALKUBE_LDFLAGS)' -o $(LOCALKUBE_BIN)/$* ./cmd/$*
+
+$(BIN)/coredns: $(LOCALKUBE_COREDNS)/go.mod $(LOCALKUBE_COREDNS)/go.sum $(LOCALKUBE_COREDNS)/main.go
+	@mkdir -p $(LOCALKUBE_BIN)
+	cd $(LOCALKUBE_COREDNS) && $(GO) build -o $(LOCALKUBE_BIN)/coredns .
 
 $(BIN)/localkube: $(LOCALKUBE_PINS) $(LOCALKUBE_SOURCES)
 	@mkdir -p $(LOCALKUBE_BIN)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # measure.sh: the figures of localkube/README.md. Run from the repository
 # root after `make localkube`: bash localkube/measure.sh [RUNS]
+# MEASURE_BIN=DIR measures the binaries of DIR instead of bin/ (for an A/B
+# against another commit's localkube).
 set -euo pipefail
 runs=${1:-3}
-bin=$(pwd)/bin
+bin=${MEASURE_BIN:-$(pwd)/bin}
 work=$(mktemp -d)
 trap '"$bin/localkube" down --dir "$work/c" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 (cd localkube && go build -o "$work/apps/testapp" ./internal/cmd/testapp)
@@ -37,6 +39,13 @@ done
 export KUBECONFIG=$work/c/kubeconfig
 sleep 5
 echo "idle cluster RSS: $(rss "$work/c") MiB"
+kp=$(sed -n 's/.*"kube-proxy": \([0-9]*\).*/\1/p' "$work/c/state.json")
+[ -n "$kp" ] && echo "  of which kube-proxy: $(($(awk '/VmRSS/ {print $2}' "/proc/$kp/status") / 1024)) MiB"
+for pid in $(pgrep -x coredns || true); do
+	if grep -qz "LOCALKUBE_CLUSTER_DIR=$work/c" "/proc/$pid/environ" 2>/dev/null; then
+		echo "  of which coredns: $(($(awk '/VmRSS/ {print $2}' "/proc/$pid/status") / 1024)) MiB"
+	fi
+done
 
 cat >"$work/fifty.yaml" <<'YAML'
 apiVersion: apps/v1

@@ -112,23 +112,46 @@ func TestAPodCannotReachAnAddressOutsideOurCIDRs(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := waitPod(t, ns, "jail", 30*time.Second, "Ready", isReady)
-	// The pod's only route is its /24: no default route at all.
+	// The pod's routes are its /24 and, through the node, the service
+	// CIDR and the host link: no default route at all.
+	own := podnet.ForBlock(podBlock)
+	allowed := []string{own.CIDR.String() + " dev eth0", own.NodeRoutes().String() + " via " + own.NodeIP.String() + " dev eth0"}
 	out, err := exec.Command("ip", "-n", netnsOf(t, p.Status.PodIP), "-4", "route", "show", "table", "all").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ip route in the pod: %v\n%s", err, out)
 	}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if strings.HasPrefix(line, "local ") || strings.HasPrefix(line, "broadcast ") {
-			continue // the kernel's own local table
-		}
-		if !strings.HasPrefix(line, podnet.ForBlock(podBlock).CIDR.String()+" dev eth0") {
-			t.Errorf("pod has a route beyond its pod CIDR: %q", line)
-		}
+	checkRoutes(t, "pod", string(out), allowed)
+	// The node namespace, which forwards, has only the pods' /24 and the
+	// service CIDR (rejected unless kube-proxy DNATs it) on the bridge, and
+	// the host link.
+	out, err = exec.Command("ip", "-n", own.NodeNetns, "-4", "route", "show", "table", "all").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip route in the node namespace: %v\n%s", err, out)
 	}
+	checkRoutes(t, "node namespace", string(out), []string{own.CIDR.String() + " dev " + own.Bridge, own.ServiceCIDR.String() + " dev " + own.Bridge, own.LinkCIDR.String() + " dev " + own.NodeLink})
 	// A dial to the documentation address 203.0.113.1 fails in the pod
 	// before any packet is sent: there is no route.
 	if got := get(t, p.Status.PodIP, "/dial?addr=203.0.113.1:80"); !strings.Contains(got, "network is unreachable") {
 		t.Errorf("pod dialing 203.0.113.1:80: %q, want network is unreachable", got)
+	}
+}
+
+// checkRoutes fails for each route of an `ip route show table all`
+// listing that starts with none of allowed (the kernel's local and
+// broadcast routes aside).
+func checkRoutes(t *testing.T, where, listing string, allowed []string) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(listing), "\n") {
+		if strings.HasPrefix(line, "local ") || strings.HasPrefix(line, "broadcast ") {
+			continue // the kernel's own local table
+		}
+		ok := false
+		for _, a := range allowed {
+			ok = ok || strings.HasPrefix(line, a)
+		}
+		if !ok {
+			t.Errorf("%s has a route beyond %v: %q", where, allowed, line)
+		}
 	}
 }
 
@@ -154,23 +177,75 @@ func TestAnUnassignedPodAddressGetsNoPacketOut(t *testing.T) {
 	if !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENETUNREACH) && !errors.Is(err, syscall.EHOSTUNREACH) {
 		t.Errorf("host dialing unassigned %s: %v, want the blackhole's immediate refusal", unassigned, err)
 	}
-	// Inside our own /24, a free address is on the bridge, which has no
-	// way out but our veths.
+	// Inside our own /24, a free address goes through the host link to
+	// the node namespace, where it is on the bridge, which has no way out
+	// but our veths.
 	own := podnet.ForBlock(podBlock)
 	free := net.IPv4(198, 18, byte(podBlock), 254)
 	routes, err = netlink.RouteGet(free)
 	if err != nil || len(routes) == 0 {
 		t.Fatalf("host route to %s: %v", free, err)
 	}
-	br, err := netlink.LinkByName(own.Bridge)
+	hl, err := netlink.LinkByName(own.HostLink)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if routes[0].LinkIndex != br.Attrs().Index || routes[0].Gw != nil {
-		t.Errorf("host route to %s: %+v, want directly on bridge %s", free, routes[0], own.Bridge)
+	if routes[0].LinkIndex != hl.Attrs().Index || !routes[0].Gw.Equal(own.NodeLinkIP) {
+		t.Errorf("host route to %s: %+v, want via %s on %s", free, routes[0], own.NodeLinkIP, own.HostLink)
+	}
+	out, err := exec.Command("ip", "-n", own.NodeNetns, "-4", "route", "get", free.String()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "dev "+own.Bridge) {
+		t.Errorf("node namespace's route to %s: %v %s, want on %s", free, err, out, own.Bridge)
 	}
 	if !podnet.HasBlackhole() {
 		t.Errorf("no blackhole route for %s while a cluster runs", podnet.Range)
+	}
+}
+
+// TestOnlyTheNodeNamespaceForwardsAndOnlyOurRange: localkube turns
+// forwarding on in the node namespace only, never on the host, and both
+// places drop forwarded traffic with an address outside our range.
+func TestOnlyTheNodeNamespaceForwardsAndOnlyOurRange(t *testing.T) {
+	t.Parallel()
+	own := podnet.ForBlock(podBlock)
+	host, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(host)) != "0" {
+		t.Errorf("host ip_forward is %s: localkube must never turn it on (was it on before the tests?)", host)
+	}
+	node, err := exec.Command("ip", "netns", "exec", own.NodeNetns, "cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/bridge/bridge-nf-call-iptables").CombinedOutput()
+	if err != nil || strings.Fields(string(node))[0] != "1" || strings.Fields(string(node))[1] != "1" {
+		t.Errorf("node namespace ip_forward and bridge-nf-call-iptables: %v %q, want 1 and 1", err, node)
+	}
+	if !podnet.HaveIPTables() {
+		t.Fatal("no iptables command: the FORWARD rules cannot be checked (make deps installs it)")
+	}
+	rules, err := own.NodeForwardRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"! -s " + podnet.Range, "! -d " + podnet.Range}
+	for _, w := range want {
+		found := false
+		for _, r := range rules {
+			found = found || (strings.Contains(r, w) && strings.HasSuffix(r, "-j DROP"))
+		}
+		if !found {
+			t.Errorf("node namespace mangle FORWARD has no %q drop: %v", w, rules)
+		}
+	}
+	// The host's rules on the link are what podnet.Leftovers reports as
+	// "iptables ...": both directions.
+	n := 0
+	for _, l := range podnet.Leftovers(podBlock) {
+		if strings.HasPrefix(l, "iptables ") && strings.Contains(l, own.HostLink) && strings.HasSuffix(l, "-j DROP") {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("host FORWARD has %d drop rules on %s, want 2: %v", n, own.HostLink, podnet.Leftovers(podBlock))
 	}
 }
 
@@ -190,16 +265,26 @@ func TestDownAfterAKilledLocalkubeLeavesNoNetworkBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
-		return len(podnet.Leftovers(st.Block)) >= 4, nil // bridge, veth, netns, route, rules
+		return hasPodNetns(st.Block), nil
 	})
 	if err != nil {
 		t.Fatalf("pod network of block %d never complete: %v", st.Block, podnet.Leftovers(st.Block))
 	}
+	proxy := st.Pids["kube-proxy"]
+	if proxy == 0 || !alive(proxy) {
+		t.Fatalf("kube-proxy (pid %d) does not run", proxy)
+	}
+	if got, want := nsInode(t, fmt.Sprintf("/proc/%d/ns/net", proxy)), nsInode(t, podnet.ForBlock(st.Block).NodeNetnsPath()); got != want {
+		t.Errorf("kube-proxy runs in netns %d, want the node's %d", got, want)
+	}
 	if err := syscall.Kill(st.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); alive(st.Pid) && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); (alive(st.Pid) || alive(proxy)) && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
+	}
+	if alive(proxy) {
+		t.Errorf("kube-proxy %d outlived its killed localkube", proxy)
 	}
 	left := podnet.Leftovers(st.Block)
 	if len(left) == 0 {
@@ -221,6 +306,9 @@ func TestDownAfterAKilledLocalkubeLeavesNoNetworkBehind(t *testing.T) {
 	if out, err := lk("down", "--dir", dir); err != nil {
 		t.Fatalf("down: %v\n%s", err, out)
 	}
+	if p := st2.Pids["kube-proxy"]; p == 0 || alive(p) {
+		t.Errorf("kube-proxy of the recovered cluster (pid %d) not started or still runs after down", p)
+	}
 	if left := podnet.Leftovers(st2.Block); len(left) > 0 {
 		t.Errorf("down after kill -9 left %v", left)
 	}
@@ -233,9 +321,21 @@ func TestDownAfterAKilledLocalkubeLeavesNoNetworkBehind(t *testing.T) {
 	}
 }
 
+// hasPodNetns tells whether block b has a pod's namespace (not just the
+// node's), so that a kill leaves a pod's network behind to clean up.
+func hasPodNetns(b int) bool {
+	for _, l := range podnet.Leftovers(b) {
+		if strings.HasPrefix(l, "netns ") && l != "netns "+podnet.ForBlock(b).NodeNetns {
+			return true
+		}
+	}
+	return false
+}
+
 type stateFile struct {
-	Pid   int `json:"pid"`
-	Block int `json:"podAddressBlock"`
+	Pid   int            `json:"pid"`
+	Block int            `json:"podAddressBlock"`
+	Pids  map[string]int `json:"pids"`
 }
 
 func readStateFile(t *testing.T, dir string) stateFile {
@@ -413,7 +513,7 @@ func TestAKilledOwnerLeavesNoNetworkBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
-		return len(podnet.Leftovers(st.Block)) >= 4, nil
+		return hasPodNetns(st.Block), nil
 	})
 	if err != nil {
 		t.Fatalf("pod network of block %d never complete: %v", st.Block, podnet.Leftovers(st.Block))
@@ -429,5 +529,8 @@ func TestAKilledOwnerLeavesNoNetworkBehind(t *testing.T) {
 	}
 	if left := podnet.Leftovers(st.Block); len(left) > 0 {
 		t.Errorf("the cluster of a killed owner left %v", left)
+	}
+	if p := st.Pids["kube-proxy"]; p == 0 || alive(p) {
+		t.Errorf("kube-proxy of the owned cluster (pid %d) not started or still runs", p)
 	}
 }

@@ -20,7 +20,7 @@ func newLogs(stdout io.Writer) *cobra.Command {
 	var follow bool
 	cmd := &cobra.Command{
 		Use:   "logs POD|COMPONENT",
-		Short: "Print a pod container's log (or etcd, kube-apiserver, kube-controller-manager, localkube)",
+		Short: "Print a pod container's log (or etcd, kube-apiserver, kube-controller-manager, kube-proxy, localkube)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir, err := o.absDir()
@@ -44,7 +44,7 @@ func newLogs(stdout io.Writer) *cobra.Command {
 func findLog(dir, ns, name, container string) (string, error) {
 	matches, _ := filepath.Glob(filepath.Join(dir, "pods", ns+"_"+name+"_*", "logs"))
 	if len(matches) == 0 {
-		for _, c := range append([]string{"localkube"}, controlplane.Binaries...) {
+		for _, c := range append([]string{"localkube", controlplane.KubeProxyName}, controlplane.Binaries...) {
 			if name == c {
 				return controlplane.LogPath(dir, c), nil
 			}

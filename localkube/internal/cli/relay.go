@@ -8,13 +8,20 @@ import (
 	"sync"
 )
 
-// relay listens on ip:port and copies each connection to 127.0.0.1:port.
+// relay listens on ip:port inside the network namespace that enter runs
+// in (the node's, where the pods' gateway is) and copies each connection
+// to 127.0.0.1:port in localkube's own namespace. A socket stays in the
+// namespace it was created in, so only the listen needs the namespace.
 // It returns the URL pods use for the API server and a stop function that
 // closes the listener and every open connection.
-func relay(ip net.IP, port int, logger *log.Logger) (string, func(), error) {
+func relay(enter func(func() error) error, ip net.IP, port int, logger *log.Logger) (string, func(), error) {
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(port))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
+	var ln net.Listener
+	if err := enter(func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	}); err != nil {
 		return "", nil, err
 	}
 	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))

@@ -61,7 +61,10 @@ func runStatus(ctx context.Context, dir string, out io.Writer) error {
 		"kube-apiserver":          st.Server,
 		"kube-controller-manager": "",
 	}
-	for _, name := range controlplane.Binaries {
+	pn := podnet.ForBlock(st.Block)
+	addr[controlplane.KubeProxyName] = fmt.Sprintf("in netns %s, services %s, healthz %s", pn.NodeNetns, pn.ServiceCIDR,
+		controlplane.KubeProxy{HealthzIP: pn.NodeLinkIP}.HealthzURL())
+	for _, name := range append(controlplane.Binaries, controlplane.KubeProxyName) {
 		pid := st.Pids[name]
 		state := "running"
 		if !procutil.Alive(pid) {
@@ -88,7 +91,7 @@ func runStatus(ctx context.Context, dir string, out io.Writer) error {
 			}
 		}
 	}
-	fmt.Fprintf(tw, "kubelet\trunning\tnode localkube, pod IPs %s on %s, %s\n", podnet.ForBlock(st.Block).CIDR, podnet.ForBlock(st.Block).Bridge, pods)
+	fmt.Fprintf(tw, "kubelet\trunning\tnode localkube, pod IPs %s on %s in netns %s, %s\n", pn.CIDR, pn.Bridge, pn.NodeNetns, pods)
 	fmt.Fprintf(tw, "image dirs\t%v\t\n", st.BinDirs)
 	return tw.Flush()
 }

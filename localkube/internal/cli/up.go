@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 
+	"meshtls/localkube/internal/clusterdns"
 	"meshtls/localkube/internal/controlplane"
 	"meshtls/localkube/internal/kubelet"
 	"meshtls/localkube/internal/podnet"
@@ -77,6 +79,12 @@ func runUp(ctx context.Context, o *upOptions, stdout, stderr io.Writer) error {
 	}
 	binDir := selfDir()
 	if err := controlplane.CheckBinaries(binDir); err != nil {
+		return err
+	}
+	if err := controlplane.CheckKubeProxyBinary(binDir); err != nil {
+		return err
+	}
+	if err := clusterdns.CheckBinary(defaultBinDirs(o.binDirs)); err != nil {
 		return err
 	}
 	// Refuse at once rather than from the server: no loopback fallback.
@@ -169,6 +177,10 @@ func newServe() *cobra.Command {
 	return cmd
 }
 
+// nodeName is the cluster's one Node, which the kubelet registers and
+// kube-proxy serves.
+const nodeName = "localkube"
+
 // runServe is the running cluster. It writes progress to fd 3 when up
 // started it, and runs until SIGTERM or SIGINT.
 func runServe(o *upOptions) error {
@@ -235,7 +247,7 @@ func runServe(o *upOptions) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: dir, BinDir: selfDir(), Want: o.ports, Previous: prev.Ports})
+	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: dir, BinDir: selfDir(), Want: o.ports, Previous: prev.Ports, ServiceCIDR: pnet.ServiceCIDR.String()})
 	if err != nil {
 		st.Phase, st.Error = "stopped", err.Error()
 		_ = writeState(dir, st)
@@ -257,17 +269,32 @@ func runServe(o *upOptions) error {
 	}
 	// Pods reach the API server at the node address: a relay there, as
 	// kube-apiserver binds one address and host clients use 127.0.0.1.
-	podServer, stopRelay, err := relay(pnet.NodeIP, cp.Ports.APIServer, logger)
+	enterNode := func(fn func() error) error { return podnet.Enter(pnet.NodeNetnsPath(), fn) }
+	podServer, stopRelay, err := relay(enterNode, pnet.NodeIP, cp.Ports.APIServer, logger)
 	if err != nil {
 		cp.Stop(5 * time.Second)
 		return fail(err)
 	}
 	defer stopRelay()
+	// kube-proxy runs in the node namespace, where its rules serve the
+	// pods and the host, and reaches the API server through the relay.
+	kp := controlplane.KubeProxy{
+		Server: podServer, TLSServerName: "kubernetes", NodeName: nodeName,
+		NodeIP: pnet.NodeIP, ClusterCIDR: pnet.CIDR.String(), HealthzIP: pnet.NodeLinkIP, Enter: enterNode,
+	}
+	if err := cp.StartKubeProxy(kp); err != nil {
+		cp.Stop(5 * time.Second)
+		return fail(err)
+	}
+	st.Pids[controlplane.KubeProxyName] = cp.Pid(controlplane.KubeProxyName)
+	_ = writeState(dir, st)
 	kl := kubelet.New(client, kubelet.Config{
-		NodeName: "localkube", Dir: dir, BinDirs: binDirs, Net: pnet,
+		NodeName: nodeName, Dir: dir, BinDirs: binDirs, Net: pnet,
 		Server: podServer, CACert: cp.PKI.CACert,
 		Port: cp.Ports.Kubelet, Cert: cp.PKI.ServingCert, Key: cp.PKI.ServingKey,
 		Log: log.New(os.Stderr, "kubelet: ", log.LstdFlags),
+		// Pods ask the kube-dns Service (kube-proxy routes it to CoreDNS).
+		ClusterDNS: []net.IP{pnet.DNSServiceIP()},
 	})
 	kctx, kstop := context.WithCancel(context.Background())
 	kdone := make(chan error, 1)
@@ -306,9 +333,23 @@ func runServe(o *upOptions) error {
 		shutdown("not ready")
 		return fail(err)
 	}
+	// Ready means pods resolve Service names: CoreDNS answers. It starts
+	// while kube-proxy syncs.
+	if err := clusterdns.Ensure(ctx, client, pnet.DNSServiceIP()); err != nil {
+		shutdown("cluster DNS")
+		return fail(err)
+	}
+	if err := cp.WaitKubeProxy(ctx, kp, o.timeout); err != nil {
+		shutdown("kube-proxy not ready")
+		return fail(err)
+	}
+	if err := clusterdns.WaitReady(ctx, client, 60*time.Second); err != nil {
+		shutdown("cluster DNS not ready")
+		return fail(err)
+	}
 	st.Phase, st.Ready = "running", time.Since(st.Started)
 	_ = writeState(dir, st)
-	logger.Printf("ready after %s: kube-apiserver %s, pod network %s on %s", st.Ready.Round(time.Millisecond), cp.Server(), pnet.CIDR, pnet.Bridge)
+	logger.Printf("ready after %s: kube-apiserver %s, pod network %s and services %s in %s", st.Ready.Round(time.Millisecond), cp.Server(), pnet.CIDR, pnet.ServiceCIDR, pnet.NodeNetns)
 	fmt.Fprintln(report, "ready")
 	if f, ok := report.(*os.File); ok {
 		f.Close()

@@ -26,13 +26,6 @@ import (
 	"meshtls/localkube/internal/procutil"
 )
 
-// ServiceIP is the first address of the service range, the "kubernetes"
-// Service's ClusterIP, named in the serving certificate.
-const (
-	ServiceCIDR = "10.96.0.0/16"
-	ServiceIP   = "10.96.0.1"
-)
-
 // Binaries are the control-plane programs localkube needs in its bin dir.
 var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager"}
 
@@ -52,6 +45,9 @@ type Options struct {
 	// the previous run's port if free, else any free port.
 	Want     Ports
 	Previous Ports
+	// ServiceCIDR is the cluster's ClusterIP range (per cluster, from
+	// podnet.ServiceCIDR), given to kube-apiserver and kube-proxy.
+	ServiceCIDR string
 }
 
 // ControlPlane is a running control plane.
@@ -63,6 +59,9 @@ type ControlPlane struct {
 	procs      []*child
 	// Exited receives the name of a component that stopped on its own.
 	Exited chan string
+	// enter, when set, starts the next spawned process inside a network
+	// namespace (kube-proxy's).
+	enter func(fn func() error) error
 }
 
 type child struct {
@@ -160,13 +159,14 @@ func Start(ctx context.Context, opts Options) (_ *ControlPlane, err error) {
 		"--service-account-signing-key-file="+pki.SAKey,
 		"--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction",
-		"--service-cluster-ip-range="+ServiceCIDR,
+		"--service-cluster-ip-range="+opts.ServiceCIDR,
 		// The "kubernetes" Service cannot have loopback endpoints.
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		// API aggregation: the API server proxies to an APIService's pods
 		// with the front-proxy client certificate and request headers, and
-		// dials the Service's endpoints directly (there is no kube-proxy).
+		// dials the Service's endpoints directly: kube-proxy's rules live
+		// in the node namespace, not where the API server runs.
 		"--requestheader-client-ca-file="+fp.CACert,
 		"--requestheader-allowed-names="+FrontProxyClientName,
 		"--requestheader-username-headers=X-Remote-User",
@@ -263,7 +263,11 @@ func (c *ControlPlane) spawn(name string, args ...string) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.opts.Dir}
 	procutil.Prepare(cmd, c.opts.Dir)
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if c.enter != nil {
+		start = func() error { return c.enter(cmd.Start) }
+	}
+	if err := start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
 	ch := &child{name: name, cmd: cmd, done: make(chan struct{})}

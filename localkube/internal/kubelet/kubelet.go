@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -46,6 +47,9 @@ type Config struct {
 	Cert     string          // serving certificate for the kubelet API
 	Key      string
 	Log      *log.Logger
+	// ClusterDNS is kubelet's --cluster-dns: the nameserver of pods with
+	// dnsPolicy ClusterFirst (the kube-dns Service's ClusterIP).
+	ClusterDNS []net.IP
 }
 
 // Kubelet runs the pods bound to its node.

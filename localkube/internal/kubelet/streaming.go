@@ -36,6 +36,7 @@ const streamIdleTimeout = 4 * time.Hour
 type sandbox struct {
 	uid        types.UID
 	netns      string
+	thread     *podThread
 	dir        string
 	clusterDir string
 	pod        *v1.Pod
@@ -46,10 +47,10 @@ func (k *Kubelet) sandboxOf(ns, name string) (*sandbox, bool) {
 	defer k.mu.Unlock()
 	for _, w := range k.workers {
 		w.mu.Lock()
-		p, netns := w.latest, w.sandbox
+		p, netns, thread := w.latest, w.sandbox, w.thread
 		w.mu.Unlock()
 		if p.Namespace == ns && p.Name == name && netns != "" {
-			return &sandbox{uid: p.UID, netns: netns, dir: w.dir, clusterDir: k.cfg.Dir, pod: p}, true
+			return &sandbox{uid: p.UID, netns: netns, thread: thread, dir: w.dir, clusterDir: k.cfg.Dir, pod: p}, true
 		}
 	}
 	return nil, false
@@ -123,7 +124,8 @@ func (s streamer) ExecInContainer(ctx context.Context, _ string, _ string, conta
 	if err := runAs(c, s.sb.pod, spec); err != nil {
 		return err
 	}
-	err = podnet.Enter(s.sb.netns, c.Start)
+	// In the pod's namespaces, so that it resolves names as the pod does.
+	err = s.sb.thread.run(c.Start)
 	closeExtra(c)
 	if err != nil {
 		return err

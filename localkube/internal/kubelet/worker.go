@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	"meshtls/localkube/internal/podnet"
 	"meshtls/localkube/internal/procutil"
 )
 
@@ -72,7 +71,8 @@ type podWorker struct {
 	mu      sync.Mutex
 	latest  *v1.Pod
 	gone    bool
-	sandbox string // netns path while the pod's namespace exists, for exec and port-forward
+	sandbox string     // netns path while the pod's namespace exists, for exec and port-forward
+	thread  *podThread // starts the pod's processes, while its namespace exists
 
 	wake    chan struct{}
 	exits   chan exitEvent
@@ -206,14 +206,21 @@ func (w *podWorker) sync(ctx context.Context) bool {
 			return false
 		}
 		w.ipIndex, w.podIP, w.netns, w.haveIP = i, ip, nsPath, true
-		w.mu.Lock()
-		w.sandbox = nsPath
-		w.mu.Unlock()
-		w.startTime = metav1.Now()
 		w.fillAddresses()
 		for _, d := range []string{"volumes", "logs", "containers"} {
 			_ = os.MkdirAll(filepath.Join(w.dir, d), 0o755)
 		}
+		thread, err := w.newSandboxThread()
+		if err != nil {
+			w.release()
+			w.k.log.Printf("pod %s/%s: %v", w.pod.Namespace, w.pod.Name, err)
+			w.k.event(w.pod, v1.EventTypeWarning, "FailedCreatePodSandBox", err.Error())
+			return false
+		}
+		w.mu.Lock()
+		w.sandbox, w.thread = nsPath, thread
+		w.mu.Unlock()
+		w.startTime = metav1.Now()
 	}
 	if isTerminal(w.lastSent) {
 		return false
@@ -301,8 +308,8 @@ func (w *podWorker) start(ctx context.Context, c *containerRun) {
 		c.waitReason, c.waitMessage = "CreateContainerConfigError", err.Error()
 		return
 	}
-	// The process inherits the namespace of the thread that starts it.
-	err = podnet.Enter(w.netns, cmd.Start)
+	// The process inherits the namespaces of the thread that starts it.
+	err = w.thread.run(cmd.Start)
 	closeExtra(cmd)
 	if err != nil {
 		c.waitReason, c.waitMessage = "RunContainerError", err.Error()
@@ -544,10 +551,22 @@ func (w *podWorker) finalDelete(ctx context.Context) {
 	}
 }
 
+// newSandboxThread writes the pod's /etc files and starts the thread its
+// processes are started from.
+func (w *podWorker) newSandboxThread() (*podThread, error) {
+	if err := w.writePodEtc(); err != nil {
+		return nil, err
+	}
+	return newPodThread(w.netns, w.podMounts())
+}
+
 func (w *podWorker) release() {
 	if w.haveIP {
 		w.mu.Lock()
-		w.sandbox = ""
+		if w.thread != nil {
+			w.thread.close()
+		}
+		w.sandbox, w.thread = "", nil
 		w.mu.Unlock()
 		w.k.cfg.Net.RemovePod(w.ipIndex)
 		w.k.ipam.release(w.ipIndex)

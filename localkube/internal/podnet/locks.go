@@ -103,14 +103,32 @@ func otherBlocksInUse(self int) bool {
 	return false
 }
 
-// Forwarding rules: the host does not forward for us (localkube never
-// turns ip_forward on), but if something else does, nothing with an
-// address outside Range crosses the bridge.
-func (n *Network) forwardRules() [][]string {
-	comment := []string{"-m", "comment", "--comment", "localkube " + n.Bridge}
+// Forwarding rules. The node namespace forwards between the pods and the
+// host, and only there: its FORWARD chain drops anything with an address
+// outside Range (it has no route elsewhere either; the rules hold if one
+// appears). The host does not forward for us (localkube never turns its
+// ip_forward on), but if something else does, nothing with an address
+// outside Range crosses the host link. The node's rules die with its
+// namespace; the host's are removed by Cleanup.
+func forwardRules(iface string) [][]string {
+	comment := []string{"-m", "comment", "--comment", "localkube " + iface}
 	return [][]string{
-		append([]string{"-i", n.Bridge, "!", "-d", Range}, append(comment, "-j", "DROP")...),
-		append([]string{"-o", n.Bridge, "!", "-s", Range}, append(comment, "-j", "DROP")...),
+		append([]string{"-i", iface, "!", "-d", Range}, append(comment, "-j", "DROP")...),
+		append([]string{"-o", iface, "!", "-s", Range}, append(comment, "-j", "DROP")...),
+	}
+}
+
+// nodeForwardTable holds the node namespace's drops: mangle's FORWARD runs
+// before filter's, where kube-proxy puts its chains first (they ACCEPT
+// established and masqueraded traffic), so ours always decide first.
+const nodeForwardTable = "mangle"
+
+// nodeForwardRules are the node namespace's: whatever the interface.
+func nodeForwardRules() [][]string {
+	comment := []string{"-m", "comment", "--comment", "localkube node"}
+	return [][]string{
+		append([]string{"!", "-d", Range}, append(comment, "-j", "DROP")...),
+		append([]string{"!", "-s", Range}, append(comment, "-j", "DROP")...),
 	}
 }
 
@@ -130,12 +148,50 @@ func (n *Network) addForwardRules() error {
 	if t == nil {
 		return nil
 	}
-	for _, r := range n.forwardRules() {
+	for _, r := range forwardRules(n.HostLink) {
 		if err := t.InsertUnique("filter", "FORWARD", 1, r...); err != nil {
-			return fmt.Errorf("iptables FORWARD rule for %s: %w", n.Bridge, err)
+			return fmt.Errorf("iptables FORWARD rule for %s: %w", n.HostLink, err)
 		}
 	}
-	return nil
+	// The iptables command inherits the namespace of the thread that
+	// starts it.
+	return Enter(n.NodeNetnsPath(), func() error {
+		for _, r := range nodeForwardRules() {
+			if err := t.InsertUnique(nodeForwardTable, "FORWARD", 1, r...); err != nil {
+				return fmt.Errorf("iptables %s FORWARD rule in %s: %w", nodeForwardTable, n.NodeNetns, err)
+			}
+		}
+		// Added before kube-proxy starts, which puts its chains first: what
+		// reaches these is a ClusterIP no Service has. A TCP reset, not
+		// ICMP: a connect gets "refused" at once, while an ICMP error that
+		// arrives during the connect call only counts after a retransmit.
+		comment := []string{"-m", "comment", "--comment", "localkube free ClusterIP"}
+		for _, r := range [][]string{
+			append(append([]string{"-d", n.ServiceCIDR.String(), "-p", "tcp"}, comment...), "-j", "REJECT", "--reject-with", "tcp-reset"),
+			append(append([]string{"-d", n.ServiceCIDR.String()}, comment...), "-j", "REJECT", "--reject-with", "icmp-net-unreachable"),
+		} {
+			if err := t.AppendUnique("filter", "FORWARD", r...); err != nil {
+				return fmt.Errorf("iptables FORWARD rule in %s: %w", n.NodeNetns, err)
+			}
+		}
+		return nil
+	})
+}
+
+// NodeForwardRules lists the node namespace's mangle FORWARD rules (tests
+// check that the drops are there).
+func (n *Network) NodeForwardRules() ([]string, error) {
+	t := ipt()
+	if t == nil {
+		return nil, errors.New("no iptables command")
+	}
+	var rules []string
+	err := Enter(n.NodeNetnsPath(), func() error {
+		var err error
+		rules, err = t.List(nodeForwardTable, "FORWARD")
+		return err
+	})
+	return rules, err
 }
 
 func (n *Network) delForwardRules() error {
@@ -143,9 +199,12 @@ func (n *Network) delForwardRules() error {
 	if t == nil {
 		return nil
 	}
-	for _, r := range n.forwardRules() {
-		if err := t.DeleteIfExists("filter", "FORWARD", r...); err != nil {
-			return fmt.Errorf("delete iptables FORWARD rule for %s: %w", n.Bridge, err)
+	// The bridge's rules are those of a localkube before the node namespace.
+	for _, iface := range []string{n.HostLink, n.Bridge} {
+		for _, r := range forwardRules(iface) {
+			if err := t.DeleteIfExists("filter", "FORWARD", r...); err != nil {
+				return fmt.Errorf("delete iptables FORWARD rule for %s: %w", iface, err)
+			}
 		}
 	}
 	return nil
@@ -159,8 +218,10 @@ func (n *Network) forwardRulesLeft() []string {
 	rules, _ := t.List("filter", "FORWARD")
 	var out []string
 	for _, r := range rules {
-		if strings.Contains(r, "localkube "+n.Bridge+"\"") || strings.Contains(r, "localkube "+n.Bridge+" ") {
-			out = append(out, "iptables "+r)
+		for _, iface := range []string{n.HostLink, n.Bridge} {
+			if strings.Contains(r, "localkube "+iface+"\"") || strings.Contains(r, "localkube "+iface+" ") {
+				out = append(out, "iptables "+r)
+			}
 		}
 	}
 	return out

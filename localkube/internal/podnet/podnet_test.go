@@ -1,6 +1,7 @@
 package podnet
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -40,6 +41,41 @@ func TestBlockNamesAndAddressesStayInsideTheBlock(t *testing.T) {
 	for _, name := range []string{ForBlock(163).NetnsName(3), ForBlock(163).vethName(3), ForBlock(163).Bridge} {
 		if strings.HasPrefix(name, "lk16-") || strings.HasPrefix(name, "lk16v") || name == ForBlock(16).Bridge {
 			t.Errorf("block 163's %q would be cleaned up with block 16", name)
+		}
+	}
+}
+
+func TestServiceAndLinkAddressesArePerBlockAndApart(t *testing.T) {
+	_, all, _ := net.ParseCIDR(Range)
+	for _, b := range []int{BlockMin, 42, BlockMax - 1} {
+		n := ForBlock(b)
+		for _, ip := range []net.IP{APIServiceIP(b), DNSServiceIP(b), n.DNSServiceIP()} {
+			if !n.ServiceCIDR.Contains(ip) {
+				t.Errorf("block %d: service IP %s outside %s", b, ip, n.ServiceCIDR)
+			}
+		}
+		if got := DNSServiceIP(b).String(); got != net.IPv4(198, 19, byte(b), 10).String() {
+			t.Errorf("block %d: DNS service IP %s, want the service CIDR's .10", b, got)
+		}
+		for _, ip := range []net.IP{n.HostLinkIP, n.NodeLinkIP} {
+			if !n.LinkCIDR.Contains(ip) || n.ServiceCIDR.Contains(ip) || n.CIDR.Contains(ip) || !all.Contains(ip) {
+				t.Errorf("block %d: link address %s overlaps the pod or service CIDR or leaves %s", b, ip, Range)
+			}
+			if !n.NodeRoutes().Contains(ip) {
+				t.Errorf("block %d: pods do not route %s (the host talks from it)", b, ip)
+			}
+		}
+		if !all.Contains(n.ServiceCIDR.IP) || !n.NodeRoutes().Contains(n.ServiceCIDR.IP) {
+			t.Errorf("block %d: service CIDR %s outside %s or the pods' node routes", b, n.ServiceCIDR, Range)
+		}
+		other := ForBlock(b%200 + 17)
+		if other.ServiceCIDR.Contains(n.ServiceCIDR.IP) || other.LinkCIDR.Contains(n.HostLinkIP) {
+			t.Errorf("blocks %d and %d share service or link addresses", b, other.Block)
+		}
+		for _, name := range []string{n.HostLink, n.NodeLink, n.NodeNetns} {
+			if len(name) > 15 || !strings.HasPrefix(name, fmt.Sprintf("lk%d", b)) {
+				t.Errorf("block %d: name %q too long or without the block's prefix", b, name)
+			}
 		}
 	}
 }

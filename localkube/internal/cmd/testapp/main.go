@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -79,9 +81,33 @@ func run() int {
 		defer func() { _ = c.Close() }()
 		fmt.Fprint(w, "ok ", c.LocalAddr())
 	})
+	// /resolve?name=NAME looks NAME up with the pod's resolver (its
+	// /etc/resolv.conf, as any Go program does): the sorted addresses, or
+	// "error: ..." (for a name that does not exist, "no such host").
+	// With &server=IP:PORT it asks that server instead.
+	mux.HandleFunc("/resolve", func(w http.ResponseWriter, r *http.Request) {
+		res := net.DefaultResolver
+		if server := r.URL.Query().Get("server"); server != "" {
+			res = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, network, server)
+			}}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		addrs, err := res.LookupHost(ctx, r.URL.Query().Get("name"))
+		if err != nil {
+			fmt.Fprint(w, "error: ", err)
+			return
+		}
+		sort.Strings(addrs)
+		fmt.Fprint(w, strings.Join(addrs, " "))
+	})
 	// /get?url=URL fetches from inside the pod and returns the body.
 	mux.HandleFunc("/get", func(w http.ResponseWriter, r *http.Request) {
-		cl := http.Client{Timeout: 3 * time.Second}
+		// A new connection per request: behind a ClusterIP each one is
+		// balanced afresh, so a test can see every endpoint.
+		cl := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 		resp, err := cl.Get(r.URL.Query().Get("url"))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
