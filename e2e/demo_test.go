@@ -243,7 +243,11 @@ func verifyDemo(ctx context.Context, t *testing.T, m demoMesh) {
 		if rel := math.Abs(*d.RPS-*p.RPS) / *p.RPS; rel > 0.15 {
 			t.Errorf("deploy/%s: %.3f rps scraped directly, %.3f rps from Prometheus", name, *d.RPS, *p.RPS)
 		}
-		if math.Abs(*d.Success-*p.Success) > 0.02 || math.Abs(*d.TLS-*p.TLS) > 0.05 {
+		// The two windows cannot have the same edges (Prometheus samples
+		// every 10 s, stat's own scrapes at the window's ends), so a
+		// request or two near the edges differ: allow their share.
+		edge := 2 / (*p.RPS * 30)
+		if math.Abs(*d.Success-*p.Success) > 0.02+edge || math.Abs(*d.TLS-*p.TLS) > 0.05+edge {
 			t.Errorf("deploy/%s: success %.4f / TLS %.3f scraped directly, %.4f / %.3f from Prometheus", name, *d.Success, *d.TLS, *p.Success, *p.TLS)
 		}
 	}
@@ -297,6 +301,11 @@ func injectDemo(t *testing.T, cp, ns string) []byte {
 		{"\n  name: emojivoto\n", "\n  name: " + ns + "\n"},
 		{"namespace: emojivoto\n", "namespace: " + ns + "\n"},
 		{".emojivoto:", "." + ns + ":"},
+		// Four times the demo's pace, so a window holds enough requests
+		// that one failure more or less at its edges moves success by
+		// well under a point; legacy-bot keeps a third of web's traffic.
+		{"- name: VOTE_RATE\n          value: \"1\"", "- name: VOTE_RATE\n          value: \"4\""},
+		{"- name: VOTE_RATE\n          value: \"0.5\"", "- name: VOTE_RATE\n          value: \"2\""},
 	} {
 		if !strings.Contains(m, r.old) {
 			t.Fatalf("demo/emojivoto.yml no longer has %q; update this test", r.old)
