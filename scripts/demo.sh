@@ -3,7 +3,7 @@
 # control plane with TLS, emojivoto meshed, then the live
 # `linkerd stat authority -n emojivoto`. It leaves the mesh running; a
 # second run reuses what runs. Without root or network namespaces it says
-# why in one line and prints the table from the recorded capture.
+# why in one line and prints the built-in capture's table.
 #
 #   scripts/demo.sh up     # what `make demo` runs
 #   scripts/demo.sh down   # what `make demo-down` runs
@@ -67,7 +67,7 @@ kubectl() { "$BIN/kubectl" "$@"; }
 linkerd() { NO_COLOR=${NO_COLOR:-} "$BIN/linkerd" "$@"; }
 
 recorded_table() {
-	printf '%smake demo: %s; showing the table recorded from a live demo instead (linkerd stat --capture builtin:emojivoto).%s\n' "$Y" "$1" "$R"
+	printf '%smake demo: %s; showing the built-in capture table instead (linkerd stat --capture builtin:emojivoto).%s\n' "$Y" "$1" "$R"
 	"$MAKE" -s -C "$ROOT" build >/dev/null
 	"$BIN/linkerd" stat authority -n "$APP_NS" --capture builtin:emojivoto
 	exit 0
