@@ -22,7 +22,7 @@ build: ## Build the binaries (linkerd, …) into bin/
 	@$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 .PHONY: demo
-demo: ## Start the live demo: local cluster, control plane, emojivoto meshed, then `linkerd stat authority -n emojivoto` (recorded table without root)
+demo: ## Start the live demo: local cluster, control plane, emojivoto meshed, then `linkerd stat authority -n emojivoto` (the built-in capture table without root)
 	@scripts/demo.sh up
 
 .PHONY: demo-down
@@ -30,7 +30,7 @@ demo-down: ## Stop the live demo's cluster and delete its state (.localkube/demo
 	@scripts/demo.sh down
 
 .PHONY: deps
-deps: ## Install the Debian packages tests use (prometheus, openssl, wrk, tmux, iptables, iproute2)
+deps: ## Install the Debian packages tests use (chromium, prometheus, openssl, wrk, tmux, iptables, iproute2)
 	@scripts/deps.sh
 
 .PHONY: test
@@ -67,7 +67,7 @@ $(BIN)/prometheus: $(BIN)/prometheus-server $(PROM_PINS) install/prometheus/laun
 	cd install/prometheus && $(GO) build -o $(BIN)/prometheus ./launcher
 
 .PHONY: bench
-bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing, a 1,000-owner burst, check --tls over 1,000 pods, the tap TUI at 10k and 20k events/s
+bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing, a 1,000-owner burst, check --tls over 1,000 pods, the tap TUI at 10k and 20k events/s, the dashboard's 100-deployment page and its live list at 1,000 events/s in chromium
 	$(GO) test -run '^$$' -bench Aggregate1000Pods -benchtime 3x -count 5 ./stat/ | tee bench/stat-aggregate.txt
 	$(GO) test -run '^$$' -bench Parse -count 5 ./stat/ | tee bench/stat-parse.txt
 	bench/stat-rss.sh | tee bench/stat-rss.txt
@@ -76,12 +76,14 @@ bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signin
 	$(GO) test -run '^$$' -bench Model10k -benchtime 5x -count 5 ./tui/ | tee bench/tui.txt
 	$(GO) test -run '^$$' -bench Sustained -benchtime 1x -count 3 ./tui/ | tee -a bench/tui.txt
 	$(GO) test -run '^$$' -bench CheckTLS1000Pods -benchtime 5x -count 5 ./check/ | tee bench/check-tls.txt
+	$(GO) test -run '^$$' -bench NamespacePage100Deployments -benchtime 5x -count 5 ./dashboard/ | tee bench/dashboard-page.txt
+	scripts/deps.sh && DASHBOARD_TAP_BENCH=1 $(GO) test -count=1 -v -run TestDashboardTapMemory1000PerSecond ./cli/ | tee bench/dashboard-tap.txt
 	$(MAKE) bench-proxy
 
 .PHONY: bench-proxy
-bench-proxy: ## Benchmark the proxy pair (plain, mTLS) against nginx and haproxy pairs
+bench-proxy: ## Benchmark the proxy pair (plain, mTLS) against nginx and haproxy pairs, HTTP/1.1 and gRPC (PROXY_BENCH_FLAGS, e.g. -rounds 5 -baseline OLD_BUILD)
 	@scripts/deps.sh bench
-	$(GO) run ./bench/proxy | tee bench/proxy.txt
+	$(GO) run ./bench/proxy $(PROXY_BENCH_FLAGS) | tee bench/proxy.txt
 
 .PHONY: lint
 lint: $(BIN)/golangci-lint ## Run golangci-lint (gofmt, vet, staticcheck, …) on both modules

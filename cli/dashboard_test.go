@@ -21,7 +21,12 @@ func TestDashboardBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"dashboard"}, "--capture is required"},
+		// Without a capture the dashboard needs a cluster, as stat does.
+		{[]string{"dashboard"}, "no metrics source: no cluster in this test; or give --prometheus-url or --capture"},
+		{[]string{"dashboard", "--capture", "builtin:emojivoto", "--prometheus-url", "http://127.0.0.1:9090"}, "--capture and --prometheus-url cannot be used together"},
+		{[]string{"dashboard", "--prometheus-url", "ftp://x"}, `invalid --prometheus-url "ftp://x"`},
+		{[]string{"dashboard", "--capture", "builtin:emojivoto", "--refresh", "10ms"}, "--refresh must be at least 1s"},
+		{[]string{"dashboard", "--capture", "builtin:emojivoto", "-t", "0s"}, "--time-window must be positive"},
 		{[]string{"dashboard", "--capture", "builtin:emojivoto", "--show", "tv"}, `unknown --show "tv"`},
 		{[]string{"dashboard", "--capture", "builtin:emojivoto", "--port", "70000"}, "--port 70000 is out of range"},
 		{[]string{"dashboard", "--capture", "builtin:emojivoto", "--max-events", "0"}, "--max-events must be positive"},

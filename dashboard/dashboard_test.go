@@ -231,7 +231,7 @@ func TestDashboardDeploymentEdges(t *testing.T) {
 			t.Errorf("%s: the stat engine found no edges, so nothing was compared", id)
 		}
 	}
-	if !strings.Contains(page, `data-src="/ns/emojivoto/deploy/web/tap"`) || !strings.Contains(page, `data-max-rows="200"`) {
+	if !strings.Contains(page, `sse-connect="/ns/emojivoto/deploy/web/tap" sse-close="end" data-max-rows="200"`) {
 		t.Error("the page does not wire the live list to its event stream with a 200-row cap")
 	}
 }
@@ -246,7 +246,7 @@ func tableSection(page, id string) string {
 }
 
 func TestDashboardHTTP(t *testing.T) {
-	ts := newTestServer(t, "emojivoto", Config{})
+	ts := newTestServer(t, "emojivoto", Config{TapNote: "No live list: no tap source.", CheckNote: "Check needs a cluster: offline."})
 	for _, c := range []struct {
 		path, ctype string
 		status      int
@@ -259,7 +259,12 @@ func TestDashboardHTTP(t *testing.T) {
 		{"/ns/emojivoto/deploy/nosuch", "text/html; charset=utf-8", 404, `Deployment &#34;nosuch&#34;`},
 		{"/nowhere", "text/html; charset=utf-8", 404, "No such page"},
 		{"/static/style.css", "text/css; charset=utf-8", 200, "table"},
-		{"/static/tap.js", "text/javascript; charset=utf-8", 200, "EventSource"},
+		{"/check", "text/html; charset=utf-8", 200, "Check needs a cluster: offline."},
+		{"/static/dashboard.js", "text/javascript; charset=utf-8", 200, "MutationObserver"},
+		{"/static/vendor/htmx.min.js", "text/javascript; charset=utf-8", 200, "htmx"},
+		{"/static/vendor/htmx-ext-sse.min.js", "text/javascript; charset=utf-8", 200, `defineExtension("sse"`},
+		{"/static/vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8", 200, "uPlot"},
+		{"/static/vendor/uPlot.min.css", "text/css; charset=utf-8", 200, ".uplot"},
 	} {
 		resp, body := get(t, ts.URL+c.path)
 		if resp.StatusCode != c.status {
@@ -274,7 +279,7 @@ func TestDashboardHTTP(t *testing.T) {
 		if !strings.Contains(body, c.contains) {
 			t.Errorf("%s: body lacks %q", c.path, c.contains)
 		}
-		if strings.Contains(body, "http://") || strings.Contains(body, "https://") {
+		if html := strings.HasPrefix(c.ctype, "text/html"); html && (strings.Contains(body, "http://") || strings.Contains(body, "https://")) {
 			t.Errorf("%s: the page refers to something outside the binary", c.path)
 		}
 	}

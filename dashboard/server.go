@@ -24,6 +24,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/labels"
 
+	"meshtls/check"
+	"meshtls/contract"
 	"meshtls/stat"
 	"meshtls/tap"
 )
@@ -41,6 +43,9 @@ const DefaultMaxEvents = 50
 // DefaultMaxRows is how many tap rows a page keeps.
 const DefaultMaxRows = 200
 
+// DefaultRefresh is how often open pages get fresh figures.
+const DefaultRefresh = 10 * time.Second
+
 // Config is what a dashboard shows and where its figures come from.
 type Config struct {
 	Metrics stat.MetricSource
@@ -49,15 +54,36 @@ type Config struct {
 	Window time.Duration
 	// SourceName says where the figures come from, for the page header.
 	SourceName string
+	// Static says the figures never change (a capture): each query is
+	// computed once and kept. Otherwise results are kept for Refresh, so
+	// several open pages share one computation.
+	Static bool
+	// Refresh is how often open pages get fresh tables over server-sent
+	// events (DefaultRefresh when zero).
+	Refresh time.Duration
+	// History gives earlier windows for the per-deployment charts; nil
+	// means there is none, and HistoryNote says why.
+	History     History
+	HistoryNote string
+	// Check, when set, is the configuration the check page runs
+	// `linkerd check --tls` with; nil means there is no cluster, and
+	// CheckNote says so.
+	Check     *check.Config
+	CheckNote string
 	// Tap opens a fresh tap source for one live list (a replay plays only
-	// once per source). Nil means there is no live list.
-	Tap func() (tap.Source, io.Closer, error)
+	// once per source). Nil means there is no live list, and TapNote says
+	// why.
+	Tap     func() (tap.Source, io.Closer, error)
+	TapNote string
 	// TapName says where tap events come from, for the page.
 	TapName string
 	// MaxEvents caps the tap events per second sent to one page.
 	MaxEvents float64
 	// MaxRows is how many tap rows the page keeps.
 	MaxRows int
+	// ControlNamespace is the control plane's namespace, part of every
+	// workload identity ("linkerd" when empty).
+	ControlNamespace string
 	// ErrorLog receives server-side failures; nil discards them.
 	ErrorLog *log.Logger
 }
@@ -69,14 +95,44 @@ type Server struct {
 	pages map[string]*template.Template
 	row   *template.Template
 	// The engines' sources are not documented as safe for concurrent
-	// use, and pages are cheap to compute, so figures are computed one at
-	// a time.
+	// use, so figures are computed one at a time; statMu also guards the
+	// cache.
 	statMu sync.Mutex
+	cache  map[string]cached
+	// checkMu serialises check runs; the last one is kept briefly so
+	// reloading the page does not dial every proxy again.
+	checkMu   sync.Mutex
+	lastCheck *checkRun
 }
 
-var funcs = template.FuncMap{
-	"nsPath":     func(ns string) string { return "/ns/" + pathEscape(ns) },
-	"deployPath": func(ns, name string) string { return "/ns/" + pathEscape(ns) + "/deploy/" + pathEscape(name) },
+type cached struct {
+	at  time.Time
+	res *stat.Result
+}
+
+// maxCached bounds the cache: URLs name namespaces, and anyone on the
+// machine can ask for many.
+const maxCached = 1000
+
+func (s *Server) funcs() template.FuncMap {
+	return template.FuncMap{
+		"nsPath":     func(ns string) string { return "/ns/" + pathEscape(ns) },
+		"deployPath": func(ns, name string) string { return "/ns/" + pathEscape(ns) + "/deploy/" + pathEscape(name) },
+		// identity is the name a workload's certificate carries, which its
+		// peers verify: the identity mutual TLS proves on that edge.
+		"identity": func(kind, name, ns string) string {
+			return contract.Identity(name, kind, ns, s.cfg.ControlNamespace)
+		},
+		"edges": func(ns string, rows []rowView, empty string) edgeRows {
+			return edgeRows{Namespace: ns, Rows: rows, Empty: empty}
+		},
+	}
+}
+
+type edgeRows struct {
+	Namespace string
+	Rows      []rowView
+	Empty     string
 }
 
 // New checks cfg and builds the handler.
@@ -93,16 +149,22 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ErrorLog == nil {
 		cfg.ErrorLog = log.New(io.Discard, "", 0)
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), pages: map[string]*template.Template{}}
-	for _, p := range []string{"namespaces", "namespace", "deployment", "error"} {
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html")
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = DefaultRefresh
+	}
+	if cfg.ControlNamespace == "" {
+		cfg.ControlNamespace = "linkerd"
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), pages: map[string]*template.Template{}, cache: map[string]cached{}}
+	for _, p := range []string{"namespaces", "namespace", "deployment", "check", "error"} {
+		t, err := template.New("layout.html").Funcs(s.funcs()).ParseFS(templateFS, "templates/layout.html", "templates/fragments.html", "templates/"+p+".html")
 		if err != nil {
 			return nil, err
 		}
 		s.pages[p] = t
 	}
 	var err error
-	if s.row, err = template.New("row.html").Funcs(funcs).ParseFS(templateFS, "templates/row.html"); err != nil {
+	if s.row, err = template.New("row.html").Funcs(s.funcs()).ParseFS(templateFS, "templates/row.html"); err != nil {
 		return nil, err
 	}
 	static, err := fs.Sub(staticFS, "static")
@@ -110,9 +172,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
-	s.mux.HandleFunc("GET /{$}", s.namespaces)
-	s.mux.HandleFunc("GET /ns/{ns}", s.namespace)
-	s.mux.HandleFunc("GET /ns/{ns}/deploy/{name}", s.deployment)
+	s.mux.HandleFunc("GET /{$}", s.page(s.namespacesView))
+	s.mux.HandleFunc("GET /live", s.live(s.namespacesView))
+	s.mux.HandleFunc("GET /check", s.checkPage)
+	s.mux.HandleFunc("GET /ns/{ns}", s.page(s.namespaceView))
+	s.mux.HandleFunc("GET /ns/{ns}/live", s.live(s.namespaceView))
+	s.mux.HandleFunc("GET /ns/{ns}/history", s.history)
+	s.mux.HandleFunc("GET /ns/{ns}/deploy/{name}", s.page(s.deploymentView))
+	s.mux.HandleFunc("GET /ns/{ns}/deploy/{name}/live", s.live(s.deploymentView))
 	s.mux.HandleFunc("GET /ns/{ns}/deploy/{name}/tap", s.tapEvents)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusNotFound, "No such page", "There is no page at "+r.URL.Path+".")
@@ -141,9 +208,46 @@ func (s *Server) compute(ctx context.Context, qs ...stat.Query) (*stat.Result, e
 	for i := range qs {
 		qs[i].Window = s.cfg.Window
 	}
+	return s.computeWith(ctx, "", s.cfg.Metrics, s.cfg.Pods, qs)
+}
+
+// computeWith runs the stat engine, or answers from the cache: a static
+// source's figures never change, a live one's are shared for Refresh.
+// Results are never modified after they are computed.
+func (s *Server) computeWith(ctx context.Context, prefix string, src stat.MetricSource, pods stat.PodSource, qs []stat.Query) (*stat.Result, error) {
+	key := prefix + queryKey(qs)
 	s.statMu.Lock()
 	defer s.statMu.Unlock()
-	return stat.ComputeAll(ctx, qs, s.cfg.Metrics, s.cfg.Pods)
+	if c, ok := s.cache[key]; ok && (s.cfg.Static || time.Since(c.at) < s.cfg.Refresh) {
+		return c.res, nil
+	}
+	res, err := stat.ComputeAll(ctx, qs, src, pods)
+	if err != nil {
+		return nil, err
+	}
+	if len(s.cache) >= maxCached {
+		clear(s.cache)
+	}
+	s.cache[key] = cached{at: time.Now(), res: res}
+	return res, nil
+}
+
+func queryKey(qs []stat.Query) string {
+	var b strings.Builder
+	res := func(r *stat.Resource) {
+		if r == nil {
+			b.WriteString("-;")
+			return
+		}
+		fmt.Fprintf(&b, "%s/%q/%q;", r.Kind, r.Namespace, r.Name)
+	}
+	for _, q := range qs {
+		res(&q.Resource)
+		res(q.From)
+		res(q.To)
+		fmt.Fprintf(&b, "%s|%q|%t\n", q.Window, q.PodSelector, q.Unmeshed)
+	}
+	return b.String()
 }
 
 type page struct {
@@ -154,6 +258,9 @@ type page struct {
 	Crumbs     []crumb
 	Warnings   []string
 	Data       any
+	// Live pages connect to LiveURL for fresh tables every Refresh.
+	Live             bool
+	LiveURL, Refresh string
 }
 
 type crumb struct{ Name, Href string }
@@ -180,14 +287,52 @@ func (s *Server) failed(w http.ResponseWriter, err error) {
 	s.errorPage(w, http.StatusInternalServerError, "Cannot compute the figures", err.Error())
 }
 
-func (s *Server) namespaces(w http.ResponseWriter, r *http.Request) {
+// view is one page as built from the engines: the page itself, and its
+// live tables, which /live streams again every Refresh.
+type view struct {
+	status int
+	name   string
+	page   page
+	tables []liveTable
+}
+
+// liveTable is a table body the page replaces when its event arrives.
+type liveTable struct {
+	Event, Template string
+	Data            any
+}
+
+func notFound(title, msg string) view {
+	return view{status: http.StatusNotFound, name: "error", page: page{Title: title, Data: msg}}
+}
+
+// page serves a view as a whole HTML page.
+func (s *Server) page(build func(*http.Request) (view, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := build(r)
+		if err != nil {
+			s.failed(w, err)
+			return
+		}
+		p := v.page
+		p.Live = v.status == http.StatusOK && len(v.tables) > 0
+		if p.Live {
+			p.LiveURL = strings.TrimSuffix(r.URL.EscapedPath(), "/") + "/live"
+			p.Refresh = s.cfg.Refresh.String()
+		}
+		s.render(w, v.status, v.name, p)
+	}
+}
+
+func (s *Server) namespacesView(r *http.Request) (view, error) {
 	res, err := s.compute(r.Context(), stat.Query{Resource: stat.Resource{Kind: stat.KindNamespace}})
 	if err != nil {
-		s.failed(w, err)
-		return
+		return view{}, err
 	}
-	s.render(w, http.StatusOK, "namespaces", page{Title: "Namespaces", Window: res.Window.String(), Warnings: res.Warnings,
-		Data: rowViews(res.Rows, res.Window)})
+	rows := rowViews(res.Rows, res.Window)
+	return view{status: http.StatusOK, name: "namespaces",
+		page:   page{Title: "Namespaces", Window: res.Window.String(), Warnings: res.Warnings, Data: rows},
+		tables: []liveTable{{"namespaces", "namespace-rows", rows}}}, nil
 }
 
 // namespaceExists says whether ns is one the figures know of, so an
@@ -211,27 +356,30 @@ type namespaceData struct {
 	Namespace   string
 	Deployments []rowView
 	Authorities []rowView
+	// HistoryURL is where the charts' figures are; empty when there is
+	// no history, and HistoryNote says why.
+	HistoryURL, HistoryNote string
 }
 
-func (s *Server) namespace(w http.ResponseWriter, r *http.Request) {
+func (s *Server) namespaceView(r *http.Request) (view, error) {
 	ns := r.PathValue("ns")
 	ok, err := s.namespaceExists(r.Context(), ns)
 	if err != nil {
-		s.failed(w, err)
-		return
+		return view{}, err
 	}
 	if !ok {
-		s.errorPage(w, http.StatusNotFound, "Unknown namespace", fmt.Sprintf("Namespace %q is not in %s.", ns, s.cfg.SourceName))
-		return
+		return notFound("Unknown namespace", fmt.Sprintf("Namespace %q is not in %s.", ns, s.cfg.SourceName)), nil
 	}
 	res, err := s.compute(r.Context(),
 		stat.Query{Resource: stat.Resource{Kind: stat.KindDeployment, Namespace: ns}},
 		stat.Query{Resource: stat.Resource{Kind: stat.KindAuthority, Namespace: ns}})
 	if err != nil {
-		s.failed(w, err)
-		return
+		return view{}, err
 	}
-	d := namespaceData{Namespace: ns}
+	d := namespaceData{Namespace: ns, HistoryNote: s.cfg.HistoryNote}
+	if s.cfg.History != nil {
+		d.HistoryURL = "/ns/" + pathEscape(ns) + "/history"
+	}
 	for _, v := range rowViews(res.Rows, res.Window) {
 		if v.Kind == stat.KindAuthority {
 			d.Authorities = append(d.Authorities, v)
@@ -239,8 +387,10 @@ func (s *Server) namespace(w http.ResponseWriter, r *http.Request) {
 			d.Deployments = append(d.Deployments, v)
 		}
 	}
-	s.render(w, http.StatusOK, "namespace", page{Title: "Namespace " + ns, Window: res.Window.String(), Warnings: res.Warnings,
-		Crumbs: []crumb{{"Namespaces", "/"}}, Data: d})
+	return view{status: http.StatusOK, name: "namespace",
+		page: page{Title: "Namespace " + ns, Window: res.Window.String(), Warnings: res.Warnings,
+			Crumbs: []crumb{{"Namespaces", "/"}}, Data: d},
+		tables: []liveTable{{"deployments", "deployment-rows", d}, {"authorities", "authority-rows", d}}}, nil
 }
 
 type deploymentData struct {
@@ -249,28 +399,27 @@ type deploymentData struct {
 	Outbound        []rowView
 	Inbound         []rowView
 	Tap             bool
+	TapNote         string
 	TapURL          string
 	MaxRows         int
 	MaxEvents       float64
 }
 
-func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
+func (s *Server) deploymentView(r *http.Request) (view, error) {
 	ns, name := r.PathValue("ns"), r.PathValue("name")
 	self := stat.Resource{Kind: stat.KindDeployment, Namespace: ns, Name: name}
 	// The namespace's deployments tell an unknown one (a 404) from an
 	// engine failure, and hold this one's own row.
 	list, err := s.compute(r.Context(), stat.Query{Resource: stat.Resource{Kind: stat.KindDeployment, Namespace: ns}, Unmeshed: true})
 	if err != nil {
-		s.failed(w, err)
-		return
+		return view{}, err
 	}
 	i := slices.IndexFunc(list.Rows, func(r stat.Row) bool { return r.Name == name })
 	if i < 0 {
-		s.errorPage(w, http.StatusNotFound, "Unknown deployment", fmt.Sprintf("Deployment %q in namespace %q is not in %s.", name, ns, s.cfg.SourceName))
-		return
+		return notFound("Unknown deployment", fmt.Sprintf("Deployment %q in namespace %q is not in %s.", name, ns, s.cfg.SourceName)), nil
 	}
 	res := &stat.Result{Rows: list.Rows[i : i+1], Window: list.Window, Warnings: list.Warnings}
-	d := deploymentData{Namespace: ns, Name: name, Tap: s.cfg.Tap != nil, MaxRows: s.cfg.MaxRows, MaxEvents: s.cfg.MaxEvents,
+	d := deploymentData{Namespace: ns, Name: name, Tap: s.cfg.Tap != nil, TapNote: s.cfg.TapNote, MaxRows: s.cfg.MaxRows, MaxEvents: s.cfg.MaxEvents,
 		TapURL: "/ns/" + pathEscape(ns) + "/deploy/" + pathEscape(name) + "/tap"}
 	self0 := rowViews(res.Rows, res.Window)[0]
 	d.Row = &self0
@@ -283,8 +432,7 @@ func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
 	}{{stat.Query{Resource: all, From: &self}, &d.Outbound}, {stat.Query{Resource: all, To: &self}, &d.Inbound}} {
 		res, err := s.compute(r.Context(), e.q)
 		if err != nil {
-			s.failed(w, err)
-			return
+			return view{}, err
 		}
 		for i, v := range rowViews(res.Rows, res.Window) {
 			if res.Rows[i].Requests > 0 {
@@ -292,8 +440,10 @@ func (s *Server) deployment(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.render(w, http.StatusOK, "deployment", page{Title: "Deployment " + name, Window: res.Window.String(), Warnings: res.Warnings,
-		Crumbs: []crumb{{"Namespaces", "/"}, {ns, "/ns/" + pathEscape(ns)}}, Data: d})
+	return view{status: http.StatusOK, name: "deployment",
+		page: page{Title: "Deployment " + name, Window: res.Window.String(), Warnings: res.Warnings,
+			Crumbs: []crumb{{"Namespaces", "/"}, {ns, "/ns/" + pathEscape(ns)}}, Data: d},
+		tables: []liveTable{{"self", "self-rows", d}, {"outbound", "outbound-rows", d}, {"inbound", "inbound-rows", d}}}, nil
 }
 
 func pathEscape(s string) string {

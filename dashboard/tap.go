@@ -3,6 +3,7 @@ package dashboard
 import (
 	"bytes"
 	"fmt"
+	"html/template"
 	"net/http"
 	"strconv"
 	"strings"
@@ -25,6 +26,9 @@ type tapRow struct {
 	Latency                 string
 	Encrypted               bool
 	Reason                  string
+	// PeerID is the identity the other end proved: the client's for an
+	// inbound request, the server's for an outbound one.
+	PeerID string
 }
 
 func newTapRow(ev *tap.Event) tapRow {
@@ -35,6 +39,13 @@ func newTapRow(ev *tap.Event) tapRow {
 		Src: tap.Escape(ev.Src.Name()), Dst: tap.Escape(ev.Dst.Name()),
 		Method: tap.Escape(ev.Method), Authority: tap.Escape(ev.Authority), Path: tap.Escape(ev.Path),
 		Encrypted: ev.TLS.Encrypted(), Reason: tap.Escape(ev.TLS.Reason()),
+	}
+	if r.Encrypted {
+		id := ev.TLS.ClientID
+		if ev.Direction == tap.DirOutbound {
+			id = ev.TLS.ServerID
+		}
+		r.PeerID = tap.Escape(id)
 	}
 	if ev.Status != 0 {
 		r.Status = strconv.FormatUint(uint64(ev.Status), 10)
@@ -55,12 +66,7 @@ func newTapRow(ev *tap.Event) tapRow {
 // event says how many were left out so far, and "end" closes the stream.
 func (s *Server) tapEvents(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.Tap == nil {
-		s.errorPage(w, http.StatusNotFound, "No live list", "The dashboard was started without a tap source (--replay).")
-		return
-	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		s.errorPage(w, http.StatusNotFound, "No live list", s.cfg.TapNote)
 		return
 	}
 	src, closer, err := s.cfg.Tap()
@@ -70,11 +76,10 @@ func (s *Server) tapEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer func() { _ = closer.Close() }()
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	flusher.Flush()
+	out, ok := startSSE(w)
+	if !ok {
+		return
+	}
 
 	ns, name := r.PathValue("ns"), r.PathValue("name")
 	q := tap.Query{Target: tap.Target{Kind: contract.KindDeployment, Namespace: ns, Name: name}}
@@ -82,21 +87,7 @@ func (s *Server) tapEvents(w http.ResponseWriter, r *http.Request) {
 	// dropped counts what this page did not get: the source's drops and
 	// the cap's; sourceDrops is the source's part carried by events.
 	var dropped, reported, sourceDrops uint64
-	var buf bytes.Buffer
-	send := func(event, data string) error {
-		buf.Reset()
-		buf.WriteString("event: " + event + "\n")
-		// A data line cannot hold a newline; SSE joins several with one.
-		for _, line := range strings.Split(data, "\n") {
-			buf.WriteString("data: " + line + "\n")
-		}
-		buf.WriteString("\n")
-		if _, err := w.Write(buf.Bytes()); err != nil {
-			return err
-		}
-		flusher.Flush()
-		return nil
-	}
+	send := out.send
 	var row bytes.Buffer
 	emit := func(ev *tap.Event) error {
 		dropped += ev.DroppedBefore
@@ -123,10 +114,11 @@ func (s *Server) tapEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		s.cfg.ErrorLog.Printf("tap: %v", err)
-		_ = send("failed", err.Error())
+		// Swapped into the page as markup: escape it.
+		_ = send("failed", template.HTMLEscapeString("Tap failed: "+err.Error()))
 		return
 	}
 	// The source's drops after its last event are known only at the end.
 	_ = send("dropped", strconv.FormatUint(dropped+st.Dropped-sourceDrops, 10))
-	_ = send("end", "the recording ended")
+	_ = send("end", "The stream ended.")
 }

@@ -3,8 +3,10 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -99,8 +101,14 @@ func (c *countedConn) CloseWrite() error {
 	return nil
 }
 
+// isClosing tells an ordinary end of a connection from a failure. A
+// deadline is the reader's own choice, not the peer's failure: net/http
+// sets one in the past after every request to stop its background read,
+// and counting that made every kept-alive connection a failure (and
+// formatted an error string per request).
 func isClosing(err error) bool {
-	return errors.Is(err, net.ErrClosed) || err.Error() == "EOF" || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	return errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || err.Error() == "EOF"
 }
 
 // track counts c as one connection with the transport labels l (direction,

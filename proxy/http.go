@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,9 +43,17 @@ func (p *Proxy) newConnServer(direction string, h http.Handler) *connServer {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	cs.srv = &http.Server{
-		Handler:           h,
-		Protocols:         &protos,
-		MaxHeaderBytes:    maxHeaderBytes,
+		Handler:        h,
+		Protocols:      &protos,
+		MaxHeaderBytes: maxHeaderBytes,
+		// The frame size we accept is the peer's scratch buffer for each
+		// request body it sends us: net/http's HTTP/2 client sizes it
+		// min(our advertised maximum, 512 KiB) when the length is unknown,
+		// as for every gRPC request. Our client-side proxy is that peer:
+		// with the 1 MiB default each in-flight gRPC request held 512 KiB
+		// (hundreds of MB under a burst) and cleared it when the pool was
+		// empty. 16 KiB is HTTP/2's default and what gRPC servers use.
+		HTTP2:             &http.HTTP2Config{MaxReadFrameSize: 16 << 10},
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       5 * time.Minute,
 		ErrorLog:          log.New(discardWriter{}, "", 0),
@@ -224,8 +233,8 @@ func (p *Proxy) newInboundTransport() http.RoundTripper {
 	h1.SetHTTP1(true)
 	h2.SetUnencryptedHTTP2(true)
 	return byProto{
-		h1: &http.Transport{DialContext: dial, Protocols: &h1, MaxIdleConnsPerHost: maxIdlePerHost, IdleConnTimeout: 90 * time.Second},
-		h2: &http.Transport{DialContext: dial, Protocols: &h2, IdleConnTimeout: 90 * time.Second},
+		h1: &http.Transport{DialContext: dial, Protocols: &h1, MaxIdleConnsPerHost: maxIdlePerHost, IdleConnTimeout: 90 * time.Second, DisableCompression: true},
+		h2: &http.Transport{DialContext: dial, Protocols: &h2, IdleConnTimeout: 90 * time.Second, DisableCompression: true},
 	}
 }
 
@@ -242,24 +251,35 @@ func (b byProto) RoundTrip(r *http.Request) (*http.Response, error) {
 // protocol, so pooled connections never cross identities.
 type outboundTransport struct {
 	p  *Proxy
-	mu sync.Mutex
-	ts map[string]*http.Transport
+	mu sync.RWMutex
+	ts map[poolKey]*http.Transport
+}
+
+// poolKey is a comparable struct, not a formatted string: it is looked up
+// on every request.
+type poolKey struct {
+	addr             netip.AddrPort
+	status, identity string
+	h2               bool
 }
 
 func (t *outboundTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	rt, _ := r.Context().Value(routeKey{}).(route)
-	h2 := r.ProtoMajor == 2
-	key := fmt.Sprintf("%s|%s|%s|%v", rt.ep.Addr, rt.tls.status, rt.ep.Identity, h2)
-	t.mu.Lock()
-	if t.ts == nil {
-		t.ts = map[string]*http.Transport{}
-	}
+	key := poolKey{rt.ep.Addr, rt.tls.status, rt.ep.Identity, r.ProtoMajor == 2}
+	t.mu.RLock()
 	tr, ok := t.ts[key]
+	t.mu.RUnlock()
 	if !ok {
-		tr = t.newTransport(rt, h2)
-		t.ts[key] = tr
+		t.mu.Lock()
+		if t.ts == nil {
+			t.ts = map[poolKey]*http.Transport{}
+		}
+		if tr, ok = t.ts[key]; !ok {
+			tr = t.newTransport(rt, key.h2)
+			t.ts[key] = tr
+		}
+		t.mu.Unlock()
 	}
-	t.mu.Unlock()
 	return tr.RoundTrip(r)
 }
 
@@ -283,6 +303,10 @@ func (t *outboundTransport) newTransport(rt route, h2 bool) *http.Transport {
 		Protocols:           &protos,
 		MaxIdleConnsPerHost: maxIdlePerHost,
 		IdleConnTimeout:     90 * time.Second,
+		// A proxy passes Accept-Encoding as the client sent it: left on,
+		// the transport would ask for gzip itself and unpack the answer,
+		// changing the response the client gets and costing CPU.
+		DisableCompression: true,
 	}
 	if rt.tls.status == "true" {
 		tr.DialTLSContext = dial
@@ -325,6 +349,12 @@ func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (w *respWriter) Flush() {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		// ReverseProxy flushes every write of a gRPC response: the
+		// direct assertion spares a ResponseController each time.
+		f.Flush()
+		return
 	}
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
 }

@@ -439,3 +439,32 @@ func TestDiscoveryUnreachable(t *testing.T) {
 	}
 	_ = resp2.Body.Close()
 }
+
+// TestKeepAliveCloseIsSuccess: a client that sends several requests on one
+// kept-alive connection and then closes it ends that connection as a
+// success. net/http stops its background read after every request with a
+// past deadline; that deadline is not the peer's failure.
+func TestKeepAliveCloseIsSuccess(t *testing.T) {
+	m := newMesh(t, meshOpts{idA: idA, idB: idB})
+	c := m.client(false)
+	for range 5 {
+		resp, err := c.Get(m.url("/keepalive"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	c.CloseIdleConnections()
+	src := map[string]string{"direction": "outbound", "peer": "src"}
+	eventually(t, 5*time.Second, "the client's connection closed and counted", func() bool {
+		return metric(t, m.a.addr("admin"), "tcp_close_total", src) == 1
+	})
+	src["classification"] = "failure"
+	if n := metric(t, m.a.addr("admin"), "tcp_close_total", src); n != 0 {
+		t.Fatalf("a kept-alive connection closed by its client counted as %v failure(s)", n)
+	}
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive for real, when missing:
-# Prometheus (stat's integration test), openssl (certificate
+# chromium (the dashboard's browser tests), Prometheus (stat's integration test), openssl (certificate
 # verification), wrk and tmux (load and TUI tests), iptables and iproute2
 # (the local cluster's pod networks and proxy-init's rules). kubectl is not here:
 # Debian's kubernetes-client is 1.20, too old for the 1.36 local cluster,
@@ -21,6 +21,11 @@ want ip iproute2
 # run as the proxy's uid.
 want iptables-restore iptables
 want setpriv util-linux
+# The dashboard's browser tests drive Debian's chromium headless (about
+# 350 MB installed; apt took 13 s here with a warm mirror), with an emoji
+# font so screenshots show the lock marks.
+want chromium chromium
+[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
 # `scripts/deps.sh bench` (make bench-proxy) adds the proxy benchmark's
 # peers, nginx and haproxy; `make test` does not need them.
 if [ "${1:-}" = bench ]; then

@@ -4,7 +4,20 @@
 // request was due, so a stall is not hidden), maximum throughput (closed
 // loop), CPU per 1,000 requests and RSS of each proxy process.
 //
-// Usage: go run ./bench/proxy [-duration 10s] [-rates 1000,5000]
+// HTTP/1.1 (keep-alive GETs) and gRPC unary (emojivoto's FindByShortcode
+// over prior-knowledge HTTP/2 into the client side) are measured with the
+// same schedule. Every setup is measured once per round, rounds repeat the
+// whole list, and the summary is each figure's median over the rounds, so
+// a burst of load from others on a shared machine lands in one round of
+// every setup rather than in all rounds of one.
+//
+// Usage: go run ./bench/proxy [-duration 5s] [-rounds 3] [-rates 1000,5000]
+//
+//	[-protocols http1,grpc] [-baseline path/to/older/proxy-bench]
+//
+// A baseline is this command built at an older commit (any since run-proxy
+// exists), e.g. `git archive cca7f21 | tar -x -C /tmp/base && cd /tmp/base
+// && go build -o /tmp/pb-base ./bench/proxy`.
 package main
 
 import (
@@ -31,7 +44,11 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"meshtls/ca/pki"
+	"meshtls/proto/emojivoto"
 	"meshtls/proxy"
 	"meshtls/proxy/discovery"
 )
@@ -46,12 +63,16 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "run-proxy" {
 		os.Exit(runProxy(os.Args[2:]))
 	}
-	duration := flag.Duration("duration", 10*time.Second, "length of each measured run")
-	rates := flag.String("rates", "1000,5000", "constant request rates to measure")
-	conns := flag.Int("max-conns", 32, "concurrent connections for the maximum-throughput run")
-	only := flag.String("only", "", "comma-separated subset of setups (direct,plain,mtls,nginx,haproxy)")
+	var o options
+	flag.DurationVar(&o.duration, "duration", 5*time.Second, "length of each measured run")
+	flag.IntVar(&o.rounds, "rounds", 3, "how many times to measure every setup, interleaved")
+	flag.StringVar(&o.rates, "rates", "1000,5000", "constant request rates to measure")
+	flag.IntVar(&o.maxConns, "max-conns", 32, "concurrent requests for the maximum-throughput run")
+	flag.StringVar(&o.only, "only", "", "comma-separated subset of setups (direct,plain,mtls,mtls-before,nginx,haproxy)")
+	flag.StringVar(&o.protocols, "protocols", "http1,grpc", "protocols to measure (http1,grpc)")
+	flag.StringVar(&o.baseline, "baseline", "", "an older build of this command whose run-proxy is measured as \"mtls-before\" in the same run")
 	flag.Parse()
-	if err := bench(*duration, *rates, *conns, *only); err != nil {
+	if err := bench(o); err != nil {
 		fmt.Fprintln(os.Stderr, "proxy-bench:", err)
 		os.Exit(1)
 	}
@@ -110,6 +131,14 @@ func runProxy(args []string) int {
 	return 0
 }
 
+type options struct {
+	duration         time.Duration
+	rounds, maxConns int
+	rates, only      string
+	protocols        string
+	baseline         string
+}
+
 type setup struct {
 	name  string
 	entry string // where the load generator sends requests
@@ -145,7 +174,21 @@ func waitListening(addr string) error {
 	return fmt.Errorf("nothing listening on %s after 10s", addr)
 }
 
-func bench(duration time.Duration, rateList string, maxConns int, only string) error {
+// emojiServer answers FindByShortcode with a fixed emoji.
+type emojiServer struct {
+	emojivoto.UnimplementedEmojiServiceServer
+}
+
+func (emojiServer) FindByShortcode(_ context.Context, r *emojivoto.FindByShortcodeRequest) (*emojivoto.FindByShortcodeResponse, error) {
+	return &emojivoto.FindByShortcodeResponse{Emoji: &emojivoto.Emoji{Unicode: "\U0001F369", Shortcode: r.GetShortcode()}}, nil
+}
+
+// runKey is one row of the tables: a setup, a protocol and a load.
+type runKey struct {
+	proto, setup, load string
+}
+
+func bench(o options) error {
 	dir, err := os.MkdirTemp("", "proxy-bench-")
 	if err != nil {
 		return err
@@ -154,8 +197,8 @@ func bench(duration time.Duration, rateList string, maxConns int, only string) e
 	if err := writePKI(dir); err != nil {
 		return err
 	}
-	backend := freeAddr()
-	bl, err := net.Listen("tcp", backend)
+	backend := map[string]string{"http1": freeAddr(), "grpc": freeAddr()}
+	bl, err := net.Listen("tcp", backend["http1"])
 	if err != nil {
 		return err
 	}
@@ -163,59 +206,147 @@ func bench(duration time.Duration, rateList string, maxConns int, only string) e
 	bsrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) })}
 	go func() { _ = bsrv.Serve(bl) }()
 	defer func() { _ = bsrv.Close() }()
+	gl, err := net.Listen("tcp", backend["grpc"])
+	if err != nil {
+		return err
+	}
+	gsrv := grpc.NewServer()
+	emojivoto.RegisterEmojiServiceServer(gsrv, emojiServer{})
+	go func() { _ = gsrv.Serve(gl) }()
+	defer gsrv.Stop()
 
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	ours := func(name, credDir string) (*setup, error) {
+	ours := func(bin, name, credDir, to string) (*setup, error) {
 		sAddr, cAddr := freeAddr(), freeAddr()
-		sargs := []string{"run-proxy", "-role", "server", "-listen", sAddr, "-to", backend}
+		sargs := []string{"run-proxy", "-role", "server", "-listen", sAddr, "-to", to}
 		cargs := []string{"run-proxy", "-role", "client", "-listen", cAddr, "-to", sAddr}
 		if credDir != "" {
 			sargs = append(sargs, "-dir", credDir)
 			cargs = append(cargs, "-dir", credDir)
 		}
-		return pair(name, cAddr, sAddr, []string{self}, cargs, []string{self}, sargs)
+		return pair(name, cAddr, sAddr, []string{bin}, cargs, []string{bin}, sargs)
 	}
-	setups := []func() (*setup, error){
-		func() (*setup, error) { return &setup{name: "direct (no proxy)", entry: backend, stop: func() {}}, nil },
-		func() (*setup, error) { return ours("meshtls pair, plain text", "") },
-		func() (*setup, error) { return ours("meshtls pair, mTLS", dir) },
-		func() (*setup, error) { return nginxPair(dir, backend) },
-		func() (*setup, error) { return haproxyPair(dir, backend) },
+	type setupDef struct {
+		key string
+		mk  func(proto, backend string) (*setup, error)
 	}
-	keys := []string{"direct", "plain", "mtls", "nginx", "haproxy"}
+	defs := []setupDef{
+		{"direct", func(_, b string) (*setup, error) {
+			return &setup{name: "direct (no proxy)", entry: b, stop: func() {}}, nil
+		}},
+		{"plain", func(_, b string) (*setup, error) { return ours(self, "meshtls pair, plain text", "", b) }},
+		{"mtls", func(_, b string) (*setup, error) { return ours(self, "meshtls pair, mTLS", dir, b) }},
+	}
+	if o.baseline != "" {
+		defs = append(defs, setupDef{"mtls-before", func(_, b string) (*setup, error) {
+			return ours(o.baseline, "meshtls pair, mTLS, before", dir, b)
+		}})
+	}
+	defs = append(defs,
+		setupDef{"nginx", func(pr, b string) (*setup, error) { return nginxPair(dir, b, pr == "grpc") }},
+		setupDef{"haproxy", func(pr, b string) (*setup, error) { return haproxyPair(dir, b, pr == "grpc") }},
+	)
 	var rates []int
-	for _, r := range strings.Split(rateList, ",") {
+	for _, r := range strings.Split(o.rates, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(r))
 		if err != nil {
 			return fmt.Errorf("bad rate %q", r)
 		}
 		rates = append(rates, n)
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("date: %s\nmachine: %d CPUs (%s), %s, load average at start: %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), cpuModel(), runtime.Version(), strings.Join(strings.Fields(string(load))[:3], " "))
-	fmt.Printf("each run: %s after a 2s warm-up; HTTP/1.1 keep-alive GETs of a 3-byte body\n\n", duration)
-	fmt.Println("| setup | rate | achieved rps | p50 ms | p99 ms | p99.9 ms | errors | CPU ms per 1k req (client+server) | RSS MB client / server |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
-	for i, mk := range setups {
-		if only != "" && !slices.Contains(strings.Split(only, ","), keys[i]) {
-			continue
+	protos := strings.Split(o.protocols, ",")
+	for _, pr := range protos {
+		if backend[pr] == "" {
+			return fmt.Errorf("unknown protocol %q (http1, grpc)", pr)
 		}
-		s, err := mk()
-		if err != nil {
-			return fmt.Errorf("%s: %w", keys[i], err)
+	}
+	fmt.Printf("date: %s\nmachine: %d CPUs (%s), %s, load average at start: %s\n", time.Now().UTC().Format(time.RFC3339), runtime.NumCPU(), cpuModel(), runtime.Version(), loadAvg())
+	fmt.Printf("each run: %s after a 2s warm-up; %d rounds, interleaved; HTTP/1.1: keep-alive GETs of a 3-byte body on at most 64 connections; gRPC: unary FindByShortcode on %d HTTP/2 connections\n\n", o.duration, o.rounds, grpcConns)
+	fmt.Println("| round | protocol | setup | load | achieved rps | p50 ms | p99 ms | p99.9 ms | errors | CPU ms per 1k req (client+server) | RSS MB client / server | load avg |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
+	all := map[runKey][]result{}
+	var order []runKey
+	note := func(k runKey, r result) {
+		if _, ok := all[k]; !ok {
+			order = append(order, k)
 		}
-		for _, rate := range rates {
-			r := measure(s, rate, 0, duration)
-			fmt.Printf("| %s | %d/s | %.0f | %.3f | %.3f | %.3f | %d | %s | %s |\n", s.name, rate, r.rps, r.p(0.5), r.p(0.99), r.p(0.999), r.errors, r.cpu(), r.rss())
+		all[k] = append(all[k], r)
+	}
+	for round := 1; round <= o.rounds; round++ {
+		for _, pr := range protos {
+			for _, d := range defs {
+				if o.only != "" && !slices.Contains(strings.Split(o.only, ","), d.key) {
+					continue
+				}
+				s, err := d.mk(pr, backend[pr])
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", pr, d.key, err)
+				}
+				loads := make([]string, 0, len(rates)+1)
+				for _, rate := range rates {
+					loads = append(loads, fmt.Sprintf("%d/s", rate))
+				}
+				loads = append(loads, fmt.Sprintf("max (%d concurrent)", o.maxConns))
+				for i, load := range loads {
+					rate, conns := 0, o.maxConns
+					if i < len(rates) {
+						rate, conns = rates[i], 0
+					}
+					r, err := measure(s, pr, rate, conns, o.duration)
+					if err != nil {
+						s.stop()
+						return fmt.Errorf("%s %s: %w", pr, d.key, err)
+					}
+					k := runKey{pr, s.name, load}
+					note(k, r)
+					fmt.Printf("| %d | %s | %s | %s | %.0f | %.3f | %.3f | %.3f | %d | %s | %s | %s |\n", round, pr, s.name, load, r.rps, r.p(0.5), r.p(0.99), r.p(0.999), r.errors, r.cpu(), r.rss(), r.load)
+				}
+				s.stop()
+			}
 		}
-		r := measure(s, 0, maxConns, duration)
-		fmt.Printf("| %s | max (%d conns) | **%.0f** | %.3f | %.3f | %.3f | %d | %s | %s |\n", s.name, maxConns, r.rps, r.p(0.5), r.p(0.99), r.p(0.999), r.errors, r.cpu(), r.rss())
-		s.stop()
+	}
+	fmt.Printf("\nload average at end: %s\n\nmedians over %d rounds:\n\n", loadAvg(), o.rounds)
+	fmt.Println("| protocol | setup | load | achieved rps | p50 ms | p99 ms | p99.9 ms | errors | CPU ms per 1k req (client+server) | RSS MB client / server |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	for _, k := range order {
+		rs := all[k]
+		med := func(f func(result) float64) float64 {
+			v := make([]float64, len(rs))
+			for i, r := range rs {
+				v[i] = f(r)
+			}
+			slices.Sort(v)
+			if len(v)%2 == 1 {
+				return v[len(v)/2]
+			}
+			return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		}
+		var errs int64
+		for _, r := range rs {
+			errs += r.errors
+		}
+		cpu, rss := "-", "-"
+		if rs[0].proxy {
+			cpu = fmt.Sprintf("%.1f", med(func(r result) float64 { return r.cpuMs }))
+			rss = fmt.Sprintf("%.1f / %.1f", med(func(r result) float64 { return r.rssC }), med(func(r result) float64 { return r.rssS }))
+		}
+		fmt.Printf("| %s | %s | %s | %.0f | %.3f | %.3f | %.3f | %d | %s | %s |\n", k.proto, k.setup, k.load,
+			med(func(r result) float64 { return r.rps }), med(func(r result) float64 { return r.p(0.5) }),
+			med(func(r result) float64 { return r.p(0.99) }), med(func(r result) float64 { return r.p(0.999) }), errs, cpu, rss)
 	}
 	return nil
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func cpuModel() string {
@@ -287,7 +418,7 @@ func writePKI(dir string) error {
 	return nil
 }
 
-func nginxPair(dir, backend string) (*setup, error) {
+func nginxPair(dir, backend string, grpc bool) (*setup, error) {
 	sAddr, cAddr := freeAddr(), freeAddr()
 	common := `worker_processes 2;
 pid %s;
@@ -297,23 +428,38 @@ http {
   access_log off;
   client_body_temp_path %s;
   proxy_temp_path %s;
-  upstream up { server %s; keepalive 256; }
+  # nginx ends a connection after 1,000 requests by default (GOAWAY on
+  # HTTP/2): gRPC calls in flight then fail with "the connection is
+  # draining" under load. The others keep connections open.
+  keepalive_requests 1000000;
+  upstream up { server %s; keepalive 256; keepalive_requests 1000000; }
   server {
     listen %s %s;
     %s
     location / {
-      proxy_pass %s://up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
       %s
     }
   }
 }
 `
 	serverTLS := fmt.Sprintf("ssl_certificate %[1]s/server.crt; ssl_certificate_key %[1]s/server.key; ssl_client_certificate %[1]s/ca.pem; ssl_verify_client on; ssl_protocols TLSv1.3;", dir)
-	clientTLS := fmt.Sprintf("proxy_ssl_certificate %[1]s/client.crt; proxy_ssl_certificate_key %[1]s/client.key; proxy_ssl_trusted_certificate %[1]s/ca.pem; proxy_ssl_verify on; proxy_ssl_name %[2]s; proxy_ssl_server_name on; proxy_ssl_session_reuse on; proxy_ssl_protocols TLSv1.3;", dir, idServer)
-	sconf := fmt.Sprintf(common, dir+"/ns.pid", dir, dir, backend, sAddr, "ssl", serverTLS, "http", "")
-	cconf := fmt.Sprintf(common, dir+"/nc.pid", dir, dir, sAddr, cAddr, "", "", "https", clientTLS)
+	// The client side's upstream TLS: client certificate, the server's
+	// name checked against the CA, sessions reused.
+	upTLS := func(prefix string) string {
+		return fmt.Sprintf("%[3]s_ssl_certificate %[1]s/client.crt; %[3]s_ssl_certificate_key %[1]s/client.key; %[3]s_ssl_trusted_certificate %[1]s/ca.pem; %[3]s_ssl_verify on; %[3]s_ssl_name %[2]s; %[3]s_ssl_server_name on; %[3]s_ssl_session_reuse on; %[3]s_ssl_protocols TLSv1.3;", dir, idServer, prefix)
+	}
+	sListen, cListen := "ssl", ""
+	sLoc := `proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";`
+	cLoc := `proxy_pass https://up; proxy_http_version 1.1; proxy_set_header Connection ""; ` + upTLS("proxy")
+	if grpc {
+		// Prior-knowledge HTTP/2 in, h2 over mTLS between the two, h2c
+		// to the backend.
+		sListen, cListen = "ssl http2", "http2"
+		sLoc = "grpc_pass grpc://up;"
+		cLoc = "grpc_pass grpcs://up; " + upTLS("grpc")
+	}
+	sconf := fmt.Sprintf(common, dir+"/ns.pid", dir, dir, backend, sAddr, sListen, serverTLS, sLoc)
+	cconf := fmt.Sprintf(common, dir+"/nc.pid", dir, dir, sAddr, cAddr, cListen, "", cLoc)
 	for n, c := range map[string]string{"nginx-server.conf": sconf, "nginx-client.conf": cconf} {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o600); err != nil {
 			return nil, err
@@ -324,11 +470,17 @@ http {
 		[]string{"nginx", "-e", "stderr", "-g", "daemon off;", "-c"}, []string{filepath.Join(dir, "nginx-server.conf")})
 }
 
-func haproxyPair(dir, backend string) (*setup, error) {
+func haproxyPair(dir, backend string, grpc bool) (*setup, error) {
 	sAddr, cAddr := freeAddr(), freeAddr()
 	common := "global\n  nbthread 2\n  maxconn 8192\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  http-reuse always\n"
-	sconf := common + fmt.Sprintf("frontend f\n  bind %s ssl crt %s/server.pem ca-file %s/ca.pem verify required\n  default_backend b\nbackend b\n  server s %s\n", sAddr, dir, dir, backend)
-	cconf := common + fmt.Sprintf("frontend f\n  bind %s\n  default_backend b\nbackend b\n  server s %s ssl crt %s/client.pem ca-file %s/ca.pem verify required verifyhost %s sni str(%s)\n", cAddr, sAddr, dir, dir, idServer, idServer)
+	cBind, sALPN, cALPN, toBackend := "", "", "", ""
+	if grpc {
+		// Prior-knowledge HTTP/2 in, h2 (ALPN) over mTLS between the
+		// two, h2c to the backend.
+		cBind, sALPN, cALPN, toBackend = " proto h2", " alpn h2", " alpn h2", " proto h2"
+	}
+	sconf := common + fmt.Sprintf("frontend f\n  bind %s ssl crt %s/server.pem ca-file %s/ca.pem verify required%s\n  default_backend b\nbackend b\n  server s %s%s\n", sAddr, dir, dir, sALPN, backend, toBackend)
+	cconf := common + fmt.Sprintf("frontend f\n  bind %s%s\n  default_backend b\nbackend b\n  server s %s ssl crt %s/client.pem ca-file %s/ca.pem verify required verifyhost %s sni str(%s)%s\n", cAddr, cBind, sAddr, dir, dir, idServer, idServer, cALPN)
 	for n, c := range map[string]string{"haproxy-server.cfg": sconf, "haproxy-client.cfg": cconf} {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o600); err != nil {
 			return nil, err
@@ -393,6 +545,7 @@ type result struct {
 	rssC   float64
 	rssS   float64
 	proxy  bool
+	load   string // load average after the run
 }
 
 func (r result) p(q float64) float64 {
@@ -417,15 +570,55 @@ func (r result) rss() string {
 	return fmt.Sprintf("%.1f / %.1f", r.rssC, r.rssS)
 }
 
-// measure runs rate requests per second (open loop) or, with rate 0,
-// conns closed-loop workers, for d after a warm-up.
-func measure(s *setup, rate, conns int, d time.Duration) result {
+// grpcConns is how many HTTP/2 connections the gRPC client spreads its
+// requests over (a gRPC client holds one per backend; a few let the
+// peers' worker threads share the load as HTTP/1.1's connections do).
+const grpcConns = 4
+
+// newClient returns one request of the protocol against entry, and a
+// function that closes the client's connections.
+func newClient(proto, entry string) (func() error, func(), error) {
+	if proto == "grpc" {
+		var ccs []*grpc.ClientConn
+		var clients []emojivoto.EmojiServiceClient
+		closeAll := func() {
+			for _, cc := range ccs {
+				_ = cc.Close()
+			}
+		}
+		for range grpcConns {
+			// passthrough: one connection per ClientConn, to exactly
+			// this address, without a resolver in between.
+			cc, err := grpc.NewClient("passthrough:///"+entry, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				closeAll()
+				return nil, nil, err
+			}
+			ccs = append(ccs, cc)
+			clients = append(clients, emojivoto.NewEmojiServiceClient(cc))
+		}
+		var next atomic.Uint64
+		req := &emojivoto.FindByShortcodeRequest{Shortcode: ":doughnut:"}
+		do := func() error {
+			c := clients[next.Add(1)%uint64(len(clients))]
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := c.FindByShortcode(ctx, req)
+			if err != nil {
+				return err
+			}
+			if resp.GetEmoji().GetShortcode() != req.Shortcode {
+				return fmt.Errorf("wrong answer %v", resp)
+			}
+			return nil
+		}
+		return do, closeAll, nil
+	}
 	// At most 64 connections, as a pod's clients would hold: requests
 	// beyond them wait in the generator, and that wait counts.
 	tr := &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64, TLSClientConfig: &tls.Config{}}
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	defer tr.CloseIdleConnections()
-	url := "http://" + s.entry + "/"
+	url := "http://" + entry + "/"
 	do := func() error {
 		resp, err := client.Get(url)
 		if err != nil {
@@ -438,6 +631,18 @@ func measure(s *setup, rate, conns int, d time.Duration) result {
 		}
 		return nil
 	}
+	return do, tr.CloseIdleConnections, nil
+}
+
+// measure runs rate requests per second (open loop) or, with rate 0,
+// conns closed-loop workers, for d after a warm-up.
+func measure(s *setup, proto string, rate, conns int, d time.Duration) (result, error) {
+	do, closeClient, err := newClient(proto, s.entry)
+	if err != nil {
+		return result{}, err
+	}
+	defer closeClient()
+	var firstErr atomic.Value
 	run := func(d time.Duration, record bool) result {
 		var mu sync.Mutex
 		var res result
@@ -445,6 +650,7 @@ func measure(s *setup, rate, conns int, d time.Duration) result {
 		rec := func(lat time.Duration, err error) {
 			if err != nil {
 				errs.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
 				return
 			}
 			n.Add(1)
@@ -498,17 +704,22 @@ func measure(s *setup, rate, conns int, d time.Duration) result {
 	for _, p := range s.pids {
 		c0 += cpuTime(p)
 	}
+	t0 := time.Now()
 	r := run(d, true)
 	if len(s.pids) == 2 {
 		var c1 float64
 		for _, p := range s.pids {
 			c1 += cpuTime(p)
 		}
-		reqs := r.rps * d.Seconds()
+		reqs := r.rps * time.Since(t0).Seconds()
 		r.cpuMs = (c1 - c0) * 10 / reqs * 1000
 		r.rssC, r.rssS = rssMB(s.pids[0]), rssMB(s.pids[1])
 		r.proxy = true
 	}
+	r.load = loadAvg()
+	if e, ok := firstErr.Load().(string); ok && r.errors > 0 {
+		fmt.Fprintf(os.Stderr, "proxy-bench: %s %s: %d errors, first: %s\n", proto, s.name, r.errors, e)
+	}
 	slices.Sort(r.lat)
-	return r
+	return r, nil
 }

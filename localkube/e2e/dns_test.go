@@ -170,7 +170,7 @@ func TestANameOutsideTheClusterDoesNotResolveAndSendsNothingOut(t *testing.T) {
 	// localkube's range (pods and ClusterIPs are all in it).
 	comment := "localkube-e2e-" + ns
 	for _, netns := range []string{netnsOf(t, asker), netnsOf(t, dns.Status.PodIP)} {
-		rule := []string{"OUTPUT", "!", "-d", podnet.Range, "-m", "comment", "--comment", comment}
+		rule := []string{"OUTPUT", "!", "-o", "lo", "!", "-d", podnet.Range, "-m", "comment", "--comment", comment}
 		if out, err := exec.Command("ip", append([]string{"netns", "exec", netns, "iptables", "-w", "-I"}, rule...)...).CombinedOutput(); err != nil {
 			t.Fatalf("iptables in %s: %v\n%s", netns, err, out)
 		}
