@@ -17,6 +17,10 @@ BIN=$ROOT/bin
 CP_NS=linkerd
 APP_NS=emojivoto
 TRAFFIC_TIMEOUT=${DEMO_TRAFFIC_TIMEOUT:-180}
+# The first table's window: 30 s of a fresh mesh's traffic fill it sooner
+# than stat's default minute, and it is a window Prometheus (scraping every
+# 10 s) covers with three or four samples.
+FIRST_WINDOW=30s
 MAKE=${MAKE:-make}
 
 if [[ -t 1 && -z ${NO_COLOR:-} ]]; then
@@ -104,6 +108,35 @@ traffic_flows() {
 		END { exit !(("web-svc" in seen) && ("emoji-svc" in seen) && ("voting-svc" in seen)) }' <<<"$table"
 }
 
+# web_rps prints web-svc's RPS over the last WINDOW from the control
+# plane's Prometheus (a number, no unit), or fails.
+web_rps() {
+	linkerd stat authority -n "$APP_NS" -t "$1" 2>/dev/null |
+		awk '$1 ~ /^web-svc\./ && $4 ~ /rps$/ { sub(/rps$/, "", $4); print $4; found = 1 } END { exit !found }'
+}
+
+# window_filled waits until the first table's window holds steady traffic:
+# right after the first scrapes, Prometheus has samples for only part of
+# the window and the rate reads low (a third of the truth 20 s in). Two
+# readings a scrape apart that agree within 10% mean the window is full.
+window_filled() {
+	local window=$1 timeout=$2 prev='' cur
+	local deadline=$((SECONDS + timeout))
+	# A mesh that has run for a minute already (a second `make demo`): the
+	# minute and the window agree at once.
+	prev=$(web_rps 1m) || prev=''
+	while ((SECONDS < deadline)); do
+		if cur=$(web_rps "$window"); then
+			if [[ -n $prev ]] && awk -v a="$prev" -v b="$cur" 'BEGIN { exit !(b > 0 && (a - b) / b < 0.1 && (b - a) / b < 0.1) }'; then
+				return 0
+			fi
+			prev=$cur
+		fi
+		sleep 10
+	done
+	return 1
+}
+
 # dns_probe runs a one-shot pod that resolves a Service name as the apps
 # do and prints what it saw.
 dns_probe() {
@@ -171,7 +204,7 @@ up() {
 	fi
 	done_step
 
-	step "wait for traffic in the control plane's Prometheus (scrapes every 10s)"
+	step "wait for traffic in the control plane's Prometheus (scrapes every 10s) to fill a ${FIRST_WINDOW} window"
 	if ! wait_for "$TRAFFIC_TIMEOUT" traffic_flows; then
 		linkerd stat authority -n "$APP_NS" || true
 		local probe
@@ -180,10 +213,13 @@ up() {
 		fi
 		die "no traffic after ${TRAFFIC_TIMEOUT}s although DNS resolves ($probe); see kubectl -n $APP_NS logs deploy/vote-bot and deploy/web"
 	fi
+	if ! window_filled "$FIRST_WINDOW" 90; then
+		printf '    %snote:%s the rate was still changing after 90s; the table may read low\n' "$Y" "$R"
+	fi
 	done_step
 
-	step "linkerd stat authority -n $APP_NS"
-	linkerd stat authority -n "$APP_NS"
+	step "linkerd stat authority -n $APP_NS -t $FIRST_WINDOW"
+	linkerd stat authority -n "$APP_NS" -t "$FIRST_WINDOW"
 	done_step
 
 	printf '\n%sThe mesh is running%s (%s from start). Next:\n\n' "$B" "$R" "$(secs "$START")"
