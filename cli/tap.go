@@ -78,7 +78,8 @@ line) is false.
 
 --record FILE writes the stream as JSON lines; --replay FILE plays one back
 without a cluster, at its recorded pace (--speed 2 doubles it, --speed 0 is as
-fast as possible). builtin:emojivoto is a recording shipped with the CLI.`,
+fast as possible). builtin:emojivoto (generated) and builtin:emojivoto-live
+(recorded from the live demo) ship with the CLI.`,
 		Example: `  # Every request to and from the web deployment, live
   linkerd tap deploy/web -n emojivoto
 

@@ -80,7 +80,7 @@ func TestTapBadInput(t *testing.T) {
 		{"missing replay", []string{"tap", "deploy/web", "--replay", filepath.Join(dir, "nope.jsonl")}, 1,
 			"Error: cannot read replay file: open " + filepath.Join(dir, "nope.jsonl") + ": no such file or directory"},
 		{"unknown builtin", []string{"tap", "deploy/web", "--replay", "builtin:nope"}, 1,
-			`Error: no built-in tap recording "nope" (have emojivoto)`},
+			`Error: no built-in tap recording "nope" (have emojivoto, emojivoto-live)`},
 		{"corrupt line", []string{"tap", "deploy/web", "-n", "emojivoto", "--replay", corrupt, "--speed", "0"}, 1,
 			"Error: replay " + corrupt + ": line 6: corrupt line: invalid character 'b' looking for beginning of object key string"},
 		{"bad output", []string{"tap", "deploy/web", "--replay", tapFixture, "-o", "yaml"}, 2,

@@ -71,9 +71,9 @@ kubectl() { "$BIN/kubectl" "$@"; }
 linkerd() { NO_COLOR=${NO_COLOR:-} "$BIN/linkerd" "$@"; }
 
 recorded_table() {
-	printf '%smake demo: %s; showing the built-in capture table instead (linkerd stat --capture builtin:emojivoto).%s\n' "$Y" "$1" "$R"
+	printf '%smake demo: %s; showing the table of a capture recorded from this demo instead (linkerd stat --capture builtin:emojivoto-live).%s\n' "$Y" "$1" "$R"
 	"$MAKE" -s -C "$ROOT" build >/dev/null
-	"$BIN/linkerd" stat authority -n "$APP_NS" --capture builtin:emojivoto
+	"$BIN/linkerd" stat authority -n "$APP_NS" --capture builtin:emojivoto-live
 	exit 0
 }
 
