@@ -77,6 +77,20 @@ func TestDemo(t *testing.T) {
 	}
 	t.Logf("control plane and emojivoto up in %s", time.Since(start).Round(time.Second))
 	verifyDemo(ctx, t, demoMesh{cp: cp, ns: ns, authority: func(svc string) string { return svc + "." + ns + ":" }})
+
+	// The tap API on the same running demo: web's requests carry tls=true
+	// with a proven peer identity, and legacy-bot's plain text shows as such.
+	tapArgs := []string{"tap", "deploy/web", "-n", ns, "-o", "json", "-L", cp, "--kubeconfig", kubeconfig}
+	if err := tapUntil(ctx, 90*time.Second, tapArgs, func(ev tapJSON) bool {
+		return ev.TLS.Status == "true" && (ev.TLS.ServerID != "" || ev.TLS.ClientID != "")
+	}); err != nil {
+		t.Errorf("linkerd tap deploy/web -n %s -o json: no request with tls=true and a peer identity: %v", ns, err)
+	}
+	if err := tapUntil(ctx, 90*time.Second, tapArgs, func(ev tapJSON) bool {
+		return ev.Proxy == "in" && ev.TLS.Status == "no_identity"
+	}); err != nil {
+		t.Errorf("linkerd tap deploy/web -n %s -o json: legacy-bot's plain-text requests never showed: %v", ns, err)
+	}
 	t.Logf("demo test body took %s", time.Since(start).Round(time.Second))
 }
 
