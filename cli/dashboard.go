@@ -253,6 +253,16 @@ func runDashboard(ctx context.Context, f *Factory, opts *DashboardOptions) error
 		return err
 	}
 	defer closeSrc()
+	if cfg.Static {
+		// A capture never changes: read it once, now, so the first visitor
+		// of each namespace page does not wait for the engine.
+		start := time.Now()
+		if n, err := srv.Warm(ctx); err != nil {
+			cfg.ErrorLog.Printf("pages will be computed when asked: %v", err)
+		} else if n > 0 {
+			fmt.Fprintf(f.IO.ErrOut, "Read %s: %d pages ready in %s.\n", cfg.SourceName, n, time.Since(start).Round(time.Millisecond))
+		}
+	}
 	// Loopback only: the dashboard has no authentication.
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(opts.Port)))
 	if err != nil {
