@@ -21,8 +21,10 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"sigs.k8s.io/yaml"
 
 	"meshtls/contract"
 	"meshtls/testutil/localcluster"
@@ -42,58 +44,9 @@ import (
 // so both the dashboard and stat scrape every meshed proxy directly: the
 // same source, so the same figures up to when each one's window falls.
 func TestDashboardOnLiveMesh(t *testing.T) {
-	client := localcluster.Client(t)
-	kubeconfig := localcluster.Kubeconfig(t)
-	kubectl := localcluster.Kubectl(t)
-	ns := localcluster.Namespace(t)
-	cp := "l5d-" + rand.String(5)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-
-	installYAML := run(t, "install", "--tls=optional", "-L", cp)
-	t.Cleanup(func() {
-		del := exec.Command(kubectl, "--kubeconfig", kubeconfig, "delete", "--ignore-not-found", "--wait=false", "-f", "-")
-		del.Stdin = bytes.NewReader(installYAML)
-		_ = del.Run()
-	})
-	kubectlApply(t, kubectl, kubeconfig, installYAML)
-	_ = client.AppsV1().Deployments(cp).Delete(ctx, "linkerd-prometheus", metav1.DeleteOptions{})
-	controller := readyPod(ctx, t, client, cp, contract.ComponentLabel+"=destination")
-	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=ca")
-	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=tap")
-	destAddr := fmt.Sprintf("%s:%d", controller.Status.PodIP, contract.DestinationPort)
-
-	inject := func(manifest string) {
-		t.Helper()
-		cmd := exec.Command(linkerdBin, "inject", "--tls=optional", "-L", cp, "-")
-		cmd.Stdin = strings.NewReader(manifest)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("linkerd inject: %v", err)
-		}
-		dnsName := fmt.Sprintf("%s.%s.svc.cluster.local:%d", contract.ControllerComponent, cp, contract.DestinationPort)
-		kubectlApply(t, kubectl, kubeconfig, bytes.ReplaceAll(out, []byte(dnsName), []byte(destAddr)))
-	}
-	inject(demoDeployment(ns, "emoji", "emoji", map[string]string{"GRPC_PORT": "8080"}, 8080) +
-		demoDeployment(ns, "voting", "voting", map[string]string{"GRPC_PORT": "8080"}, 8080))
-	emoji := readyPod(ctx, t, client, ns, "app=emoji")
-	voting := readyPod(ctx, t, client, ns, "app=voting")
-	inject(demoDeployment(ns, "web", "web", map[string]string{
-		"WEB_PORT": "8080", "EMOJISVC_HOST": emoji.Status.PodIP + ":8080", "VOTINGSVC_HOST": voting.Status.PodIP + ":8080",
-	}, 8080))
-	web := readyPod(ctx, t, client, ns, "app=web")
-	inject(demoDeployment(ns, "vote-bot", "vote-bot", map[string]string{
-		"WEB_HOST": web.Status.PodIP + ":8080", "VOTE_RATE": "5", "TRUTH_PORT": "8802",
-	}, 8802))
-	readyPod(ctx, t, client, ns, "app=vote-bot")
-	localcluster.Eventually(t, 2*time.Minute, func() error {
-		out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "get", "apiservice", contract.TapAPIService,
-			"-o", `jsonpath={.status.conditions[?(@.type=="Available")].status}`).CombinedOutput()
-		if err != nil || !strings.HasPrefix(string(out), "True") {
-			return fmt.Errorf("APIService %s not Available: %s %v", contract.TapAPIService, out, err)
-		}
-		return nil
-	})
+	m := startLiveMesh(t, false)
+	ctx, ns, cp, kubeconfig := m.ctx, m.ns, m.cp, m.kubeconfig
+	emoji, voting, web := m.emoji, m.voting, m.web
 
 	// The window of both the dashboard and stat: each scrapes twice,
 	// window apart.
@@ -300,6 +253,198 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 		}
 		t.Logf("chromium: web %s, TLS %q; %s", rpsText, tlsText, updated)
 	})
+}
+
+// TestDashboardOnLiveMeshPrometheus is the dashboard's default path on a
+// cluster whose control plane runs its Prometheus: the figures and the
+// charts come from it, reached through a client-go port-forward, as
+// `linkerd stat` reaches it.
+func TestDashboardOnLiveMeshPrometheus(t *testing.T) {
+	if _, err := exec.LookPath("prometheus"); err != nil {
+		t.Fatal("the prometheus binary is not installed: run `make deps` (Debian's prometheus package)")
+	}
+	m := startLiveMesh(t, true)
+	ctx, ns, cp, kubeconfig := m.ctx, m.ns, m.cp, m.kubeconfig
+	client := localcluster.Client(t)
+	// Debian's prometheus is built without Kubernetes service discovery,
+	// which the installed configuration uses, so the control plane's
+	// Prometheus gets the same scrape targets written out: each meshed
+	// pod's proxy with the target labels the installed relabelling gives
+	// (namespace, pod, deployment), scraped every 2 s to keep the test
+	// short. Everything else is the installed Prometheus.
+	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: contract.ControlPlaneNSLabel + "=" + cp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var targets []map[string]any
+	for _, p := range pods.Items {
+		targets = append(targets, map[string]any{
+			"targets": []string{fmt.Sprintf("%s:%d", p.Status.PodIP, contract.AdminPort)},
+			"labels":  map[string]string{"namespace": p.Namespace, "pod": p.Name, "deployment": p.Labels[contract.KindLabel(contract.KindDeployment)]},
+		})
+	}
+	if len(targets) != 4 {
+		t.Fatalf("%d meshed pods in %s, want emojivoto's 4", len(targets), ns)
+	}
+	promCfg, err := yaml.Marshal(map[string]any{
+		"global":         map[string]any{"scrape_interval": "2s", "scrape_timeout": "2s", "evaluation_interval": "2s"},
+		"scrape_configs": []any{map[string]any{"job_name": "linkerd-proxy", "static_configs": targets}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cms := client.CoreV1().ConfigMaps(cp)
+	cm, err := cms.Get(ctx, "linkerd-prometheus-config", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data["prometheus.yml"] = string(promCfg)
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A fresh pod reads the new configuration at once.
+	if err := client.CoreV1().Pods(cp).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: contract.ComponentLabel + "=prometheus"}); err != nil {
+		t.Fatal(err)
+	}
+	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=prometheus")
+	const window = 10 * time.Second
+	base := startDashboard(t, "-L", cp, "--kubeconfig", kubeconfig, "-t", window.String(), "--refresh", "5s")
+
+	t.Run("namespace page from the control plane's Prometheus, as stat shows it", func(t *testing.T) {
+		localcluster.Eventually(t, 3*time.Minute, func() error {
+			page, err := getOK(base+"/ns/"+ns, "text/html")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(page, "Figures from the control plane&#39;s Prometheus (port-forwarded)") {
+				return fmt.Errorf("the page does not say its figures come from the control plane's Prometheus:\n%s", page)
+			}
+			rows, err := statRows("stat", "deploy", "-n", ns, "-L", cp, "-t", window.String(), "--kubeconfig", kubeconfig, "-o", "json")
+			if err != nil {
+				return err
+			}
+			cells := pageCells(page)
+			for _, name := range []string{"emoji", "voting", "web"} {
+				c := cells["deployments/"+name]
+				pageRPS, _ := strconv.ParseFloat(c.rps, 64)
+				if c.tls != "1" || pageRPS <= 0 {
+					return fmt.Errorf("deploy/%s: TLS %q, RPS %q on the page, want 100%% with traffic", name, c.tlsText, c.rps)
+				}
+				r := rows[ns+"/"+name]
+				if r.RPS == nil || r.TLS == nil || *r.TLS != 1 {
+					return fmt.Errorf("stat: deploy/%s %+v", name, r)
+				}
+				// Both ask Prometheus for the window ending now, moments
+				// apart: a scrape or so (2 s of a 10 s window).
+				if d := math.Abs(pageRPS - *r.RPS); d > 0.35*math.Max(pageRPS, *r.RPS)+0.5 {
+					return fmt.Errorf("deploy/%s: %.2f rps on the page, %.2f from stat: beyond 35%% + 0.5 rps", name, pageRPS, *r.RPS)
+				}
+				t.Logf("deploy/%s from Prometheus: page %.2f rps, stat -o json %.2f rps, TLS %s", name, pageRPS, *r.RPS, c.tlsText)
+			}
+			return nil
+		})
+	})
+
+	t.Run("charts from Prometheus history", func(t *testing.T) {
+		localcluster.Eventually(t, 2*time.Minute, func() error {
+			body, err := getOK(base+"/ns/"+ns+"/history", "application/json")
+			if err != nil {
+				return err
+			}
+			var h struct {
+				Times       []float64 `json:"times"`
+				Deployments map[string]struct {
+					RPS []*float64 `json:"rps"`
+					TLS []*float64 `json:"tls"`
+				} `json:"deployments"`
+			}
+			if err := json.Unmarshal([]byte(body), &h); err != nil {
+				return fmt.Errorf("history: %v: %s", err, body)
+			}
+			web, ok := h.Deployments["web"]
+			if !ok || len(h.Times) < 2 || len(web.RPS) != len(h.Times) {
+				return fmt.Errorf("history has no series for web over %d windows: %s", len(h.Times), body)
+			}
+			last := len(h.Times) - 1
+			if web.RPS[last] == nil || *web.RPS[last] <= 0 || web.TLS[last] == nil || *web.TLS[last] != 1 {
+				return fmt.Errorf("web's latest chart point: rps %v tls %v, want traffic at TLS 100%%: %s", web.RPS[last], web.TLS[last], body)
+			}
+			t.Logf("web's chart: %d windows, latest %.2f rps at TLS %.0f%%", len(h.Times), *web.RPS[last], *web.TLS[last]*100)
+			return nil
+		})
+	})
+}
+
+// liveMesh is emojivoto injected and talking mutual TLS under a fresh
+// control plane with the tap API.
+type liveMesh struct {
+	ctx                context.Context
+	ns, cp, kubeconfig string
+	emoji, voting, web corev1.Pod
+}
+
+// startLiveMesh installs a control plane (--tls=optional, with the tap
+// API; its Prometheus only when keepPrometheus, not waited for) and emojivoto's four
+// deployments, injected, with vote-bot sending traffic, and waits until
+// the tap API is Available.
+func startLiveMesh(t *testing.T, keepPrometheus bool) liveMesh {
+	t.Helper()
+	client := localcluster.Client(t)
+	kubeconfig := localcluster.Kubeconfig(t)
+	kubectl := localcluster.Kubectl(t)
+	ns := localcluster.Namespace(t)
+	cp := "l5d-" + rand.String(5)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	t.Cleanup(cancel)
+
+	installYAML := run(t, "install", "--tls=optional", "-L", cp)
+	t.Cleanup(func() {
+		del := exec.Command(kubectl, "--kubeconfig", kubeconfig, "delete", "--ignore-not-found", "--wait=false", "-f", "-")
+		del.Stdin = bytes.NewReader(installYAML)
+		_ = del.Run()
+	})
+	kubectlApply(t, kubectl, kubeconfig, installYAML)
+	if !keepPrometheus {
+		_ = client.AppsV1().Deployments(cp).Delete(ctx, "linkerd-prometheus", metav1.DeleteOptions{})
+	}
+	controller := readyPod(ctx, t, client, cp, contract.ComponentLabel+"=destination")
+	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=ca")
+	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=tap")
+	destAddr := fmt.Sprintf("%s:%d", controller.Status.PodIP, contract.DestinationPort)
+
+	inject := func(manifest string) {
+		t.Helper()
+		cmd := exec.Command(linkerdBin, "inject", "--tls=optional", "-L", cp, "-")
+		cmd.Stdin = strings.NewReader(manifest)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("linkerd inject: %v", err)
+		}
+		dnsName := fmt.Sprintf("%s.%s.svc.cluster.local:%d", contract.ControllerComponent, cp, contract.DestinationPort)
+		kubectlApply(t, kubectl, kubeconfig, bytes.ReplaceAll(out, []byte(dnsName), []byte(destAddr)))
+	}
+	inject(demoDeployment(ns, "emoji", "emoji", map[string]string{"GRPC_PORT": "8080"}, 8080) +
+		demoDeployment(ns, "voting", "voting", map[string]string{"GRPC_PORT": "8080"}, 8080))
+	emoji := readyPod(ctx, t, client, ns, "app=emoji")
+	voting := readyPod(ctx, t, client, ns, "app=voting")
+	inject(demoDeployment(ns, "web", "web", map[string]string{
+		"WEB_PORT": "8080", "EMOJISVC_HOST": emoji.Status.PodIP + ":8080", "VOTINGSVC_HOST": voting.Status.PodIP + ":8080",
+	}, 8080))
+	web := readyPod(ctx, t, client, ns, "app=web")
+	inject(demoDeployment(ns, "vote-bot", "vote-bot", map[string]string{
+		"WEB_HOST": web.Status.PodIP + ":8080", "VOTE_RATE": "5", "TRUTH_PORT": "8802",
+	}, 8802))
+	readyPod(ctx, t, client, ns, "app=vote-bot")
+	localcluster.Eventually(t, 2*time.Minute, func() error {
+		out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "get", "apiservice", contract.TapAPIService,
+			"-o", `jsonpath={.status.conditions[?(@.type=="Available")].status}`).CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), "True") {
+			return fmt.Errorf("APIService %s not Available: %s %v", contract.TapAPIService, out, err)
+		}
+		return nil
+	})
+
+	return liveMesh{ctx: ctx, ns: ns, cp: cp, kubeconfig: kubeconfig, emoji: emoji, voting: voting, web: web}
 }
 
 // startDashboard runs `linkerd dashboard` on a free port with args and
