@@ -236,6 +236,10 @@ func newDashboard(ctx context.Context, f *Factory, opts *DashboardOptions) (srv 
 	case f.TapSource != nil:
 		cfg.TapName = "the tap API"
 		cfg.Tap = func() (tap.Source, io.Closer, error) { return f.tapSource(&TapOptions{}) }
+		// A request is up to three events (request, response, end): a
+		// page never shows more requests a second than it does events,
+		// so the rest need not leave the cluster.
+		cfg.TapMaxRPS = opts.MaxEvents
 	default:
 		cfg.TapNote = "Tap API not available: " + errNoTapAPI.Error() + "."
 	}

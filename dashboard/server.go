@@ -79,6 +79,12 @@ type Config struct {
 	TapName string
 	// MaxEvents caps the tap events per second sent to one page.
 	MaxEvents float64
+	// TapMaxRPS, when set, asks the tap source itself to report at most
+	// that many requests a second (the tap API's max_rps, applied by the
+	// controller and the proxies), so a busy deployment's events the page
+	// would drop anyway never cross the API server; the source's drops
+	// are counted with the page's.
+	TapMaxRPS float64
 	// MaxRows is how many tap rows the page keeps.
 	MaxRows int
 	// ControlNamespace is the control plane's namespace, part of every
