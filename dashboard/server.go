@@ -253,7 +253,7 @@ func (s *Server) computeWith(ctx context.Context, prefix string, src stat.Metric
 		}
 		// The request that computed it may have gone away (its context
 		// ended the computation); this one then computes it itself.
-		if f.err == nil || !(errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)) {
+		if f.err == nil || (!errors.Is(f.err, context.Canceled) && !errors.Is(f.err, context.DeadlineExceeded)) {
 			return f.res, f.err
 		}
 	}

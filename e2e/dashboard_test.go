@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html"
 	"io"
@@ -138,10 +139,18 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 	})
 
 	t.Run("deployment page: edges and the live list from the tap API", func(t *testing.T) {
+		start := time.Now()
 		page, err := getOK(base+"/ns/"+ns+"/deploy/web", "text/html")
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Its three computations (the namespace's deployments, the edges
+		// from and to web) scrape at once: one window, not three.
+		took := time.Since(start)
+		if took >= 2*window {
+			t.Errorf("the deployment page took %v with a %v window", took, window)
+		}
+		t.Logf("deployment page, scraping the proxies over %v: %v", window, took)
 		for _, want := range []string{`/ns/` + ns + `/deploy/web/tap`, emojiID, votingID} {
 			if !strings.Contains(page, html.EscapeString(want)) {
 				t.Errorf("the deployment page does not name %q", want)
@@ -475,13 +484,14 @@ func startDashboard(t *testing.T, args ...string) string {
 		select {
 		case err := <-done:
 			// Ctrl-C exits 130, as a shell does.
-			if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 130) {
+			var ee *exec.ExitError
+			if err != nil && (!errors.As(err, &ee) || ee.ExitCode() != 130) {
 				t.Errorf("linkerd dashboard stopped with %v\n%s", err, stderr.String())
 			}
 		case <-time.After(15 * time.Second):
 			_ = cmd.Process.Kill()
-			<-done
-			t.Errorf("linkerd dashboard did not stop within 15 s of Ctrl-C\n%s", stderr.String())
+			err := <-done
+			t.Errorf("linkerd dashboard did not stop within 15 s of Ctrl-C (killed: %v)\n%s", err, stderr.String())
 		}
 	})
 	lines := make(chan string, 1)
