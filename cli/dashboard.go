@@ -234,6 +234,12 @@ func newDashboard(ctx context.Context, f *Factory, opts *DashboardOptions) (srv 
 	case opts.Capture != "":
 		cfg.TapNote = "No live list: this dashboard shows a recorded capture; add --replay FILE (or --replay builtin:emojivoto) to play a tap recording here."
 	case f.TapSource != nil:
+		// The tap API needs a cluster; without one the page says so rather
+		// than promising a live list that fails when opened.
+		if _, err := f.TapSource(); err != nil {
+			cfg.TapNote = "Tap API not available: " + err.Error() + "."
+			break
+		}
 		cfg.TapName = "the tap API"
 		cfg.Tap = func() (tap.Source, io.Closer, error) { return f.tapSource(&TapOptions{}) }
 		// A request is up to three events (request, response, end): a
