@@ -22,16 +22,21 @@ build: ## Build the binaries (linkerd, …) into bin/
 	@$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 .PHONY: demo
-demo: build ## Print the seed's `linkerd stat authority -n emojivoto` table (no cluster needed)
-	@$(BIN)/linkerd stat authority -n emojivoto --capture builtin:emojivoto
+demo: ## Start the live demo: local cluster, control plane, emojivoto meshed, then `linkerd stat authority -n emojivoto` (the built-in capture table without root)
+	@scripts/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop the live demo's cluster and delete its state (.localkube/demo)
+	@scripts/demo.sh down
 
 .PHONY: deps
 deps: ## Install the Debian packages tests use (chromium, prometheus, openssl, wrk, tmux, iptables, iproute2)
 	@scripts/deps.sh
 
 .PHONY: test
-test: deps build localkube $(BIN)/promtool ## Run every test: unit, golden, integration (real Prometheus, real local Kubernetes)
+test: deps build localkube $(BIN)/promtool $(BIN)/prometheus ## Run every test: unit, golden, integration (real Prometheus, real local Kubernetes)
 	$(GO) test -race -count=1 -timeout 30m ./...
+	cd install/prometheus && $(GO) test -count=1 ./launcher/
 	$(MAKE) test-localkube
 
 .PHONY: generate
@@ -40,11 +45,26 @@ generate: ## Regenerate the gRPC code (proto/), fixtures (captures) and golden f
 	$(GO) generate ./...
 	$(GO) test ./... -run Golden -update
 
-# Debian's promtool is built without Kubernetes service discovery, which
-# install's Prometheus config uses; build Prometheus's own (own go.mod).
-$(BIN)/promtool: install/promtool/go.mod install/promtool/go.sum
+# Debian's prometheus and promtool are built without Kubernetes service
+# discovery, which install's Prometheus config uses; build Prometheus's own
+# from the pinned module (install/prometheus, own go.mod). bin/prometheus is
+# the launcher the local cluster runs for the control plane's Prometheus
+# image; it execs bin/prometheus-server (see install/prometheus/README.md).
+PROM_PINS := install/prometheus/go.mod install/prometheus/go.sum
+
+.PHONY: prometheus
+prometheus: $(BIN)/prometheus $(BIN)/promtool ## Build Prometheus (server, launcher, promtool) from its Go module into bin/
+
+$(BIN)/promtool: $(PROM_PINS)
 	@mkdir -p $(BIN)
-	cd install/promtool && $(GO) build -o $(BIN)/promtool github.com/prometheus/prometheus/cmd/promtool
+	cd install/prometheus && $(GO) build -o $(BIN)/promtool github.com/prometheus/prometheus/cmd/promtool
+
+$(BIN)/prometheus-server: $(PROM_PINS)
+	@mkdir -p $(BIN)
+	cd install/prometheus && $(GO) build -o $(BIN)/prometheus-server github.com/prometheus/prometheus/cmd/prometheus
+
+$(BIN)/prometheus: $(BIN)/prometheus-server $(PROM_PINS) install/prometheus/launcher/main.go
+	cd install/prometheus && $(GO) build -o $(BIN)/prometheus ./launcher
 
 .PHONY: bench
 bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing, a 1,000-owner burst, check --tls over 1,000 pods, the tap TUI at 10k and 20k events/s, the tap API at 50k events/s from 100 proxies, the dashboard's 100-deployment page and its live list at 1,000 events/s in chromium

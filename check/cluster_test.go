@@ -51,6 +51,15 @@ func testMain(m *testing.M) int {
 		}
 	}
 	binDir = dir
+	// install's Prometheus runs the repository's bin/prometheus (built
+	// from the Prometheus module); without it the control plane is not
+	// ready and every check test would fail on that.
+	for _, name := range []string{"prometheus", "prometheus-server"} {
+		if _, err := os.Stat(filepath.Join("..", "bin", name)); err != nil {
+			fmt.Fprintf(os.Stderr, "check tests: bin/%s is missing: run `make prometheus`\n", name)
+			return 1
+		}
+	}
 	return localcluster.RunWith(m, localcluster.Options{BinDirs: []string{dir}})
 }
 
@@ -192,9 +201,9 @@ spec:
       containers: [{name: emoji, image: ghcr.io/meshtls/emojivoto:test, args: [emoji]}]
 `
 
-// installMesh applies install --tls=optional (without Prometheus, which
-// the local cluster cannot run: Debian's build lacks Kubernetes service
-// discovery) and an injected two-Deployment app, and waits for health.
+// installMesh applies install --tls=optional, its Prometheus included (the
+// local kubelet runs bin/prometheus for its image), and an injected
+// two-Deployment app, and waits for health.
 func installMesh(t *testing.T, client kubernetes.Interface) (appNS string) {
 	t.Helper()
 	var manifest bytes.Buffer
@@ -205,7 +214,6 @@ func installMesh(t *testing.T, client kubernetes.Interface) (appNS string) {
 	t.Cleanup(func() {
 		_ = client.CoreV1().Namespaces().Delete(context.Background(), controlNS, metav1.DeleteOptions{})
 	})
-	kubectl(t, nil, "-n", controlNS, "delete", "deployment", "linkerd-prometheus")
 
 	appNS = localcluster.Namespace(t)
 	res, err := inject.Inject([]byte(fmt.Sprintf(appManifest, appNS)), "app.yml", inject.Options{Version: "test", TLS: "optional", ControlNamespace: controlNS})

@@ -178,6 +178,9 @@ func startDashboard(t testing.TB, opts DashboardOptions) string {
 	f := NewFactory(ios)
 	f.RESTConfig = func() (*rest.Config, error) { return nil, errNoCluster }
 	f.KubeClient = func() (kubernetes.Interface, error) { return nil, errNoCluster }
+	// No cluster, so no tap API either (NewFactory fills the slot for any
+	// kubeconfig).
+	f.TapSource = nil
 	if opts.MaxEvents == 0 {
 		opts.MaxEvents = 1e9
 	}

@@ -28,13 +28,26 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build linkerd:", err)
 		os.Exit(1)
 	}
-	// Pods run this build of linkerd (image …/linkerd:TAG) and, for the
-	// control plane's Prometheus (image …/prometheus:TAG), the machine's
-	// prometheus binary.
-	if prom, err := exec.LookPath("prometheus"); err == nil {
-		_ = os.Symlink(prom, filepath.Join(dir, "prometheus"))
+	// Pods run this build of linkerd (image …/linkerd:TAG); the control
+	// plane's Prometheus (image …/prometheus:TAG) runs the repository's
+	// bin/prometheus, built from the Prometheus module with Kubernetes
+	// service discovery (Debian's has none).
+	if err := needPrometheus(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	code := localcluster.RunWith(m, localcluster.Options{BinDirs: []string{dir}})
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// needPrometheus says how to build the Prometheus the local kubelet runs
+// for install's image, when it is missing.
+func needPrometheus() error {
+	for _, name := range []string{"prometheus", "prometheus-server"} {
+		if _, err := os.Stat(filepath.Join("..", "bin", name)); err != nil {
+			return fmt.Errorf("e2e: bin/%s is missing: run `make prometheus` (the control plane's Prometheus runs it)", name)
+		}
+	}
+	return nil
 }

@@ -48,9 +48,6 @@ func TestMeshedWorkloadsTalkMutualTLS(t *testing.T) {
 		_ = del.Run()
 	})
 	kubectlApply(t, kubectl, kubeconfig, installYAML)
-	// The control plane's Prometheus is not needed here (stat scrapes the
-	// proxies when none answers).
-	_ = client.AppsV1().Deployments(cp).Delete(ctx, "linkerd-prometheus", metav1.DeleteOptions{})
 	controller := readyPod(ctx, t, client, cp, contract.ComponentLabel+"=destination")
 	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=ca")
 	destAddr := fmt.Sprintf("%s:%d", controller.Status.PodIP, contract.DestinationPort)
@@ -106,12 +103,7 @@ func TestMeshedWorkloadsTalkMutualTLS(t *testing.T) {
 		return fmt.Errorf("emoji's proxy has no inbound mTLS request from %s yet", webID)
 	})
 
-	// stat, scraping the proxies live, shows the meshed edges at TLS 100%.
-	localcluster.Eventually(t, 2*time.Minute, func() error {
-		rows, err := statRows("stat", "deploy", "-n", ns, "-L", cp, "-t", "5s", "--kubeconfig", kubeconfig, "-o", "json")
-		if err != nil {
-			return err
-		}
+	meshedAtFullTLS := func(rows map[string]row) error {
 		for _, name := range []string{"emoji", "voting", "web"} {
 			r, ok := rows[ns+"/"+name]
 			switch {
@@ -124,7 +116,74 @@ func TestMeshedWorkloadsTalkMutualTLS(t *testing.T) {
 			}
 		}
 		return nil
+	}
+
+	// stat, scraping the proxies live, shows the meshed edges at TLS 100%.
+	// (-L names a namespace without a Prometheus, so stat scrapes.)
+	localcluster.Eventually(t, 2*time.Minute, func() error {
+		rows, err := statRows("stat", "deploy", "-n", ns, "-L", "kube-public", "-t", "5s", "--kubeconfig", kubeconfig, "-o", "json")
+		if err != nil {
+			return err
+		}
+		return meshedAtFullTLS(rows)
 	})
+
+	// install's own Prometheus finds the proxies through Kubernetes service
+	// discovery, with its ServiceAccount's credentials, and labels them as
+	// stat queries them.
+	prom := readyPod(ctx, t, client, cp, contract.ComponentLabel+"=prometheus")
+	localcluster.Eventually(t, 2*time.Minute, func() error {
+		return promHasProxyTarget(fmt.Sprintf("http://%s:9090", prom.Status.PodIP), ns, emoji.Name, "emoji")
+	})
+	// And stat, finding it as on any cluster (port-forwarded through the
+	// API server), shows the same edges at TLS 100% from it. The window
+	// spans at least two of its 10 s scrapes.
+	localcluster.Eventually(t, 2*time.Minute, func() error {
+		rows, stderr, err := statRowsStderr("stat", "deploy", "-n", ns, "-L", cp, "-t", "30s", "--kubeconfig", kubeconfig, "-o", "json")
+		if err != nil {
+			return err
+		}
+		if strings.Contains(stderr, "scraping every meshed proxy directly") {
+			return fmt.Errorf("stat did not use the control plane's Prometheus: %s", stderr)
+		}
+		return meshedAtFullTLS(rows)
+	})
+}
+
+// promHasProxyTarget asks a Prometheus whether it scrapes pod's proxy, with
+// the namespace, pod and deployment labels Linkerd's relabelling gives.
+func promHasProxyTarget(url, ns, pod, deployment string) error {
+	body, err := httpGet(url + "/api/v1/targets?state=active")
+	if err != nil {
+		return err
+	}
+	var resp struct {
+		Data struct {
+			ActiveTargets []struct {
+				ScrapePool string            `json:"scrapePool"`
+				Labels     map[string]string `json:"labels"`
+				Health     string            `json:"health"`
+				LastError  string            `json:"lastError"`
+			} `json:"activeTargets"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal([]byte(body), &resp); err != nil {
+		return fmt.Errorf("%s/api/v1/targets: %v", url, err)
+	}
+	for _, tg := range resp.Data.ActiveTargets {
+		l := tg.Labels
+		if tg.ScrapePool != "linkerd-proxy" || l["namespace"] != ns || l["pod"] != pod {
+			continue
+		}
+		if l["deployment"] != deployment || !strings.HasSuffix(l["instance"], fmt.Sprintf(":%d", contract.AdminPort)) {
+			return fmt.Errorf("proxy target of %s/%s has labels %v", ns, pod, l)
+		}
+		if tg.Health != "up" {
+			return fmt.Errorf("proxy target of %s/%s is %s: %s", ns, pod, tg.Health, tg.LastError)
+		}
+		return nil
+	}
+	return fmt.Errorf("Prometheus has no linkerd-proxy target for %s/%s yet", ns, pod)
 }
 
 // readyPod waits for a Ready pod matching selector and returns it.
@@ -207,20 +266,27 @@ func httpGet(url string) (string, error) {
 // statRows runs linkerd stat -o json and keys its rows by namespace/name,
 // returning errors instead of failing so callers can retry.
 func statRows(args ...string) (map[string]row, error) {
+	rows, _, err := statRowsStderr(args...)
+	return rows, err
+}
+
+// statRowsStderr is statRows that also returns stat's stderr (its notes,
+// such as falling back to scraping).
+func statRowsStderr(args ...string) (map[string]row, string, error) {
 	cmd := exec.Command(linkerdBin, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("linkerd %v: %v: %s", args, err, stderr.String())
+		return nil, stderr.String(), fmt.Errorf("linkerd %v: %v: %s", args, err, stderr.String())
 	}
 	var rows []row
 	if err := json.Unmarshal(out, &rows); err != nil {
-		return nil, fmt.Errorf("linkerd %v: %v: %s", args, err, out)
+		return nil, stderr.String(), fmt.Errorf("linkerd %v: %v: %s", args, err, out)
 	}
 	m := map[string]row{}
 	for _, r := range rows {
 		m[r.Namespace+"/"+r.Name] = r
 	}
-	return m, nil
+	return m, stderr.String(), nil
 }

@@ -30,9 +30,6 @@ import (
 // client-go port-forward via the API server, and print the capture's
 // figures, without falling back to scraping proxies.
 func TestStatUsesControlPlanePrometheus(t *testing.T) {
-	if _, err := exec.LookPath("prometheus"); err != nil {
-		t.Fatal("the prometheus binary is not installed: run `make deps` (Debian's prometheus package)")
-	}
 	client := localcluster.Client(t)
 	kubeconfig := localcluster.Kubeconfig(t)
 	controlNS := localcluster.Namespace(t)

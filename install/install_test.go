@@ -178,7 +178,7 @@ func TestUserRoot(t *testing.T) {
 }
 
 // promtool is Prometheus's own validator; it must accept the config as is.
-// bin/promtool (built from install/promtool) is preferred: Debian's promtool
+// bin/promtool (built from install/prometheus) is preferred: Debian's promtool
 // lacks Kubernetes service discovery and so rejects any config that uses it.
 func TestPrometheusConfigPassesPromtool(t *testing.T) {
 	promtool, err := filepath.Abs(filepath.Join("..", "bin", "promtool"))
@@ -187,7 +187,7 @@ func TestPrometheusConfigPassesPromtool(t *testing.T) {
 	}
 	if _, err := os.Stat(promtool); err != nil {
 		if promtool, err = exec.LookPath("promtool"); err != nil {
-			t.Fatal("promtool not found: build it with `cd install/promtool && go build -o ../../bin/promtool github.com/prometheus/prometheus/cmd/promtool`")
+			t.Fatal("promtool not found: build it with `make prometheus`")
 		}
 	}
 	for _, ns := range []string{"linkerd", "mesh"} {
@@ -198,7 +198,7 @@ func TestPrometheusConfigPassesPromtool(t *testing.T) {
 		out, err := exec.Command(promtool, "check", "config", path).CombinedOutput()
 		if err != nil {
 			if strings.Contains(string(out), "kubernetes_sd_configs not found") {
-				t.Fatalf("%s was built without Kubernetes service discovery (Debian's is); build bin/promtool from install/promtool:\n%s", promtool, out)
+				t.Fatalf("%s was built without Kubernetes service discovery (Debian's is); build bin/promtool with `make prometheus`:\n%s", promtool, out)
 			}
 			t.Fatalf("%s check config: %v\n%s", promtool, err, out)
 		}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -51,7 +52,8 @@ func newRoot() *cobra.Command {
 		Example: `  GRPC_PORT=8080 emojivoto emoji
   GRPC_PORT=8080 emojivoto voting
   WEB_PORT=8080 EMOJISVC_HOST=emoji-svc.emojivoto:8080 VOTINGSVC_HOST=voting-svc.emojivoto:8080 emojivoto web
-  WEB_HOST=web-svc.emojivoto:80 emojivoto vote-bot --rate 2`,
+  WEB_HOST=web-svc.emojivoto:80 emojivoto vote-bot --rate 2
+  emojivoto lookup --connect web-svc.emojivoto:80 emoji-svc.emojivoto:8080`,
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	root.AddCommand(grpcCmd("emoji", "Serve the emoji menu over gRPC", log, func(s *grpc.Server) {
@@ -60,7 +62,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(grpcCmd("voting", "Count votes over gRPC (votes for :doughnut: fail)", log, func(s *grpc.Server) {
 		pb.RegisterVotingServiceServer(s, &emojivoto.VotingServer{})
 	}))
-	root.AddCommand(webCmd(log), botCmd(log))
+	root.AddCommand(webCmd(log), botCmd(log), lookupCmd())
 	return root
 }
 
@@ -154,6 +156,49 @@ func botCmd(log *slog.Logger) *cobra.Command {
 	cmd.Flags().Float64Var(&rate, "rate", envFloat("VOTE_RATE", 1), "list+vote rounds per second ($VOTE_RATE)")
 	cmd.Flags().StringVar(&truthPort, "truth-port", env("TRUTH_PORT", "8802"), "port serving GET /truth (0 disables) ($TRUTH_PORT)")
 	cmd.Flags().StringVar(&truthFile, "truth-file", os.Getenv("TRUTH_FILE"), "also write the truth to this file every 5s and at exit ($TRUTH_FILE)")
+	return cmd
+}
+
+// lookupCmd resolves names as the apps do (Go's resolver, the pod's
+// resolv.conf) and, with --connect, dials them as the apps do, so a
+// one-shot pod tells whether cluster DNS and Service addresses work for
+// them.
+func lookupCmd() *cobra.Command {
+	var timeout time.Duration
+	var connect bool
+	cmd := &cobra.Command{
+		Use:   "lookup NAME[:PORT]...",
+		Short: "Resolve names (and with --connect dial NAME:PORT) as the apps do; exit 1 if one fails",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, names []string) error {
+			var failed error
+			out := cmd.OutOrStdout()
+			for _, arg := range names {
+				host, port, err := net.SplitHostPort(arg)
+				if err != nil {
+					host, port = arg, ""
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				addrs, err := net.DefaultResolver.LookupHost(ctx, host)
+				if err == nil && connect && port != "" {
+					var c net.Conn
+					if c, err = (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort(addrs[0], port)); err == nil {
+						_ = c.Close()
+					}
+				}
+				cancel()
+				if err != nil {
+					fmt.Fprintf(out, "%s: %v\n", arg, err)
+					failed = fmt.Errorf("%s: %w", arg, err)
+					continue
+				}
+				fmt.Fprintf(out, "%s: %s\n", arg, strings.Join(addrs, " "))
+			}
+			return failed
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "per-name timeout")
+	cmd.Flags().BoolVar(&connect, "connect", false, "also open a TCP connection to NAME:PORT")
 	return cmd
 }
 
