@@ -61,7 +61,10 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 		// less than half a window was answered from that cache, and its
 		// window ended before stat's began: ask again until both scrape
 		// over the same window, started together.
+		// Lines of the attempt that passed.
+		var seen []string
 		localcluster.Eventually(t, 3*time.Minute, func() error {
+			seen = nil
 			var (
 				wg      sync.WaitGroup
 				page    string
@@ -117,7 +120,7 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 				if d := math.Abs(pageRPS - *r.RPS); d > 0.25*math.Max(pageRPS, *r.RPS)+0.5 {
 					return fmt.Errorf("deploy/%s: %.2f rps on the page, %.2f from stat: beyond 25%% + 0.5 rps", name, pageRPS, *r.RPS)
 				}
-				t.Logf("deploy/%s: page %.2f rps, stat -o json %.2f rps, TLS %s", name, pageRPS, *r.RPS, c.tlsText)
+				seen = append(seen, fmt.Sprintf("deploy/%s: page %.2f rps, stat -o json %.2f rps, TLS %s", name, pageRPS, *r.RPS, c.tlsText))
 			}
 			// The servers' authorities (pod IP and port: no cluster DNS
 			// names in these apps' addresses) at TLS 100% too.
@@ -135,6 +138,9 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 			}
 			return nil
 		})
+		for _, l := range seen {
+			t.Log(l)
+		}
 	})
 
 	t.Run("deployment page: edges and the live list from the tap API", func(t *testing.T) {
@@ -278,7 +284,10 @@ func TestDashboardOnLiveMeshPrometheus(t *testing.T) {
 	base := startDashboard(t, "-L", cp, "--kubeconfig", kubeconfig, "-t", window.String(), "--refresh", "5s")
 
 	t.Run("namespace page from the control plane's Prometheus, as stat shows it", func(t *testing.T) {
+		// Lines of the attempt that passed.
+		var seen []string
 		localcluster.Eventually(t, 3*time.Minute, func() error {
+			seen = nil
 			page, err := getOK(base+"/ns/"+ns, "text/html")
 			if err != nil {
 				return err
@@ -306,10 +315,13 @@ func TestDashboardOnLiveMeshPrometheus(t *testing.T) {
 				if d := math.Abs(pageRPS - *r.RPS); d > 0.35*math.Max(pageRPS, *r.RPS)+0.5 {
 					return fmt.Errorf("deploy/%s: %.2f rps on the page, %.2f from stat: beyond 35%% + 0.5 rps", name, pageRPS, *r.RPS)
 				}
-				t.Logf("deploy/%s from Prometheus: page %.2f rps, stat -o json %.2f rps, TLS %s", name, pageRPS, *r.RPS, c.tlsText)
+				seen = append(seen, fmt.Sprintf("deploy/%s from Prometheus: page %.2f rps, stat -o json %.2f rps, TLS %s", name, pageRPS, *r.RPS, c.tlsText))
 			}
 			return nil
 		})
+		for _, l := range seen {
+			t.Log(l)
+		}
 	})
 
 	t.Run("charts from Prometheus history", func(t *testing.T) {
@@ -597,4 +609,112 @@ func sseUntil(ctx context.Context, url string, limit time.Duration, ok func(even
 		}
 	}
 	return "", fmt.Errorf("no matching event within %v (first events %v): %v", limit, seen, sc.Err())
+}
+
+// TestDashboardOnDemo is the issue's "Live" check on the demo itself:
+// demo/emojivoto.yml as shipped (apps reach Services by DNS name, an
+// unmeshed legacy-bot calls web-svc), the control plane's Prometheus, and
+// `linkerd dashboard` started as a user would. Its namespace page shows
+// emojivoto's meshed-to-meshed authorities at TLS 100% with live RPS, and
+// web-svc, which also gets legacy-bot's plain text, below 100% with the
+// reason, as `linkerd stat au -o json` says.
+func TestDashboardOnDemo(t *testing.T) {
+	client := localcluster.Client(t)
+	kubeconfig := localcluster.Kubeconfig(t)
+	kubectl := localcluster.Kubectl(t)
+	cp := "l5d-dash-" + rand.String(4)
+	ns := "emojivoto-" + rand.String(5)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+
+	installYAML := run(t, "install", "--tls=optional", "-L", cp)
+	t.Cleanup(func() {
+		del := exec.Command(kubectl, "--kubeconfig", kubeconfig, "delete", "--ignore-not-found", "--wait=false", "-f", "-")
+		del.Stdin = bytes.NewReader(installYAML)
+		_ = del.Run()
+	})
+	kubectlApply(t, kubectl, kubeconfig, installYAML)
+	t.Cleanup(func() {
+		_ = client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	})
+	kubectlApply(t, kubectl, kubeconfig, injectDemo(t, cp, ns))
+	for _, app := range []string{"emoji-svc", "voting-svc", "web-svc", "vote-bot", "legacy-bot"} {
+		readyPod(ctx, t, client, ns, "app="+app)
+	}
+	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=prometheus")
+	if reason := serviceDNSProbe(ctx, t, client, ns); reason != "" {
+		t.Skipf("SKIP: the local cluster cannot run the demo: a pod cannot reach web-svc.%s:80 by name: %s", ns, reason)
+	}
+	const window = 30 * time.Second
+	base := startDashboard(t, "-L", cp, "--kubeconfig", kubeconfig, "-t", window.String(), "--refresh", "5s")
+
+	// authority finds the row of a Service's requests (svc.ns:port).
+	authority := func(cells map[string]pageCell, svc string) (string, pageCell, bool) {
+		for k, c := range cells {
+			if name, ok := strings.CutPrefix(k, "authorities/"); ok && strings.HasPrefix(name, svc+"."+ns+":") {
+				return name, c, true
+			}
+		}
+		return "", pageCell{}, false
+	}
+	// Lines of the attempt that passed.
+	var seen []string
+	localcluster.Eventually(t, 3*time.Minute, func() error {
+		seen = nil
+		page, err := getOK(base+"/ns/"+ns, "text/html")
+		if err != nil {
+			return err
+		}
+		rows, err := statRows("stat", "au", "-n", ns, "-L", cp, "-t", window.String(), "--kubeconfig", kubeconfig, "-o", "json")
+		if err != nil {
+			return err
+		}
+		cells := pageCells(page)
+		for _, svc := range []string{"emoji-svc", "voting-svc", "web-svc"} {
+			name, c, found := authority(cells, svc)
+			if !found {
+				return fmt.Errorf("no authority row for %s on the page", svc)
+			}
+			pageRPS, _ := strconv.ParseFloat(c.rps, 64)
+			if pageRPS <= 0 {
+				return fmt.Errorf("authority %s: RPS %q, want live traffic", name, c.rps)
+			}
+			var r row
+			ok := false
+			for _, sr := range rows {
+				if sr.Name == name {
+					r, ok = sr, true
+				}
+			}
+			if !ok || r.RPS == nil || r.TLS == nil {
+				return fmt.Errorf("stat au has no figures for %s", name)
+			}
+			if d := math.Abs(pageRPS - *r.RPS); d > 0.35*math.Max(pageRPS, *r.RPS)+0.5 {
+				return fmt.Errorf("authority %s: %.2f rps on the page, %.2f from stat: beyond 35%% + 0.5 rps", name, pageRPS, *r.RPS)
+			}
+			pageTLS, _ := strconv.ParseFloat(c.tls, 64)
+			if math.Abs(pageTLS-*r.TLS) > 0.1 {
+				return fmt.Errorf("authority %s: TLS %v on the page, %v from stat", name, c.tls, *r.TLS)
+			}
+			if svc != "web-svc" {
+				if c.tls != "1" || !strings.Contains(c.tlsText, "🔒") || !strings.Contains(c.tlsText, "encrypted") {
+					return fmt.Errorf("authority %s: TLS %q, want 🔒 100%% encrypted (meshed to meshed)", name, c.tlsText)
+				}
+			} else {
+				// legacy-bot is not meshed: web-svc is partly plain, and
+				// the page says why.
+				if pageTLS >= 1 || !strings.Contains(c.tlsText, "partly plain") {
+					return fmt.Errorf("authority %s: TLS %q, want partly plain (legacy-bot is not meshed)", name, c.tlsText)
+				}
+				if !strings.Contains(page, `<span class="reason">no_tls_from_remote</span>`) {
+					return fmt.Errorf("the page does not name no_tls_from_remote for legacy-bot's requests")
+				}
+			}
+			seen = append(seen, fmt.Sprintf("authority %s: page %.2f rps, stat %.2f rps; TLS %s", name, pageRPS, *r.RPS, c.tlsText))
+		}
+		return nil
+	})
+	for _, l := range seen {
+		t.Log(l)
+	}
 }
