@@ -57,12 +57,12 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 
 	t.Run("namespace page: TLS 100% and live RPS as stat shows them", func(t *testing.T) {
 		meshed := []string{"emoji", "voting", "web"}
+		// Lines of the attempt that passed.
+		var seen []string
 		// The dashboard keeps a result for --refresh; a page that took
 		// less than half a window was answered from that cache, and its
 		// window ended before stat's began: ask again until both scrape
 		// over the same window, started together.
-		// Lines of the attempt that passed.
-		var seen []string
 		localcluster.Eventually(t, 3*time.Minute, func() error {
 			seen = nil
 			var (
