@@ -234,8 +234,18 @@ func newDashboard(ctx context.Context, f *Factory, opts *DashboardOptions) (srv 
 	case opts.Capture != "":
 		cfg.TapNote = "No live list: this dashboard shows a recorded capture; add --replay FILE (or --replay builtin:emojivoto) to play a tap recording here."
 	case f.TapSource != nil:
+		// The tap API needs a cluster; without one the page says so rather
+		// than promising a live list that fails when opened.
+		if _, err := f.TapSource(); err != nil {
+			cfg.TapNote = "Tap API not available: " + err.Error() + "."
+			break
+		}
 		cfg.TapName = "the tap API"
 		cfg.Tap = func() (tap.Source, io.Closer, error) { return f.tapSource(&TapOptions{}) }
+		// A request is up to three events (request, response, end): a
+		// page never shows more requests a second than it does events,
+		// so the rest need not leave the cluster.
+		cfg.TapMaxRPS = opts.MaxEvents
 	default:
 		cfg.TapNote = "Tap API not available: " + errNoTapAPI.Error() + "."
 	}
@@ -253,6 +263,16 @@ func runDashboard(ctx context.Context, f *Factory, opts *DashboardOptions) error
 		return err
 	}
 	defer closeSrc()
+	if cfg.Static {
+		// A capture never changes: read it once, now, so the first visitor
+		// of each namespace page does not wait for the engine.
+		start := time.Now()
+		if n, err := srv.Warm(ctx); err != nil {
+			cfg.ErrorLog.Printf("pages will be computed when asked: %v", err)
+		} else if n > 0 {
+			fmt.Fprintf(f.IO.ErrOut, "Read %s: %d pages ready in %s.\n", cfg.SourceName, n, time.Since(start).Round(time.Millisecond))
+		}
+	}
 	// Loopback only: the dashboard has no authentication.
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(opts.Port)))
 	if err != nil {

@@ -316,8 +316,23 @@ func TestDashboardUsesTheTapAPISlot(t *testing.T) {
 	defer ts.Close()
 	_, body := httpGet(t, ts.URL+"/ns/emojivoto/deploy/web/tap")
 	want := countTapEvents(t, "web")
-	if got := strings.Count(body, "event: tap\n"); opened != 1 || got != want || !strings.HasSuffix(body, "event: end\ndata: The stream ended.\n\n") {
+	// Opened once at start (is there a tap API?), then once for the list.
+	if got := strings.Count(body, "event: tap\n"); opened != 2 || got != want || !strings.HasSuffix(body, "event: end\ndata: The stream ended.\n\n") {
 		t.Errorf("opened the slot %d times, %d events (linkerd tap prints %d); stream ends:\n%s", opened, got, want, body[max(0, len(body)-300):])
+	}
+
+	// The factory's own slot without a cluster: the tap API cannot be
+	// reached, and the page says why.
+	factory := NewFactory(ios)
+	factory.RESTConfig = func() (*rest.Config, error) { return nil, errNoCluster }
+	f.TapSource = factory.TapSource
+	_, cfg, closeSrc1, err := newDashboard(t.Context(), f, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeSrc1()
+	if cfg.Tap != nil || cfg.TapNote != "Tap API not available: "+errNoCluster.Error()+"." {
+		t.Errorf("no cluster: tap %v, note %q", cfg.Tap != nil, cfg.TapNote)
 	}
 
 	// An empty slot is said on the page, and the stream is a 404.

@@ -537,3 +537,34 @@ func TestDashboardEscapesHostileNames(t *testing.T) {
 		t.Error("the namespace from the URL is not escaped on the 404 page")
 	}
 }
+
+// TestDashboardTapMaxRPSReachesTheSource: with TapMaxRPS the query asks
+// the source itself to cap requests (the tap API's max_rps); the replay
+// applies it on recorded time as the tap API would, so fewer requests
+// reach the page and the source's drops are in the page's count.
+func TestDashboardTapMaxRPSReachesTheSource(t *testing.T) {
+	count := func(cfg Config) (reqs, dropped int) {
+		ts := newTestServer(t, "emojivoto", cfg)
+		evs, _ := readSSE(t, ts.URL+"/ns/emojivoto/deploy/web/tap")
+		for _, e := range evs {
+			switch e.name {
+			case "tap":
+				if strings.Contains(e.data, "<td>req</td>") {
+					reqs++
+				}
+			case "dropped":
+				dropped, _ = strconv.Atoi(e.data)
+			}
+		}
+		return reqs, dropped
+	}
+	all, none := count(Config{Tap: builtinReplay(0), MaxEvents: 1e9})
+	capped, dropped := count(Config{Tap: builtinReplay(0), MaxEvents: 1e9, TapMaxRPS: 1})
+	if none != 0 || all == 0 {
+		t.Fatalf("uncapped: %d requests, %d dropped", all, none)
+	}
+	if capped == 0 || capped >= all || dropped == 0 {
+		t.Errorf("with TapMaxRPS 1: %d requests of %d, %d reported dropped; want fewer, with the drops reported", capped, all, dropped)
+	}
+	t.Logf("TapMaxRPS 1: %d of %d requests, %d reported dropped", capped, all, dropped)
+}

@@ -79,6 +79,12 @@ type Config struct {
 	TapName string
 	// MaxEvents caps the tap events per second sent to one page.
 	MaxEvents float64
+	// TapMaxRPS, when set, asks the tap source itself to report at most
+	// that many requests a second (the tap API's max_rps, applied by the
+	// controller and the proxies), so a busy deployment's events the page
+	// would drop anyway never cross the API server; the source's drops
+	// are counted with the page's.
+	TapMaxRPS float64
 	// MaxRows is how many tap rows the page keeps.
 	MaxRows int
 	// ControlNamespace is the control plane's namespace, part of every
@@ -94,11 +100,15 @@ type Server struct {
 	mux   *http.ServeMux
 	pages map[string]*template.Template
 	row   *template.Template
-	// The engines' sources are not documented as safe for concurrent
-	// use, so figures are computed one at a time; statMu also guards the
-	// cache.
-	statMu sync.Mutex
-	cache  map[string]cached
+	// statMu guards the cache and the computations in flight. The
+	// sources (a capture, Prometheus, the scraper, the pod lists) hold no
+	// state between calls, so different queries are computed at once: a
+	// page's several queries, each waiting a whole window when the
+	// proxies are scraped directly, overlap instead of queueing. The same
+	// query asked twice meanwhile waits for the one computation.
+	statMu   sync.Mutex
+	cache    map[string]cached
+	inflight map[string]*flight
 	// checkMu serialises check runs; the last one is kept briefly so
 	// reloading the page does not dial every proxy again.
 	checkMu   sync.Mutex
@@ -108,6 +118,14 @@ type Server struct {
 type cached struct {
 	at  time.Time
 	res *stat.Result
+}
+
+// flight is a computation under way; done is closed when res or err is
+// set.
+type flight struct {
+	done chan struct{}
+	res  *stat.Result
+	err  error
 }
 
 // maxCached bounds the cache: URLs name namespaces, and anyone on the
@@ -155,7 +173,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ControlNamespace == "" {
 		cfg.ControlNamespace = "linkerd"
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), pages: map[string]*template.Template{}, cache: map[string]cached{}}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), pages: map[string]*template.Template{}, cache: map[string]cached{},
+		inflight: map[string]*flight{}}
 	for _, p := range []string{"namespaces", "namespace", "deployment", "check", "error"} {
 		t, err := template.New("layout.html").Funcs(s.funcs()).ParseFS(templateFS, "templates/layout.html", "templates/fragments.html", "templates/"+p+".html")
 		if err != nil {
@@ -216,20 +235,45 @@ func (s *Server) compute(ctx context.Context, qs ...stat.Query) (*stat.Result, e
 // Results are never modified after they are computed.
 func (s *Server) computeWith(ctx context.Context, prefix string, src stat.MetricSource, pods stat.PodSource, qs []stat.Query) (*stat.Result, error) {
 	key := prefix + queryKey(qs)
+	for {
+		s.statMu.Lock()
+		if c, ok := s.cache[key]; ok && (s.cfg.Static || time.Since(c.at) < s.cfg.Refresh) {
+			s.statMu.Unlock()
+			return c.res, nil
+		}
+		f, running := s.inflight[key]
+		if !running {
+			break // computed below, still holding statMu
+		}
+		s.statMu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-f.done:
+		}
+		// The request that computed it may have gone away (its context
+		// ended the computation); this one then computes it itself.
+		if f.err == nil || (!errors.Is(f.err, context.Canceled) && !errors.Is(f.err, context.DeadlineExceeded)) {
+			return f.res, f.err
+		}
+	}
+	f := &flight{done: make(chan struct{})}
+	s.inflight[key] = f
+	s.statMu.Unlock()
+
+	f.res, f.err = stat.ComputeAll(ctx, qs, src, pods)
+
 	s.statMu.Lock()
-	defer s.statMu.Unlock()
-	if c, ok := s.cache[key]; ok && (s.cfg.Static || time.Since(c.at) < s.cfg.Refresh) {
-		return c.res, nil
+	delete(s.inflight, key)
+	if f.err == nil {
+		if len(s.cache) >= maxCached {
+			clear(s.cache)
+		}
+		s.cache[key] = cached{at: time.Now(), res: f.res}
 	}
-	res, err := stat.ComputeAll(ctx, qs, src, pods)
-	if err != nil {
-		return nil, err
-	}
-	if len(s.cache) >= maxCached {
-		clear(s.cache)
-	}
-	s.cache[key] = cached{at: time.Now(), res: res}
-	return res, nil
+	s.statMu.Unlock()
+	close(f.done)
+	return f.res, f.err
 }
 
 func queryKey(qs []stat.Query) string {
@@ -408,11 +452,36 @@ type deploymentData struct {
 func (s *Server) deploymentView(r *http.Request) (view, error) {
 	ns, name := r.PathValue("ns"), r.PathValue("name")
 	self := stat.Resource{Kind: stat.KindDeployment, Namespace: ns, Name: name}
-	// The namespace's deployments tell an unknown one (a 404) from an
-	// engine failure, and hold this one's own row.
-	list, err := s.compute(r.Context(), stat.Query{Resource: stat.Resource{Kind: stat.KindDeployment, Namespace: ns}, Unmeshed: true})
-	if err != nil {
-		return view{}, err
+	all := stat.Resource{Kind: stat.KindDeployment, Namespace: ns}
+	// Three computations, all at once (scraping the proxies, each waits a
+	// whole window): the namespace's deployments, which tell an unknown
+	// one (a 404) from an engine failure and hold this one's own row; and
+	// the edges, stat's --from and --to figures: the deployments this one
+	// sends to, and those that send to it.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	qs := []stat.Query{
+		{Resource: all, Unmeshed: true},
+		{Resource: all, From: &self},
+		{Resource: all, To: &self},
+	}
+	results := make([]*stat.Result, len(qs))
+	errs := make([]error, len(qs))
+	var wg sync.WaitGroup
+	for i := range qs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = s.compute(ctx, qs[i])
+			if i == 0 && errs[i] == nil && !slices.ContainsFunc(results[i].Rows, func(r stat.Row) bool { return r.Name == name }) {
+				cancel() // unknown: the edges are not needed
+			}
+		}()
+	}
+	wg.Wait()
+	list := results[0]
+	if errs[0] != nil {
+		return view{}, errs[0]
 	}
 	i := slices.IndexFunc(list.Rows, func(r stat.Row) bool { return r.Name == name })
 	if i < 0 {
@@ -423,20 +492,14 @@ func (s *Server) deploymentView(r *http.Request) (view, error) {
 		TapURL: "/ns/" + pathEscape(ns) + "/deploy/" + pathEscape(name) + "/tap"}
 	self0 := rowViews(res.Rows, res.Window)[0]
 	d.Row = &self0
-	// Edges are stat's --from and --to figures: the deployments this one
-	// sends to, and those that send to it.
-	all := stat.Resource{Kind: stat.KindDeployment, Namespace: ns}
-	for _, e := range []struct {
-		q   stat.Query
-		out *[]rowView
-	}{{stat.Query{Resource: all, From: &self}, &d.Outbound}, {stat.Query{Resource: all, To: &self}, &d.Inbound}} {
-		res, err := s.compute(r.Context(), e.q)
+	for k, out := range []*[]rowView{&d.Outbound, &d.Inbound} {
+		e, err := results[k+1], errs[k+1]
 		if err != nil {
 			return view{}, err
 		}
-		for i, v := range rowViews(res.Rows, res.Window) {
-			if res.Rows[i].Requests > 0 {
-				*e.out = append(*e.out, v)
+		for i, v := range rowViews(e.Rows, e.Window) {
+			if e.Rows[i].Requests > 0 {
+				*out = append(*out, v)
 			}
 		}
 	}

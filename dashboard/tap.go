@@ -82,7 +82,7 @@ func (s *Server) tapEvents(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ns, name := r.PathValue("ns"), r.PathValue("name")
-	q := tap.Query{Target: tap.Target{Kind: contract.KindDeployment, Namespace: ns, Name: name}}
+	q := tap.Query{Target: tap.Target{Kind: contract.KindDeployment, Namespace: ns, Name: name}, MaxRPS: s.cfg.TapMaxRPS}
 	limit := rate.NewLimiter(rate.Limit(s.cfg.MaxEvents), max(1, int(s.cfg.MaxEvents)))
 	// dropped counts what this page did not get: the source's drops and
 	// the cap's; sourceDrops is the source's part carried by events.
