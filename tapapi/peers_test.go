@@ -179,3 +179,36 @@ func mustAddr(t *testing.T, s string) netip.Addr {
 }
 
 func parseIP(t *testing.T, s string) []byte { return mustAddr(t, s).AsSlice() }
+
+// BenchmarkPush: one feeder's per-event cost, reading the peers off the
+// wire and (inbound) appending the named client's labels.
+func BenchmarkPush(b *testing.B) {
+	peers := NewPeers(fake.NewClientset(testPod("emojivoto", "vote-bot-1", "10.0.0.1",
+		map[string]string{contract.KindLabel(contract.KindDeployment): "vote-bot"}, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := peers.Run(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		inbound bool
+		peers   *Peers
+	}{{"outbound-no-peers", false, nil}, {"outbound-labelled", false, peers}, {"inbound-no-peers", true, nil}, {"inbound-named", true, peers}} {
+		b.Run(tc.name, func(b *testing.B) {
+			evs := replayEvents(100, tc.inbound)
+			m := NewMerger(0, 1)
+			f := m.Feeder()
+			f.SetSelf(map[string]string{"deployment": "web"})
+			f.SetPeers(tc.peers)
+			b.ReportAllocs()
+			for i := range b.N {
+				f.Push(append([]byte(nil), evs[i%len(evs)]...))
+				select {
+				case <-m.Events():
+				default:
+				}
+			}
+		})
+	}
+}
