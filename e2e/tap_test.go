@@ -81,7 +81,7 @@ func TestLiveTap(t *testing.T) {
 	inject(demoDeployment(ns, "vote-bot", "vote-bot", map[string]string{
 		"WEB_HOST": web.Status.PodIP + ":8080", "VOTE_RATE": "5", "TRUTH_PORT": "8802",
 	}, 8802))
-	readyPod(ctx, t, client, ns, "app=vote-bot")
+	voteBot := readyPod(ctx, t, client, ns, "app=vote-bot")
 
 	// linkerd check says when the APIService is Available.
 	localcluster.Eventually(t, 2*time.Minute, func() error {
@@ -122,6 +122,29 @@ func TestLiveTap(t *testing.T) {
 						(ev.TLS.ServerID == emojiID || ev.TLS.ServerID == votingID)
 				})
 		})
+	})
+
+	t.Run("inbound source is named after the calling pod", func(t *testing.T) {
+		// web's proxy knows vote-bot only by its address; the tap API
+		// names it from its pod cache.
+		var seen tapJSON
+		localcluster.Eventually(t, 2*time.Minute, func() error {
+			return tapUntil(ctx, 60*time.Second, []string{"tap", "deploy/web", "-n", ns, "-L", cp, "--kubeconfig", tapperKC, "-o", "json"},
+				func(ev tapJSON) bool {
+					if ev.Type != "req" || ev.Proxy != "in" || ev.Source.IP != voteBot.Status.PodIP {
+						return false
+					}
+					seen = ev
+					return true
+				})
+		})
+		if seen.Source.Resource != "deploy/vote-bot" || seen.Source.Metadata["pod"] != voteBot.Name || seen.Source.Metadata["namespace"] != ns {
+			t.Errorf("inbound request from vote-bot's pod %s: source %+v, want resource deploy/vote-bot, pod %s, namespace %s",
+				voteBot.Status.PodIP, seen.Source, voteBot.Name, ns)
+		}
+		if seen.Destination.Resource != "deploy/web" {
+			t.Errorf("inbound destination %+v, want deploy/web", seen.Destination)
+		}
 	})
 
 	t.Run("ServiceAccount without the permission gets 403", func(t *testing.T) {
@@ -408,13 +431,21 @@ func metricValue(t *testing.T, url, name string) float64 {
 }
 
 type tapJSON struct {
-	Type  string `json:"type"`
-	Proxy string `json:"proxy"`
-	TLS   struct {
+	Type        string      `json:"type"`
+	Proxy       string      `json:"proxy"`
+	Source      tapPeerJSON `json:"source"`
+	Destination tapPeerJSON `json:"destination"`
+	TLS         struct {
 		Status   string `json:"status"`
 		ServerID string `json:"server_id"`
 		ClientID string `json:"client_id"`
 	} `json:"tls"`
+}
+
+type tapPeerJSON struct {
+	IP       string            `json:"ip"`
+	Resource string            `json:"resource"`
+	Metadata map[string]string `json:"metadata"`
 }
 
 // tapUntil runs linkerd with args until an output line satisfies ok.

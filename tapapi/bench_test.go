@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 
 	netpb "meshtls/proto/net"
@@ -33,8 +34,14 @@ type replayedProxy struct {
 }
 
 // replayEvents encodes n requests' events, as one proxy reports them.
-func replayEvents(n int) []rawEvent {
+func replayEvents(n int, inbound bool) []rawEvent {
 	meta := &tappb.TapEvent_EndpointMeta{Labels: map[string]string{"namespace": "emojivoto", "pod": "web-1", "deployment": "web"}}
+	srcMeta, dir := meta, tappb.TapEvent_OUTBOUND
+	if inbound {
+		// An inbound request as a proxy reports it: the client is an
+		// address, which the tap API names.
+		srcMeta, dir = &tappb.TapEvent_EndpointMeta{}, tappb.TapEvent_INBOUND
+	}
 	var out []rawEvent
 	for i := range n {
 		id := &tappb.TapEvent_Http_StreamId{Base: 7, Stream: uint64(i + 1)}
@@ -50,10 +57,10 @@ func replayEvents(n int) []rawEvent {
 		for _, h := range stages {
 			b, err := proto.Marshal(&tappb.TapEvent{
 				Source:          &netpb.TcpAddress{Ip: []byte{10, 0, 0, 1}, Port: 40000},
-				SourceMeta:      meta,
+				SourceMeta:      srcMeta,
 				Destination:     &netpb.TcpAddress{Ip: []byte{10, 0, 0, 2}, Port: 8080},
 				DestinationMeta: meta,
-				ProxyDirection:  tappb.TapEvent_OUTBOUND,
+				ProxyDirection:  dir,
 				Tls:             &tappb.TapEvent_Tls{Status: "true", ServerId: "voting.deployment.emojivoto.linkerd-managed.linkerd.svc.cluster.local"},
 				Event:           &tappb.TapEvent_Http_{Http: h},
 			})
@@ -101,11 +108,21 @@ func cpuTime() time.Duration {
 // which decodes every frame. The proxies are in-process gRPC servers on
 // loopback replaying encoded events (plain text: the cost measured is the
 // tap API's, not TLS's).
-func BenchmarkFanout100Proxies(b *testing.B) {
+//
+// The tap API names peer pods from a pod cache of 1,000 pods; the
+// events are outbound to a destination discovery labelled, so none needs
+// naming and what is measured is reading the peers off each event.
+func BenchmarkFanout100Proxies(b *testing.B) { benchFanout(b, false) }
+
+// BenchmarkFanout100ProxiesNamingPeers is the same with inbound events
+// whose client (10.0.0.1) is a pod of the cache: every event is named.
+func BenchmarkFanout100ProxiesNamingPeers(b *testing.B) { benchFanout(b, true) }
+
+func benchFanout(b *testing.B, inbound bool) {
 	const proxies, perProxy = 100, 500
 	const window = 10 * time.Second
 	var eps []Endpoint
-	events := replayEvents(1000)
+	events := replayEvents(1000, inbound)
 	for i := range proxies {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -117,7 +134,18 @@ func BenchmarkFanout100Proxies(b *testing.B) {
 		b.Cleanup(g.Stop)
 		eps = append(eps, Endpoint{Pod: fmt.Sprintf("emojivoto/web-%d", i), Addr: l.Addr().String()})
 	}
-	srv, err := New(Config{Client: fake.NewClientset(), Buffer: 8192,
+	var pods []runtime.Object
+	for i := range 1000 {
+		pods = append(pods, testPod("emojivoto", fmt.Sprintf("vote-bot-%d", i), fmt.Sprintf("10.0.%d.%d", i/250, 1+i%250),
+			map[string]string{"linkerd.io/proxy-deployment": "vote-bot"}, nil))
+	}
+	peers := NewPeers(fake.NewClientset(pods...))
+	pctx, pcancel := context.WithCancel(context.Background())
+	b.Cleanup(pcancel)
+	if err := peers.Run(pctx); err != nil {
+		b.Fatal(err)
+	}
+	srv, err := New(Config{Client: fake.NewClientset(), Buffer: 8192, Peers: peers,
 		Credentials: func(string) (credentials.TransportCredentials, error) { return insecure.NewCredentials(), nil }})
 	if err != nil {
 		b.Fatal(err)
@@ -167,6 +195,9 @@ func BenchmarkFanout100Proxies(b *testing.B) {
 				b.Fatal(err)
 			}
 			if ev != nil {
+				if inbound && events == 0 && ev.GetSourceMeta().GetLabels()["deployment"] != "vote-bot" {
+					b.Fatalf("inbound event's client not named: %v", ev.GetSourceMeta().GetLabels())
+				}
 				events++
 				dropped += ev.GetDroppedBefore()
 			}

@@ -2,6 +2,7 @@ package tapapi
 
 import (
 	"errors"
+	"net/netip"
 	"sync/atomic"
 
 	"golang.org/x/time/rate"
@@ -72,6 +73,18 @@ type Feeder struct {
 	// events: the tapped pod's metadata as a second destination_meta or
 	// source_meta, which protobuf merges into the proxy's.
 	selfIn, selfOut []byte
+	// peers, when set, names the peer pods of events.
+	peers *Peers
+	memo  map[peerKey]peerMemo
+}
+
+// SetPeers names the pods behind peer addresses in every event, from
+// peers' cache.
+func (f *Feeder) SetPeers(peers *Peers) {
+	f.peers = peers
+	if peers != nil && f.memo == nil {
+		f.memo = map[peerKey]peerMemo{}
+	}
 }
 
 // SetSelf labels the tapped pod in every event with labels (its owner,
@@ -80,18 +93,8 @@ func (f *Feeder) SetSelf(labels map[string]string) {
 	if len(labels) == 0 {
 		return
 	}
-	var meta []byte
-	for k, v := range labels {
-		var entry []byte
-		entry = protowire.AppendTag(entry, 1, protowire.BytesType)
-		entry = protowire.AppendString(entry, k)
-		entry = protowire.AppendTag(entry, 2, protowire.BytesType)
-		entry = protowire.AppendString(entry, v)
-		meta = protowire.AppendTag(meta, 1, protowire.BytesType)
-		meta = protowire.AppendBytes(meta, entry)
-	}
-	f.selfIn = protowire.AppendBytes(protowire.AppendTag(nil, fieldDestinationMeta, protowire.BytesType), meta)
-	f.selfOut = protowire.AppendBytes(protowire.AppendTag(nil, fieldSourceMeta, protowire.BytesType), meta)
+	f.selfIn = encodeMeta(fieldDestinationMeta, labels)
+	f.selfOut = encodeMeta(fieldSourceMeta, labels)
 }
 
 // Feeder returns a feeder for one proxy stream.
@@ -108,7 +111,9 @@ const (
 
 // TapEvent field numbers the merger reads or writes.
 const (
+	fieldSource          = 1
 	fieldSourceMeta      = 2
+	fieldDestination     = 3
 	fieldDestinationMeta = 4
 	fieldDirection       = 5
 	fieldDroppedBefore   = 7
@@ -123,46 +128,101 @@ const (
 
 var errBadEvent = errors.New("malformed TapEvent")
 
+// scanned is what the merger reads off an encoded TapEvent.
+type scanned struct {
+	dropped uint64
+	// stage is 0 for an event that is not HTTP.
+	stage int
+	key   streamKey
+	dir   uint64
+	// src and dst are the peers' addresses (invalid when absent);
+	// dstLabeled says the proxy put labels in destination_meta.
+	src, dst   netip.Addr
+	dstLabeled bool
+}
+
 // scanEvent reads an encoded TapEvent's dropped_before, direction, HTTP
-// stage and stream id; stage is 0 for an event that is not HTTP.
-func scanEvent(b []byte) (dropped uint64, stage int, key streamKey, dir uint64, err error) {
+// stage, stream id and peers.
+func scanEvent(b []byte) (sc scanned, err error) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return 0, 0, key, 0, errBadEvent
+			return sc, errBadEvent
 		}
 		b = b[n:]
 		switch {
 		case (num == fieldDroppedBefore || num == fieldDirection) && typ == protowire.VarintType:
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
-				return 0, 0, key, 0, errBadEvent
+				return sc, errBadEvent
 			}
 			if num == fieldDroppedBefore {
-				dropped = v
+				sc.dropped = v
 			} else {
-				dir = v
+				sc.dir = v
 			}
 			b = b[n:]
 			continue
-		case num == fieldHTTP && typ == protowire.BytesType:
+		case (num == fieldHTTP || num == fieldSource || num == fieldDestination || num == fieldDestinationMeta) && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return 0, 0, key, 0, errBadEvent
+				return sc, errBadEvent
 			}
 			b = b[n:]
-			if stage, key, err = scanHTTP(v); err != nil {
-				return 0, 0, key, 0, err
+			switch num {
+			case fieldHTTP:
+				if sc.stage, sc.key, err = scanHTTP(v); err != nil {
+					return sc, err
+				}
+			case fieldSource:
+				sc.src = scanIP(v)
+			case fieldDestination:
+				sc.dst = scanIP(v)
+			case fieldDestinationMeta:
+				// Any map entry is a label (field 1 of EndpointMeta).
+				if len(v) > 0 {
+					sc.dstLabeled = true
+				}
 			}
 			continue
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return 0, 0, key, 0, errBadEvent
+			return sc, errBadEvent
 		}
 		b = b[n:]
 	}
-	return dropped, stage, key, dir, nil
+	return sc, nil
+}
+
+// scanIP reads a TcpAddress's ip; an unreadable one is no address (the
+// event is still passed on, only not named).
+func scanIP(b []byte) netip.Addr {
+	var ip netip.Addr
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return netip.Addr{}
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return netip.Addr{}
+			}
+			b = b[n:]
+			if a, ok := netip.AddrFromSlice(v); ok {
+				ip = a.Unmap()
+			}
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return netip.Addr{}
+		}
+		b = b[n:]
+	}
+	return ip
 }
 
 func scanHTTP(b []byte) (stage int, key streamKey, err error) {
@@ -249,16 +309,27 @@ func scanID(b []byte) (key streamKey, err error) {
 // A malformed event is dropped and counted.
 func (f *Feeder) Push(ev []byte) {
 	m := f.m
-	dropped, stage, k, dir, err := scanEvent(ev)
+	sc, err := scanEvent(ev)
 	if err != nil {
 		m.drop(1)
 		return
 	}
+	dropped, stage, k := sc.dropped, sc.stage, sc.key
 	switch {
-	case dir == dirInbound && f.selfIn != nil:
+	case sc.dir == dirInbound && f.selfIn != nil:
 		ev = append(ev, f.selfIn...)
-	case dir == dirOutbound && f.selfOut != nil:
+	case sc.dir == dirOutbound && f.selfOut != nil:
 		ev = append(ev, f.selfOut...)
+	}
+	if f.peers != nil {
+		// The proxy knows its clients by address only, and its
+		// outbound destinations by what discovery told it, if anything.
+		switch {
+		case sc.dir == dirInbound && sc.src.IsValid():
+			ev = append(ev, f.peers.peerMeta(f.memo, sc.src, fieldSourceMeta)...)
+		case sc.dir == dirOutbound && sc.dst.IsValid() && !sc.dstLabeled:
+			ev = append(ev, f.peers.peerMeta(f.memo, sc.dst, fieldDestinationMeta)...)
+		}
 	}
 	if dropped > 0 {
 		// Counted here; the writer overrides the event's own count.

@@ -40,6 +40,8 @@ type Config struct {
 	Authorize bool
 	// Buffer is how many merged events wait for a slow client.
 	Buffer int
+	// Peers, when set, names the pods behind events' peer addresses.
+	Peers  *Peers
 	Logger *slog.Logger
 }
 
@@ -429,6 +431,7 @@ func (s *Server) Stream(ctx context.Context, w http.ResponseWriter, eps []Endpoi
 			defer wg.Done()
 			f := m.Feeder()
 			f.SetSelf(ep.Labels)
+			f.SetPeers(s.cfg.Peers)
 			s.tapProxy(ctx, ep, req, f, sess)
 		}()
 	}

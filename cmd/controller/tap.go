@@ -122,8 +122,18 @@ func runTapAPI(parent context.Context, o *tapOptions) error {
 		// rather than crash-loop; taps fail with this error meanwhile.
 		log.Warn("controller identity not usable yet; taps fail until it is", "err", err)
 	}
+	// Events name peer pods once the pod cache is in; until then (or
+	// if it never syncs) their addresses show, and taps work meanwhile.
+	peers := tapapi.NewPeers(client)
+	go func() {
+		if err := peers.Run(ctx); err != nil {
+			log.Warn("peer pods stay unnamed", "err", err)
+			return
+		}
+		log.Info("pod cache synced: tap events name peer pods")
+	}()
 	srv, err := tapapi.New(tapapi.Config{Client: client, ControlNamespace: o.controllerNS, Credentials: ids.Credentials,
-		Auth: auth, Authorize: o.authorization, Logger: log})
+		Auth: auth, Authorize: o.authorization, Peers: peers, Logger: log})
 	if err != nil {
 		return err
 	}
