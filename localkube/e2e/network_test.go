@@ -303,14 +303,15 @@ func TestDownAfterAKilledLocalkubeLeavesNoNetworkBehind(t *testing.T) {
 	for deadline := time.Now().Add(10 * time.Second); alive(st2.Pid) && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if out, err := lk("down", "--dir", dir); err != nil {
-		t.Fatalf("down: %v\n%s", err, out)
+	downOut, err := lk("down", "--dir", dir)
+	if err != nil {
+		t.Fatalf("down: %v\n%s", err, downOut)
 	}
 	if p := st2.Pids["kube-proxy"]; p == 0 || alive(p) {
 		t.Errorf("kube-proxy of the recovered cluster (pid %d) not started or still runs after down", p)
 	}
 	if left := podnet.Leftovers(st2.Block); len(left) > 0 {
-		t.Errorf("down after kill -9 left %v", left)
+		t.Errorf("down after kill -9 left %v; down said:\n%s", left, downOut)
 	}
 	// The shared cluster of this package still runs and keeps its network.
 	if left := podnet.Leftovers(podBlock); len(left) == 0 {

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"os"
 	"syscall"
 	"time"
 
@@ -49,7 +50,7 @@ func runDown(dir string, timeout time.Duration, stdout io.Writer) error {
 	// the block is still free: a newer cluster may own it now (and has
 	// cleaned it already).
 	if st != nil && st.Block != 0 {
-		if lock, err := podnet.TryLockBlock(st.Block); err == nil {
+		if lock, err := lockBlockOfDyingCluster(st.Block, 10*time.Second); err == nil {
 			if err := podnet.ForBlock(st.Block).Teardown(); err != nil {
 				fmt.Fprintf(stdout, "localkube: pod network clean-up: %v\n", err)
 			}
@@ -69,4 +70,20 @@ func runDown(dir string, timeout time.Duration, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "localkube stopped in %s\n", dir)
 	}
 	return nil
+}
+
+// lockBlockOfDyingCluster takes block b's lock for clean-up, waiting up to
+// limit: right after a kill -9 the crashed localkube and its children can
+// take seconds to exit on a loaded machine, and until the last of them is
+// gone the lock still looks held. A block still held after that belongs to
+// a newer cluster, which has cleaned it itself.
+func lockBlockOfDyingCluster(b int, limit time.Duration) (*os.File, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		lock, err := podnet.TryLockBlock(b)
+		if err == nil || time.Now().After(deadline) {
+			return lock, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
