@@ -87,18 +87,7 @@ func destinationObjects(o Options) []any {
 			"--tls-key="+contract.IdentityDir+"/"+corev1.TLSPrivateKeyKey,
 			"--tls-trust-anchors="+contract.TrustAnchorsDir+"/"+contract.BundleKey,
 		)
-		volumes = []corev1.Volume{
-			{Name: contract.IdentityVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-				SecretName: contract.SecretName(name, contract.KindDeployment), Optional: ptr(true),
-			}}},
-			{Name: contract.TrustAnchorsVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-				LocalObjectReference: corev1.LocalObjectReference{Name: contract.BundleConfigMap}, Optional: ptr(true),
-			}}},
-		}
-		mounts = []corev1.VolumeMount{
-			{Name: contract.IdentityVolume, MountPath: contract.IdentityDir, ReadOnly: true},
-			{Name: contract.TrustAnchorsVolume, MountPath: contract.TrustAnchorsDir, ReadOnly: true},
-		}
+		volumes, mounts = identityVolumes(name)
 	}
 
 	replicas := int32(o.ControllerReplicas)
@@ -154,4 +143,22 @@ func destinationObjects(o Options) []any {
 		},
 	})
 	return objs
+}
+
+// identityVolumes mounts the mesh identity the CA issues to deployment
+// owner (its Secret) and the trust bundle, where the proxy finds them.
+// Both are optional: the CA writes them after the pod exists, and the
+// controllers pick the files up when they appear.
+func identityVolumes(owner string) ([]corev1.Volume, []corev1.VolumeMount) {
+	return []corev1.Volume{
+			{Name: contract.IdentityVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+				SecretName: contract.SecretName(owner, contract.KindDeployment), Optional: ptr(true),
+			}}},
+			{Name: contract.TrustAnchorsVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: contract.BundleConfigMap}, Optional: ptr(true),
+			}}},
+		}, []corev1.VolumeMount{
+			{Name: contract.IdentityVolume, MountPath: contract.IdentityDir, ReadOnly: true},
+			{Name: contract.TrustAnchorsVolume, MountPath: contract.TrustAnchorsDir, ReadOnly: true},
+		}
 }

@@ -149,6 +149,7 @@ func tapObjects(o Options) []any {
 	annotations := map[string]string{contract.CreatedByAnnotation: "linkerd/cli " + o.Version, contract.TLSAnnotation: contract.TLSOptional}
 	selector := map[string]string{contract.ComponentLabel: comp}
 	replicas := int32(o.ControllerReplicas)
+	idVolumes, idMounts := identityVolumes(contract.ControllerComponent)
 	objs = append(objs, &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
 		ObjectMeta: meta(name, ns, comp),
@@ -189,23 +190,15 @@ func tapObjects(o Options) []any {
 							ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/live", Port: intstr.FromString("admin-http")}},
 							InitialDelaySeconds: 10,
 						},
-						VolumeMounts: []corev1.VolumeMount{
+						VolumeMounts: append([]corev1.VolumeMount{
 							{Name: "tap-serving", MountPath: tapServingDir, ReadOnly: true},
-							{Name: contract.IdentityVolume, MountPath: contract.IdentityDir, ReadOnly: true},
-							{Name: contract.TrustAnchorsVolume, MountPath: contract.TrustAnchorsDir, ReadOnly: true},
-						},
+						}, idMounts...),
 						SecurityContext: restrictedContainer(),
 						Resources:       requests("10m", "32Mi", "256Mi"),
 					}},
-					Volumes: []corev1.Volume{
+					Volumes: append([]corev1.Volume{
 						{Name: "tap-serving", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: contract.TapServingSecret}}},
-						{Name: contract.IdentityVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-							SecretName: contract.SecretName(contract.ControllerComponent, contract.KindDeployment), Optional: ptr(true),
-						}}},
-						{Name: contract.TrustAnchorsVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-							LocalObjectReference: corev1.LocalObjectReference{Name: contract.BundleConfigMap}, Optional: ptr(true),
-						}}},
-					},
+					}, idVolumes...),
 				},
 			},
 		},

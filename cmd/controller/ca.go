@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -92,16 +89,11 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 }
 
 func runCA(parent context.Context, o *caOptions) error {
-	var handler slog.Handler
-	switch o.logFormat {
-	case "text":
-		handler = slog.NewTextHandler(os.Stderr, nil)
-	case "json":
-		handler = slog.NewJSONHandler(os.Stderr, nil)
-	default:
-		return fmt.Errorf("unknown --log-format %q: use text or json", o.logFormat)
+	log, err := newLogger(o.logFormat, "ca")
+	if err != nil {
+		return err
 	}
-	o.cfg.Logger = slog.New(handler).With("component", "ca")
+	o.cfg.Logger = log
 
 	rc, err := restConfig(o.kubeconfig)
 	if err != nil {
@@ -118,10 +110,7 @@ func runCA(parent context.Context, o *caOptions) error {
 		return err
 	}
 
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(parent)
 	defer stop()
 
 	if o.adminAddr != "" {

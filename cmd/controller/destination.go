@@ -5,13 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -81,16 +76,10 @@ works. Without those flags it serves plain text only.`,
 }
 
 func runDestination(parent context.Context, o *destinationOptions) error {
-	var handler slog.Handler
-	switch o.logFormat {
-	case "text":
-		handler = slog.NewTextHandler(os.Stderr, nil)
-	case "json":
-		handler = slog.NewJSONHandler(os.Stderr, nil)
-	default:
-		return fmt.Errorf("unknown --log-format %q: use text or json", o.logFormat)
+	log, err := newLogger(o.logFormat, "destination")
+	if err != nil {
+		return err
 	}
-	log := slog.New(handler).With("component", "destination")
 	o.cfg.Logger = log
 
 	tlsFlags := 0
@@ -112,10 +101,7 @@ func runDestination(parent context.Context, o *destinationOptions) error {
 	if err != nil {
 		return err
 	}
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(parent)
 	defer stop()
 
 	l, err := net.Listen("tcp", o.addr)
@@ -154,20 +140,10 @@ func runDestination(parent context.Context, o *destinationOptions) error {
 	g := grpc.NewServer(destination.ServerOptions()...)
 	srv.Register(g)
 
-	var admin *http.Server
-	if o.adminAddr != "" {
-		al, err := net.Listen("tcp", o.adminAddr)
-		if err != nil {
-			_ = l.Close()
-			return fmt.Errorf("admin listener: %w", err)
-		}
-		admin = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		log.Info("serving admin endpoints", "addr", al.Addr().String())
-		go func() {
-			if err := admin.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("admin server stopped", "err", err)
-			}
-		}()
+	admin, err := serveAdmin(o.adminAddr, srv.AdminHandler(), log)
+	if err != nil {
+		_ = l.Close()
+		return err
 	}
 
 	runErr := make(chan error, 1)

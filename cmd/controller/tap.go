@@ -5,13 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -77,16 +73,10 @@ many it dropped.`,
 }
 
 func runTapAPI(parent context.Context, o *tapOptions) error {
-	var handler slog.Handler
-	switch o.logFormat {
-	case "text":
-		handler = slog.NewTextHandler(os.Stderr, nil)
-	case "json":
-		handler = slog.NewJSONHandler(os.Stderr, nil)
-	default:
-		return fmt.Errorf("unknown --log-format %q: use text or json", o.logFormat)
+	log, err := newLogger(o.logFormat, "tap")
+	if err != nil {
+		return err
 	}
-	log := slog.New(handler).With("component", "tap")
 	for flag, v := range map[string]string{"--tls-cert": o.servingCert, "--tls-key": o.servingKey,
 		"--identity-cert": o.identityCert, "--identity-key": o.identityKey, "--trust-anchors": o.trustAnchors} {
 		if v == "" {
@@ -106,10 +96,7 @@ func runTapAPI(parent context.Context, o *tapOptions) error {
 	if err != nil {
 		return err
 	}
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(parent)
 	defer stop()
 
 	auth, err := tapapi.LoadRequestHeaderAuth(ctx, client)
@@ -153,19 +140,10 @@ func runTapAPI(parent context.Context, o *tapOptions) error {
 			ClientCAs:  auth.ClientCAs,
 		},
 	}
-	var admin *http.Server
-	if o.adminAddr != "" {
-		al, err := net.Listen("tcp", o.adminAddr)
-		if err != nil {
-			_ = l.Close()
-			return fmt.Errorf("admin listener: %w", err)
-		}
-		admin = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := admin.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("admin server stopped", "err", err)
-			}
-		}()
+	admin, err := serveAdmin(o.adminAddr, srv.AdminHandler(), log)
+	if err != nil {
+		_ = l.Close()
+		return err
 	}
 	log.Info("serving tap.linkerd.io", "addr", l.Addr().String())
 	errc := make(chan error, 1)
