@@ -376,32 +376,14 @@ func startLiveMesh(t *testing.T, keepPrometheus bool) liveMesh {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
 
-	installYAML := run(t, "install", "--tls=optional", "-L", cp)
-	t.Cleanup(func() {
-		del := exec.Command(kubectl, "--kubeconfig", kubeconfig, "delete", "--ignore-not-found", "--wait=false", "-f", "-")
-		del.Stdin = bytes.NewReader(installYAML)
-		_ = del.Run()
-	})
-	kubectlApply(t, kubectl, kubeconfig, installYAML)
+	installControlPlane(t, kubectl, kubeconfig, cp)
 	if !keepPrometheus {
 		_ = client.AppsV1().Deployments(cp).Delete(ctx, "linkerd-prometheus", metav1.DeleteOptions{})
 	}
-	controller := readyPod(ctx, t, client, cp, contract.ComponentLabel+"=destination")
+	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=destination")
 	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=ca")
 	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=tap")
-	destAddr := fmt.Sprintf("%s:%d", controller.Status.PodIP, contract.DestinationPort)
-
-	inject := func(manifest string) {
-		t.Helper()
-		cmd := exec.Command(linkerdBin, "inject", "--tls=optional", "-L", cp, "-")
-		cmd.Stdin = strings.NewReader(manifest)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("linkerd inject: %v", err)
-		}
-		dnsName := fmt.Sprintf("%s.%s.svc.cluster.local:%d", contract.ControllerComponent, cp, contract.DestinationPort)
-		kubectlApply(t, kubectl, kubeconfig, bytes.ReplaceAll(out, []byte(dnsName), []byte(destAddr)))
-	}
+	inject := func(manifest string) { t.Helper(); injectApply(t, kubectl, kubeconfig, cp, manifest) }
 	inject(demoDeployment(ns, "emoji", "emoji", map[string]string{"GRPC_PORT": "8080"}, 8080) +
 		demoDeployment(ns, "voting", "voting", map[string]string{"GRPC_PORT": "8080"}, 8080))
 	emoji := readyPod(ctx, t, client, ns, "app=emoji")
@@ -627,13 +609,7 @@ func TestDashboardOnDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 
-	installYAML := run(t, "install", "--tls=optional", "-L", cp)
-	t.Cleanup(func() {
-		del := exec.Command(kubectl, "--kubeconfig", kubeconfig, "delete", "--ignore-not-found", "--wait=false", "-f", "-")
-		del.Stdin = bytes.NewReader(installYAML)
-		_ = del.Run()
-	})
-	kubectlApply(t, kubectl, kubeconfig, installYAML)
+	installControlPlane(t, kubectl, kubeconfig, cp)
 	t.Cleanup(func() {
 		_ = client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 	})

@@ -53,13 +53,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	// linkerd install --tls=optional | kubectl apply -f -
-	installYAML := run(t, "install", "--tls=optional", "-L", cp)
-	t.Cleanup(func() {
-		del := exec.Command(kubectl, "--kubeconfig", kubeconfig, "delete", "--ignore-not-found", "--wait=false", "-f", "-")
-		del.Stdin = bytes.NewReader(installYAML)
-		_ = del.Run()
-	})
-	kubectlApply(t, kubectl, kubeconfig, installYAML)
+	installControlPlane(t, kubectl, kubeconfig, cp)
 	if out, code := lk("check", "--tls", "--wait", "3m"); code != 0 {
 		t.Fatalf("linkerd check --tls on a fresh install: exit %d\n%s", code, out)
 	}
