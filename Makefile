@@ -34,10 +34,16 @@ deps: ## Install the Debian packages tests use (chromium, prometheus, openssl, w
 	@scripts/deps.sh
 
 .PHONY: test
-test: deps build localkube $(BIN)/promtool $(BIN)/prometheus ## Run every test: unit, golden, integration (real Prometheus, real local Kubernetes)
-	$(GO) test -race -count=1 -timeout 30m ./...
-	cd install/prometheus && $(GO) test -count=1 ./launcher/
-	$(MAKE) test-localkube
+test: deps build localkube prometheus $(BIN)/testsum ## Run every test: unit, golden, integration (real Prometheus, real local Kubernetes), then a summary of every skip
+	@scripts/test.sh
+
+.PHONY: test-unit
+test-unit: ## Run the unit tests only: no root, no cluster (what a plain `go test ./...` runs)
+	$(GO) test -race -count=1 ./...
+
+$(BIN)/testsum: internal/cmd/testsum/main.go
+	@mkdir -p $(BIN)
+	$(GO) build -o $@ ./internal/cmd/testsum
 
 .PHONY: generate
 generate: ## Regenerate the gRPC code (proto/), fixtures (captures) and golden files

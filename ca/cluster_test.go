@@ -1,10 +1,9 @@
+//go:build integration
+
 package ca
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"k8s.io/client-go/kubernetes"
@@ -12,25 +11,10 @@ import (
 	"meshtls/testutil/localcluster"
 )
 
-// controllerPath is cmd/controller built once for this test binary: the
-// process tests run it directly.
-var controllerPath string
-
-func TestMain(m *testing.M) { os.Exit(testMain(m)) }
-
-func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "meshtls-ca-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	controllerPath = filepath.Join(dir, "controller")
-	if out, err := exec.Command("go", "build", "-o", controllerPath, "meshtls/cmd/controller").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build cmd/controller: %v\n%s", err, out)
-		return 1
-	}
-	return localcluster.Run(m)
+// TestMain: the CA's own binary runs in TestControllerBinary… tests and
+// serves as the image …/controller:TAG on the cluster.
+func TestMain(m *testing.M) {
+	os.Exit(localcluster.RunWith(m, localcluster.Options{Commands: []string{"meshtls/cmd/controller"}}))
 }
 
 func clusterKubeconfig(t testing.TB) string { return localcluster.Kubeconfig(t) }

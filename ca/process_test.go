@@ -1,3 +1,5 @@
+//go:build integration
+
 package ca
 
 import (
@@ -26,10 +28,7 @@ import (
 
 func controllerBinary(t *testing.T) string {
 	t.Helper()
-	if controllerPath == "" {
-		t.Fatal("cmd/controller was not built by TestMain")
-	}
-	return controllerPath
+	return localcluster.Binary(t, "controller")
 }
 
 type caProcess struct {

@@ -1,3 +1,5 @@
+//go:build integration
+
 package check_test
 
 import (
@@ -31,36 +33,19 @@ import (
 	"meshtls/testutil/localcluster"
 )
 
-// binDir holds the controller (the real CA, run by the local kubelet for
-// install's image) and the linkerd CLI, built once for this package.
-var binDir string
-
-func TestMain(m *testing.M) { os.Exit(testMain(m)) }
-
-func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "meshtls-check-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	for _, pkg := range []string{"meshtls/cmd/controller", "meshtls/cmd/linkerd"} {
-		if out, err := exec.Command("go", "build", "-o", dir+"/", pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
-			return 1
-		}
-	}
-	binDir = dir
+// TestMain: the cluster runs this tree's controller (the real CA, for
+// install's image) and the tests run its linkerd CLI.
+func TestMain(m *testing.M) {
 	// install's Prometheus runs the repository's bin/prometheus (built
 	// from the Prometheus module); without it the control plane is not
 	// ready and every check test would fail on that.
 	for _, name := range []string{"prometheus", "prometheus-server"} {
 		if _, err := os.Stat(filepath.Join("..", "bin", name)); err != nil {
 			fmt.Fprintf(os.Stderr, "check tests: bin/%s is missing: run `make prometheus`\n", name)
-			return 1
+			os.Exit(1)
 		}
 	}
-	return localcluster.RunWith(m, localcluster.Options{BinDirs: []string{dir}})
+	os.Exit(localcluster.RunWith(m, localcluster.Options{Commands: []string{"meshtls/cmd/controller", "meshtls/cmd/linkerd"}}))
 }
 
 const controlNS = "linkerd"
@@ -80,7 +65,7 @@ func kubectl(t *testing.T, stdin []byte, args ...string) string {
 // stdout and exit code.
 func linkerd(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "linkerd"), append([]string{"--kubeconfig", localcluster.Kubeconfig(t)}, args...)...)
+	cmd := exec.Command(localcluster.Binary(t, "linkerd"), append([]string{"--kubeconfig", localcluster.Kubeconfig(t)}, args...)...)
 	cmd.Env = append(os.Environ(), "NO_COLOR=1")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"meshtls/testutil/testbin"
 )
 
 // tmuxSession is a private tmux server (its own socket) running one
@@ -138,13 +140,7 @@ func startTmux(t *testing.T, width, height int, env []string, command ...string)
 
 func buildLinkerd(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "linkerd")
-	cmd := exec.Command("go", "build", "-o", bin, "meshtls/cmd/linkerd")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return testbin.Command(t, "linkerd")
 }
 
 // listRows are the screen's request rows (the lines under the header,

@@ -1,3 +1,5 @@
+//go:build integration
+
 package destination
 
 // Integration tests on a real local Kubernetes (testutil/localcluster):
@@ -15,8 +17,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -35,21 +35,9 @@ import (
 	"meshtls/testutil/localcluster"
 )
 
+// TestMain: the pods run certready, mapped from .../certready:TAG.
 func TestMain(m *testing.M) {
-	// The pods run certready, built here and mapped from .../certready:TAG.
-	dir, err := os.MkdirTemp("", "destination-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "certready"), "./internal/certready").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build certready: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := localcluster.RunWith(m, localcluster.Options{BinDirs: []string{dir}})
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(localcluster.RunWith(m, localcluster.Options{Commands: []string{"meshtls/destination/internal/certready"}}))
 }
 
 const certreadyImage = "example.com/meshtls/certready:test"

@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -44,6 +46,7 @@ import (
 // so both the dashboard and stat scrape every meshed proxy directly: the
 // same source, so the same figures up to when each one's window falls.
 func TestDashboardOnLiveMesh(t *testing.T) {
+	t.Parallel()
 	m := startLiveMesh(t, false)
 	ctx, ns, cp, kubeconfig := m.ctx, m.ns, m.cp, m.kubeconfig
 	emoji, voting, web := m.emoji, m.voting, m.web
@@ -274,6 +277,7 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 // charts come from it, reached through a client-go port-forward, as
 // `linkerd stat` reaches it.
 func TestDashboardOnLiveMeshPrometheus(t *testing.T) {
+	t.Parallel()
 	m := startLiveMesh(t, true)
 	ctx, ns, cp, kubeconfig := m.ctx, m.ns, m.cp, m.kubeconfig
 	// The installed Prometheus, unchanged (bin/prometheus: Kubernetes
@@ -601,6 +605,7 @@ func sseUntil(ctx context.Context, url string, limit time.Duration, ok func(even
 // web-svc, which also gets legacy-bot's plain text, below 100% with the
 // reason, as `linkerd stat au -o json` says.
 func TestDashboardOnDemo(t *testing.T) {
+	t.Parallel()
 	client := localcluster.Client(t)
 	kubeconfig := localcluster.Kubeconfig(t)
 	kubectl := localcluster.Kubectl(t)

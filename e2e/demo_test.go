@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -40,6 +42,7 @@ import (
 // It needs cluster DNS and routed ClusterIPs in the local cluster; until
 // they exist a pod probes them, and the test skips saying what failed.
 func TestDemo(t *testing.T) {
+	t.Parallel()
 	client := localcluster.Client(t)
 	kubeconfig := localcluster.Kubeconfig(t)
 	kubectl := localcluster.Kubectl(t)

@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package e2e runs the linkerd binary against a real local Kubernetes
 // (bin/localkube): real API server, real pods running as processes.
 package e2e
@@ -5,11 +7,11 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"meshtls/testutil/localcluster"
+	"meshtls/testutil/testbin"
 )
 
 // linkerdBin is the CLI under test, built fresh for this package.
@@ -22,10 +24,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	linkerdBin = filepath.Join(dir, "linkerd")
-	build := exec.Command("go", "build", "-o", linkerdBin, "meshtls/cmd/linkerd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build linkerd:", err)
+	if err := testbin.Build(dir, "meshtls/cmd/linkerd"); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
 	// Pods run this build of linkerd (image …/linkerd:TAG); the control

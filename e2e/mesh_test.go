@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -32,6 +34,7 @@ import (
 // cluster; the apps here address each other by pod IP (TestDemo runs the
 // shipped manifest, which uses Service names).
 func TestMeshedWorkloadsTalkMutualTLS(t *testing.T) {
+	t.Parallel()
 	client := localcluster.Client(t)
 	kubeconfig := localcluster.Kubeconfig(t)
 	kubectl := localcluster.Kubectl(t)

@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -16,6 +18,7 @@ import (
 // Typos against a real cluster are errors that name what was not found,
 // not "No traffic found.".
 func TestStatNotFoundInCluster(t *testing.T) {
+	t.Parallel()
 	kubeconfig := localcluster.Kubeconfig(t)
 	ns := localcluster.Namespace(t)
 	cases := []struct {
@@ -47,6 +50,7 @@ func TestStatNotFoundInCluster(t *testing.T) {
 
 // Completion offers namespaces and resource names from the cluster.
 func TestStatCompletionFromCluster(t *testing.T) {
+	t.Parallel()
 	kubeconfig := localcluster.Kubeconfig(t)
 	client := localcluster.Client(t)
 	ns := localcluster.Namespace(t)

@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -30,6 +32,7 @@ import (
 // client-go port-forward via the API server, and print the capture's
 // figures, without falling back to scraping proxies.
 func TestStatUsesControlPlanePrometheus(t *testing.T) {
+	t.Parallel()
 	client := localcluster.Client(t)
 	kubeconfig := localcluster.Kubeconfig(t)
 	controlNS := localcluster.Namespace(t)

@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -25,6 +27,9 @@ import (
 // a real pod whose "proxy" replays that pod's metrics on its pod IP's admin
 // port. `linkerd stat` then finds the pods through the API server, scrapes
 // them twice, and must print the capture's figures.
+//
+// Not parallel: it uses the namespace emojivoto and records -A, so it runs
+// before the parallel tests start their own namespaces and control planes.
 func TestStatScrapesLivePods(t *testing.T) {
 	client := localcluster.Client(t)
 	kubeconfig := localcluster.Kubeconfig(t)

@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -38,6 +40,7 @@ import (
 // controller authorise the user, and the controller taps the injected
 // deployment's real proxies over mTLS with the controller identity.
 func TestLiveTap(t *testing.T) {
+	t.Parallel()
 	client := localcluster.Client(t)
 	kubeconfig := localcluster.Kubeconfig(t)
 	kubectl := localcluster.Kubectl(t)

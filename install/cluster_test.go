@@ -1,3 +1,5 @@
+//go:build integration
+
 package install
 
 import (
@@ -19,23 +21,10 @@ import (
 	"meshtls/testutil/localcluster"
 )
 
-// TestMain builds cmd/controller into a dir the local kubelet searches, so
-// the CA Deployment that install prints really runs (its image
-// .../controller:TAG maps to that binary).
-func TestMain(m *testing.M) { os.Exit(testMain(m)) }
-
-func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "meshtls-install-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "controller"), "meshtls/cmd/controller").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build cmd/controller: %v\n%s", err, out)
-		return 1
-	}
-	return localcluster.RunWith(m, localcluster.Options{BinDirs: []string{dir}})
+// TestMain: the CA Deployment that install prints really runs (its image
+// .../controller:TAG maps to this tree's cmd/controller).
+func TestMain(m *testing.M) {
+	os.Exit(localcluster.RunWith(m, localcluster.Options{Commands: []string{"meshtls/cmd/controller"}}))
 }
 
 func kubectl(t *testing.T, stdin []byte, args ...string) (string, error) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"meshtls/contract"
+	"meshtls/testutil/testbin"
 )
 
 func freePort(t *testing.T) string {
@@ -38,10 +39,7 @@ func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(
 // why TLS is off, answers /live, holds /ready, and stops on SIGTERM.
 func TestRunsAsAPod(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "proxy")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testbin.Command(t, "proxy")
 	admin := freePort(t)
 	cmd := exec.Command(bin)
 	cmd.Env = []string{

@@ -1,3 +1,5 @@
+//go:build integration
+
 package client
 
 // End-to-end tests: the real destination server on a real local

@@ -1,16 +1,20 @@
 // Package localcluster gives a package's integration tests a real local
 // Kubernetes: one `bin/localkube` cluster (etcd, kube-apiserver,
-// kube-controller-manager and the process kubelet) per test binary.
+// kube-controller-manager and the process kubelet) per test binary,
+// started on first use and stopped when the tests end.
 //
 //	func TestMain(m *testing.M) { os.Exit(localcluster.Run(m)) }
 //
 //	func TestSomething(t *testing.T) {
-//		client := localcluster.Client(t)
+//		client := localcluster.Client(t) // the first call starts the cluster
 //		...
 //	}
 //
-// Build the cluster's binaries first with `make localkube` (`make test`
-// does). Without them Run fails with a line saying so; it never skips.
+// A test binary whose selected tests never ask for the cluster starts
+// none, so `go test -tags integration -run TestGolden ./inject` needs no
+// root. The cluster's binaries come from `make localkube` (`make test`
+// runs it); without them, or without root, the first test that asks for
+// the cluster fails with a line saying what is missing. It never skips.
 package localcluster
 
 import (
@@ -18,13 +22,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,21 +38,39 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"meshtls/testutil/testbin"
 )
 
 // Options tune RunWith.
 type Options struct {
-	// BinDirs are searched before the repository's bin/ when an image is
-	// mapped to a binary, so tests can run binaries they built themselves
-	// (an image .../NAME:TAG runs DIR/NAME).
+	// Commands are Go packages of this module (meshtls/cmd/controller, …)
+	// whose binaries the cluster runs: an image .../NAME:TAG runs NAME.
+	// They are built from the tree under test (or taken from MESHTLS_BIN,
+	// see testutil/testbin) before the cluster starts, into a directory
+	// searched before the repository's bin/.
+	Commands []string
+	// BinDirs are searched before the repository's bin/ (and after
+	// Commands), for binaries a TestMain built itself.
 	BinDirs []string
 	// KeepDir leaves the cluster dir (logs, pod dirs) in place after the
 	// run, for debugging; its path is printed.
 	KeepDir bool
 }
 
-// The cluster of this test binary, set by Run.
-var current atomic.Pointer[cluster]
+// The cluster of this test binary: options set by Run, the rest by the
+// first test that asks for it.
+var (
+	opts      Options
+	startOnce sync.Once
+	current   *cluster
+	startErr  error
+	binsOnce  sync.Once
+	binsDir   string
+	binsErr   error
+	stops     []func()
+	inRun     bool
+)
 
 type cluster struct {
 	dir        string
@@ -56,19 +78,62 @@ type cluster struct {
 	config     *rest.Config
 }
 
-// Run starts a cluster, runs the tests and stops the cluster, returning
-// the exit code for os.Exit.
+// Run runs the tests and stops the cluster if one started, returning the
+// exit code for os.Exit.
 func Run(m *testing.M) int { return RunWith(m, Options{}) }
 
 // RunWith is Run with options.
-func RunWith(m *testing.M, opts Options) int {
-	if !flag.Parsed() {
-		flag.Parse() // m.Run would; testing.Verbose needs it now
+func RunWith(m *testing.M, o Options) int {
+	opts, inRun = o, true
+	code := m.Run()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+	return code
+}
+
+// Binary is the path of a binary of Options.Commands (by its name),
+// built on first use.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	dir, err := commands()
+	if err != nil {
+		t.Fatal("localcluster: ", err)
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("localcluster: %s is not among the Commands this package's TestMain names", name)
+	}
+	return p
+}
+
+func commands() (string, error) {
+	binsOnce.Do(func() {
+		if len(opts.Commands) == 0 {
+			return
+		}
+		binsDir, binsErr = os.MkdirTemp("", "localcluster-bin-")
+		if binsErr != nil {
+			return
+		}
+		dir := binsDir
+		stops = append(stops, func() { _ = os.RemoveAll(dir) })
+		binsErr = testbin.Build(binsDir, opts.Commands...)
+	})
+	return binsDir, binsErr
+}
+
+func start() (*cluster, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the local cluster needs root (pod network namespaces): run the cluster tests as root, as `make test` does")
 	}
 	localkube, err := findLocalkube()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "localcluster:", err)
-		return 1
+		return nil, err
+	}
+	bins, err := commands()
+	if err != nil {
+		return nil, err
 	}
 	tmp, err := os.MkdirTemp("", "localcluster-")
 	if err == nil {
@@ -77,44 +142,42 @@ func RunWith(m *testing.M, opts Options) int {
 		err = os.Chmod(tmp, 0o755)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "localcluster:", err)
-		return 1
+		return nil, err
 	}
 	dir := filepath.Join(tmp, "cluster")
 	args := []string{"up", "--dir", dir, "--owner-pid", strconv.Itoa(os.Getpid())}
+	if bins != "" {
+		args = append(args, "--bin-dir", bins)
+	}
 	for _, d := range opts.BinDirs {
 		args = append(args, "--bin-dir", d)
 	}
-	start := time.Now()
+	begin := time.Now()
 	if out, err := run(localkube, args...); err != nil {
-		fmt.Fprintf(os.Stderr, "localcluster: %s up failed: %s\n", localkube, lastLine(out, err))
 		_, _ = run(localkube, "down", "--dir", dir)
-		fmt.Fprintf(os.Stderr, "localcluster: logs kept in %s/logs\n", dir)
-		return 1
+		return nil, fmt.Errorf("%s up failed: %s (logs kept in %s/logs)", localkube, lastLine(out, err), dir)
 	}
-	stop := func() {
+	keep := opts.KeepDir
+	stops = append(stops, func() {
 		if out, err := run(localkube, "down", "--dir", dir); err != nil {
 			fmt.Fprintf(os.Stderr, "localcluster: down: %s\n", lastLine(out, err))
 		}
-		if opts.KeepDir {
+		if keep {
 			fmt.Fprintf(os.Stderr, "localcluster: cluster dir kept: %s\n", dir)
 			return
 		}
 		_ = os.RemoveAll(tmp)
-	}
-	defer stop()
+	})
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "localcluster:", err)
-		return 1
+		return nil, err
 	}
 	cfg.QPS, cfg.Burst = 100, 200
-	current.Store(&cluster{dir: dir, kubeconfig: kubeconfig, config: cfg})
 	if testing.Verbose() {
-		fmt.Printf("localcluster: cluster up in %.1fs (%s)\n", time.Since(start).Seconds(), dir)
+		fmt.Printf("localcluster: cluster up in %.1fs (%s)\n", time.Since(begin).Seconds(), dir)
 	}
-	return m.Run()
+	return &cluster{dir: dir, kubeconfig: kubeconfig, config: cfg}, nil
 }
 
 func run(bin string, args ...string) (string, error) {
@@ -183,11 +246,14 @@ func isMeshtlsModule(gomod []byte) bool {
 
 func get(t testing.TB) *cluster {
 	t.Helper()
-	c := current.Load()
-	if c == nil {
+	if !inRun {
 		t.Fatal("localcluster: no cluster: call os.Exit(localcluster.Run(m)) from TestMain")
 	}
-	return c
+	startOnce.Do(func() { current, startErr = start() })
+	if startErr != nil {
+		t.Fatal("localcluster: ", startErr)
+	}
+	return current
 }
 
 // Config is a copy of the cluster-admin config.

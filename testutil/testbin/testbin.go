@@ -1,0 +1,85 @@
+// Package testbin gives tests this module's commands as binaries, built
+// from the tree under test.
+//
+// `make test` builds cmd/... into bin/ first and exports MESHTLS_BIN=bin/,
+// so tests take those binaries and link nothing themselves. Without it
+// (a plain `go test`), each binary is built here, once per call to Build
+// or per test for Command, so a test never runs a stale bin/.
+package testbin
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// EnvBin names the directory of prebuilt commands (cmd/NAME as NAME),
+// fresh from this tree. `make test` sets it after `make build`.
+const EnvBin = "MESHTLS_BIN"
+
+const cmdPrefix = "meshtls/cmd/"
+
+// Prebuilt returns the directory EnvBin names, when set.
+func Prebuilt() (string, bool) {
+	dir := os.Getenv(EnvBin)
+	if dir == "" {
+		return "", false
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return dir, true
+	}
+	return abs, true
+}
+
+// Build puts each package's binary into dir, named after its last path
+// element. Commands (meshtls/cmd/NAME) are copied from MESHTLS_BIN when it
+// is set; everything else is built with one `go build`.
+func Build(dir string, pkgs ...string) error {
+	var toBuild []string
+	pre, ok := Prebuilt()
+	for _, p := range pkgs {
+		name := path.Base(p)
+		if ok && strings.HasPrefix(p, cmdPrefix) {
+			src := filepath.Join(pre, name)
+			if _, err := os.Stat(src); err != nil {
+				return fmt.Errorf("%s=%s has no %s: run `make build`", EnvBin, pre, name)
+			}
+			if err := os.Symlink(src, filepath.Join(dir, name)); err != nil {
+				return err
+			}
+			continue
+		}
+		toBuild = append(toBuild, p)
+	}
+	if len(toBuild) == 0 {
+		return nil
+	}
+	args := append([]string{"build", "-o", dir + string(filepath.Separator)}, toBuild...)
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", strings.Join(toBuild, " "), err, out)
+	}
+	return nil
+}
+
+// Command returns the path of cmd/NAME for one test: MESHTLS_BIN's copy,
+// or a fresh build in the test's temp dir.
+func Command(t testing.TB, name string) string {
+	t.Helper()
+	if pre, ok := Prebuilt(); ok {
+		p := filepath.Join(pre, name)
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s=%s has no %s: run `make build`", EnvBin, pre, name)
+		}
+		return p
+	}
+	dir := t.TempDir()
+	if err := Build(dir, cmdPrefix+name); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, name)
+}
