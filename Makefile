@@ -34,7 +34,8 @@ deps: ## Install the Debian packages tests use (chromium, prometheus, openssl, w
 	@scripts/deps.sh
 
 .PHONY: test
-test: deps build localkube prometheus $(BIN)/testsum ## Run every test: unit, golden, integration (real Prometheus, real local Kubernetes), then a summary of every skip
+test: deps $(BIN)/testsum ## Run every test: unit, golden, integration (real Prometheus, real local Kubernetes), then a summary of every skip
+	@$(MAKE) --no-print-directory -j3 build localkube prometheus
 	@scripts/test.sh
 
 .PHONY: test-unit
