@@ -57,11 +57,23 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: build testapp: %v\n%s", err, out)
 		return 1
 	}
-	// The mesh's init container, from the main module (the repository root).
-	build := exec.Command("go", "build", "-o", filepath.Join(appBinDir, "proxy-init"), "./cmd/proxy-init")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		proxyInitErr = fmt.Errorf("%v: %s", err, out)
+	// The mesh's init container, from the main module (the repository
+	// root): the one `make build` just built when MESHTLS_BIN names it
+	// (`make test` does), else built here.
+	if pre := os.Getenv("MESHTLS_BIN"); pre != "" {
+		b, err := os.ReadFile(filepath.Join(pre, "proxy-init"))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(appBinDir, "proxy-init"), b, 0o755)
+		}
+		if err != nil {
+			proxyInitErr = fmt.Errorf("MESHTLS_BIN=%s: %v (run `make build`)", pre, err)
+		}
+	} else {
+		build := exec.Command("go", "build", "-o", filepath.Join(appBinDir, "proxy-init"), "./cmd/proxy-init")
+		build.Dir = filepath.Join("..", "..")
+		if out, err := build.CombinedOutput(); err != nil {
+			proxyInitErr = fmt.Errorf("%v: %s", err, out)
+		}
 	}
 	clusterDir = filepath.Join(tmp, "cluster")
 	down := func() {
