@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -66,8 +67,34 @@ func Build(dir string, pkgs ...string) error {
 	return nil
 }
 
-// Command returns the path of cmd/NAME for one test: MESHTLS_BIN's copy,
-// or a fresh build in the test's temp dir.
+// The binaries Command built for this test binary, when Main runs it.
+var (
+	mu      sync.Mutex
+	shared  string // the directory, made on first use; "" without Main
+	inMain  bool
+	builtOK = map[string]bool{}
+)
+
+// Main runs the tests and removes what Command built for them: with it,
+// Command builds each command once per test binary instead of once per
+// test.
+//
+//	func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
+func Main(m *testing.M) int {
+	mu.Lock()
+	inMain = true
+	mu.Unlock()
+	code := m.Run()
+	mu.Lock()
+	defer mu.Unlock()
+	if shared != "" {
+		_ = os.RemoveAll(shared)
+	}
+	return code
+}
+
+// Command returns the path of cmd/NAME: MESHTLS_BIN's copy, or a fresh
+// build (one per test binary under Main, else one in the test's temp dir).
 func Command(t testing.TB, name string) string {
 	t.Helper()
 	if pre, ok := Prebuilt(); ok {
@@ -77,9 +104,27 @@ func Command(t testing.TB, name string) string {
 		}
 		return p
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	dir := t.TempDir()
+	if inMain {
+		if shared == "" {
+			d, err := os.MkdirTemp("", "testbin-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			shared = d
+		}
+		dir = shared
+		if builtOK[name] {
+			return filepath.Join(dir, name)
+		}
+	}
 	if err := Build(dir, cmdPrefix+name); err != nil {
 		t.Fatal(err)
+	}
+	if inMain {
+		builtOK[name] = true
 	}
 	return filepath.Join(dir, name)
 }
