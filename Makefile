@@ -39,6 +39,12 @@ test: deps build localkube $(BIN)/promtool $(BIN)/prometheus ## Run every test: 
 	cd install/prometheus && $(GO) test -count=1 ./launcher/
 	$(MAKE) test-localkube
 
+FUZZTIME ?= 30s
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (30s); FUZZ=regexp picks targets, `scripts/fuzz.sh -l` lists them
+	@FUZZTIME='$(FUZZTIME)' FUZZ='$(FUZZ)' GO='$(GO)' scripts/fuzz.sh
+
 .PHONY: generate
 generate: ## Regenerate the gRPC code (proto/), fixtures (captures) and golden files
 	@scripts/deps.sh generate

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs the main module's fuzz targets, one `go test -fuzz` each (Go fuzzes
+# one target per run), for FUZZTIME each. The targets are found rather
+# than listed: every `func FuzzXxx(f *testing.F)` in a test file that a
+# plain `go test` builds, so a new target cannot be left out.
+#
+#   scripts/fuzz.sh              every target, $FUZZTIME (30s) each
+#   scripts/fuzz.sh -l           list the targets as package:FuzzName
+#   FUZZ=regexp scripts/fuzz.sh  only the targets whose name matches
+#   FUZZFLAGS='-parallel 1'      more flags for go test
+#
+# A failing input is saved by go test under the package's
+# testdata/fuzz/FuzzXxx/: commit it with the fix, and `go test` (so `make
+# test`) replays it from then on.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+FUZZTIME=${FUZZTIME:-30s}
+FUZZ=${FUZZ:-.}
+
+targets() {
+	# Test files as go test sees them: build tags applied, nested
+	# modules (localkube, install/prometheus) left to their own runs.
+	"$GO" list -f '{{$d := .Dir}}{{range .TestGoFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{range .XTestGoFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}' ./... |
+		xargs -r grep -HE '^func Fuzz[A-Za-z0-9_]*\([a-z]+ \*testing\.F\)' |
+		sed -E "s|^$PWD/(.*)/[^/]+_test\.go:func (Fuzz[A-Za-z0-9_]*)\(.*|./\1:\2|" |
+		sort -u
+}
+
+if [ "${1:-}" = -l ]; then
+	targets
+	exit
+fi
+
+list=$(targets)
+if [ -z "$list" ]; then
+	echo "fuzz: no fuzz targets found" >&2
+	exit 1
+fi
+failed=()
+n=0
+for t in $list; do
+	pkg=${t%%:*} name=${t##*:}
+	[[ $name =~ $FUZZ ]] || continue
+	n=$((n + 1))
+	echo "==> $pkg $name ($FUZZTIME)"
+	# shellcheck disable=SC2086 # FUZZFLAGS is a list of flags
+	if ! "$GO" test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" ${FUZZFLAGS:-} "$pkg"; then
+		failed+=("$pkg $name")
+	fi
+done
+if [ "$n" = 0 ]; then
+	echo "fuzz: no target matches FUZZ=$FUZZ" >&2
+	exit 1
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+	echo "fuzz: ${#failed[@]} of $n targets failed:" >&2
+	printf '  %s\n' "${failed[@]}" >&2
+	exit 1
+fi
+echo "fuzz: $n targets, $FUZZTIME each, found nothing"
