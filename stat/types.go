@@ -175,6 +175,9 @@ func ParseResources(args []string, namespace string) ([]Resource, error) {
 			if name == "" {
 				return nil, fmt.Errorf("resource %q has an empty name", a)
 			}
+			if strings.Contains(name, "/") {
+				return nil, fmt.Errorf("resource %q has more than one slash: give TYPE/NAME", a)
+			}
 			if strings.EqualFold(typ, "all") {
 				return nil, fmt.Errorf("%q: \"all\" takes no name", a)
 			}
@@ -195,6 +198,11 @@ func ParseResources(args []string, namespace string) ([]Resource, error) {
 		}
 		if strings.EqualFold(args[0], "all") {
 			return nil, fmt.Errorf(`"all" takes no name`)
+		}
+		if name == "" {
+			// An empty argument would otherwise widen the query to
+			// every resource of the type.
+			return nil, fmt.Errorf("empty %s name", args[0])
 		}
 		rs, err := mk(args[0], name)
 		if err != nil {
