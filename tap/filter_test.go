@@ -156,6 +156,29 @@ func TestFilterErrors(t *testing.T) {
 	}
 }
 
+// Any white space separates tokens, as strings.TrimSpace sees it: a filter
+// pasted with CRLF or a no-break space means what it says, and its String
+// (trimmed) parses to the same filter.
+func TestFilterWhiteSpace(t *testing.T) {
+	e := sampleEnd()
+	for _, expr := range []string{"status>=500\r\n&&\fmethod==GET\v", "status>=500\u00a0&& method==GET\u2003", "path!~\f"} {
+		f, err := ParseFilter(expr)
+		if expr == "path!~\f" {
+			if err == nil {
+				t.Errorf("%q parsed: a form feed is not a value", expr)
+			}
+			continue
+		}
+		if err != nil || !f.Match(e) {
+			t.Errorf("%q: %v, match %v", expr, err, err == nil && f.Match(e))
+			continue
+		}
+		if again, err := ParseFilter(f.String()); err != nil || !again.Match(e) {
+			t.Errorf("%q: String %q: %v", expr, f.String(), err)
+		}
+	}
+}
+
 func TestParseErrorPointer(t *testing.T) {
 	_, err := ParseFilter("tls!=true && status>=5x")
 	var pe *ParseError
