@@ -28,6 +28,14 @@ func FuzzScanEvent(f *testing.F) {
 		f.Add(b)
 		f.Add(withDropped(b, 3))
 	}
+	// Two messages in a row decode as one, merged: a request's id merges
+	// with a later one's, a response replaces a request.
+	req, _ := proto.Marshal(reqEv(1, 1))
+	rsp, _ := proto.Marshal(rspEv(2, 5))
+	idOnly, _ := proto.Marshal(&tappb.TapEvent{Event: &tappb.TapEvent_Http_{Http: &tappb.TapEvent_Http{Event: &tappb.TapEvent_Http_RequestInit_{
+		RequestInit: &tappb.TapEvent_Http_RequestInit{Id: &tappb.TapEvent_Http_StreamId{Stream: 9}}}}}})
+	f.Add(append(append([]byte{}, req...), idOnly...))
+	f.Add(append(append([]byte{}, req...), rsp...))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sc, err := scanEvent(b)
@@ -64,7 +72,7 @@ func FuzzScanEvent(f *testing.F) {
 		}
 		want := scanned{
 			dropped: ev.GetDroppedBefore(), stage: stage,
-			key: streamKey{id.GetBase(), id.GetStream()}, dir: uint64(ev.GetProxyDirection()),
+			key: streamKey{id.GetBase(), id.GetStream()}, dir: int32(ev.GetProxyDirection()),
 			src: ip(ev.GetSource()), dst: ip(ev.GetDestination()),
 			dstLabeled: len(ev.GetDestinationMeta().GetLabels()) > 0,
 		}
