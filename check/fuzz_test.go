@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -69,29 +70,47 @@ func FuzzAnalyzeLeaf(f *testing.F) {
 	f.Fuzz(func(t *testing.T, cert, key []byte) {
 		certPEM := secretPEM(cert, "CERTIFICATE", ca.CertPEM)
 		keyPEM := secretPEM(key, "PRIVATE KEY", nil)
-		fs := analyzeLeaf(certPEM, keyPEM, ca.Cert, fuzzIdentity, fuzzNow, th)
-		judged := []string{fs.KeyMatch, fs.Chain, fs.SAN, fs.EKU, fs.Validity, fs.Expiry}
-		for _, s := range append(judged, fs.Parse) {
-			if !printable(s) {
-				t.Fatalf("finding %q is not one printable line", s)
+		// check --tls judges every Secret of the mesh, and the CA checks
+		// each: one Secret must not hold either up.
+		done := make(chan string, 1)
+		go func() { done <- judgeLeaf(ca, certPEM, keyPEM, th) }()
+		select {
+		case msg := <-done:
+			if msg != "" {
+				t.Fatal(msg)
 			}
-		}
-		if fs.Parse != "" {
-			for _, s := range judged {
-				if s != "" {
-					t.Fatalf("unreadable (%s), yet judged: %q", fs.Parse, s)
-				}
-			}
-		}
-		again := analyzeLeaf(certPEM, keyPEM, ca.Cert, fuzzIdentity, fuzzNow, th)
-		if again.Parse != fs.Parse || again.KeyMatch != fs.KeyMatch || again.Chain != fs.Chain || again.SAN != fs.SAN ||
-			again.EKU != fs.EKU || again.Validity != fs.Validity || again.Expiry != fs.Expiry || again.ExpiryFatal != fs.ExpiryFatal {
-			t.Fatalf("analysis differs when repeated:\n%+v\n%+v", fs, again)
-		}
-		if _, err := ca.Check(certPEM, keyPEM, fuzzIdentity, fuzzNow); err == nil || errors.Is(err, pki.ErrRenewalDue) {
-			if problem := fs.Parse + fs.KeyMatch + fs.Chain + fs.SAN + fs.EKU + fs.Validity; problem != "" {
-				t.Fatalf("the CA accepts the Secret (%v), check reports: %+v", err, fs)
-			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("judging tls.crt %q, tls.key %q takes over 10 s", certPEM, keyPEM)
 		}
 	})
+}
+
+// judgeLeaf is FuzzAnalyzeLeaf's checks of one Secret; it returns what is
+// wrong, "" if nothing is.
+func judgeLeaf(ca *pki.Root, certPEM, keyPEM []byte, th thresholds) string {
+	fs := analyzeLeaf(certPEM, keyPEM, ca.Cert, fuzzIdentity, fuzzNow, th)
+	judged := []string{fs.KeyMatch, fs.Chain, fs.SAN, fs.EKU, fs.Validity, fs.Expiry}
+	for _, s := range append(judged, fs.Parse) {
+		if !printable(s) {
+			return fmt.Sprintf("finding %q is not one printable line", s)
+		}
+	}
+	if fs.Parse != "" {
+		for _, s := range judged {
+			if s != "" {
+				return fmt.Sprintf("unreadable (%s), yet judged: %q", fs.Parse, s)
+			}
+		}
+	}
+	again := analyzeLeaf(certPEM, keyPEM, ca.Cert, fuzzIdentity, fuzzNow, th)
+	if again.Parse != fs.Parse || again.KeyMatch != fs.KeyMatch || again.Chain != fs.Chain || again.SAN != fs.SAN ||
+		again.EKU != fs.EKU || again.Validity != fs.Validity || again.Expiry != fs.Expiry || again.ExpiryFatal != fs.ExpiryFatal {
+		return fmt.Sprintf("analysis differs when repeated:\n%+v\n%+v", fs, again)
+	}
+	if _, err := ca.Check(certPEM, keyPEM, fuzzIdentity, fuzzNow); err == nil || errors.Is(err, pki.ErrRenewalDue) {
+		if problem := fs.Parse + fs.KeyMatch + fs.Chain + fs.SAN + fs.EKU + fs.Validity; problem != "" {
+			return fmt.Sprintf("the CA accepts the Secret (%v), check reports: %+v", err, fs)
+		}
+	}
+	return ""
 }
