@@ -8,7 +8,7 @@
 #   scripts/fuzz.sh -l           list the targets as package:FuzzName
 #   FUZZ=regexp scripts/fuzz.sh  only the targets whose name matches
 #   FUZZFLAGS='-parallel 1'      more flags for go test
-#   FUZZMINIMIZETIME=10s         how long go test shrinks an input (see below)
+#   FUZZMINIMIZETIME=100x        how much go test shrinks an input (see below)
 #
 # A failing input is saved by go test under the package's
 # testdata/fuzz/FuzzXxx/: commit it with the fix, and `go test` (so `make
@@ -19,10 +19,10 @@ GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-30s}
 FUZZ=${FUZZ:-.}
 # go test shrinks each new interesting input before going on, for up to
-# 60 s by default: on a loaded machine that can take a whole run's time
-# for the slower targets (a capture, a certificate), leaving them a dozen
-# inputs tried.
-FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-10s}
+# 60 s by default: for the slower targets (a capture, a certificate) on a
+# loaded machine that can take a whole run's time, leaving a dozen inputs
+# tried. A bound in runs (100x) keeps the shrinking in proportion.
+FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-100x}
 
 targets() {
 	# Test files as go test sees them: build tags applied, nested
