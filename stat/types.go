@@ -199,14 +199,14 @@ func ParseResources(args []string, namespace string) ([]Resource, error) {
 		if strings.EqualFold(args[0], "all") {
 			return nil, fmt.Errorf(`"all" takes no name`)
 		}
-		if name == "" {
-			// An empty argument would otherwise widen the query to
-			// every resource of the type.
-			return nil, fmt.Errorf("empty %s name", args[0])
-		}
 		rs, err := mk(args[0], name)
 		if err != nil {
 			return nil, err
+		}
+		if name == "" {
+			// An empty argument would otherwise widen the query to
+			// every resource of the type.
+			return nil, fmt.Errorf("empty %s name", rs[0].Kind)
 		}
 		add(rs)
 	}
