@@ -27,6 +27,7 @@ FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-100x}
 targets() {
 	# Test files as go test sees them: build tags applied, nested
 	# modules (localkube, install/prometheus) left to their own runs.
+	# shellcheck disable=SC2016 # a Go template, not shell
 	"$GO" list -f '{{$d := .Dir}}{{range .TestGoFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}{{range .XTestGoFiles}}{{$d}}/{{.}}{{"\n"}}{{end}}' ./... |
 		xargs -r grep -HE '^func Fuzz[A-Za-z0-9_]*\([a-z]+ \*testing\.F\)' |
 		sed -E "s|^$PWD/(.*)/[^/]+_test\.go:func (Fuzz[A-Za-z0-9_]*)\(.*|./\1:\2|" |
