@@ -46,6 +46,12 @@ $(BIN)/testsum: internal/cmd/testsum/main.go
 	@mkdir -p $(BIN)
 	$(GO) build -o $@ ./internal/cmd/testsum
 
+FUZZTIME ?= 30s
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (30s); FUZZ=regexp picks targets, `scripts/fuzz.sh -l` lists them
+	@FUZZTIME='$(FUZZTIME)' FUZZ='$(FUZZ)' GO='$(GO)' scripts/fuzz.sh
+
 .PHONY: generate
 generate: ## Regenerate the gRPC code (proto/), fixtures (captures) and golden files
 	@scripts/deps.sh generate

@@ -1,7 +1,11 @@
 package proxy
 
 import (
+	"bytes"
+	"net"
+	"slices"
 	"testing"
+	"time"
 )
 
 func TestDetect(t *testing.T) {
@@ -32,27 +36,73 @@ func TestDetect(t *testing.T) {
 	}
 }
 
-// FuzzDetect checks Detect's invariants: a decided answer never changes as
-// more bytes arrive, and undecided inputs are short.
+// FuzzDetect checks Detect's invariants for any input b and any bytes more
+// that arrive after it: a decided answer never changes as more bytes
+// arrive, undecided inputs are short, and each protocol is only claimed
+// for its own first bytes. detect, reading b and more off a connection in
+// whatever pieces the pipe delivers, returns a prefix of what was sent (the
+// bytes the proxy replays) and the answer Detect gives for that prefix.
 func FuzzDetect(f *testing.F) {
-	for _, s := range []string{"", "GET / HTTP/1.1\r\n\r\n", string(h2Preface), "\x16\x03\x01\x00\x05hello", "PRI", "garbage\x00\xff", "\x16"} {
-		f.Add([]byte(s))
+	for _, s := range [][2]string{
+		{"", ""}, {"GET / HTTP/1.1\r\n\r\n", ""}, {string(h2Preface), "\x00\x00"}, {"\x16\x03\x01\x00\x05hello", ""},
+		{"PRI", " * HTTP/2.0\r\n"}, {"garbage\x00\xff", "x"}, {"\x16", "\x03"}, {"DELE", "TE /x"}, {"PRI * HTTP/2.0\r\n\r\nS", "X"},
+	} {
+		f.Add([]byte(s[0]), []byte(s[1]))
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p, more := Detect(b)
-		if more && len(b) >= maxDetect {
+	f.Fuzz(func(t *testing.T, b, more []byte) {
+		p, undecided := Detect(b)
+		if undecided && len(b) >= maxDetect {
 			t.Fatalf("Detect(%q) undecided after %d bytes", b, len(b))
 		}
-		if !more {
-			for i := len(b); i <= len(b)+1; i++ {
-				ext := append(append([]byte{}, b...), 'x')
-				if p2, more2 := Detect(ext); more2 || p2 != p {
-					t.Fatalf("Detect(%q)=%v decided, but Detect(%q)=%v,%v", b, p, ext, p2, more2)
-				}
+		if undecided && p != Opaque {
+			t.Fatalf("Detect(%q) = %v but undecided", b, p)
+		}
+		all := append(append([]byte{}, b...), more...)
+		p2, undecided2 := Detect(all)
+		if !undecided && (undecided2 || p2 != p) {
+			t.Fatalf("Detect(%q) = %v decided, but Detect(%q) = %v, undecided %v", b, p, all, p2, undecided2)
+		}
+		switch p2 {
+		case TLS:
+			if len(all) < 2 || all[0] != 0x16 || all[1] != 0x03 {
+				t.Fatalf("Detect(%q) = TLS", all)
+			}
+		case HTTP2:
+			if !bytes.HasPrefix(all, h2Preface) {
+				t.Fatalf("Detect(%q) = h2 without the preface", all)
+			}
+		case HTTP1:
+			if i := bytes.IndexByte(all, ' '); i < 0 || !slices.ContainsFunc(methods, func(m []byte) bool { return bytes.Equal(m, all[:i+1]) }) {
+				t.Fatalf("Detect(%q) = http/1 without a method", all)
 			}
 		}
-		if p == TLS && (len(b) < 2 || b[0] != 0x16) {
-			t.Fatalf("Detect(%q) = TLS", b)
+
+		client, server := net.Pipe()
+		go func() {
+			defer client.Close()
+			// Two writes: the reader sees the bytes in pieces.
+			if _, err := client.Write(b); err == nil {
+				_, _ = client.Write(more)
+			}
+		}()
+		got, replay, err := detect(server, time.Minute)
+		server.Close()
+		if len(all) == 0 {
+			return
+		}
+		if err != nil {
+			t.Fatalf("detect(%q): %v", all, err)
+		}
+		if !bytes.HasPrefix(all, replay) || len(replay) == 0 {
+			t.Fatalf("detect(%q) replays %q, not a prefix of what was sent", all, replay)
+		}
+		if want, _ := Detect(replay); got != want {
+			t.Fatalf("detect(%q) = %v, but Detect(%q) = %v", all, got, replay, want)
+		}
+		// Whether it decided early or met the end of the stream, the
+		// answer is the whole stream's.
+		if got != p2 {
+			t.Fatalf("detect(%q) = %v, Detect = %v", all, got, p2)
 		}
 	})
 }

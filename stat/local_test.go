@@ -346,7 +346,7 @@ func TestParseResources(t *testing.T) {
 	if err != nil || len(got) != len(AllKinds) {
 		t.Errorf("all: %v, %v", got, err)
 	}
-	for _, bad := range [][]string{{"all/x"}, {"all", "x"}, {"deploy/web", "x"}, {"po", "a/b"}} {
+	for _, bad := range [][]string{{"all/x"}, {"all", "x"}, {"deploy/web", "x"}, {"po", "a/b"}, {"po//"}, {"deploy/a/b"}, {"deploy", ""}, {"deploy", "web", ""}} {
 		if _, err := ParseResources(bad, "ns"); err == nil {
 			t.Errorf("%v: want an error", bad)
 		}

@@ -175,6 +175,9 @@ func ParseResources(args []string, namespace string) ([]Resource, error) {
 			if name == "" {
 				return nil, fmt.Errorf("resource %q has an empty name", a)
 			}
+			if strings.Contains(name, "/") {
+				return nil, fmt.Errorf("resource %q has more than one slash: give TYPE/NAME", a)
+			}
 			if strings.EqualFold(typ, "all") {
 				return nil, fmt.Errorf("%q: \"all\" takes no name", a)
 			}
@@ -199,6 +202,11 @@ func ParseResources(args []string, namespace string) ([]Resource, error) {
 		rs, err := mk(args[0], name)
 		if err != nil {
 			return nil, err
+		}
+		if name == "" {
+			// An empty argument would otherwise widen the query to
+			// every resource of the type.
+			return nil, fmt.Errorf("empty %s name", rs[0].Kind)
 		}
 		add(rs)
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -95,16 +96,30 @@ func (p *parser) errf(pos int, format string, args ...any) error {
 	return &ParseError{Input: p.in, Pos: pos, Msg: fmt.Sprintf(format, args...)}
 }
 
+// spaceAt is the length of the white space character at i, 0 if there is
+// none. Space is what strings.TrimSpace trims, so that an expression and
+// its String (trimmed) parse alike.
+func (p *parser) spaceAt(i int) int {
+	if r, n := utf8.DecodeRuneInString(p.in[i:]); unicode.IsSpace(r) {
+		return n
+	}
+	return 0
+}
+
 func (p *parser) skipSpace() {
-	for p.pos < len(p.in) && (p.in[p.pos] == ' ' || p.in[p.pos] == '\t' || p.in[p.pos] == '\n') {
-		p.pos++
+	for p.pos < len(p.in) {
+		n := p.spaceAt(p.pos)
+		if n == 0 {
+			return
+		}
+		p.pos += n
 	}
 }
 
 // word is the rest of the current token, for error messages.
 func (p *parser) word() string {
 	end := p.pos
-	for end < len(p.in) && !strings.ContainsRune(" \t\n()&|", rune(p.in[end])) {
+	for end < len(p.in) && !strings.ContainsRune("()&|", rune(p.in[end])) && p.spaceAt(end) == 0 {
 		end++
 	}
 	if end == p.pos && end < len(p.in) {
@@ -239,7 +254,7 @@ func isFieldChar(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-' || c == '/'
 }
 
-// value reads a quoted string or a bare word up to a space, a parenthesis
+// value reads a quoted string or a bare word up to white space, a parenthesis
 // or a && / ||.
 func (p *parser) value() (string, error) {
 	if p.pos >= len(p.in) {
@@ -266,7 +281,7 @@ func (p *parser) value() (string, error) {
 	start := p.pos
 	for p.pos < len(p.in) {
 		c := p.in[p.pos]
-		if c == ' ' || c == '\t' || c == '\n' || c == ')' || c == '(' ||
+		if c == ')' || c == '(' || p.spaceAt(p.pos) > 0 ||
 			strings.HasPrefix(p.in[p.pos:], "&&") || strings.HasPrefix(p.in[p.pos:], "||") {
 			break
 		}

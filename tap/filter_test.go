@@ -156,6 +156,29 @@ func TestFilterErrors(t *testing.T) {
 	}
 }
 
+// Any white space separates tokens, as strings.TrimSpace sees it: a filter
+// pasted with CRLF or a no-break space means what it says, and its String
+// (trimmed) parses to the same filter.
+func TestFilterWhiteSpace(t *testing.T) {
+	e := sampleEnd()
+	for _, expr := range []string{"status>=500\r\n&&\fmethod==GET\v", "status>=500\u00a0&& method==GET\u2003", "path!~\f"} {
+		f, err := ParseFilter(expr)
+		if expr == "path!~\f" {
+			if err == nil {
+				t.Errorf("%q parsed: a form feed is not a value", expr)
+			}
+			continue
+		}
+		if err != nil || !f.Match(e) {
+			t.Errorf("%q: %v, match %v", expr, err, err == nil && f.Match(e))
+			continue
+		}
+		if again, err := ParseFilter(f.String()); err != nil || !again.Match(e) {
+			t.Errorf("%q: String %q: %v", expr, f.String(), err)
+		}
+	}
+}
+
 func TestParseErrorPointer(t *testing.T) {
 	_, err := ParseFilter("tls!=true && status>=5x")
 	var pe *ParseError
@@ -168,11 +191,19 @@ func TestParseErrorPointer(t *testing.T) {
 	}
 }
 
+// FuzzParseFilter checks the filter language on any expression: an error
+// is a one-line *ParseError pointing inside the expression; an expression
+// that parses means the same when parsed again from its String, and
+// negating or parenthesising it parses too and selects exactly the
+// complement or the same events.
 func FuzzParseFilter(f *testing.F) {
 	for _, s := range []string{"status>=500", "tls!=true && (latency>100ms || !src.namespace==x)", `path=~"a|b"`, "((", "status==5xx", "a\x00b", "!(!(!x==1))"} {
 		f.Add(s)
 	}
-	e := sampleEnd()
+	end := sampleEnd()
+	req := *end
+	req.Kind, req.Status, req.Latency, req.HasGRPCStatus = KindRequest, 0, 0, false
+	events := []*Event{end, &req, {}}
 	f.Fuzz(func(t *testing.T, expr string) {
 		flt, err := ParseFilter(expr)
 		if err != nil {
@@ -183,10 +214,37 @@ func FuzzParseFilter(f *testing.F) {
 			if pe.Pos < 0 || pe.Pos > len(expr) {
 				t.Fatalf("%q: position %d out of range", expr, pe.Pos)
 			}
-			_ = pe.Pointer()
+			if msg := err.Error(); strings.ContainsAny(msg, "\n\r") {
+				t.Fatalf("%q: error is not one line: %q", expr, msg)
+			}
+			if lines := strings.Split(pe.Pointer(), "\n"); len(lines) != 2 || !strings.HasSuffix(lines[1], "^") {
+				t.Fatalf("%q: pointer %q is not the expression and a caret", expr, pe.Pointer())
+			}
 			return
 		}
-		flt.Match(e)
-		flt.Match(&Event{})
+		if flt == nil {
+			if strings.TrimSpace(expr) != "" {
+				t.Fatalf("%q: a nil filter for a non-empty expression", expr)
+			}
+			return
+		}
+		reparsed := mustParse(t, flt.String())
+		not := mustParse(t, "!("+expr+")")
+		paren := mustParse(t, "("+expr+")")
+		for _, e := range events {
+			m := flt.Match(e)
+			if reparsed.Match(e) != m || paren.Match(e) != m || not.Match(e) == m {
+				t.Fatalf("%q on %+v: %v, but from String %v, parenthesised %v, negated %v", expr, e, m, reparsed.Match(e), paren.Match(e), not.Match(e))
+			}
+		}
 	})
+}
+
+func mustParse(t *testing.T, expr string) *Filter {
+	t.Helper()
+	f, err := ParseFilter(expr)
+	if err != nil || f == nil {
+		t.Fatalf("%q does not parse: %v", expr, err)
+	}
+	return f
 }

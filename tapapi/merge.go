@@ -134,7 +134,8 @@ type scanned struct {
 	// stage is 0 for an event that is not HTTP.
 	stage int
 	key   streamKey
-	dir   uint64
+	// dir is the ProxyDirection, an int32 enum on the wire.
+	dir int32
 	// src and dst are the peers' addresses (invalid when absent);
 	// dstLabeled says the proxy put labels in destination_meta.
 	src, dst   netip.Addr
@@ -142,7 +143,10 @@ type scanned struct {
 }
 
 // scanEvent reads an encoded TapEvent's dropped_before, direction, HTTP
-// stage, stream id and peers.
+// stage, stream id and peers, as protobuf decodes them: a scalar repeated
+// on the wire takes its last value, and a message repeated on the wire
+// (or a oneof member repeated) is merged field by field, so the merger
+// reads what the client will decode.
 func scanEvent(b []byte) (sc scanned, err error) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -159,7 +163,7 @@ func scanEvent(b []byte) (sc scanned, err error) {
 			if num == fieldDroppedBefore {
 				sc.dropped = v
 			} else {
-				sc.dir = v
+				sc.dir = int32(v)
 			}
 			b = b[n:]
 			continue
@@ -171,16 +175,16 @@ func scanEvent(b []byte) (sc scanned, err error) {
 			b = b[n:]
 			switch num {
 			case fieldHTTP:
-				if sc.stage, sc.key, err = scanHTTP(v); err != nil {
+				if sc.stage, sc.key, err = scanHTTP(v, sc.stage, sc.key); err != nil {
 					return sc, err
 				}
 			case fieldSource:
-				sc.src = scanIP(v)
+				sc.src = scanIP(v, sc.src)
 			case fieldDestination:
-				sc.dst = scanIP(v)
+				sc.dst = scanIP(v, sc.dst)
 			case fieldDestinationMeta:
-				// Any map entry is a label (field 1 of EndpointMeta).
-				if len(v) > 0 {
+				// Labels are field 1 of EndpointMeta, one entry each.
+				if hasField(v, 1, protowire.BytesType) {
 					sc.dstLabeled = true
 				}
 			}
@@ -195,10 +199,30 @@ func scanEvent(b []byte) (sc scanned, err error) {
 	return sc, nil
 }
 
-// scanIP reads a TcpAddress's ip; an unreadable one is no address (the
-// event is still passed on, only not named).
-func scanIP(b []byte) netip.Addr {
-	var ip netip.Addr
+// hasField says whether an encoded message holds field num of type typ.
+func hasField(b []byte, num protowire.Number, typ protowire.Type) bool {
+	for len(b) > 0 {
+		fnum, ftyp, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		if fnum == num && ftyp == typ {
+			return true
+		}
+		b = b[n:]
+		n = protowire.ConsumeFieldValue(fnum, ftyp, b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+	}
+	return false
+}
+
+// scanIP reads a TcpAddress's ip over ip, what earlier occurrences of the
+// address said; an unreadable one is no address (the event is still passed
+// on, only not named).
+func scanIP(b []byte, ip netip.Addr) netip.Addr {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -211,9 +235,8 @@ func scanIP(b []byte) netip.Addr {
 				return netip.Addr{}
 			}
 			b = b[n:]
-			if a, ok := netip.AddrFromSlice(v); ok {
-				ip = a.Unmap()
-			}
+			a, _ := netip.AddrFromSlice(v)
+			ip = a.Unmap()
 			continue
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
@@ -225,7 +248,9 @@ func scanIP(b []byte) netip.Addr {
 	return ip
 }
 
-func scanHTTP(b []byte) (stage int, key streamKey, err error) {
+// scanHTTP reads a TapEvent.Http over what earlier occurrences of it said:
+// another stage replaces the stage (a oneof), the same stage merges its id.
+func scanHTTP(b []byte, stage int, key streamKey) (int, streamKey, error) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -238,6 +263,9 @@ func scanHTTP(b []byte) (stage int, key streamKey, err error) {
 				return 0, key, errBadEvent
 			}
 			b = b[n:]
+			if int(num) != stage {
+				key = streamKey{}
+			}
 			stage = int(num)
 			// Every stage's message has its StreamId as field 1.
 			for len(v) > 0 {
@@ -252,7 +280,8 @@ func scanHTTP(b []byte) (stage int, key streamKey, err error) {
 						return 0, key, errBadEvent
 					}
 					v = v[idn:]
-					if key, err = scanID(id); err != nil {
+					var err error
+					if key, err = scanID(id, key); err != nil {
 						return 0, key, err
 					}
 					continue
@@ -274,7 +303,8 @@ func scanHTTP(b []byte) (stage int, key streamKey, err error) {
 	return stage, key, nil
 }
 
-func scanID(b []byte) (key streamKey, err error) {
+// scanID reads a StreamId over key, what earlier occurrences of it said.
+func scanID(b []byte, key streamKey) (streamKey, error) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
