@@ -145,7 +145,7 @@ func TestCARBACIsLeastPrivilege(t *testing.T) {
 			"/events":                 {"create", "patch"},
 		},
 		"Role": {
-			"/secrets":                    {"get"},
+			"/secrets":                   {"get"},
 			"coordination.k8s.io/leases": {"create", "get", "update"},
 		},
 	}
