@@ -618,9 +618,7 @@ func TestDashboardOnDemo(t *testing.T) {
 		readyPod(ctx, t, client, ns, "app="+app)
 	}
 	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=prometheus")
-	if reason := serviceDNSProbe(ctx, t, client, ns); reason != "" {
-		t.Skipf("SKIP: the local cluster cannot run the demo: a pod cannot reach web-svc.%s:80 by name: %s", ns, reason)
-	}
+	waitServiceDNS(ctx, t, client, ns)
 	const window = 30 * time.Second
 	base := startDashboard(t, "-L", cp, "--kubeconfig", kubeconfig, "-t", window.String(), "--refresh", "5s")
 
