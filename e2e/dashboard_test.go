@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	"meshtls/contract"
+	"meshtls/testutil/chromium"
 	"meshtls/testutil/localcluster"
 )
 
@@ -225,10 +226,7 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 	})
 
 	t.Run("in chromium: the live namespace page", func(t *testing.T) {
-		path, err := exec.LookPath("chromium")
-		if err != nil {
-			t.Fatal("chromium is not installed: run `make deps` (Debian's chromium package)")
-		}
+		path := chromium.Path(t)
 		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 			chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.WindowSize(1280, 800),
 			chromedp.Flag("disable-dev-shm-usage", true))...)
