@@ -151,12 +151,10 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Its three computations (the namespace's deployments, the edges
-		// from and to web) scrape at once: one window, not three.
-		took := time.Since(start)
-		if took >= 2*window {
-			t.Errorf("the deployment page took %v with a %v window", took, window)
-		}
-		t.Logf("deployment page, scraping the proxies over %v: %v", window, took)
+		// from and to web) scrape at once; dashboard's
+		// TestDeploymentPageComputationsOverlap shows that by events. The
+		// time on a shared machine is logged, not asserted.
+		t.Logf("deployment page, scraping the proxies over %v: %v", window, time.Since(start))
 		for _, want := range []string{`/ns/` + ns + `/deploy/web/tap`, emojiID, votingID} {
 			if !strings.Contains(page, html.EscapeString(want)) {
 				t.Errorf("the deployment page does not name %q", want)
