@@ -97,6 +97,33 @@ func podDirOf(t *testing.T, client kubernetes.Interface, ns, app string) podFile
 	return podFiles{dir}
 }
 
+// bundleCerts counts the certificates in the pod's trust bundle.
+func (p podFiles) bundleCerts() (int, error) {
+	b, err := os.ReadFile(filepath.Join(p.dir, "volumes", contract.TrustAnchorsVolume, contract.BundleKey))
+	if err != nil {
+		return 0, err
+	}
+	certs, err := pki.ParseCerts(b)
+	return len(certs), err
+}
+
+// leafIssuer is the fingerprint of the issuer that the pod's leaf names
+// in its chain.
+func (p podFiles) leafIssuer() (string, error) {
+	cert, _, err := p.read()
+	if err != nil {
+		return "", err
+	}
+	if len(cert.Certificate) < 2 {
+		return "", errors.New("the leaf's chain has no issuer")
+	}
+	issuer, err := x509.ParseCertificate(cert.Certificate[1])
+	if err != nil {
+		return "", err
+	}
+	return pki.Fingerprint(issuer), nil
+}
+
 type handshakeStats struct {
 	ok, failed atomic.Int64
 	mu         sync.Mutex
@@ -219,8 +246,48 @@ func TestRotationKeepsHandshakesWorking(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
-	res, err := Rotate(ctx, client, RotateOptions{ControlNamespace: controlNS, PropagationDelay: 4 * time.Second,
-		Progress: func(step, msg string) { t.Logf("rotate [%s] %s", step, msg) }})
+	// Rotate waits PropagationDelay for kubelets to deliver each step's
+	// Secrets; a kubelet that is slower on a loaded machine would fail
+	// handshakes for a reason outside the rotation. So before each wait
+	// the test also waits until both pods' files show the step delivered:
+	// what is tested is the order of the steps, given delivery.
+	delivered := func(what string, ok func(podFiles) error) {
+		t.Helper()
+		start := time.Now()
+		localcluster.Eventually(t, 2*time.Minute, func() error {
+			for _, p := range []podFiles{serverPod, clientPod} {
+				if err := ok(p); err != nil {
+					return fmt.Errorf("%s: %w", what, err)
+				}
+			}
+			return nil
+		})
+		t.Logf("%s in both pods' files %s after rotate asked", what, time.Since(start).Round(time.Millisecond))
+	}
+	oldIssuer := pki.Fingerprint(oldRoot.Cert)
+	res, err := Rotate(ctx, client, RotateOptions{ControlNamespace: controlNS, PropagationDelay: time.Second,
+		Progress: func(step, msg string) {
+			t.Logf("rotate [%s] %s", step, msg)
+			if !strings.Contains(msg, "for kubelets to deliver them") {
+				return
+			}
+			switch step {
+			case contract.RotationAddAnchors:
+				delivered("both roots in the trust bundle", func(p podFiles) error {
+					if n, err := p.bundleCerts(); err != nil || n < 2 {
+						return fmt.Errorf("%d roots (%v)", n, err)
+					}
+					return nil
+				})
+			case contract.RotationReissue:
+				delivered("a leaf from the new root", func(p podFiles) error {
+					if fp, err := p.leafIssuer(); err != nil || fp == oldIssuer {
+						return fmt.Errorf("leaf still from the old root (%v)", err)
+					}
+					return nil
+				})
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,22 +25,13 @@ import (
 	"meshtls/check"
 	"meshtls/dashboard"
 	tapfixtures "meshtls/fixtures/tap"
+	"meshtls/testutil/chromium"
 )
 
 // The browser tests drive Debian's chromium headless through chromedp:
 // what a person sees, not only what the server sends. `make test`
-// installs chromium (scripts/deps.sh); without it they skip and say why.
-
-func chromiumPath(t testing.TB) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("skipping the browser test: chromium is not installed (scripts/deps.sh installs Debian's chromium; make test runs it)")
-	return ""
-}
+// installs chromium (scripts/deps.sh); without it they fail in CI and
+// elsewhere skip and say why (testutil/chromium).
 
 // testOutputDir is where screenshots go: $TEST_OUTPUT when set (kept),
 // else the test's temporary directory.
@@ -79,7 +69,7 @@ func newBrowser(t testing.TB, width, height int) *browser {
 func newBrowserWith(t testing.TB, width, height int, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.ExecPath(chromium.Path(t)),
 		// Tests run as root, where chromium's sandbox cannot start.
 		chromedp.NoSandbox,
 		chromedp.WindowSize(width, height),

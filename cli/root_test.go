@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -47,10 +48,31 @@ func TestGlobalFlags(t *testing.T) {
 }
 
 func TestCompletion(t *testing.T) {
-	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
+	// Each script registers linkerd's completer with its shell, and the
+	// completer asks linkerd itself (__complete) for the candidates.
+	for shell, markers := range map[string][]string{
+		"bash":       {"__start_linkerd()", "complete -o default -F __start_linkerd linkerd"},
+		"zsh":        {"#compdef linkerd", "compdef _linkerd linkerd"},
+		"fish":       {"complete -c linkerd "},
+		"powershell": {"Register-ArgumentCompleter -CommandName 'linkerd'"},
+	} {
 		res := execute(t, false, "completion", shell)
-		if res.code != 0 || !strings.Contains(res.out, "linkerd") {
-			t.Errorf("%s: exit %d, %d bytes", shell, res.code, len(res.out))
+		if res.code != 0 {
+			t.Errorf("%s: exit %d: %s", shell, res.code, res.errOut)
+			continue
+		}
+		for _, m := range append(markers, "__complete") {
+			if !strings.Contains(res.out, m) {
+				t.Errorf("%s completion script lacks %q (%d bytes)", shell, m, len(res.out))
+			}
+		}
+		if shell == "bash" {
+			// bash itself must parse it.
+			cmd := exec.Command("bash", "-n")
+			cmd.Stdin = strings.NewReader(res.out)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("bash -n rejects the bash completion script: %v\n%s", err, out)
+			}
 		}
 	}
 	if res := execute(t, false, "completion", "powershell-ish"); res.code != 2 {

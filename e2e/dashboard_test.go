@@ -29,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	"meshtls/contract"
+	"meshtls/testutil/chromium"
 	"meshtls/testutil/localcluster"
 )
 
@@ -153,12 +154,10 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Its three computations (the namespace's deployments, the edges
-		// from and to web) scrape at once: one window, not three.
-		took := time.Since(start)
-		if took >= 2*window {
-			t.Errorf("the deployment page took %v with a %v window", took, window)
-		}
-		t.Logf("deployment page, scraping the proxies over %v: %v", window, took)
+		// from and to web) scrape at once; dashboard's
+		// TestDeploymentPageComputationsOverlap shows that by events. The
+		// time on a shared machine is logged, not asserted.
+		t.Logf("deployment page, scraping the proxies over %v: %v", window, time.Since(start))
 		for _, want := range []string{`/ns/` + ns + `/deploy/web/tap`, emojiID, votingID} {
 			if !strings.Contains(page, html.EscapeString(want)) {
 				t.Errorf("the deployment page does not name %q", want)
@@ -228,10 +227,7 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 	})
 
 	t.Run("in chromium: the live namespace page", func(t *testing.T) {
-		path, err := exec.LookPath("chromium")
-		if err != nil {
-			t.Fatal("chromium is not installed: run `make deps` (Debian's chromium package)")
-		}
+		path := chromium.Path(t)
 		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 			chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.WindowSize(1280, 800),
 			chromedp.Flag("disable-dev-shm-usage", true))...)
@@ -623,9 +619,7 @@ func TestDashboardOnDemo(t *testing.T) {
 		readyPod(ctx, t, client, ns, "app="+app)
 	}
 	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=prometheus")
-	if reason := serviceDNSProbe(ctx, t, client, ns); reason != "" {
-		t.Skipf("SKIP: the local cluster cannot run the demo: a pod cannot reach web-svc.%s:80 by name: %s", ns, reason)
-	}
+	waitServiceDNS(ctx, t, client, ns)
 	const window = 30 * time.Second
 	base := startDashboard(t, "-L", cp, "--kubeconfig", kubeconfig, "-t", window.String(), "--refresh", "5s")
 

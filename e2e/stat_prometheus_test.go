@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -99,13 +98,10 @@ func TestStatUsesControlPlanePrometheus(t *testing.T) {
 		t.Errorf("linkerd version: %q, want the control plane's version", out)
 	}
 
-	// Reach it as stat will; a kubelet without port-forward support is the
-	// one reason to skip (the local kubelet gains it in another branch).
+	// Reach it as stat will, through a port-forward: the local kubelet
+	// supports it, so a kubelet that answers it is unsupported is a
+	// regression, not a reason to skip.
 	cp, err := stat.ConnectControlPlanePrometheus(ctx, localcluster.Config(t), client, controlNS)
-	var pfErr *stat.PortForwardError
-	if errors.As(err, &pfErr) && pfErr.Unsupported() {
-		t.Skipf("SKIP: the kubelet does not support port-forward yet: %v", err)
-	}
 	if err != nil {
 		t.Fatalf("control plane Prometheus: %v", err)
 	}

@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
 	"meshtls/ca/pki"
@@ -119,18 +121,98 @@ func TestNoCAWithoutTLS(t *testing.T) {
 }
 
 // The CA must not be able to do more than its job: no wildcard, nothing
-// cluster-wide beyond pods, owners, Secrets and ConfigMaps.
+// cluster-wide beyond pods, owners, Secrets, its bundle ConfigMap and
+// Events; in its own namespace, its root and its Lease. The roles are found
+// through the bindings of the CA's ServiceAccount, so a renamed or unbound
+// role fails here instead of passing with nothing to check.
 func TestCARBACIsLeastPrivilege(t *testing.T) {
 	out := render(t, Options{Version: "v1", TLS: "optional"})
-	if bytes.Contains(out, []byte(`"*"`)) || bytes.Contains(out, []byte("- '*'")) {
-		t.Fatal("RBAC uses a wildcard")
-	}
 	docs := documents(t, out)
-	cr := docs["ClusterRole/linkerd-ca-linkerd"]
-	for _, forbidden := range []string{"delete", "update\n", "nodes", "escalate", "bind", "impersonate"} {
-		if strings.Contains(cr, forbidden) {
-			t.Errorf("CA ClusterRole grants %q", strings.TrimSpace(forbidden))
+	const sa, ns = "linkerd-ca", "linkerd"
+	// allowed[scope][group/resource] lists the verbs the CA may hold there.
+	allowed := map[string]map[string][]string{
+		"ClusterRole": {
+			"/pods":                   {"list", "watch"},
+			"/replicationcontrollers": {"get"},
+			"apps/deployments":        {"get"},
+			"apps/statefulsets":       {"get"},
+			"apps/daemonsets":         {"get"},
+			"apps/replicasets":        {"get"},
+			"batch/jobs":              {"get"},
+			"batch/cronjobs":          {"get"},
+			"/secrets":                {"list", "watch", "create", "patch"},
+			"/configmaps":             {"list", "watch", "create", "patch"},
+			"/events":                 {"create", "patch"},
+		},
+		"Role": {
+			"/secrets":                   {"get"},
+			"coordination.k8s.io/leases": {"create", "get", "update"},
+		},
+	}
+	// Resources the CA may only reach by name.
+	named := map[string][]string{
+		"ClusterRole//configmaps": {contract.BundleConfigMap},
+		"Role//secrets":           {contract.RootSecret},
+	}
+	bound := map[string]bool{}
+	for key, d := range docs {
+		kind, _, _ := strings.Cut(key, "/")
+		if kind != "ClusterRoleBinding" && kind != "RoleBinding" {
+			continue
 		}
+		var b rbacv1.RoleBinding // a ClusterRoleBinding has the same fields
+		if err := yaml.UnmarshalStrict([]byte(d), &b); err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		if !slices.ContainsFunc(b.Subjects, func(s rbacv1.Subject) bool {
+			return s.Kind == "ServiceAccount" && s.Name == sa && s.Namespace == ns
+		}) {
+			continue
+		}
+		role := b.RoleRef.Kind + "/" + b.RoleRef.Name
+		rd, ok := docs[role]
+		if !ok {
+			t.Fatalf("%s binds the CA to %s, which install does not ship", key, role)
+		}
+		if kind == "ClusterRoleBinding" && b.RoleRef.Kind != "ClusterRole" || kind == "RoleBinding" && b.RoleRef.Kind != "Role" {
+			t.Errorf("%s refers to a %s: the CA's namespaced grants must stay namespaced", key, b.RoleRef.Kind)
+		}
+		bound[role] = true
+		var r rbacv1.ClusterRole // a Role has the same fields
+		if err := yaml.UnmarshalStrict([]byte(rd), &r); err != nil {
+			t.Fatalf("%s: %v", role, err)
+		}
+		if len(r.Rules) == 0 || r.AggregationRule != nil {
+			t.Errorf("%s: %d rules, aggregation %v: want explicit rules", role, len(r.Rules), r.AggregationRule)
+		}
+		for i, rule := range r.Rules {
+			if len(rule.NonResourceURLs) > 0 {
+				t.Errorf("%s rule %d grants non-resource URLs %v", role, i, rule.NonResourceURLs)
+			}
+			for _, g := range rule.APIGroups {
+				for _, res := range rule.Resources {
+					gr := g + "/" + res
+					ok, known := allowed[b.RoleRef.Kind][gr]
+					if !known {
+						t.Errorf("%s rule %d grants %s, which the CA does not need", role, i, gr)
+						continue
+					}
+					for _, v := range rule.Verbs {
+						if !slices.Contains(ok, v) {
+							t.Errorf("%s rule %d grants %q on %s", role, i, v, gr)
+						}
+					}
+					if want, ok := named[b.RoleRef.Kind+"/"+gr]; ok && !slices.Equal(rule.ResourceNames, want) {
+						t.Errorf("%s rule %d: %s by names %v, want only %v", role, i, gr, rule.ResourceNames, want)
+					}
+				}
+			}
+		}
+	}
+	// Both scopes must be bound: a rename that unbinds one is a failure,
+	// not a role with nothing left to check.
+	if !bound["ClusterRole/linkerd-ca-"+ns] || !bound["Role/linkerd-ca"] || len(bound) != 2 {
+		t.Fatalf("the CA's ServiceAccount is bound to %v, want one ClusterRole and one Role", bound)
 	}
 }
 

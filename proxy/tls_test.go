@@ -304,15 +304,15 @@ func TestTap(t *testing.T) {
 // dropped_before once it reads again.
 func TestSlowTapConsumer(t *testing.T) {
 	m := newMesh(t, meshOpts{idA: idA, idB: idB, tuneB: func(c *Config) { c.TapBuffer = 4 }})
-	run := func(n int) time.Duration {
+	run := func(path string, n int) time.Duration {
 		start := time.Now()
 		var wg sync.WaitGroup
 		for w := 0; w < 4; w++ {
 			c := m.client(false)
 			wg.Go(func() {
 				for i := 0; i < n/4; i++ {
-					if code, _ := get(t, c, m.url("/load")); code != 200 {
-						t.Errorf("status %d", code)
+					if code, _ := get(t, c, m.url(path)); code != 200 {
+						t.Errorf("%s: status %d", path, code)
 						return
 					}
 				}
@@ -321,10 +321,14 @@ func TestSlowTapConsumer(t *testing.T) {
 		wg.Wait()
 		return time.Since(start)
 	}
-	base := run(400)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st, err := tapClient(t, m.b.addr("tap"), idCtrl).Observe(ctx, &tappb.ObserveRequest{})
+	// The stream taps /tapped only, so requests to /load go through the
+	// same proxy at the same time untapped: the two are compared in
+	// interleaved batches, which a loaded machine slows alike.
+	req := &tappb.ObserveRequest{Match: &tappb.ObserveRequest_Match{Match: &tappb.ObserveRequest_Match_Http_{Http: &tappb.ObserveRequest_Match_Http{
+		Match: &tappb.ObserveRequest_Match_Http_Path{Path: &tappb.ObserveRequest_Match_Http_StringMatch{Match: &tappb.ObserveRequest_Match_Http_StringMatch_Prefix{Prefix: "/tapped"}}}}}}}
+	st, err := tapClient(t, m.b.addr("tap"), idCtrl).Observe(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,11 +337,17 @@ func TestSlowTapConsumer(t *testing.T) {
 	})
 	// The consumer reads nothing while 2,000 requests go by (about 6,000
 	// events: more than the stream's buffer and gRPC's flow-control
-	// window hold).
-	tapped := run(2000) / 5
-	t.Logf("400 requests: %s untapped, %s per 400 with a stalled tap stream", base, tapped)
-	if tapped > 3*base+time.Second {
-		t.Errorf("a stalled tap stream slowed traffic: %s vs %s per 400 requests", tapped, base)
+	// window hold). A stall that reached the traffic would hold these
+	// requests past the client's 10 s timeout.
+	run("/tapped", 2000)
+	var untapped, tapped time.Duration
+	for range 5 {
+		untapped += run("/load", 200)
+		tapped += run("/tapped", 200)
+	}
+	t.Logf("1,000 requests in interleaved batches: %s untapped, %s tapped by a stalled stream", untapped, tapped)
+	if tapped > 3*untapped {
+		t.Errorf("a stalled tap stream slowed the requests it taps: %s vs %s untapped", tapped, untapped)
 	}
 	dropped := metric(t, m.b.addr("admin"), "tap_events_dropped_total", nil)
 	if dropped == 0 {
@@ -354,13 +364,13 @@ func TestSlowTapConsumer(t *testing.T) {
 				return
 			}
 			reported += ev.GetDroppedBefore()
-			if ev.GetHttp().GetRequestInit().GetPath() == "/last" {
+			if ev.GetHttp().GetRequestInit().GetPath() == "/tapped/last" {
 				return
 			}
 		}
 	}()
 	time.Sleep(500 * time.Millisecond) // let the drain reach the live end
-	get(t, m.client(false), m.url("/last"))
+	get(t, m.client(false), m.url("/tapped/last"))
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"net/http"
 	"path"
@@ -173,6 +174,8 @@ func metricValues(m *dto.Metric) []float64 {
 			count = m.Histogram.GetSampleCountFloat()
 		}
 		return append(v, count, m.Histogram.GetSampleSum())
+	case m.Summary != nil:
+		return []float64{float64(m.Summary.GetSampleCount()), m.Summary.GetSampleSum()}
 	}
 	return nil
 }
@@ -222,7 +225,10 @@ func (p *replayPod) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// exact linear growth however late a loaded machine serves the scrape.
 	nowMs := stepDown(time.Now().UnixMilli(), p.step)
 	frac := time.UnixMilli(nowMs).Sub(p.began).Seconds() / p.span.Seconds()
-	w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	// The page is written whole or not at all: a family that cannot be
+	// encoded must fail the scrape, not end the page early (a scraper
+	// would take a cut page for a pod with fewer metrics).
+	var page bytes.Buffer
 	for _, f := range p.start {
 		scaled := &dto.MetricFamily{Name: f.Name, Help: f.Help, Type: f.Type}
 		for _, m := range f.GetMetric() {
@@ -231,10 +237,13 @@ func (p *replayPod) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			am.TimestampMs = &nowMs
 			scaled.Metric = append(scaled.Metric, am)
 		}
-		if _, err := expfmt.MetricFamilyToText(w, scaled); err != nil {
+		if _, err := expfmt.MetricFamilyToText(&page, scaled); err != nil {
+			http.Error(w, fmt.Sprintf("replay of %s: %v", f.GetName(), err), http.StatusInternalServerError)
 			return
 		}
 	}
+	w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	_, _ = w.Write(page.Bytes())
 }
 
 // advance returns m with each number grown by frac of its increase.
@@ -263,6 +272,12 @@ func advance(m *dto.Metric, inc []float64, frac float64) *dto.Metric {
 		h.SampleCountFloat = &vals[n]
 		h.SampleSum = &vals[n+1]
 		out.Histogram = h
+	case m.Summary != nil:
+		// Proxies export summaries only for the Go runtime, which stat
+		// never reads; a whole count and its quantiles as first scraped
+		// are enough for them.
+		count := uint64(math.Round(vals[0]))
+		out.Summary = &dto.Summary{SampleCount: &count, SampleSum: &vals[1], Quantile: m.Summary.Quantile}
 	}
 	return out
 }

@@ -69,7 +69,9 @@ func TestScraperMatchesCapture(t *testing.T) {
 		Progress: func(time.Duration, int) { progress.Add(1) },
 	}
 	q := stat.Query{Resource: stat.Resource{Kind: stat.KindAuthority, Namespace: "emojivoto"}, Window: 3 * time.Second}
+	began := time.Now()
 	live, err := stat.Compute(context.Background(), q, scraper, c)
+	took := time.Since(began)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +107,11 @@ func TestScraperMatchesCapture(t *testing.T) {
 	if progress.Load() == 0 {
 		t.Errorf("no progress reported while waiting")
 	}
-	if w := live.Window; w < 2900*time.Millisecond || w > 4*time.Second {
-		t.Errorf("window %s, want about 3s", w)
+	// The window is the time measured between the first and the last
+	// round: at least the 3 s asked for, and within the call that measured
+	// it (a late timer on a loaded machine only lengthens both).
+	if w := live.Window; w < 3*time.Second || w > took {
+		t.Errorf("window %s, want from 3s to the %s the computation took", w, took)
 	}
 }
 

@@ -40,18 +40,29 @@ func TestRulesAreLinkerdsForInjectsFlags(t *testing.T) {
 	}
 }
 
+// Each bad flag gives one line that names the flag and the bad value.
 func TestBadFlagsGiveOneLine(t *testing.T) {
-	for _, args := range [][]string{
-		{"--inbound-ports-to-ignore", "4190,http"},
-		{"--incoming-proxy-port", "70000"},
-		{"--proxy-uid", "-1"},
-		{"--outbound-ports-to-ignore", "0"},
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--inbound-ports-to-ignore", "4190,http"}, []string{"--inbound-ports-to-ignore", `"http"`}},
+		{[]string{"--incoming-proxy-port", "70000"}, []string{"--incoming-proxy-port", "70000"}},
+		{[]string{"--outgoing-proxy-port", "0"}, []string{"--outgoing-proxy-port", "0"}},
+		{[]string{"--proxy-uid", "-1"}, []string{"--proxy-uid", "-1"}},
+		{[]string{"--outbound-ports-to-ignore", "0"}, []string{"--outbound-ports-to-ignore", `"0"`}},
 	} {
 		cmd := newRootCmd(&bytes.Buffer{})
-		cmd.SetArgs(append(args, "--simulate"))
+		cmd.SetArgs(append(tc.args, "--simulate"))
 		err := cmd.Execute()
 		if err == nil || strings.Contains(err.Error(), "\n") {
-			t.Errorf("%v: error %v, want one line", args, err)
+			t.Errorf("%v: error %v, want one line", tc.args, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%v: error %q does not name %s", tc.args, err, w)
+			}
 		}
 	}
 }

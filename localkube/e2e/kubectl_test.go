@@ -83,8 +83,10 @@ func TestFiftyReplicasBecomeReady(t *testing.T) {
 		if err == nil && d.Status.ReadyReplicas == 50 {
 			break
 		}
-		if time.Since(start) > 90*time.Second {
-			t.Fatalf("50 replicas not Ready within 90s (ready: %d)", d.Status.ReadyReplicas)
+		// A timeout, not a speed target: the package's other tests run
+		// beside this one on a shared machine (the time is logged).
+		if time.Since(start) > 5*time.Minute {
+			t.Fatalf("50 replicas not Ready within 5m (ready: %d)", d.Status.ReadyReplicas)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -182,10 +182,13 @@ func TestSecretUpdateReachesTheFilesAtomically(t *testing.T) {
 	if _, err := client.CoreV1().Secrets(ns).Update(ctx, secret, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The kubelet syncs each pod about once a second; the deadline only
+	// ends a test whose update never arrives, with room for a loaded
+	// machine (the time taken is logged).
 	updated := time.Now()
 	for get(t, p.Status.PodIP, "/file") != "two" {
-		if time.Since(updated) > 2*time.Second {
-			t.Fatalf("secret update did not reach %s within 2s", tokenFile)
+		if time.Since(updated) > 60*time.Second {
+			t.Fatalf("secret update did not reach %s within 60s", tokenFile)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

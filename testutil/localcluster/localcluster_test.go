@@ -22,7 +22,8 @@ func TestClientTalksToARealAPIServerWithARegisteredNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(v.GitVersion, "v1.36") && v.Major != "1" {
+	// localkube builds Kubernetes v1.36 (localkube/localkube.mk).
+	if !strings.HasPrefix(v.GitVersion, "v1.36.") || v.Major != "1" || v.Minor != "36" {
 		t.Errorf("server version %+v", v)
 	}
 	node, err := client.CoreV1().Nodes().Get(context.Background(), "localkube", metav1.GetOptions{})
@@ -64,11 +65,7 @@ func TestNamespaceAcceptsPodsAndControllersRun(t *testing.T) {
 }
 
 func TestKubeconfigWorksForKubectl(t *testing.T) {
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Skip("kubectl not installed (Debian package kubectl)")
-	}
-	out, err := exec.Command(kubectl, "--kubeconfig", Kubeconfig(t), "get", "namespaces").CombinedOutput()
+	out, err := exec.Command(Kubectl(t), "--kubeconfig", Kubeconfig(t), "get", "namespaces").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "kube-system") {
 		t.Errorf("kubectl get namespaces: %v\n%s", err, out)
 	}

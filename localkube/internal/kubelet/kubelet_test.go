@@ -4,9 +4,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 
@@ -154,18 +157,30 @@ func TestWriteAtomicReadersNeverSeeAMixedPayload(t *testing.T) {
 	if _, err := writeAtomic(dir, payload("0")); err != nil {
 		t.Fatal(err)
 	}
+	// The writer waits for a successful read before each write, so reads
+	// and writes interleave however the two goroutines are scheduled, and
+	// a reader that never succeeds fails the test instead of passing it.
+	const writes = 200
+	var reads atomic.Int64
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for i := 1; i < 200; i++ {
+		defer close(stop)
+		for i := 1; i < writes; i++ {
+			for deadline := time.Now().Add(30 * time.Second); reads.Load() < int64(i); {
+				if time.Now().After(deadline) {
+					t.Errorf("no successful read for 30 s after write %d (%d reads in all)", i-1, reads.Load())
+					return
+				}
+				runtime.Gosched()
+			}
 			if _, err := writeAtomic(dir, payload(strings.Repeat("x", i))); err != nil {
 				t.Error(err)
 				return
 			}
 		}
-		close(stop)
 	}()
 	mixed := 0
 	for done := false; !done; {
@@ -175,20 +190,28 @@ func TestWriteAtomicReadersNeverSeeAMixedPayload(t *testing.T) {
 		default:
 		}
 		// Read both files through one resolution of ..data, as a reader
-		// holding the directory would.
+		// holding the directory would. A read may fail when a write
+		// removes the payload it resolved; only whole reads count.
 		target, err := os.Readlink(filepath.Join(dir, "..data"))
 		if err != nil {
 			continue
 		}
 		a, errA := os.ReadFile(filepath.Join(dir, target, "a"))
 		b, errB := os.ReadFile(filepath.Join(dir, target, "b"))
-		if errA == nil && errB == nil && string(a) != string(b) {
+		if errA != nil || errB != nil {
+			continue
+		}
+		reads.Add(1)
+		if string(a) != string(b) {
 			mixed++
 		}
 	}
 	wg.Wait()
 	if mixed > 0 {
-		t.Errorf("%d reads saw files from different payloads", mixed)
+		t.Errorf("%d of %d reads saw files from different payloads", mixed, reads.Load())
+	}
+	if reads.Load() < writes-1 {
+		t.Errorf("%d successful reads across %d writes", reads.Load(), writes)
 	}
 }
 
