@@ -294,7 +294,7 @@ func scanGo(t *testing.T, root string) []use {
 		}
 		need := needOf(rel)
 		fset := token.NewFileSet()
-		f, err := parser.ParseFile(fset, path, nil, 0)
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
 		if err != nil {
 			return err
 		}
@@ -345,81 +345,122 @@ func execCalls(f *ast.File) []execCall {
 		return nil
 	}
 	var calls []execCall
+	var sc scopes
+	var stack []ast.Node
 	ast.Inspect(f, func(n ast.Node) bool {
-		call, ok := n.(*ast.CallExpr)
-		if !ok {
-			return true
-		}
-		sel, ok := call.Fun.(*ast.SelectorExpr)
-		if !ok {
-			return true
-		}
-		if x, ok := sel.X.(*ast.Ident); !ok || x.Name != pkg {
-			return true
-		}
-		first := 0
-		switch sel.Sel.Name {
-		case "Command", "LookPath":
-		case "CommandContext":
-			first = 1
-		default:
-			return true
-		}
-		if len(call.Args) <= first {
-			return true
-		}
-		var tools []string
-		for _, name := range literals(call.Args[first]) {
-			tools = append(tools, name)
-			if sel.Sel.Name != "LookPath" {
-				tools = append(tools, runsToo(name, flatten(call.Args[first+1:]))...)
+		if n == nil {
+			if opensScope(stack[len(stack)-1]) {
+				sc = sc[:len(sc)-1]
 			}
+			stack = stack[:len(stack)-1]
+			return true
 		}
-		if len(tools) > 0 {
-			calls = append(calls, execCall{call.Pos(), tools})
+		stack = append(stack, n)
+		if opensScope(n) {
+			sc = append(sc, map[string][]string{})
+		}
+		switch n := n.(type) {
+		case *ast.RangeStmt:
+			// The value ranging over a literal list takes each of its
+			// strings.
+			for _, v := range []ast.Expr{n.Key, n.Value} {
+				if id, ok := v.(*ast.Ident); ok {
+					sc.bind(id.Name, nil)
+				}
+			}
+			if id, ok := n.Value.(*ast.Ident); ok {
+				if lit, ok := n.X.(*ast.CompositeLit); ok {
+					var all []string
+					for _, el := range lit.Elts {
+						all = append(all, sc.literals(el)...)
+					}
+					sc.bind(id.Name, all)
+				}
+			}
+		case *ast.AssignStmt:
+			for i, l := range n.Lhs {
+				if id, ok := l.(*ast.Ident); ok {
+					var v []string
+					if len(n.Lhs) == len(n.Rhs) {
+						v = sc.literals(n.Rhs[i])
+					}
+					sc.bind(id.Name, v)
+				}
+			}
+		case *ast.ValueSpec:
+			for i, id := range n.Names {
+				var v []string
+				if i < len(n.Values) {
+					v = sc.literals(n.Values[i])
+				}
+				sc.bind(id.Name, v)
+			}
+		case *ast.CallExpr:
+			sel, ok := n.Fun.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			if x, ok := sel.X.(*ast.Ident); !ok || x.Name != pkg {
+				return true
+			}
+			first := 0
+			switch sel.Sel.Name {
+			case "Command", "LookPath":
+			case "CommandContext":
+				first = 1
+			default:
+				return true
+			}
+			if len(n.Args) <= first {
+				return true
+			}
+			var tools []string
+			for _, name := range sc.literals(n.Args[first]) {
+				tools = append(tools, name)
+				if sel.Sel.Name != "LookPath" {
+					tools = append(tools, runsToo(name, sc.flatten(n.Args[first+1:]))...)
+				}
+			}
+			if len(tools) > 0 {
+				calls = append(calls, execCall{n.Pos(), tools})
+			}
 		}
 		return true
 	})
 	return calls
 }
 
+// scopes are the string values of the names in scope, innermost last:
+// what a name was set to from literals, or nothing.
+type scopes []map[string][]string
+
+func opensScope(n ast.Node) bool {
+	switch n.(type) {
+	case *ast.File, *ast.FuncDecl, *ast.FuncLit, *ast.BlockStmt, *ast.RangeStmt, *ast.ForStmt, *ast.IfStmt, *ast.SwitchStmt, *ast.TypeSwitchStmt, *ast.CaseClause:
+		return true
+	}
+	return false
+}
+
+func (sc scopes) bind(name string, v []string) {
+	if len(sc) > 0 {
+		sc[len(sc)-1][name] = v
+	}
+}
+
 // literals resolves e to the strings it may hold: a string literal, a
 // variable or constant set from one, or a range variable over a literal
 // list. Anything else gives nothing.
-func literals(e ast.Expr) []string {
+func (sc scopes) literals(e ast.Expr) []string {
 	switch e := e.(type) {
 	case *ast.BasicLit:
 		if s, err := strconv.Unquote(e.Value); err == nil && e.Kind == token.STRING {
 			return []string{s}
 		}
 	case *ast.Ident:
-		if e.Obj == nil {
-			return nil
-		}
-		switch d := e.Obj.Decl.(type) {
-		case *ast.ValueSpec:
-			for i, n := range d.Names {
-				if n.Name == e.Name && i < len(d.Values) {
-					return literals(d.Values[i])
-				}
-			}
-		case *ast.AssignStmt:
-			if len(d.Rhs) == 1 {
-				if r, ok := d.Rhs[0].(*ast.UnaryExpr); ok && r.Op == token.RANGE {
-					if lit, ok := r.X.(*ast.CompositeLit); ok && len(d.Lhs) == 2 && d.Lhs[1].(*ast.Ident).Name == e.Name {
-						var all []string
-						for _, el := range lit.Elts {
-							all = append(all, literals(el)...)
-						}
-						return all
-					}
-					return nil
-				}
-			}
-			for i, l := range d.Lhs {
-				if id, ok := l.(*ast.Ident); ok && id.Name == e.Name && i < len(d.Rhs) && len(d.Lhs) == len(d.Rhs) {
-					return literals(d.Rhs[i])
-				}
+		for i := len(sc) - 1; i >= 0; i-- {
+			if v, ok := sc[i][e.Name]; ok {
+				return v
 			}
 		}
 	}
@@ -429,7 +470,7 @@ func literals(e ast.Expr) []string {
 // flatten lists a call's arguments as strings, "" where one is not a
 // literal; append(lit{…}, …) and fmt.Sprintf("…", …) give their literal
 // parts (a format string as is, for a script).
-func flatten(args []ast.Expr) []string {
+func (sc scopes) flatten(args []ast.Expr) []string {
 	var out []string
 	for _, a := range args {
 		switch a := a.(type) {
@@ -445,17 +486,17 @@ func flatten(args []ast.Expr) []string {
 			}
 			switch {
 			case fn == "append" && len(a.Args) > 0:
-				out = append(out, flatten(a.Args[:1])...)
+				out = append(out, sc.flatten(a.Args[:1])...)
 				out = append(out, "")
 			case fn == "fmt.Sprintf" && len(a.Args) > 0:
-				out = append(out, flatten(a.Args[:1])...)
+				out = append(out, sc.flatten(a.Args[:1])...)
 			default:
 				out = append(out, "")
 			}
 		case *ast.CompositeLit:
-			out = append(out, flatten(a.Elts)...)
+			out = append(out, sc.flatten(a.Elts)...)
 		default:
-			s := literals(a)
+			s := sc.literals(a)
 			if len(s) == 1 {
 				out = append(out, s[0])
 			} else {
