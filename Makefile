@@ -22,16 +22,20 @@ build: ## Build the binaries (linkerd, …) into bin/
 	@$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 .PHONY: demo
-demo: ## Start the live demo: local cluster, control plane, emojivoto meshed, then `linkerd stat authority -n emojivoto` (the built-in capture table without root)
+demo: ## Start the live demo: installs what it needs (iptables), then local cluster, control plane, emojivoto meshed, `linkerd stat authority -n emojivoto`; fails where the mesh cannot run (no root)
 	@scripts/demo.sh up
+
+.PHONY: demo-offline
+demo-offline: ## Print the table of a capture recorded from the live demo (`linkerd stat --capture builtin:emojivoto-live`): no root, no cluster
+	@scripts/demo.sh offline
 
 .PHONY: demo-down
 demo-down: ## Stop the live demo's cluster and delete its state (.localkube/demo)
 	@scripts/demo.sh down
 
 .PHONY: deps
-deps: ## Install the Debian packages tests use (chromium, prometheus, openssl, wrk, tmux, iptables, iproute2)
-	@scripts/deps.sh
+deps: ## Install the Debian packages the tests use and this machine lacks (scripts/tools.txt: iptables, iproute2, openssl, tmux, chromium, …)
+	@scripts/deps.sh test
 
 .PHONY: test
 test: deps $(BIN)/testsum ## Run every test: unit, golden, integration (real Prometheus, real local Kubernetes), then a summary of every skip
@@ -81,6 +85,7 @@ $(BIN)/prometheus: $(BIN)/prometheus-server $(PROM_PINS) install/prometheus/laun
 
 .PHONY: bench
 bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signing, a 1,000-owner burst, check --tls over 1,000 pods, the tap TUI at 10k and 20k events/s, the tap API at 50k events/s from 100 proxies, the dashboard's 100-deployment page and its live list at 1,000 events/s in chromium
+	@scripts/deps.sh bench
 	$(GO) test -run '^$$' -bench Aggregate1000Pods -benchtime 3x -count 5 ./stat/ | tee bench/stat-aggregate.txt
 	$(GO) test -run '^$$' -bench Parse -count 5 ./stat/ | tee bench/stat-parse.txt
 	bench/stat-rss.sh | tee bench/stat-rss.txt
@@ -90,7 +95,7 @@ bench: localkube ## Run the benchmarks: stat over 1,000 pods, parsers, CA signin
 	$(GO) test -run '^$$' -bench Sustained -benchtime 1x -count 3 ./tui/ | tee -a bench/tui.txt
 	$(GO) test -run '^$$' -bench CheckTLS1000Pods -benchtime 5x -count 5 ./check/ | tee bench/check-tls.txt
 	$(GO) test -run '^$$' -bench NamespacePage100Deployments -benchtime 5x -count 5 ./dashboard/ | tee bench/dashboard-page.txt
-	scripts/deps.sh && DASHBOARD_TAP_BENCH=1 $(GO) test -count=1 -v -run TestDashboardTapMemory1000PerSecond ./cli/ | tee bench/dashboard-tap.txt
+	DASHBOARD_TAP_BENCH=1 $(GO) test -count=1 -v -run TestDashboardTapMemory1000PerSecond ./cli/ | tee bench/dashboard-tap.txt
 	$(GO) test -run '^$$' -bench Fanout100Proxies -benchtime 1x -count 3 ./tapapi/ | tee bench/tapapi.txt
 	$(MAKE) bench-proxy
 

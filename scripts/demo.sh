@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The live demo (`make demo`, `make demo-down`): a local cluster, the
 # control plane with TLS, emojivoto meshed, then the live
-# `linkerd stat authority -n emojivoto`. It leaves the mesh running; a
-# second run reuses what runs. Without root or network namespaces it says
-# why in one line and prints the built-in capture's table.
+# `linkerd stat authority -n emojivoto`. It first installs the Debian
+# packages the mesh runs and this machine lacks (scripts/deps.sh demo). It
+# leaves the mesh running; a second run reuses what runs. Where the mesh
+# cannot run (no root, no network namespaces) it prints the table of a
+# capture recorded from this demo and fails with one line saying why: a
+# zero exit means the live mesh ran.
 #
-#   scripts/demo.sh up     # what `make demo` runs
-#   scripts/demo.sh down   # what `make demo-down` runs
+#   scripts/demo.sh up        # what `make demo` runs
+#   scripts/demo.sh offline   # what `make demo-offline` runs: the recorded table, on purpose
+#   scripts/demo.sh down      # what `make demo-down` runs
 #
 # Environment: MESHTLS_DEMO_DIR (cluster dir, default .localkube/demo),
 # DEMO_TRAFFIC_TIMEOUT (seconds to wait for live traffic, default 180).
@@ -70,18 +74,34 @@ export KUBECONFIG=$DIR/kubeconfig
 kubectl() { "$BIN/kubectl" "$@"; }
 linkerd() { NO_COLOR=${NO_COLOR:-} "$BIN/linkerd" "$@"; }
 
+# recorded_table prints the table of a capture recorded from this demo
+# (`linkerd capture record`, shipped in the CLI).
 recorded_table() {
-	printf '%smake demo: %s; showing the table of a capture recorded from this demo instead (linkerd stat --capture builtin:emojivoto-live).%s\n' "$Y" "$1" "$R"
 	"$MAKE" -s -C "$ROOT" build >/dev/null
 	"$BIN/linkerd" stat authority -n "$APP_NS" --capture builtin:emojivoto-live
-	exit 0
+}
+
+# offline is `make demo-offline`: the recorded table, asked for.
+offline() {
+	printf '%sA capture recorded from this demo, not a live mesh (linkerd stat --capture builtin:emojivoto-live):%s\n' "$Y" "$R"
+	recorded_table
+}
+
+# no_mesh_here ends a run on a machine that cannot run the mesh: the
+# recorded table, then one line saying why and failing, so that a zero exit
+# always means the live mesh ran.
+no_mesh_here() {
+	recorded_table || true
+	die "no live mesh: $1. The table above is a capture recorded from this demo, not live; make demo-offline prints it on purpose."
 }
 
 # no_live_mesh says why this machine cannot run the live mesh, or nothing.
+# It needs nothing that scripts/deps.sh installs (unshare is util-linux,
+# an Essential package), so it runs first.
 no_live_mesh() {
 	if [[ $(id -u) != 0 ]]; then
-		echo "the live mesh needs root (each pod gets a network namespace, a veth and iptables rules)"
-	elif [[ ! -e /proc/self/ns/net ]] || ! command -v ip >/dev/null || ! unshare --net true 2>/dev/null; then
+		echo "it needs root (each pod gets a network namespace, a veth and iptables rules)"
+	elif [[ ! -e /proc/self/ns/net ]] || ! unshare --net true 2>/dev/null; then
 		echo "this machine cannot create network namespaces (each pod needs one)"
 	fi
 }
@@ -99,20 +119,41 @@ wait_for() {
 	done
 }
 
+# rps_by_name reads `linkerd stat -o json` and prints each row's name and
+# RPS ("null" when stat has none), one row a line. It goes by the JSON's
+# keys, one per line as stat indents them, not by a table's columns; the
+# nested objects (no_tls, top_plaintext) have neither key.
+rps_by_name() {
+	awk '/^[[:space:]]*"name":/ { name = $2; gsub(/^"|",?$/, "", name) }
+		/^[[:space:]]*"rps":/ { rps = $2; sub(/,$/, "", rps); print name, rps }'
+}
+
+# all_services_busy reads rps_by_name's lines and says whether every
+# emojivoto Service's authority has requests.
+all_services_busy() {
+	awk '$1 ~ /^(web|emoji|voting)-svc\./ && $2 != "null" && $2 + 0 > 0 { split($1, a, "."); seen[a[1]] = 1 }
+		END { exit !(("web-svc" in seen) && ("emoji-svc" in seen) && ("voting-svc" in seen)) }'
+}
+
+# web_svc_rps reads rps_by_name's lines and prints web-svc's RPS, or fails.
+web_svc_rps() {
+	awk '$1 ~ /^web-svc\./ && $2 != "null" { print $2; found = 1 } END { exit !found }'
+}
+
 # traffic_flows says whether stat, from the control plane's Prometheus,
-# shows requests on every emojivoto Service's authority (RPS column).
+# shows requests on every emojivoto Service's authority.
 traffic_flows() {
-	local table
-	table=$(linkerd stat authority -n "$APP_NS" 2>/dev/null) || return 1
-	awk '$1 ~ /^(web|emoji|voting)-svc\./ && $4 ~ /rps$/ && $4 !~ /^0(\.0+)?rps$/ { split($1, a, "."); seen[a[1]] = 1 }
-		END { exit !(("web-svc" in seen) && ("emoji-svc" in seen) && ("voting-svc" in seen)) }' <<<"$table"
+	local json
+	json=$(linkerd stat authority -n "$APP_NS" -o json 2>/dev/null) || return 1
+	rps_by_name <<<"$json" | all_services_busy
 }
 
 # web_rps prints web-svc's RPS over the last WINDOW from the control
 # plane's Prometheus (a number, no unit), or fails.
 web_rps() {
-	linkerd stat authority -n "$APP_NS" -t "$1" 2>/dev/null |
-		awk '$1 ~ /^web-svc\./ && $4 ~ /rps$/ { sub(/rps$/, "", $4); print $4; found = 1 } END { exit !found }'
+	local json
+	json=$(linkerd stat authority -n "$APP_NS" -t "$1" -o json 2>/dev/null) || return 1
+	rps_by_name <<<"$json" | web_svc_rps
 }
 
 # window_filled waits until the first table's window holds steady traffic:
@@ -158,7 +199,8 @@ dns_probe() {
 up() {
 	local why
 	why=$(no_live_mesh)
-	[[ -z $why ]] || recorded_table "$why"
+	[[ -z $why ]] || no_mesh_here "$why"
+	"$ROOT/scripts/deps.sh" demo
 
 	step "build the CLI, proxy, controller, emojivoto, the local Kubernetes and Prometheus"
 	"$MAKE" -s -C "$ROOT" build localkube prometheus >/dev/null
@@ -172,8 +214,9 @@ up() {
 		chmod 755 "$DIR"
 		local out
 		if ! out=$("$BIN/localkube" up --dir "$DIR" 2>&1); then
-			if grep -q "pod networking needs" <<<"$out"; then
-				recorded_table "$(tail -1 <<<"$out")"
+			local cannot
+			if cannot=$(grep -m1 "pod networking needs" <<<"$out"); then
+				no_mesh_here "$cannot"
 			fi
 			die "localkube up failed: $(tail -1 <<<"$out") (logs: $DIR/logs)"
 		fi
@@ -258,9 +301,15 @@ mem() {
 		END { printf "%8.1f MiB  total, %d processes\n", s / 1024, n }'
 }
 
+# Sourced (scripts/demo_test.go tests the functions above), it only
+# defines them.
+if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
+	return 0
+fi
 case ${1:-up} in
 up) up ;;
+offline) offline ;;
 down) down ;;
 mem) mem ;;
-*) die "usage: scripts/demo.sh up|down|mem" ;;
+*) die "usage: scripts/demo.sh up|offline|down|mem" ;;
 esac

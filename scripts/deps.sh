@@ -1,52 +1,71 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests drive for real, when missing:
-# chromium (the dashboard's browser tests), Prometheus (stat's integration test), openssl (certificate
-# verification), wrk and tmux (load and TUI tests), iptables and iproute2
-# (the local cluster's pod networks and proxy-init's rules). kubectl is not here:
-# Debian's kubernetes-client is 1.20, too old for the 1.36 local cluster,
-# so `make localkube` builds bin/kubectl from the same pinned release.
+# Installs the Debian packages a make command runs and this machine lacks,
+# from scripts/tools.txt only (which tools each command needs, and why).
+#
+#   scripts/deps.sh [demo|test|bench|generate]   # default: test
+#
+# It prints one line naming what it installs and why, or nothing when all
+# is there. Only bash builtins and apt-get run here (sudo when not root):
+# scripts/tools_test.go runs it with nothing else on PATH, and with
+# DEPS_SYSROOT, a dir to look for the listed files under instead of /.
 set -euo pipefail
 
-need=()
-want() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
-want prometheus prometheus
-want promtool prometheus
-want openssl openssl
-want wrk wrk
-want tmux tmux
-# Pod networking (localkube): network namespaces, bridges, NAT rules.
-want iptables iptables
-want ip iproute2
-# The proxy's tests: network namespaces, proxy-init's rules, and setpriv to
-# run as the proxy's uid.
-want iptables-restore iptables
-want setpriv util-linux
-# The dashboard's browser tests drive Debian's chromium headless (about
-# 350 MB installed; apt took 13 s here with a warm mirror), with an emoji
-# font so screenshots show the lock marks.
-want chromium chromium
-[ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || need+=(fonts-noto-color-emoji)
-# `scripts/deps.sh bench` (make bench-proxy) adds the proxy benchmark's
-# peers, nginx and haproxy; `make test` does not need them.
-if [ "${1:-}" = bench ]; then
-  want nginx nginx
-  want haproxy haproxy
-fi
-# `scripts/deps.sh generate` (make generate) also installs protoc and the
-# well-known .proto files the tap API imports.
-if [ "${1:-}" = generate ]; then
-  want protoc protobuf-compiler
-  [ -f /usr/include/google/protobuf/duration.proto ] || need+=(libprotobuf-dev)
-fi
+cmd=${1:-test}
+case $cmd in
+demo | test | bench | generate) ;;
+*)
+	echo "scripts/deps.sh: unknown command \"$cmd\"; use demo, test, bench or generate" >&2
+	exit 2
+	;;
+esac
+dir=${BASH_SOURCE[0]%/*}
+[[ $dir != "${BASH_SOURCE[0]}" ]] || dir=.
+list=$dir/tools.txt
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
-fi
-mapfile -t pkgs < <(printf '%s\n' "${need[@]}" | sort -u)
-echo "Installing Debian packages: ${pkgs[*]}"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-# Debian's package may start a Prometheus service; tests run their own.
-$SUDO pkill -x prometheus 2>/dev/null || true
+# present says whether one of the alternatives a|b|… is there: a file for a
+# path, else a command on PATH.
+present() {
+	local alt
+	local -a alts
+	IFS='|' read -ra alts <<<"$1"
+	for alt in "${alts[@]}"; do
+		if [[ $alt == /* ]]; then
+			[[ -e ${DEPS_SYSROOT:-}$alt ]] && return 0
+		elif command -v "$alt" >/dev/null 2>&1; then
+			return 0
+		fi
+	done
+	return 1
+}
+
+declare -A why=()
+pkgs=()
+while read -r commands exe pkg reason; do
+	[[ -z $commands || $commands == \#* ]] && continue
+	[[ ,$commands, == *,"$cmd",* ]] || continue
+	present "$exe" && continue
+	if [[ -z ${why[$pkg]+set} ]]; then
+		pkgs+=("$pkg")
+		why[$pkg]="${exe%%|*}: $reason"
+	else
+		why[$pkg]+="; ${exe%%|*}: $reason"
+	fi
+done <"$list"
+
+((${#pkgs[@]} > 0)) || exit 0
+
+line=""
+for pkg in "${pkgs[@]}"; do
+	line+="${line:+, }$pkg (${why[$pkg]})"
+done
+echo "make $cmd: installing from Debian: $line"
+
+apt() {
+	if ((EUID == 0)); then
+		DEBIAN_FRONTEND=noninteractive apt-get "$@"
+	else
+		sudo DEBIAN_FRONTEND=noninteractive apt-get "$@"
+	fi
+}
+apt -qq update
+apt -y -qq --no-install-recommends install "${pkgs[@]}" >/dev/null

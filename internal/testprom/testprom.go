@@ -1,5 +1,6 @@
-// Package testprom runs a real Prometheus server (Debian's prometheus
-// package) on loopback for integration tests.
+// Package testprom runs a real Prometheus server on loopback for
+// integration tests: the repository's bin/prometheus (`make prometheus`
+// builds it from Prometheus's own module), else one on PATH.
 package testprom
 
 import (
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -30,13 +32,27 @@ type Server struct {
 	URL string
 }
 
+// prometheusBinary is the repository's bin/prometheus when built, so that
+// `go test` and `make test` (which puts bin/ first on PATH) run the same
+// Prometheus; else the one on PATH.
+func prometheusBinary() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if ok {
+		bin := filepath.Join(filepath.Dir(file), "..", "..", "bin", "prometheus")
+		if _, err := os.Stat(bin); err == nil {
+			return bin, nil
+		}
+	}
+	return exec.LookPath("prometheus")
+}
+
 // Start runs Prometheus scraping targets every interval. It stops when the
 // test ends. A missing binary fails the test with how to install it.
 func Start(t testing.TB, targets []Target, interval time.Duration) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("prometheus")
+	bin, err := prometheusBinary()
 	if err != nil {
-		t.Fatalf("the prometheus binary is not installed: run `make deps` (installs Debian's prometheus package)")
+		t.Fatalf("no prometheus binary: run `make prometheus` (builds bin/prometheus): %v", err)
 	}
 	dir := t.TempDir()
 	var groups []map[string]any
