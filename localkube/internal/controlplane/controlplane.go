@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -242,8 +243,51 @@ func portFree(port int) error {
 	return l.Close()
 }
 
-// FreePort asks the kernel for an unused loopback port.
+// FreePort picks an unused loopback port outside the kernel's ephemeral
+// range. A port is chosen here and bound later by another process (etcd,
+// the API server, the kubelet): one from the ephemeral range, as port 0
+// gives, can be taken meanwhile by any outgoing connection on the machine,
+// and several clusters starting at once (the tests) make that likely.
 func FreePort() (int, error) {
+	lo, hi := ephemeralRange()
+	// Below the ephemeral range if there is room, else above it.
+	from, to := 10000, lo-1
+	if to-from < 1000 {
+		from, to = hi+1, 65535
+	}
+	if to-from < 100 {
+		return anyPort()
+	}
+	for range 200 {
+		p := from + rand.IntN(to-from+1)
+		if portFree(p) == nil {
+			return p, nil
+		}
+	}
+	return anyPort()
+}
+
+// ephemeralRange is the kernel's range for outgoing connections' ports.
+func ephemeralRange() (lo, hi int) {
+	lo, hi = 32768, 60999 // Linux's default
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return lo, hi
+	}
+	l, err1 := strconv.Atoi(f[0])
+	h, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil || l > h {
+		return lo, hi
+	}
+	return l, h
+}
+
+// anyPort asks the kernel for an unused loopback port.
+func anyPort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
