@@ -1,10 +1,15 @@
-// Package testprom runs a real Prometheus server (Debian's prometheus
-// package) on loopback for integration tests.
+// Package testprom runs a real Prometheus server on loopback for
+// integration tests: the repository's bin/prometheus-server, built by `make
+// prometheus` from install/prometheus, so a plain `go test` and CI run the
+// same Prometheus as the local cluster's control plane.
 package testprom
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -31,12 +37,12 @@ type Server struct {
 }
 
 // Start runs Prometheus scraping targets every interval. It stops when the
-// test ends. A missing binary fails the test with how to install it.
+// test ends. A missing binary fails the test with how to build it.
 func Start(t testing.TB, targets []Target, interval time.Duration) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("prometheus")
+	bin, err := serverBinary()
 	if err != nil {
-		t.Fatalf("the prometheus binary is not installed: run `make deps` (installs Debian's prometheus package)")
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	var groups []map[string]any
@@ -152,6 +158,50 @@ func (s *Server) scalar(ctx context.Context, q string) (string, error) {
 }
 
 func urlEscape(s string) string { return url.QueryEscape(s) }
+
+// serverBinary is <repo>/bin/prometheus-server, not a prometheus on PATH:
+// that is the local cluster's launcher when bin/ comes first, and otherwise
+// whatever release the system has.
+func serverBinary() (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", fmt.Errorf("testprom: %w", err)
+	}
+	p := filepath.Join(root, "bin", "prometheus-server")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("testprom: %s is missing: run `make prometheus` in %s", p, root)
+	}
+	return p, nil
+}
+
+// repoRoot walks up from the working directory (a package dir under go
+// test) to the go.mod of module meshtls.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && moduleName(b) == "meshtls" {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod of module meshtls above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func moduleName(gomod []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(gomod))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "module" {
+			return strings.Trim(f[1], `"`)
+		}
+	}
+	return ""
+}
 
 func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
