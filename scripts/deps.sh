@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive for real, when missing:
-# chromium (the dashboard's browser tests), Prometheus (stat's integration test), openssl (certificate
-# verification), wrk and tmux (load and TUI tests), iptables and iproute2
+# chromium (the dashboard's browser tests), openssl (certificate
+# verification), tmux (TUI tests), iptables and iproute2
 # (the local cluster's pod networks and proxy-init's rules). kubectl is not here:
 # Debian's kubernetes-client is 1.20, too old for the 1.36 local cluster,
 # so `make localkube` builds bin/kubectl from the same pinned release.
+# Prometheus is not here either: Debian's lacks Kubernetes service discovery,
+# so `make prometheus` builds bin/prometheus-server and bin/promtool, which
+# the tests use.
 set -euo pipefail
 
 need=()
 want() { command -v "$1" >/dev/null 2>&1 || need+=("$2"); }
-want prometheus prometheus
-want promtool prometheus
 want openssl openssl
-want wrk wrk
 want tmux tmux
 # Pod networking (localkube): network namespaces, bridges, NAT rules.
 want iptables iptables
@@ -48,5 +48,3 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-# Debian's package may start a Prometheus service; tests run their own.
-$SUDO pkill -x prometheus 2>/dev/null || true
