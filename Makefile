@@ -66,7 +66,8 @@ prometheus: $(BIN)/prometheus-server $(BIN)/prometheus $(BIN)/promtool ## Build 
 # after its package dir (cmd/prometheus would be bin/prometheus, the
 # launcher's name). The staged files stay as hard links, so the next go build
 # finds them up to date and relinks only what changed; touch, because an
-# up-to-date binary keeps its old mtime.
+# up-to-date binary keeps its old mtime. `&:` (one recipe makes all three)
+# needs GNU make 4.3 or later.
 $(BIN)/prometheus-server $(BIN)/prometheus $(BIN)/promtool &: $(PROM_PINS) install/prometheus/launcher/main.go
 	@mkdir -p $(PROM_STAGE)
 	cd install/prometheus && $(GO) build -tags $(PROM_TAGS) -o $(PROM_STAGE)/ \
