@@ -1,11 +1,15 @@
 // Package testprom runs a real Prometheus server on loopback for
-// integration tests: the repository's bin/prometheus (`make prometheus`
-// builds it from Prometheus's own module), else one on PATH.
+// integration tests: the repository's bin/prometheus-server, built by `make
+// prometheus` from install/prometheus, so a plain `go test` and CI run the
+// same Prometheus as the local cluster's control plane.
 package testprom
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,10 +17,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"meshtls/testutil/needs"
 
 	"github.com/prometheus/common/model"
 )
@@ -32,27 +38,13 @@ type Server struct {
 	URL string
 }
 
-// prometheusBinary is the repository's bin/prometheus when built, so that
-// `go test` and `make test` (which puts bin/ first on PATH) run the same
-// Prometheus; else the one on PATH.
-func prometheusBinary() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if ok {
-		bin := filepath.Join(filepath.Dir(file), "..", "..", "bin", "prometheus")
-		if _, err := os.Stat(bin); err == nil {
-			return bin, nil
-		}
-	}
-	return exec.LookPath("prometheus")
-}
-
 // Start runs Prometheus scraping targets every interval. It stops when the
-// test ends. A missing binary fails the test with how to install it.
+// test ends. A missing binary fails the test with how to build it.
 func Start(t testing.TB, targets []Target, interval time.Duration) *Server {
 	t.Helper()
-	bin, err := prometheusBinary()
+	bin, err := serverBinary()
 	if err != nil {
-		t.Fatalf("no prometheus binary: run `make prometheus` (builds bin/prometheus): %v", err)
+		needs.Missing(t, err.Error())
 	}
 	dir := t.TempDir()
 	var groups []map[string]any
@@ -168,6 +160,50 @@ func (s *Server) scalar(ctx context.Context, q string) (string, error) {
 }
 
 func urlEscape(s string) string { return url.QueryEscape(s) }
+
+// serverBinary is <repo>/bin/prometheus-server, not a prometheus on PATH:
+// that is the local cluster's launcher when bin/ comes first, and otherwise
+// whatever release the system has.
+func serverBinary() (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", fmt.Errorf("testprom: %w", err)
+	}
+	p := filepath.Join(root, "bin", "prometheus-server")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("testprom: %s is missing: run `make prometheus` in %s", p, root)
+	}
+	return p, nil
+}
+
+// repoRoot walks up from the working directory (a package dir under go
+// test) to the go.mod of module meshtls.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && moduleName(b) == "meshtls" {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod of module meshtls above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func moduleName(gomod []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(gomod))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "module" {
+			return strings.Trim(f[1], `"`)
+		}
+	}
+	return ""
+}
 
 func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
