@@ -47,7 +47,9 @@ import (
 // so both the dashboard and stat scrape every meshed proxy directly: the
 // same source, so the same figures up to when each one's window falls.
 func TestDashboardOnLiveMesh(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it needs its own control plane behind the tap API
+	// (check, tap, the dashboard), and the APIService v1alpha1.tap.linkerd.io
+	// is cluster-wide: another install would take it over.
 	m := startLiveMesh(t, false)
 	ctx, ns, cp, kubeconfig := m.ctx, m.ns, m.cp, m.kubeconfig
 	emoji, voting, web := m.emoji, m.voting, m.web
@@ -273,7 +275,9 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 // charts come from it, reached through a client-go port-forward, as
 // `linkerd stat` reaches it.
 func TestDashboardOnLiveMeshPrometheus(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it needs its own control plane behind the tap API
+	// (check, tap, the dashboard), and the APIService v1alpha1.tap.linkerd.io
+	// is cluster-wide: another install would take it over.
 	m := startLiveMesh(t, true)
 	ctx, ns, cp, kubeconfig := m.ctx, m.ns, m.cp, m.kubeconfig
 	// The installed Prometheus, unchanged (bin/prometheus: Kubernetes
@@ -601,7 +605,9 @@ func sseUntil(ctx context.Context, url string, limit time.Duration, ok func(even
 // web-svc, which also gets legacy-bot's plain text, below 100% with the
 // reason, as `linkerd stat au -o json` says.
 func TestDashboardOnDemo(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it needs its own control plane behind the tap API
+	// (check, tap, the dashboard), and the APIService v1alpha1.tap.linkerd.io
+	// is cluster-wide: another install would take it over.
 	client := localcluster.Client(t)
 	kubeconfig := localcluster.Kubeconfig(t)
 	kubectl := localcluster.Kubectl(t)

@@ -43,7 +43,9 @@ import (
 // for a pod to reach web-svc by name, and fails saying what the last probe
 // saw when none does.
 func TestDemo(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it needs its own control plane behind the tap API
+	// (check, tap, the dashboard), and the APIService v1alpha1.tap.linkerd.io
+	// is cluster-wide: another install would take it over.
 	client := localcluster.Client(t)
 	kubeconfig := localcluster.Kubeconfig(t)
 	kubectl := localcluster.Kubectl(t)

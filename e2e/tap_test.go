@@ -42,7 +42,9 @@ import (
 // controller authorise the user, and the controller taps the injected
 // deployment's real proxies over mTLS with the controller identity.
 func TestLiveTap(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it needs its own control plane behind the tap API
+	// (check, tap, the dashboard), and the APIService v1alpha1.tap.linkerd.io
+	// is cluster-wide: another install would take it over.
 	client := localcluster.Client(t)
 	kubeconfig := localcluster.Kubeconfig(t)
 	kubectl := localcluster.Kubectl(t)
