@@ -259,9 +259,13 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 		if err != nil {
 			t.Fatalf("the page never refreshed live: %v", err)
 		}
-		rpsText, err := chromedp.Run(tctx, chromedp.Text(chromedp.CSS(`#deployments tr[data-name="web"] td[data-field="rps"]`)))
+		// The rows are swapped in by their own event, which may land after
+		// the status line's: wait for the cell to show web's live rate.
+		rpsSel := `#deployments tr[data-name="web"] td[data-field="rps"]`
+		rpsText, err := chromedp.Run(tctx, chromedp.Poll[string](`(() => { const e = document.querySelector('`+rpsSel+`'); const v = e ? parseFloat(e.textContent) : NaN; return v > 0 ? e.textContent.trim() : false })()`))
 		if err != nil {
-			t.Fatal(err)
+			last, _ := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(rpsSel)))
+			t.Fatalf("web's RPS cell never showed a live rate after refreshes (last %q): %v", last, err)
 		}
 		if v, err := strconv.ParseFloat(strings.TrimSuffix(rpsText, "rps"), 64); err != nil || v <= 0 {
 			t.Errorf("web's RPS cell after a live refresh: %q", rpsText)
