@@ -5,11 +5,8 @@
 package testprom
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,12 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"meshtls/testutil/needs"
+	"meshtls/testutil/testbin"
 
 	"github.com/prometheus/common/model"
 )
@@ -165,7 +162,7 @@ func urlEscape(s string) string { return url.QueryEscape(s) }
 // that is the local cluster's launcher when bin/ comes first, and otherwise
 // whatever release the system has.
 func serverBinary() (string, error) {
-	root, err := repoRoot()
+	root, err := testbin.RepoRoot()
 	if err != nil {
 		return "", fmt.Errorf("testprom: %w", err)
 	}
@@ -174,35 +171,6 @@ func serverBinary() (string, error) {
 		return "", fmt.Errorf("testprom: %s is missing: run `make prometheus` in %s", p, root)
 	}
 	return p, nil
-}
-
-// repoRoot walks up from the working directory (a package dir under go
-// test) to the go.mod of module meshtls.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && moduleName(b) == "meshtls" {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of module meshtls above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func moduleName(gomod []byte) string {
-	sc := bufio.NewScanner(bytes.NewReader(gomod))
-	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "module" {
-			return strings.Trim(f[1], `"`)
-		}
-	}
-	return ""
 }
 
 func freeAddr(t testing.TB) string {

@@ -205,7 +205,7 @@ func lastLine(out string, err error) string {
 // findLocalkube walks up from the working directory to the repository root
 // (the go.mod of module meshtls) and returns its bin/localkube.
 func findLocalkube() (string, error) {
-	root, err := repoRoot()
+	root, err := testbin.RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -214,34 +214,6 @@ func findLocalkube() (string, error) {
 		return "", fmt.Errorf("%s not found: run `make localkube` in %s first", p, root)
 	}
 	return p, nil
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && isMeshtlsModule(b) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of module meshtls above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func isMeshtlsModule(gomod []byte) bool {
-	sc := bufio.NewScanner(bytes.NewReader(gomod))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 && f[0] == "module" {
-			return strings.Trim(f[1], `"`) == "meshtls"
-		}
-	}
-	return false
 }
 
 func get(t testing.TB) *cluster {
@@ -318,7 +290,7 @@ func Namespace(t testing.TB) string {
 // fallback.
 func Kubectl(t testing.TB) string {
 	t.Helper()
-	if root, err := repoRoot(); err == nil {
+	if root, err := testbin.RepoRoot(); err == nil {
 		p := filepath.Join(root, "bin", "kubectl")
 		if _, err := os.Stat(p); err == nil {
 			return p

@@ -8,6 +8,9 @@
 package testbin
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -127,4 +130,34 @@ func Command(t testing.TB, name string) string {
 		builtOK[name] = true
 	}
 	return filepath.Join(dir, name)
+}
+
+// RepoRoot walks up from the working directory (a package dir under go
+// test) to the go.mod of module meshtls, past nested modules such as
+// install/prometheus.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && moduleName(b) == "meshtls" {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod of module meshtls above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func moduleName(gomod []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(gomod))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == "module" {
+			return strings.Trim(f[1], `"`)
+		}
+	}
+	return ""
 }
