@@ -3,8 +3,12 @@
 
 BIN        := $(CURDIR)/bin
 GO         ?= go
-VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS    := -X meshtls/cli.Version=$(VERSION)
+# One version for the CLI, the binaries and the images: the tag of a clean
+# tagged commit (v0.2.0), else "dev-" and what git describe says
+# (dev-e45bc1c, dev-v0.2.0-3-g1a2b3c4-dirty), so an image tag that was never
+# published says so.
+VERSION    ?= $(shell scripts/version.sh)
+LDFLAGS    := -X meshtls/cli.Version=$(VERSION) -X meshtls/internal/version.Version=$(VERSION)
 GOLANGCI_LINT_VERSION := v2.15.0
 
 export PATH := $(BIN):$(PATH)
