@@ -25,6 +25,29 @@ build: ## Build the binaries (linkerd, …) into bin/
 	@mkdir -p $(BIN)
 	@$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
+# Images: built by tools/images (its own module, go-containerregistry) with
+# no Docker: static binaries on an empty base, one index per image for
+# IMAGES_PLATFORMS, dated by the commit (SOURCE_DATE_EPOCH) so a commit
+# always gives the same digests. IMAGES_REGISTRY is the name the layout and
+# the archive carry (what install and inject reference by default).
+IMAGES_REGISTRY   ?= ghcr.io/meshtls
+IMAGES_PLATFORMS  ?= linux/amd64,linux/arm64
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+.PHONY: images
+images: $(BIN)/meshtls-images ## Build the OCI images (controller, proxy, proxy-init, emojivoto; amd64 and arm64) without Docker into bin/images/: oci/ (a layout) and meshtls-VERSION.oci.tar
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(BIN)/meshtls-images build --root $(CURDIR) --out $(BIN)/images \
+		--version $(VERSION) --registry $(IMAGES_REGISTRY) --platforms $(IMAGES_PLATFORMS)
+
+.PHONY: images-push
+images-push: $(BIN)/meshtls-images ## Push what `make images` built to REGISTRY (make images-push REGISTRY=ghcr.io/you/meshtls); credentials from docker login
+	@test -n "$(REGISTRY)" || { echo "images-push: no REGISTRY: make images-push REGISTRY=host[:port]/path" >&2; exit 1; }
+	$(BIN)/meshtls-images push --out $(BIN)/images --registry $(REGISTRY)
+
+$(BIN)/meshtls-images: $(wildcard tools/images/*.go) tools/images/go.mod tools/images/go.sum
+	@mkdir -p $(BIN)
+	cd tools/images && $(GO) build -o $@ .
+
 .PHONY: demo
 demo: ## Start the live demo: installs what it needs (iptables), then local cluster, control plane, emojivoto meshed, `linkerd stat authority -n emojivoto`; fails where the mesh cannot run (no root)
 	@scripts/demo.sh up
