@@ -260,9 +260,9 @@ func nftError(err error) error {
 	case errors.Is(err, syscall.EPERM):
 		return fmt.Errorf("nftables: %v: proxy-init needs NET_ADMIN in the pod's network namespace (the init container's securityContext adds it)", err)
 	case errors.Is(err, syscall.EPROTONOSUPPORT), errors.Is(err, syscall.EAFNOSUPPORT):
-		return fmt.Errorf("nftables: %v: this kernel has no nf_tables; use --firewall iptables-legacy", err)
+		return fmt.Errorf("nftables: %v: this kernel has no nf_tables; run proxy-init from an image that has iptables, with --firewall iptables-legacy", err)
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.EOPNOTSUPP):
-		return fmt.Errorf("nftables: %v: this kernel lacks nat or redirect for nf_tables (nft_nat, nft_redir); use --firewall iptables-legacy", err)
+		return fmt.Errorf("nftables: %v: this kernel lacks nat or redirect for the inet family (nft_nat, nft_redir; Linux 5.2 or newer); run proxy-init from an image that has iptables, with --firewall iptables-legacy", err)
 	}
 	return fmt.Errorf("nftables: %v", err)
 }
