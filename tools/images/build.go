@@ -160,6 +160,13 @@ func build(ctx context.Context, cfg buildConfig) ([]result, error) {
 		}
 		fmt.Fprintf(cfg.Log, "images: %s/%s:%s %s\n", cfg.Registry, r.Component.Name, cfg.Version, r.Digest)
 	}
+	// An archive of another version is stale: one archive, the one
+	// oci/ holds, so `kind load image-archive bin/images/*.oci.tar` loads
+	// what was just built.
+	old, _ := filepath.Glob(filepath.Join(cfg.Out, archiveName("*")))
+	for _, f := range old {
+		_ = os.Remove(f)
+	}
 	archive := filepath.Join(cfg.Out, archiveName(cfg.Version))
 	if err := tarDir(ociDir, archive, cfg.Epoch); err != nil {
 		return nil, err
