@@ -46,9 +46,10 @@ func cleanStaleNetns() {
 // image-archive` does on a kind node (ctr images import --all-platforms
 // --digests into containerd's k8s.io namespace), with Debian's containerd
 // and runc, then runs the images from containerd's store: the proxy
-// prints its version, and proxy-init, holding NET_ADMIN and nothing else,
-// writes its nf_tables rules in a network namespace from an image that has
-// no iptables, and without NET_ADMIN fails with one line saying so.
+// prints its version, and proxy-init, holding NET_ADMIN and nothing else
+// on a read-only root, writes its nf_tables rules in a network namespace
+// from an image that has no iptables, and without NET_ADMIN fails with one
+// line saying so.
 func TestContainerdImportsAndRunsTheArchive(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run containerd")
@@ -149,7 +150,7 @@ func TestContainerdImportsAndRunsTheArchive(t *testing.T) {
 	}
 
 	proxy := "ghcr.io/meshtls/proxy:" + testVersion
-	if o, err := ctr("run", "--rm", proxy, fmt.Sprintf("mtlsimg-proxy-%d", os.Getpid()), "/proxy", "--version"); err != nil || strings.TrimSpace(o) != "proxy version "+testVersion {
+	if o, err := ctr("run", "--rm", "--read-only", proxy, fmt.Sprintf("mtlsimg-proxy-%d", os.Getpid()), "/proxy", "--version"); err != nil || strings.TrimSpace(o) != "proxy version "+testVersion {
 		t.Errorf("ctr run %s /proxy --version: %v, %q", proxy, err, o)
 	}
 
@@ -160,7 +161,9 @@ func TestContainerdImportsAndRunsTheArchive(t *testing.T) {
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", ns).Run() })
 	initImage := "ghcr.io/meshtls/proxy-init:" + testVersion
 	runInit := func(name string, caps ...string) (string, error) {
-		args := []string{"run", "--rm", "--with-ns", "network:/run/netns/" + ns}
+		// A read-only root filesystem too: nft mode writes no file (no
+		// xtables lock), so inject may ask for readOnlyRootFilesystem.
+		args := []string{"run", "--rm", "--read-only", "--with-ns", "network:/run/netns/" + ns}
 		for _, c := range defaultCaps {
 			args = append(args, "--cap-drop", c)
 		}
