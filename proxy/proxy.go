@@ -46,6 +46,19 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// ResolveTimeout bounds the wait for discovery's first answer.
 	ResolveTimeout time.Duration
+	// ClusterNetworks are the networks discovery is asked about; traffic
+	// to any other address is plain text without asking. Empty means
+	// every non-loopback address is asked about (discovery's "not found"
+	// is then the cluster's answer).
+	ClusterNetworks []netip.Prefix
+	// OpaquePorts are original destination ports forwarded as opaque TCP
+	// without waiting for protocol detection: their servers speak first.
+	OpaquePorts PortSet
+	// DrainDelay is how long the listeners keep accepting once Run's
+	// context ends (SIGTERM), while peers may still send to this pod;
+	// ShutdownGrace then bounds how long in-flight requests and open
+	// connections (opaque and upgraded too) may take to finish.
+	DrainDelay, ShutdownGrace time.Duration
 	// ReadyWait is how long /ready waits for the certificate of a
 	// TLS-injected pod before reporting ready in plain text anyway.
 	ReadyWait time.Duration
@@ -62,6 +75,9 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = time.Second
+	}
 	if c.DetectTimeout == 0 {
 		c.DetectTimeout = 10 * time.Second
 	}
@@ -134,6 +150,8 @@ type Proxy struct {
 	id  *identityStore
 	tap *tapHub
 
+	refusals *refusals
+
 	inboundHTTP, outboundHTTP *connServer
 	inboundRT, outboundRT     http.RoundTripper
 
@@ -151,6 +169,7 @@ func New(cfg Config) *Proxy {
 	cfg.defaults()
 	p := &Proxy{cfg: cfg, log: cfg.Log, m: newMetrics(), addrs: map[string]net.Addr{}, bound: make(chan struct{})}
 	p.id = newIdentityStore(&p.cfg, p.m, p.log)
+	p.refusals = newRefusals(p.m.reg)
 	self := map[string]string{}
 	if cfg.PodNamespace != "" {
 		self["namespace"] = cfg.PodNamespace
@@ -180,7 +199,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.started = time.Now()
 	p.id.reload()
 	if p.id.configured() && p.id.current() == nil {
-		p.log.Warn("TLS credentials not available yet: serving plain text until they appear", "identity", p.cfg.Identity)
+		p.log.Warn("TLS credentials not available yet: not ready, and no traffic to peers with an identity, until they appear", "identity", p.cfg.Identity)
 	}
 	if !p.id.configured() {
 		p.log.Info("TLS not configured for this pod: plain text only")
@@ -310,7 +329,7 @@ func (p *Proxy) serveInbound(_ context.Context, raw net.Conn) {
 	if creds == nil {
 		meta.tls = tlsNotConfigured
 	}
-	if proto == TLS && creds != nil {
+	if proto == TLS && (creds != nil || p.id.configured()) {
 		tc, terminated, err := p.acceptTLS(c, creds)
 		if err != nil {
 			p.fail(raw, inbound, errTLSInbound, "inbound TLS handshake failed", err, "src", meta.src.String())
@@ -345,15 +364,20 @@ func (p *Proxy) serveInbound(_ context.Context, raw net.Conn) {
 
 // acceptTLS terminates TLS whose SNI is this pod's identity. Any other
 // ClientHello (the application's own TLS) is handed back, replayed, as
-// opaque bytes.
+// opaque bytes. Without credentials (creds nil) a ClientHello for this
+// pod's identity fails: handing a peer proxy's handshake to the
+// application would only fail later and less clearly.
 func (p *Proxy) acceptTLS(c net.Conn, creds *credentials) (net.Conn, bool, error) {
 	rec := &recordingConn{Conn: c, recording: true}
 	errNotOurs := errors.New("SNI is not this pod's identity")
 	tc := tls.Server(rec, &tls.Config{
 		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
-			if hi.ServerName != creds.identity {
+			if hi.ServerName != p.cfg.Identity {
 				rec.mute = true
 				return nil, errNotOurs
+			}
+			if creds == nil {
+				return nil, errors.New(p.id.unusable())
 			}
 			return creds.serverConfig([]string{"h2", "http/1.1"}), nil
 		},
@@ -461,39 +485,82 @@ type route struct {
 }
 
 // pick resolves an original destination and chooses an endpoint. Plain
-// text is chosen only when discovery gives no identity, the destination
-// is loopback, or this pod has no certificate to present.
-func (p *Proxy) pick(ctx context.Context, dst netip.AddrPort) route {
+// text is chosen only on a positive answer: the destination is loopback
+// or outside the cluster's networks, discovery says it does not exist or
+// that the endpoint has no identity, or this pod was injected without TLS.
+// Anything else (a discovery error or timeout, a Service with no endpoints
+// known yet, an identity-bearing endpoint while this TLS pod has no usable
+// certificate) is a *refusal: the caller fails the request visibly.
+func (p *Proxy) pickRoute(ctx context.Context, dst netip.AddrPort) (route, error) {
 	direct := route{ep: discovery.Endpoint{Addr: dst}, tls: tlsNoDiscovery}
 	if dst.Addr().IsLoopback() {
 		direct.tls = tlsLoopback
-		return direct
+		return direct, nil
 	}
-	if p.cfg.Resolver == nil {
-		return direct
+	if p.cfg.Resolver == nil || !p.inClusterNetworks(dst.Addr()) {
+		return direct, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.ResolveTimeout)
-	defer cancel()
-	eps, err := p.cfg.Resolver.Resolve(ctx, dst.String())
-	if err != nil && !errors.Is(err, discovery.ErrNotFound) {
+	eps, err := p.resolve(ctx, dst.String())
+	switch {
+	case errors.Is(err, discovery.ErrNotFound):
+		return direct, nil
+	case err != nil:
 		p.m.errors.WithLabelValues(outbound, errResolve).Inc()
-		p.log.Debug("resolve failed; forwarding to the original destination", "dst", dst.String(), "error", err.Error())
-	}
-	if err != nil || len(eps) == 0 {
-		return direct
+		return route{}, &refusal{reason: refuseDiscoveryUnavailable, dst: dst.String(), err: err}
+	case len(eps) == 0:
+		return route{}, &refusal{reason: refuseNoEndpoints, dst: dst.String(), err: errors.New("discovery lists no endpoint")}
 	}
 	ep := eps[rand.IntN(len(eps))]
 	r := route{ep: ep, tls: tlsNoDiscovery}
 	if ep.Identity != "" {
-		if p.id.current() == nil {
-			// We cannot present a client certificate: the peer still
-			// accepts plain text, and the label says why.
-			r.tls = tlsNotConfigured
-		} else {
+		switch {
+		case p.id.current() != nil:
 			r.tls = tlsStatus{status: "true", serverID: ep.Identity}
+		case p.id.configured():
+			return route{}, &refusal{reason: refuseNoCertificate, dst: dst.String(), err: errors.New(p.id.unusable())}
+		default:
+			// Injected without TLS: this pod never holds a certificate,
+			// and its peers accept plain text from it (tls="disabled").
+			r.tls = tlsNotConfigured
 		}
 	}
+	return r, nil
+}
+
+// pick is pickRoute for the HTTP path until it answers refusals itself.
+func (p *Proxy) pick(ctx context.Context, dst netip.AddrPort) route {
+	r, err := p.pickRoute(ctx, dst)
+	if err != nil {
+		return route{ep: discovery.Endpoint{Addr: dst}, tls: tlsNoDiscovery}
+	}
 	return r
+}
+
+// resolve asks discovery, answering from the resolver's cache without a
+// deadline's allocation when it has one.
+func (p *Proxy) resolve(ctx context.Context, target string) ([]discovery.Endpoint, error) {
+	if c, ok := p.cfg.Resolver.(discovery.Cached); ok {
+		if eps, err, ok := c.Cached(target); ok {
+			return eps, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ResolveTimeout)
+	defer cancel()
+	return p.cfg.Resolver.Resolve(ctx, target)
+}
+
+// inClusterNetworks says whether discovery is asked about addr: with no
+// networks configured, every address is.
+func (p *Proxy) inClusterNetworks(addr netip.Addr) bool {
+	if len(p.cfg.ClusterNetworks) == 0 {
+		return true
+	}
+	for _, n := range p.cfg.ClusterNetworks {
+		if n.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // dstLabels are the outbound dst_* labels of an endpoint.
@@ -551,7 +618,13 @@ func (e *handshakeError) Unwrap() error { return e.err }
 
 func (p *Proxy) forwardOutboundTCP(src *countedConn, meta *connMeta) {
 	defer func() { _ = src.Close() }()
-	r := p.pick(context.Background(), meta.dst)
+	r, err := p.pickRoute(context.Background(), meta.dst)
+	if err != nil {
+		// Closed without a byte sent: the application sees a reset
+		// connection, never plain text to a peer that may require TLS.
+		p.refused(err.(*refusal))
+		return
+	}
 	d, err := p.connect(context.Background(), r, nil)
 	if err != nil {
 		p.log.Debug("outbound connect failed", "dst", meta.dst.String(), "error", err.Error())
