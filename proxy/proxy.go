@@ -491,7 +491,7 @@ type route struct {
 // Anything else (a discovery error or timeout, a Service with no endpoints
 // known yet, an identity-bearing endpoint while this TLS pod has no usable
 // certificate) is a *refusal: the caller fails the request visibly.
-func (p *Proxy) pickRoute(ctx context.Context, dst netip.AddrPort) (route, error) {
+func (p *Proxy) pick(ctx context.Context, dst netip.AddrPort) (route, error) {
 	direct := route{ep: discovery.Endpoint{Addr: dst}, tls: tlsNoDiscovery}
 	if dst.Addr().IsLoopback() {
 		direct.tls = tlsLoopback
@@ -525,15 +525,6 @@ func (p *Proxy) pickRoute(ctx context.Context, dst netip.AddrPort) (route, error
 		}
 	}
 	return r, nil
-}
-
-// pick is pickRoute for the HTTP path until it answers refusals itself.
-func (p *Proxy) pick(ctx context.Context, dst netip.AddrPort) route {
-	r, err := p.pickRoute(ctx, dst)
-	if err != nil {
-		return route{ep: discovery.Endpoint{Addr: dst}, tls: tlsNoDiscovery}
-	}
-	return r
 }
 
 // resolve asks discovery, answering from the resolver's cache without a
@@ -618,7 +609,7 @@ func (e *handshakeError) Unwrap() error { return e.err }
 
 func (p *Proxy) forwardOutboundTCP(src *countedConn, meta *connMeta) {
 	defer func() { _ = src.Close() }()
-	r, err := p.pickRoute(context.Background(), meta.dst)
+	r, err := p.pick(context.Background(), meta.dst)
 	if err != nil {
 		// Closed without a byte sent: the application sees a reset
 		// connection, never plain text to a peer that may require TLS.
