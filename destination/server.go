@@ -19,7 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -51,6 +53,9 @@ type Config struct {
 	// TrustAnchors, when set, must sign the certificates pods serve;
 	// without them the check reads the identity and dates only.
 	TrustAnchors *x509.CertPool
+	// Anchors, when set, is read at each check instead of TrustAnchors:
+	// the bundle of the moment (AnchorsFile.Pool).
+	Anchors func() *x509.CertPool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -170,7 +175,11 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.verify = readyVerifier{}
 	if !cfg.TrustReadiness {
-		s.handshakes = newHandshakeVerifier(s.life, cfg.TrustAnchors, log, func(ns string) { s.wake(ns, nil) })
+		roots := cfg.Anchors
+		if roots == nil {
+			roots = func() *x509.CertPool { return cfg.TrustAnchors }
+		}
+		s.handshakes = newHandshakeVerifier(s.life, roots, log, func(ns string) { s.wake(ns, nil) })
 		s.verify = s.handshakes
 	}
 	s.res = &resolver{controlNS: cfg.ControlNamespace, store: &informerStore{s}, verify: s.verify}
@@ -197,6 +206,27 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
+// AnchorsChanged makes every pod's identity be checked again against the
+// new trust anchors, and wakes every stream to pick up the verdicts.
+func (s *Server) AnchorsChanged() {
+	if s.handshakes == nil {
+		return
+	}
+	s.handshakes.forgetAll()
+	s.mu.Lock()
+	subs := make([]*subscription, 0, len(s.subs))
+	for sub := range s.subs {
+		subs = append(subs, sub)
+	}
+	s.mu.Unlock()
+	for _, sub := range subs {
+		select {
+		case sub.notify <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Ready says whether the caches are filled.
 func (s *Server) Ready() bool { return s.ready.Load() }
 
@@ -204,11 +234,21 @@ func (s *Server) Ready() bool { return s.ready.Load() }
 // clients (destination/client) ping every 30 s to notice a lost server,
 // which gRPC's default enforcement (one ping per 5 min) would answer by
 // closing the connection.
+//
+// Each connection may hold at most MaxStreamsPerConnection Get streams: a
+// proxy opens one per destination it talks to, and a client that opens
+// tens of thousands would slow every recomputation for everyone.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(MaxStreamsPerConnection),
 	}
 }
+
+// MaxStreamsPerConnection caps the Get streams of one client connection.
+// Streams beyond it wait for one to end (HTTP/2 flow control), so a
+// well-behaved proxy only slows down past it.
+const MaxStreamsPerConnection = 2048
 
 // Register adds the service to a gRPC server.
 func (s *Server) Register(g grpc.ServiceRegistrar) { pb.RegisterDestinationServer(g, s) }
@@ -271,7 +311,7 @@ func (s *Server) Get(req *pb.GetDestination, stream grpc.ServerStreamingServer[p
 	}
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
-	log := s.log.With("path", req.GetPath(), "client", req.GetContextToken())
+	log := s.log.With("path", req.GetPath(), "client", req.GetContextToken(), "client_id", callerIdentity(ctx))
 	if unknown {
 		// A name outside the cluster's Services never changes answer;
 		// the stream stays open so the client does not ask again.
@@ -533,4 +573,23 @@ func byIndex[T any](inf cache.SharedIndexInformer, index, value string) []T {
 		}
 	}
 	return out
+}
+
+// callerIdentity is the verified mesh identity of a client that presented
+// a certificate (the TLS listener verifies it against the anchors), or
+// "-" for a plain-text client: what the context token claims is only a
+// claim, the certificate is proof.
+func callerIdentity(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "-"
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return "-"
+	}
+	if names := ti.State.VerifiedChains[0][0].DNSNames; len(names) > 0 {
+		return names[0]
+	}
+	return "-"
 }

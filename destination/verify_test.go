@@ -80,7 +80,7 @@ func TestProbeIdentity(t *testing.T) {
 		{name: "nothing listening", addr: closedAddr, wantErr: "refused"},
 	} {
 		now := func() time.Time { return time.Now().Add(tc.later) }
-		err := probeIdentity(context.Background(), tc.addr, webIdentity, root.Pool(), 5*time.Second, now)
+		_, err := probeIdentity(context.Background(), tc.addr, webIdentity, root.Pool(), 5*time.Second, now)
 		switch {
 		case tc.wantErr == "" && err != nil:
 			t.Errorf("%s: %v", tc.name, err)
