@@ -304,8 +304,38 @@ func (r *resolver) podEndpoint(addr netip.AddrPort, pod *corev1.Pod) endpoint {
 	}
 	meshed := pod.Labels[contract.ControlPlaneNSLabel] == r.controlNS
 	ep.h2 = meshed
-	ep.identity = r.identity(pod)
+	if !skipsProxy(pod, addr.Port()) {
+		ep.identity = r.identity(pod)
+	}
 	return ep
+}
+
+// skipsProxy says whether connections to port bypass the pod's proxy:
+// its own tap and admin ports, and the ports named in
+// config.linkerd.io/skip-inbound-ports. A peer must reach them as they
+// are, in plain text: mesh TLS there would meet a server that does not
+// speak it (a meshed Prometheus scraping 4191, say).
+func skipsProxy(pod *corev1.Pod, port uint16) bool {
+	if port == contract.AdminPort || port == contract.TapPort {
+		return true
+	}
+	for _, f := range strings.Split(pod.Annotations[contract.SkipInboundPortsAnnotation], ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(f), "-")
+		a, err := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+		if err != nil {
+			continue
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.ParseUint(strings.TrimSpace(hi), 10, 16); err != nil {
+				continue
+			}
+		}
+		if uint64(port) >= a && uint64(port) <= b {
+			return true
+		}
+	}
+	return false
 }
 
 // identity is the identity pod can serve now, or "". A TLS pod gets one

@@ -281,6 +281,23 @@ func TestIdentityRules(t *testing.T) {
 	}
 }
 
+// TestNoIdentityForSkippedPorts: the proxy's admin and tap ports, and
+// ports the pod skips inbound, are advertised without identity, so a
+// meshed client reaches them in plain text as the port expects, instead
+// of a ClientHello the server there cannot answer.
+func TestNoIdentityForSkippedPorts(t *testing.T) {
+	r := &resolver{controlNS: ctrlNS}
+	pod := meshedPod("web-1", "10.1.0.1", true)
+	pod.Annotations[contract.SkipInboundPortsAnnotation] = "3306, 9000-9002"
+	for port, want := range map[uint16]string{
+		8080: webIdentity, contract.AdminPort: "", contract.TapPort: "", 3306: "", 9001: "", 9003: webIdentity,
+	} {
+		if ep := r.podEndpoint(netip.AddrPortFrom(netip.MustParseAddr("10.1.0.1"), port), pod); ep.identity != want {
+			t.Errorf("port %d: identity %q, want %q", port, ep.identity, want)
+		}
+	}
+}
+
 func TestResolveFallsBackToSelectedPods(t *testing.T) {
 	notReady := meshedPod("web-3", "10.1.0.3", false)
 	other := meshedPod("vote-1", "10.1.0.4", true)
