@@ -104,6 +104,11 @@ func (c *Config) defaults() {
 	}
 }
 
+// opaqueTLSWait is how long the inbound side of an opaque port waits for a
+// peer proxy's ClientHello (sent as soon as it connects) before treating
+// the connection as a plain client waiting for the server to speak.
+const opaqueTLSWait = time.Second
+
 // Directions, as the metrics' direction label spells them.
 const (
 	inbound  = "inbound"
@@ -318,7 +323,18 @@ func (p *Proxy) serveInbound(_ context.Context, raw net.Conn) {
 		return
 	}
 	meta.dst = dst
-	proto, buf, err := detect(raw, p.cfg.DetectTimeout)
+	// On an opaque port the client may be waiting for the server to speak
+	// first: wait only briefly for a peer proxy's ClientHello, then pass
+	// the connection on as it is.
+	opaque := p.cfg.OpaquePorts[dst.Port()]
+	timeout := p.cfg.DetectTimeout
+	if opaque {
+		timeout = min(timeout, opaqueTLSWait)
+	}
+	proto, buf, err := detect(raw, timeout)
+	if opaque && proto != TLS {
+		proto, err = Opaque, nil
+	}
 	if err != nil {
 		p.failDetect(raw, inbound, err)
 		return
@@ -338,7 +354,10 @@ func (p *Proxy) serveInbound(_ context.Context, raw net.Conn) {
 		c = tc
 		if terminated {
 			meta.tls = tlsStatus{status: "true", clientID: peerIdentity(tc.(*tls.Conn).ConnectionState())}
-			proto, buf, err = detect(tc, p.cfg.DetectTimeout)
+			proto, buf, err = Opaque, nil, nil
+			if !opaque {
+				proto, buf, err = detect(tc, p.cfg.DetectTimeout)
+			}
 			if err != nil {
 				p.failDetect(tc, inbound, err)
 				return
@@ -464,10 +483,16 @@ func (p *Proxy) serveOutbound(_ context.Context, raw net.Conn) {
 		return
 	}
 	meta.dst = dst
-	proto, buf, err := detect(raw, p.cfg.DetectTimeout)
-	if err != nil {
-		p.failDetect(raw, outbound, err)
-		return
+	// Opaque ports are forwarded at once: their servers speak first, and
+	// waiting for the client to would stall every connection for the
+	// detection timeout.
+	proto, buf := Opaque, []byte(nil)
+	if !p.cfg.OpaquePorts[dst.Port()] {
+		proto, buf, err = detect(raw, p.cfg.DetectTimeout)
+		if err != nil {
+			p.failDetect(raw, outbound, err)
+			return
+		}
 	}
 	cc := p.m.track(&replayConn{Conn: raw, buf: buf}, meta.tls.labels(labels{"direction": outbound, "peer": "src"}))
 	switch proto {
