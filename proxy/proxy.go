@@ -162,6 +162,8 @@ type Proxy struct {
 
 	started     time.Time
 	ready       atomic.Bool
+	draining    atomic.Bool
+	live        connSet
 	inboundPort atomic.Uint32
 	// Addresses actually bound, for tests that listen on port 0.
 	addrs   map[string]net.Addr
@@ -211,6 +213,13 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Shutdown runs in stages (drain): ctx ends it; serving ends when the
+	// listeners stop accepting; life when the admin server and the
+	// credential watch stop, last.
+	serving, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	life, endLife := context.WithCancel(context.Background())
+	defer endLife()
 	type ln struct {
 		name, addr string
 		serve      func(context.Context, net.Listener) error
@@ -218,7 +227,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	lns := []ln{
 		{inbound, p.cfg.InboundAddr, p.acceptLoop(p.serveInbound)},
 		{outbound, p.cfg.OutboundAddr, p.acceptLoop(p.serveOutbound)},
-		{"admin", p.cfg.AdminAddr, p.serveAdmin},
+		{"admin", p.cfg.AdminAddr, func(_ context.Context, l net.Listener) error { return p.serveAdmin(life, l) }},
 		{"tap", p.cfg.TapAddr, p.serveTap},
 	}
 	var listeners []net.Listener
@@ -255,25 +264,49 @@ func (p *Proxy) Run(ctx context.Context) error {
 		lis := listeners[i]
 		i++
 		wg.Go(func() {
-			if err := l.serve(ctx, lis); err != nil && ctx.Err() == nil {
+			if err := l.serve(serving, lis); err != nil && serving.Err() == nil {
 				errs <- fmt.Errorf("%s: %w", l.name, err)
 				cancel()
 			}
 		})
 	}
-	wg.Go(func() { p.id.watch(ctx, p.cfg.ReloadPoll) })
-	wg.Go(func() { p.inboundHTTP.run(ctx) })
-	wg.Go(func() { p.outboundHTTP.run(ctx) })
+	wg.Go(func() { p.id.watch(life, p.cfg.ReloadPoll) })
+	wg.Go(func() { p.inboundHTTP.run(serving) })
+	wg.Go(func() { p.outboundHTTP.run(serving) })
 	<-ctx.Done()
+	p.drain(len(errs) > 0, stopServing)
 	for _, l := range listeners {
 		_ = l.Close()
 	}
+	endLife()
 	wg.Wait()
 	select {
 	case err := <-errs:
 		return err
 	default:
 		return nil
+	}
+}
+
+// drain is the proxy's shutdown once Run's context ends (SIGTERM). The
+// pod is terminating and its endpoints are being removed, but peers that
+// have not heard yet still send to it: for DrainDelay it keeps accepting
+// (and /ready says it is draining); then the listeners close, and
+// requests, streams and opaque or upgraded connections in flight get up
+// to ShutdownGrace to finish before the rest are closed. A listener that
+// failed skips the delay.
+func (p *Proxy) drain(failed bool, stopServing context.CancelFunc) {
+	p.draining.Store(true)
+	if !failed && p.cfg.DrainDelay > 0 {
+		p.log.Info("shutting down: still serving while peers drop this endpoint", "for", p.cfg.DrainDelay.String())
+		time.Sleep(p.cfg.DrainDelay)
+	}
+	stopServing()
+	grace, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownGrace)
+	defer cancel()
+	if !p.live.wait(grace) {
+		n := p.live.closeAll()
+		p.log.Warn("shutdown grace period over: closing connections still open", "connections", n, "grace", p.cfg.ShutdownGrace.String())
 	}
 }
 
@@ -298,7 +331,7 @@ func (p *Proxy) acceptLoop(handle func(context.Context, net.Conn)) func(context.
 				return err
 			}
 			delay = 0
-			go handle(ctx, c)
+			go handle(ctx, p.live.add(c))
 		}
 	}
 }
@@ -315,9 +348,10 @@ func addrPort(a net.Addr) netip.AddrPort {
 // serveInbound handles one connection redirected to the inbound port:
 // detect, terminate TLS meant for this pod, then proxy HTTP or bytes to
 // the original destination, the local application.
-func (p *Proxy) serveInbound(_ context.Context, raw net.Conn) {
+func (p *Proxy) serveInbound(_ context.Context, conn net.Conn) {
+	raw := conn
 	meta := &connMeta{direction: inbound, src: addrPort(raw.RemoteAddr())}
-	dst, err := p.cfg.OrigDst(raw, inbound)
+	dst, err := p.cfg.OrigDst(socketOf(conn), inbound)
 	if err != nil {
 		p.fail(raw, inbound, errConnect, "no original destination", err)
 		return
@@ -475,9 +509,10 @@ func splice(a, b net.Conn) {
 
 // serveOutbound handles one connection the application made, redirected
 // to the outbound port.
-func (p *Proxy) serveOutbound(_ context.Context, raw net.Conn) {
+func (p *Proxy) serveOutbound(_ context.Context, conn net.Conn) {
+	raw := conn
 	meta := &connMeta{direction: outbound, src: addrPort(raw.RemoteAddr()), tls: tlsLoopback}
-	dst, err := p.cfg.OrigDst(raw, outbound)
+	dst, err := p.cfg.OrigDst(socketOf(conn), outbound)
 	if err != nil {
 		p.fail(raw, outbound, errConnect, "no original destination", err)
 		return

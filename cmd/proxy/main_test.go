@@ -57,6 +57,8 @@ func TestRunsAsAPod(t *testing.T) {
 		contract.EnvPodNamespace + "=ns", contract.EnvPodName + "=web-1",
 		// Discovery configured, as inject writes it, and unreachable.
 		contract.EnvDestinationAddr + "=" + freePort(t),
+		// Shut down soon after SIGTERM: nothing is in flight.
+		contract.EnvDrainDelay + "=500ms",
 		contract.EnvTLSPodIdentity + "=web.deployment.ns.linkerd-managed.linkerd.svc.cluster.local",
 		contract.EnvTLSCert + "=" + filepath.Join(dir, "identity", "tls.crt"),
 		contract.EnvTLSPrivateKey + "=" + filepath.Join(dir, "identity", "tls.key"),
