@@ -23,6 +23,9 @@ func (p *Proxy) Ready() (bool, string) {
 	if !p.ready.Load() {
 		return false, "listeners not bound"
 	}
+	if p.draining.Load() {
+		return false, "shutting down: draining connections"
+	}
 	if p.id.configured() && p.id.current() == nil {
 		if wait := p.cfg.ReadyWait - time.Since(p.started); wait > 0 {
 			return false, fmt.Sprintf("waiting up to %s more for TLS credentials", wait.Round(time.Second))
