@@ -78,6 +78,8 @@ type endpoint struct {
 	identity string
 	labels   map[string]string
 	h2       bool
+	// pending: the pod's identity is being checked for the first time.
+	pending bool
 }
 
 func (e endpoint) equal(o endpoint) bool {
@@ -94,6 +96,20 @@ type snapshot struct {
 	// setLabels apply to every endpoint (the Service's namespace and name).
 	setLabels map[string]string
 	endpoints map[netip.AddrPort]endpoint
+	// pending says endpoints were left out because their pods' identity
+	// checks have not concluded yet (see add).
+	pending bool
+}
+
+// add lists ep, unless its identity is still being checked: a pod is
+// advertised once discovery can say what it serves, never first without
+// an identity and then with one.
+func (s *snapshot) add(ep endpoint) {
+	if ep.pending {
+		s.pending = true
+		return
+	}
+	s.endpoints[ep.addr] = ep
 }
 
 // store is the read side of the informers' caches, so resolution can be
@@ -136,7 +152,7 @@ func (r *resolver) resolve(t target) snapshot {
 	pod := pods[0]
 	snap := snapshot{exists: true, namespace: pod.Namespace, endpoints: map[netip.AddrPort]endpoint{}}
 	addr := netip.AddrPortFrom(t.ip, t.port)
-	snap.endpoints[addr] = r.podEndpoint(addr, pod)
+	snap.add(r.podEndpoint(addr, pod))
 	return snap
 }
 
@@ -200,7 +216,7 @@ func (r *resolver) resolveService(svc *corev1.Service, port uint16) snapshot {
 						p = ps[0]
 					}
 				}
-				snap.endpoints[addr] = r.podEndpoint(addr, p)
+				snap.add(r.podEndpoint(addr, p))
 			}
 		}
 	}
@@ -228,7 +244,7 @@ func (r *resolver) resolveService(svc *corev1.Service, port uint16) snapshot {
 			}
 		}
 		addr := netip.AddrPortFrom(ip.Unmap(), targetPort)
-		snap.endpoints[addr] = r.podEndpoint(addr, pod)
+		snap.add(r.podEndpoint(addr, pod))
 	}
 	return snap
 }
@@ -305,7 +321,7 @@ func (r *resolver) podEndpoint(addr netip.AddrPort, pod *corev1.Pod) endpoint {
 	meshed := pod.Labels[contract.ControlPlaneNSLabel] == r.controlNS
 	ep.h2 = meshed
 	if !skipsProxy(pod, addr.Port()) {
-		ep.identity = r.identity(pod)
+		ep.identity, ep.pending = r.identity(pod)
 	}
 	return ep
 }
@@ -344,19 +360,25 @@ func skipsProxy(pod *corev1.Pod, port uint16) bool {
 // and readiness"), so a pod whose Secret has not arrived is advertised
 // without identity and reached in plain text rather than failing every
 // handshake.
-func (r *resolver) identity(pod *corev1.Pod) string {
+//
+// pending is true while the verifier's first check of the pod has not
+// concluded: the pod is then not advertised at all yet (snapshot.add).
+func (r *resolver) identity(pod *corev1.Pod) (id string, pending bool) {
 	if pod.Annotations[contract.TLSAnnotation] != contract.TLSOptional || pod.Labels[contract.ControlPlaneNSLabel] != r.controlNS {
-		return ""
+		return "", false
 	}
 	if !podReady(pod) {
-		return ""
+		return "", false
 	}
 	kind, name := identityOwner(pod)
-	id := contract.Identity(name, kind, pod.Namespace, r.controlNS)
+	id = contract.Identity(name, kind, pod.Namespace, r.controlNS)
 	if r.verify != nil && !r.verify.serves(pod, id) {
-		return ""
+		p, ok := r.verify.(interface {
+			pending(*corev1.Pod, string) bool
+		})
+		return "", ok && p.pending(pod, id)
 	}
-	return id
+	return id, false
 }
 
 // identityOwner is the owner whose identity the CA issues for pod: the

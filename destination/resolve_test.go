@@ -456,3 +456,42 @@ func TestSubscriptionConcerns(t *testing.T) {
 		}
 	}
 }
+
+// checking is a verifier whose checks have not concluded for the pods in
+// it, and concluded (failed) for the others.
+type checking map[string]bool
+
+func (checking) serves(*corev1.Pod, string) bool { return false }
+
+func (c checking) pending(pod *corev1.Pod, _ string) bool { return c[pod.Name] }
+
+// TestPendingIdentityNotAdvertised: a Ready TLS pod whose identity check
+// has not concluded (every pod, just after the destination service
+// restarts) is left out of the answer, not advertised without identity
+// (its peers would then send it plain text); once the check concluded
+// that it does not serve one, it is listed without.
+func TestPendingIdentityNotAdvertised(t *testing.T) {
+	ms := &mapStore{
+		services: []*corev1.Service{webService()},
+		pods:     []*corev1.Pod{meshedPod("web-1", "10.1.0.1", true), meshedPod("web-2", "10.1.0.2", true)},
+		slices: []*discoveryv1.EndpointSlice{webSlice(
+			discoveryv1.Endpoint{Addresses: []string{"10.1.0.1"}, TargetRef: podRef("web-1"), Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}},
+			discoveryv1.Endpoint{Addresses: []string{"10.1.0.2"}, TargetRef: podRef("web-2"), Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}},
+		)},
+	}
+	r := &resolver{controlNS: ctrlNS, store: sliceStore{ms}, verify: checking{"web-1": true}}
+	for _, path := range []string{"web-svc.emojivoto:80", "10.1.0.1:8080"} {
+		tg, _, _ := parseTarget(path, "cluster.local")
+		snap := r.resolve(tg)
+		if !snap.pending {
+			t.Errorf("%s: not marked pending", path)
+		}
+		if ep, ok := snap.endpoints[netip.MustParseAddrPort("10.1.0.1:8080")]; ok {
+			t.Errorf("%s: the pod being checked is advertised: %+v", path, ep)
+		}
+	}
+	tg, _, _ := parseTarget("web-svc.emojivoto:80", "cluster.local")
+	if ep, ok := r.resolve(tg).endpoints[netip.MustParseAddrPort("10.1.0.2:8080")]; !ok || ep.identity != "" {
+		t.Errorf("the pod whose check failed: %+v %v, want listed without identity", ep, ok)
+	}
+}

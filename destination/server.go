@@ -245,6 +245,10 @@ func ServerOptions() []grpc.ServerOption {
 	}
 }
 
+// firstAnswerHold bounds how long a stream's first answer waits for the
+// identity checks of its endpoints (each bounded by a 5s handshake).
+const firstAnswerHold = 6 * time.Second
+
 // MaxStreamsPerConnection caps the Get streams of one client connection.
 // Streams beyond it wait for one to end (HTTP/2 flow control), so a
 // well-behaved proxy only slows down past it.
@@ -340,6 +344,10 @@ func (s *Server) Get(req *pb.GetDestination, stream grpc.ServerStreamingServer[p
 	}()
 
 	var last *snapshot
+	// The first answer waits, briefly, for identity checks under way
+	// (after a restart every pod is checked afresh), so a client is not
+	// first told a Service has fewer endpoints than it has.
+	holdFirst := time.Now().Add(firstAnswerHold)
 	for {
 		next := s.res.resolve(t)
 		if t.service == "" {
@@ -354,6 +362,17 @@ func (s *Server) Get(req *pb.GetDestination, stream grpc.ServerStreamingServer[p
 				case sub.notify <- struct{}{}:
 				default:
 				}
+			}
+		}
+		if last == nil && next.pending {
+			if wait := time.Until(holdFirst); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-sub.notify:
+				case <-time.After(wait):
+				}
+				continue
 			}
 		}
 		for _, u := range diff(last, next) {

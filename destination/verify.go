@@ -97,6 +97,17 @@ func (v *handshakeVerifier) serves(pod *corev1.Pod, identity string) bool {
 	return false
 }
 
+// pending says whether a pod's first check of identity has not concluded
+// yet: the resolver then leaves the pod out rather than advertise it
+// without an identity it may well serve, which would send its peers' first
+// requests in plain text.
+func (v *handshakeVerifier) pending(pod *corev1.Pod, identity string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	pc := v.pods[pod.UID]
+	return pc != nil && pc.ip == pod.Status.PodIP && pc.identity == identity && !pc.ok && pc.err == nil
+}
+
 // forget drops a pod's verdict: it was deleted, or stopped being Ready,
 // which is when a proxy may have restarted without its certificate.
 func (v *handshakeVerifier) forget(uid types.UID) {
