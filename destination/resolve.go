@@ -355,11 +355,11 @@ func skipsProxy(pod *corev1.Pod, port uint16) bool {
 }
 
 // identity is the identity pod can serve now, or "". A TLS pod gets one
-// only once it is Ready (the proxy's readiness waits for its certificate)
-// and the verifier has seen it serve that identity (README.md, "Identity
-// and readiness"), so a pod whose Secret has not arrived is advertised
-// without identity and reached in plain text rather than failing every
-// handshake.
+// once it is Ready (the proxy is ready only with a usable certificate) and
+// the verifier has seen it serve that identity (README.md, "Identity and
+// readiness"). Until then it is pending: left out of answers, never
+// advertised without identity. A pod whose check failed is advertised
+// without.
 //
 // pending is true while the verifier's first check of the pod has not
 // concluded: the pod is then not advertised at all yet (snapshot.add).
@@ -368,7 +368,10 @@ func (r *resolver) identity(pod *corev1.Pod) (id string, pending bool) {
 		return "", false
 	}
 	if !podReady(pod) {
-		return "", false
+		// Its proxy has no certificate yet (it is ready only with one),
+		// or this cache has not seen it turn Ready: a peer must not be
+		// told it has no identity, so it is not advertised at all yet.
+		return "", true
 	}
 	kind, name := identityOwner(pod)
 	id = contract.Identity(name, kind, pod.Namespace, r.controlNS)

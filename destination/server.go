@@ -81,7 +81,7 @@ type Server struct {
 	ready  atomic.Bool
 
 	mu   sync.Mutex
-	subs map[*subscription]struct{}
+	subs *subIndex
 
 	registry *prometheus.Registry
 	metrics  *metrics
@@ -89,32 +89,14 @@ type Server struct {
 
 // subscription is one Get stream waiting for changes.
 type subscription struct {
-	// namespace limits the events that concern a Service target.
-	namespace string
-	// ip is an IP target's address; matchNS is the namespace of the
-	// Service or pod it last resolved to (guarded by Server.mu). Such a
-	// stream hears its match's namespace, and any Service or pod that
-	// carries its IP, wherever it appears.
-	ip      netip.Addr
-	matchNS string
-	notify  chan struct{}
-}
-
-// concerns says whether an event in namespace ns, on an object carrying
-// ips, may change what sub resolves to.
-func (sub *subscription) concerns(ns string, ips []string) bool {
-	if sub.namespace != "" {
-		return sub.namespace == ns
-	}
-	if sub.matchNS != "" && sub.matchNS == ns {
-		return true
-	}
-	for _, ip := range ips {
-		if ip == sub.ip.String() {
-			return true
-		}
-	}
-	return false
+	// namespace and service name a Service target.
+	namespace, service string
+	// ip is an address target's IP; matchNS and matchSvc name the Service
+	// it last resolved to, if any (guarded by Server.mu). Such a stream
+	// hears that Service's events, and any object that carries its IP.
+	ip                netip.Addr
+	matchNS, matchSvc string
+	notify            chan struct{}
 }
 
 const (
@@ -145,7 +127,7 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 		services: factory.Core().V1().Services().Informer(),
 		slices:   factory.Discovery().V1().EndpointSlices().Informer(),
 		synced:   make(chan struct{}),
-		subs:     map[*subscription]struct{}{},
+		subs:     newSubIndex(),
 		registry: prometheus.NewRegistry(),
 	}
 	s.metrics = newMetrics(s.registry, s)
@@ -160,13 +142,13 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 	}
 	for _, inf := range []cache.SharedIndexInformer{s.pods, s.services, s.slices} {
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    s.changed,
-			UpdateFunc: func(_, obj any) { s.changed(obj) },
+			AddFunc:    func(obj any) { s.changed(obj, nil) },
+			UpdateFunc: func(old, obj any) { s.changed(obj, old) },
 			DeleteFunc: func(obj any) {
 				if _, ok := obj.(cache.DeletedFinalStateUnknown); !ok {
 					obj = cache.DeletedFinalStateUnknown{Obj: obj}
 				}
-				s.changed(obj)
+				s.changed(obj, nil)
 			},
 		}); err != nil {
 			return nil, err
@@ -179,7 +161,7 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 		if roots == nil {
 			roots = func() *x509.CertPool { return cfg.TrustAnchors }
 		}
-		s.handshakes = newHandshakeVerifier(s.life, roots, log, func(ns string) { s.wake(ns, nil) })
+		s.handshakes = newHandshakeVerifier(s.life, roots, log, s.podVerdict)
 		s.verify = s.handshakes
 	}
 	s.res = &resolver{controlNS: cfg.ControlNamespace, store: &informerStore{s}, verify: s.verify}
@@ -214,8 +196,8 @@ func (s *Server) AnchorsChanged() {
 	}
 	s.handshakes.forgetAll()
 	s.mu.Lock()
-	subs := make([]*subscription, 0, len(s.subs))
-	for sub := range s.subs {
+	subs := make([]*subscription, 0, len(s.subs.all))
+	for sub := range s.subs.all {
 		subs = append(subs, sub)
 	}
 	s.mu.Unlock()
@@ -257,10 +239,14 @@ const MaxStreamsPerConnection = 2048
 // Register adds the service to a gRPC server.
 func (s *Server) Register(g grpc.ServiceRegistrar) { pb.RegisterDestinationServer(g, s) }
 
-// changed wakes the streams an object's change may concern. Each stream
-// recomputes its destination from the caches and sends the difference, so
-// a burst of events costs one recomputation per stream.
-func (s *Server) changed(obj any) {
+// changed wakes the streams an object's change may concern: a Service's
+// and its slices' streams, the streams of the addresses an object carries,
+// and for a pod the streams of the Services that select it (before or
+// after the change). Each stream recomputes its destination from the
+// caches and sends the difference, so a burst of events costs one
+// recomputation per stream, and an event costs nothing to the streams it
+// does not concern.
+func (s *Server) changed(obj, old any) {
 	deleted := false
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj, deleted = d.Obj, true
@@ -268,27 +254,51 @@ func (s *Server) changed(obj any) {
 	if pod, ok := obj.(*corev1.Pod); ok && s.handshakes != nil && (deleted || pod.DeletionTimestamp != nil || !podReady(pod)) {
 		s.handshakes.forget(pod.UID)
 	}
-	var ips []string
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		ips, _ = indexPodIP(o)
-	case *corev1.Service:
-		ips, _ = indexClusterIP(o)
+	var e event
+	addIPs := func(ips []string) {
+		for _, ip := range ips {
+			if a, err := netip.ParseAddr(ip); err == nil {
+				e.ips = append(e.ips, a)
+			}
+		}
 	}
-	if o, ok := obj.(interface{ GetNamespace() string }); ok {
-		s.wake(o.GetNamespace(), ips)
+	for _, o := range []any{obj, old} {
+		switch o := o.(type) {
+		case *corev1.Pod:
+			e.namespace = o.Namespace
+			ips, _ := indexPodIP(o)
+			addIPs(ips)
+			e.pods = append(e.pods, o)
+		case *corev1.Service:
+			e.namespace = o.Namespace
+			ips, _ := indexClusterIP(o)
+			addIPs(ips)
+			e.services = append(e.services, o.Name)
+		case *discoveryv1.EndpointSlice:
+			e.namespace = o.Namespace
+			if name := o.Labels[discoveryv1.LabelServiceName]; name != "" {
+				e.services = append(e.services, name)
+			}
+		}
+	}
+	s.wake(e)
+}
+
+// podVerdict wakes the streams of a pod whose identity check concluded.
+func (s *Server) podVerdict(namespace, name string) {
+	if pod, ok := (&informerStore{s}).pod(namespace, name); ok {
+		s.changed(pod, nil)
 	}
 }
 
-// wake tells the streams an event in namespace ns, on an object carrying
-// ips, concerns to recompute.
-func (s *Server) wake(ns string, ips []string) {
+// wake tells the streams e concerns to recompute.
+func (s *Server) wake(e event) {
+	due := map[*subscription]struct{}{}
+	svcOf := (&informerStore{s}).service
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for sub := range s.subs {
-		if !sub.concerns(ns, ips) {
-			continue
-		}
+	s.subs.collect(e, svcOf, due)
+	s.mu.Unlock()
+	for sub := range due {
 		select {
 		case sub.notify <- struct{}{}:
 		default: // already due for a recomputation
@@ -333,13 +343,13 @@ func (s *Server) Get(req *pb.GetDestination, stream grpc.ServerStreamingServer[p
 		s.metrics.requests.WithLabelValues("ip").Inc()
 	}
 
-	sub := &subscription{namespace: t.namespace, ip: t.ip, notify: make(chan struct{}, 1)}
+	sub := &subscription{namespace: t.namespace, service: t.service, ip: t.ip, notify: make(chan struct{}, 1)}
 	s.mu.Lock()
-	s.subs[sub] = struct{}{}
+	s.subs.add(sub)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		delete(s.subs, sub)
+		s.subs.remove(sub)
 		s.mu.Unlock()
 	}()
 
@@ -352,8 +362,7 @@ func (s *Server) Get(req *pb.GetDestination, stream grpc.ServerStreamingServer[p
 		next := s.res.resolve(t)
 		if t.service == "" {
 			s.mu.Lock()
-			moved := sub.matchNS != next.namespace
-			sub.matchNS = next.namespace
+			moved := s.subs.match(sub, next.namespace, next.setLabels["service"])
 			s.mu.Unlock()
 			if moved {
 				// An event in the new namespace may have come between

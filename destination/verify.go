@@ -45,9 +45,8 @@ type handshakeVerifier struct {
 	timeout time.Duration
 	log     *slog.Logger
 	now     func() time.Time
-	// changed wakes the streams of a namespace when a pod's verdict
-	// changes.
-	changed func(namespace string)
+	// changed wakes the streams of a pod when its verdict changes.
+	changed func(namespace, name string)
 
 	mu   sync.Mutex
 	pods map[types.UID]*podCheck
@@ -71,7 +70,7 @@ const (
 	maxRetry = 30 * time.Second
 )
 
-func newHandshakeVerifier(ctx context.Context, roots func() *x509.CertPool, log *slog.Logger, changed func(string)) *handshakeVerifier {
+func newHandshakeVerifier(ctx context.Context, roots func() *x509.CertPool, log *slog.Logger, changed func(namespace, name string)) *handshakeVerifier {
 	return &handshakeVerifier{
 		port: contract.InboundPort, roots: roots, timeout: 5 * time.Second, log: log, now: time.Now,
 		changed: changed, pods: map[types.UID]*podCheck{}, ctx: ctx,
@@ -143,14 +142,14 @@ func (v *handshakeVerifier) check(uid types.UID, namespace, name string, pc *pod
 	// Wake the namespace either way: on success to advertise the
 	// identity, on failure so a stream recomputes after the backoff.
 	if err == nil {
-		v.changed(namespace)
+		v.changed(namespace, name)
 		return
 	}
 	go func() {
 		select {
 		case <-v.ctx.Done():
 		case <-time.After(time.Until(next)):
-			v.changed(namespace)
+			v.changed(namespace, name)
 		}
 	}()
 }

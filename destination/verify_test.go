@@ -125,7 +125,7 @@ func TestVerifierFollowsAnchorsAndExpiry(t *testing.T) {
 	}
 	var offset atomic.Int64
 	woke := make(chan string, 100)
-	v := newHandshakeVerifier(ctx, anchors.Pool, slog.New(slog.DiscardHandler), func(ns string) { woke <- ns })
+	v := newHandshakeVerifier(ctx, anchors.Pool, slog.New(slog.DiscardHandler), func(ns, _ string) { woke <- ns })
 	v.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	anchors.Changed = v.forgetAll
 	go anchors.Watch(ctx, 100*time.Millisecond)
