@@ -59,6 +59,9 @@ func TestRunsAsAPod(t *testing.T) {
 		contract.EnvDestinationAddr + "=" + freePort(t),
 		// Shut down soon after SIGTERM: nothing is in flight.
 		contract.EnvDrainDelay + "=500ms",
+		// As inject sets it from a CPU limit of 1 (Go's own cgroup-aware
+		// default never goes below 2).
+		contract.EnvCores + "=1",
 		contract.EnvTLSPodIdentity + "=web.deployment.ns.linkerd-managed.linkerd.svc.cluster.local",
 		contract.EnvTLSCert + "=" + filepath.Join(dir, "identity", "tls.crt"),
 		contract.EnvTLSPrivateKey + "=" + filepath.Join(dir, "identity", "tls.key"),
@@ -97,6 +100,8 @@ func TestRunsAsAPod(t *testing.T) {
 	}
 	if code, body := getStatus("/metrics"); code != 200 || !strings.Contains(body, `tls_config_reload_total{status="failure"} 1`) {
 		t.Errorf("/metrics: %d, reload failure not counted", code)
+	} else if !strings.Contains(body, "\ngo_sched_gomaxprocs_threads 1\n") {
+		t.Errorf("GOMAXPROCS not set from %s=1", contract.EnvCores)
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
