@@ -135,7 +135,7 @@ func (v *handshakeVerifier) check(uid types.UID, namespace, name string, pc *pod
 		return
 	}
 	if err != nil {
-		v.log.Debug("pod does not serve its identity yet", "pod", namespace+"/"+name, "addr", addr, "err", err)
+		v.log.Info("pod does not serve its identity: advertised without it until a check passes", "pod", namespace+"/"+name, "addr", addr, "err", err)
 	} else {
 		v.log.Debug("pod serves its identity", "pod", namespace+"/"+name, "identity", pc.identity)
 	}

@@ -113,7 +113,8 @@ func TestNoPlainTextThroughDiscoveryOutageAndRootRotation(t *testing.T) {
 						plain = append(plain, l)
 					}
 				}
-				t.Fatalf("%s: the proxy at %s counted %v plain-text requests:\n%s", what, ip, n, strings.Join(plain, "\n"))
+				logs, _ := exec.Command(kubectl, "--kubeconfig", kubeconfig, "-n", cp, "logs", "-l", contract.ComponentLabel+"=destination", "--tail=40").CombinedOutput()
+				t.Fatalf("%s: the proxy at %s counted %v plain-text requests:\n%s\ndestination service log:\n%s", what, ip, n, strings.Join(plain, "\n"), logs)
 			}
 		}
 	}

@@ -39,10 +39,12 @@ Proxies open a Destination.Get stream per authority ("svc.ns:port",
 Service's ClusterIP) and receive its endpoints, then changes, from watches on
 Services, EndpointSlices and Pods. An endpoint carries its pod's TLS identity
 only when the pod is meshed by this control plane with linkerd.io/tls=optional,
-is Ready, and presents a certificate for that identity on its inbound port
-(4143) when the controller opens a TLS handshake there: a proxy whose
-certificate has not arrived is advertised without identity, and reached in
-plain text.
+is Ready, and presents a certificate for that identity, chaining to the trust
+anchors of the moment, on its inbound port (4143) when the controller opens a
+TLS handshake there. Until that check concludes (and while such a pod is not
+Ready) the pod is left out of answers rather than advertised without identity.
+The trust anchors are re-read when the bundle changes. Each client connection
+may hold at most 2048 Get streams.
 
 With --tls-cert, --tls-key and --tls-trust-anchors (the controller's own
 Secret and the trust bundle), the gRPC port serves TLS with the controller's
