@@ -496,3 +496,35 @@ func TestControllerTLS(t *testing.T) {
 		t.Errorf("resolve without trust anchors: %v, want refused naming the anchors", err)
 	}
 }
+
+// TestCachedAnswerAllocatesNothing: once a target is answered, the
+// per-request lookup takes no lock shared with other targets and
+// allocates nothing, whatever the number of endpoints (it used to sort
+// and copy every endpoint's labels on every request).
+func TestCachedAnswerAllocatesNothing(t *testing.T) {
+	u := addUpdate(netip.MustParseAddrPort("10.1.0.1:80"), idB, "b-1")
+	for i := 2; i <= 50; i++ {
+		u.GetAdd().Addrs = append(u.GetAdd().Addrs, addUpdate(netip.MustParseAddrPort(fmt.Sprintf("10.1.0.%d:80", i)), idB, fmt.Sprintf("b-%d", i)).GetAdd().Addrs...)
+	}
+	dst := &fakeDestination{eps: func() *pb.Update { return u }}
+	dst.start(t)
+	t.Cleanup(dst.stop)
+	res, err := client.New(client.Config{Addr: dst.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = res.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if eps, err := res.Resolve(ctx, "svc.ns:80"); err != nil || len(eps) != 50 {
+		t.Fatalf("resolve: %d endpoints, %v", len(eps), err)
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if eps, err, ok := res.Cached("svc.ns:80"); !ok || err != nil || len(eps) != 50 {
+			t.Fatalf("cached: %d %v %v", len(eps), err, ok)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("a cached answer costs %v allocations", allocs)
+	}
+}
