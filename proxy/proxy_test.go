@@ -304,6 +304,11 @@ func TestBadClientCertificates(t *testing.T) {
 			t.Errorf("%s: client certificate accepted", name)
 		}
 	}
+	// The client reads the server's alert before the server has counted
+	// the failure: wait for the count, then check it is not more.
+	eventually(t, 5*time.Second, "three inbound handshake errors counted", func() bool {
+		return metric(t, m.b.addr("admin"), "proxy_connection_errors_total", map[string]string{"direction": "inbound", "reason": errTLSInbound}) >= 3
+	})
 	if got := metric(t, m.b.addr("admin"), "proxy_connection_errors_total", map[string]string{"direction": "inbound", "reason": errTLSInbound}); got != 3 {
 		t.Errorf("inbound handshake errors = %v, want 3", got)
 	}
