@@ -82,8 +82,9 @@ const (
 )
 
 // ProxyAwaitCommand is the proxy container's postStart hook: the kubelet
-// starts the next container only when it returns.
-var ProxyAwaitCommand = []string{"proxy", "await", "--timeout=2m"}
+// starts the next container only when it returns. The proxy image holds
+// its binary at /proxy (tools/images: entrypoint "/" + name).
+var ProxyAwaitCommand = []string{"/proxy", "await", "--timeout=2m"}
 
 // The tap API (`controller tap`), served as the aggregated API
 // tap.linkerd.io/v1alpha1.

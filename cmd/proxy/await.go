@@ -25,7 +25,7 @@ func await(args []string, getenv func(string) string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the proxy to be ready")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: proxy await [--timeout 2m]\n\nWaits until the proxy in this pod answers /ready on its admin port\n("+contract.EnvAdminListenAddr+"). Example, as inject writes it:\n  lifecycle: {postStart: {exec: {command: [proxy, await, --timeout=2m]}}}")
+		fmt.Fprintln(stderr, "usage: proxy await [--timeout 2m]\n\nWaits until the proxy in this pod answers /ready on its admin port\n("+contract.EnvAdminListenAddr+"). Example, as inject writes it:\n  lifecycle: {postStart: {exec: {command: [/proxy, await, --timeout=2m]}}}")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
