@@ -47,7 +47,44 @@ const (
 	EnvTLSPrivateKey      = "LINKERD2_PROXY_TLS_PRIVATE_KEY"
 	EnvTLSPodIdentity     = "LINKERD2_PROXY_TLS_POD_IDENTITY"
 	EnvTLSControllerID    = "LINKERD2_PROXY_TLS_CONTROLLER_IDENTITY"
+
+	// EnvCores is the proxy's GOMAXPROCS, from its CPU limit.
+	EnvCores = "LINKERD2_PROXY_CORES"
+	// EnvClusterNetworks lists the CIDRs discovery is asked about
+	// (comma-separated); traffic elsewhere is plain text without asking.
+	// Unset: every non-loopback address is asked about.
+	EnvClusterNetworks = "LINKERD2_PROXY_DESTINATION_GET_NETWORKS"
+	// EnvOpaquePorts lists ports (comma-separated, ranges a-b allowed)
+	// whose traffic is forwarded as opaque TCP without protocol
+	// detection: server-speaks-first protocols. Unset: DefaultOpaquePorts.
+	EnvOpaquePorts = "LINKERD2_PROXY_OPAQUE_PORTS"
+	// EnvShutdownGrace bounds how long in-flight requests and open
+	// connections may finish after SIGTERM (a Go duration; default 2m).
+	EnvShutdownGrace = "LINKERD2_PROXY_SHUTDOWN_GRACE_PERIOD"
+	// EnvDrainDelay is how long the proxy keeps accepting after SIGTERM,
+	// while peers still hold the pod as an endpoint (default 5s).
+	EnvDrainDelay = "LINKERD2_PROXY_SHUTDOWN_DRAIN_DELAY"
 )
+
+// DefaultOpaquePorts are Linkerd's: SMTP, MySQL, Galera, PostgreSQL,
+// Redis, Elasticsearch, memcached. Their servers speak first.
+const DefaultOpaquePorts = "25,587,3306,4444,5432,6379,9300,11211"
+
+// Pod annotations inject honours (Linkerd's names).
+const (
+	OpaquePortsAnnotation       = "config.linkerd.io/opaque-ports"
+	SkipInboundPortsAnnotation  = "config.linkerd.io/skip-inbound-ports"
+	SkipOutboundPortsAnnotation = "config.linkerd.io/skip-outbound-ports"
+	ProxyCPURequestAnnotation   = "config.linkerd.io/proxy-cpu-request"
+	ProxyCPULimitAnnotation     = "config.linkerd.io/proxy-cpu-limit"
+	ProxyMemRequestAnnotation   = "config.linkerd.io/proxy-memory-request"
+	ProxyMemLimitAnnotation     = "config.linkerd.io/proxy-memory-limit"
+)
+
+// ProxyAwaitCommand is the proxy container's postStart hook: the kubelet
+// starts the next container only when it returns. The proxy image holds
+// its binary at /proxy (tools/images: entrypoint "/" + name).
+var ProxyAwaitCommand = []string{"/proxy", "await", "--timeout=2m"}
 
 // The tap API (`controller tap`), served as the aggregated API
 // tap.linkerd.io/v1alpha1.

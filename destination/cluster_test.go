@@ -302,11 +302,13 @@ func waitPodIP(t *testing.T, client kubernetes.Interface, ns, name string) strin
 	return ""
 }
 
-// A pod whose certificate has not arrived is advertised without identity;
-// once the Secret is written and the pod serves it, the same endpoint is
-// re-advertised with it. Both with a proxy whose readiness waits for the
-// certificate and with one that turned Ready without it (its bounded wait
-// ran out): readiness alone never earns an identity.
+// A TLS pod whose certificate has not arrived is never advertised with an
+// identity it cannot serve, nor without the identity it will serve: with a
+// proxy whose readiness waits for the certificate (as the proxy's does) it
+// is not listed until it is Ready and serves it; with one that turned Ready
+// without it, the check concludes it serves none and it is listed without.
+// Once the Secret is written and the pod serves it, the endpoint is
+// advertised with it. Readiness alone never earns an identity.
 func TestIdentityAppearsWhenCertificateArrives(t *testing.T) {
 	t.Run("readiness waits for the certificate", func(t *testing.T) { testIdentityAppears(t, false) })
 	t.Run("ready without a certificate", func(t *testing.T) { testIdentityAppears(t, true) })
@@ -354,6 +356,9 @@ func testIdentityAppears(t *testing.T, alwaysReady bool) {
 		w    *watcher
 		addr netip.AddrPort
 	}{{bySvc, svcAddr}, {byPod, podAddr}} {
+		if !alwaysReady {
+			break
+		}
 		c.w.until("endpoint listed", wait, func(v view) bool { return v.eps[c.addr] != nil })
 		ep := c.w.view.eps[c.addr]
 		if id := identityOf(ep); id != "" {
@@ -389,6 +394,9 @@ func testIdentityAppears(t *testing.T, alwaysReady bool) {
 		for addr, ep := range w.view.eps {
 			if identityOf(ep) != "" {
 				t.Fatalf("%s got identity %q with no certificate", addr, identityOf(ep))
+			}
+			if !alwaysReady {
+				t.Fatalf("%s listed before its proxy was Ready (it would be sent plain text)", addr)
 			}
 		}
 	}

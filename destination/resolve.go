@@ -78,6 +78,8 @@ type endpoint struct {
 	identity string
 	labels   map[string]string
 	h2       bool
+	// pending: the pod's identity is being checked for the first time.
+	pending bool
 }
 
 func (e endpoint) equal(o endpoint) bool {
@@ -94,6 +96,20 @@ type snapshot struct {
 	// setLabels apply to every endpoint (the Service's namespace and name).
 	setLabels map[string]string
 	endpoints map[netip.AddrPort]endpoint
+	// pending says endpoints were left out because their pods' identity
+	// checks have not concluded yet (see add).
+	pending bool
+}
+
+// add lists ep, unless its identity is still being checked: a pod is
+// advertised once discovery can say what it serves, never first without
+// an identity and then with one.
+func (s *snapshot) add(ep endpoint) {
+	if ep.pending {
+		s.pending = true
+		return
+	}
+	s.endpoints[ep.addr] = ep
 }
 
 // store is the read side of the informers' caches, so resolution can be
@@ -136,7 +152,7 @@ func (r *resolver) resolve(t target) snapshot {
 	pod := pods[0]
 	snap := snapshot{exists: true, namespace: pod.Namespace, endpoints: map[netip.AddrPort]endpoint{}}
 	addr := netip.AddrPortFrom(t.ip, t.port)
-	snap.endpoints[addr] = r.podEndpoint(addr, pod)
+	snap.add(r.podEndpoint(addr, pod))
 	return snap
 }
 
@@ -200,7 +216,7 @@ func (r *resolver) resolveService(svc *corev1.Service, port uint16) snapshot {
 						p = ps[0]
 					}
 				}
-				snap.endpoints[addr] = r.podEndpoint(addr, p)
+				snap.add(r.podEndpoint(addr, p))
 			}
 		}
 	}
@@ -228,7 +244,7 @@ func (r *resolver) resolveService(svc *corev1.Service, port uint16) snapshot {
 			}
 		}
 		addr := netip.AddrPortFrom(ip.Unmap(), targetPort)
-		snap.endpoints[addr] = r.podEndpoint(addr, pod)
+		snap.add(r.podEndpoint(addr, pod))
 	}
 	return snap
 }
@@ -304,29 +320,68 @@ func (r *resolver) podEndpoint(addr netip.AddrPort, pod *corev1.Pod) endpoint {
 	}
 	meshed := pod.Labels[contract.ControlPlaneNSLabel] == r.controlNS
 	ep.h2 = meshed
-	ep.identity = r.identity(pod)
+	if !skipsProxy(pod, addr.Port()) {
+		ep.identity, ep.pending = r.identity(pod)
+	}
 	return ep
 }
 
+// skipsProxy says whether connections to port bypass the pod's proxy:
+// its own tap and admin ports, and the ports named in
+// config.linkerd.io/skip-inbound-ports. A peer must reach them as they
+// are, in plain text: mesh TLS there would meet a server that does not
+// speak it (a meshed Prometheus scraping 4191, say).
+func skipsProxy(pod *corev1.Pod, port uint16) bool {
+	if port == contract.AdminPort || port == contract.TapPort {
+		return true
+	}
+	for _, f := range strings.Split(pod.Annotations[contract.SkipInboundPortsAnnotation], ",") {
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(f), "-")
+		a, err := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+		if err != nil {
+			continue
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.ParseUint(strings.TrimSpace(hi), 10, 16); err != nil {
+				continue
+			}
+		}
+		if uint64(port) >= a && uint64(port) <= b {
+			return true
+		}
+	}
+	return false
+}
+
 // identity is the identity pod can serve now, or "". A TLS pod gets one
-// only once it is Ready (the proxy's readiness waits for its certificate)
-// and the verifier has seen it serve that identity (README.md, "Identity
-// and readiness"), so a pod whose Secret has not arrived is advertised
-// without identity and reached in plain text rather than failing every
-// handshake.
-func (r *resolver) identity(pod *corev1.Pod) string {
+// once it is Ready (the proxy is ready only with a usable certificate) and
+// the verifier has seen it serve that identity (README.md, "Identity and
+// readiness"). Until then it is pending: left out of answers, never
+// advertised without identity. A pod whose check failed is advertised
+// without.
+//
+// pending is true while the verifier's first check of the pod has not
+// concluded: the pod is then not advertised at all yet (snapshot.add).
+func (r *resolver) identity(pod *corev1.Pod) (id string, pending bool) {
 	if pod.Annotations[contract.TLSAnnotation] != contract.TLSOptional || pod.Labels[contract.ControlPlaneNSLabel] != r.controlNS {
-		return ""
+		return "", false
 	}
 	if !podReady(pod) {
-		return ""
+		// Its proxy has no certificate yet (it is ready only with one),
+		// or this cache has not seen it turn Ready: a peer must not be
+		// told it has no identity, so it is not advertised at all yet.
+		return "", true
 	}
 	kind, name := identityOwner(pod)
-	id := contract.Identity(name, kind, pod.Namespace, r.controlNS)
+	id = contract.Identity(name, kind, pod.Namespace, r.controlNS)
 	if r.verify != nil && !r.verify.serves(pod, id) {
-		return ""
+		p, ok := r.verify.(interface {
+			pending(*corev1.Pod, string) bool
+		})
+		return "", ok && p.pending(pod, id)
 	}
-	return id
+	return id, false
 }
 
 // identityOwner is the owner whose identity the CA issues for pod: the

@@ -207,7 +207,9 @@ func TestResolveServiceFromSlices(t *testing.T) {
 		slices: []*discoveryv1.EndpointSlice{webSlice(
 			discoveryv1.Endpoint{Addresses: []string{"10.1.0.1"}, TargetRef: podRef("web-1"), Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}},
 			// Ready in the slice but not (yet) in the pod's status: the
-			// caches are apart by an event; it is advertised, without identity.
+			// caches are apart by an event. A TLS pod is left out until
+			// its status says Ready: advertised without identity, it
+			// would be sent plain text.
 			discoveryv1.Endpoint{Addresses: []string{"10.1.0.2"}, TargetRef: podRef("web-2")},
 			discoveryv1.Endpoint{Addresses: []string{"10.1.0.3"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(false)}},
 		)},
@@ -215,8 +217,8 @@ func TestResolveServiceFromSlices(t *testing.T) {
 	st := sliceStore{ms}
 	for _, path := range []string{"web-svc.emojivoto:80", "web-svc.emojivoto.svc.cluster.local:80", "10.96.5.5:80"} {
 		snap := resolvePath(t, st, path)
-		if !snap.exists || len(snap.endpoints) != 2 {
-			t.Fatalf("%s: exists=%v endpoints=%v, want 2", path, snap.exists, snap.endpoints)
+		if !snap.exists || len(snap.endpoints) != 1 || !snap.pending {
+			t.Fatalf("%s: exists=%v endpoints=%v pending=%v, want web-1 only, web-2 pending", path, snap.exists, snap.endpoints, snap.pending)
 		}
 		ep1 := snap.endpoints[netip.MustParseAddrPort("10.1.0.1:8080")]
 		if ep1.identity != webIdentity {
@@ -225,8 +227,8 @@ func TestResolveServiceFromSlices(t *testing.T) {
 		if !ep1.h2 || ep1.labels["deployment"] != "web" || ep1.labels["pod"] != "web-1" || ep1.labels["namespace"] != "emojivoto" {
 			t.Errorf("%s: endpoint = %+v", path, ep1)
 		}
-		if ep2 := snap.endpoints[netip.MustParseAddrPort("10.1.0.2:8080")]; ep2.identity != "" {
-			t.Errorf("%s: not-Ready pod advertised with identity %q", path, ep2.identity)
+		if ep2, ok := snap.endpoints[netip.MustParseAddrPort("10.1.0.2:8080")]; ok {
+			t.Errorf("%s: not-Ready TLS pod advertised: %+v", path, ep2)
 		}
 		if snap.setLabels["service"] != "web-svc" || snap.setLabels["namespace"] != "emojivoto" {
 			t.Errorf("%s: set labels = %v", path, snap.setLabels)
@@ -281,6 +283,23 @@ func TestIdentityRules(t *testing.T) {
 	}
 }
 
+// TestNoIdentityForSkippedPorts: the proxy's admin and tap ports, and
+// ports the pod skips inbound, are advertised without identity, so a
+// meshed client reaches them in plain text as the port expects, instead
+// of a ClientHello the server there cannot answer.
+func TestNoIdentityForSkippedPorts(t *testing.T) {
+	r := &resolver{controlNS: ctrlNS}
+	pod := meshedPod("web-1", "10.1.0.1", true)
+	pod.Annotations[contract.SkipInboundPortsAnnotation] = "3306, 9000-9002"
+	for port, want := range map[uint16]string{
+		8080: webIdentity, contract.AdminPort: "", contract.TapPort: "", 3306: "", 9001: "", 9003: webIdentity,
+	} {
+		if ep := r.podEndpoint(netip.AddrPortFrom(netip.MustParseAddr("10.1.0.1"), port), pod); ep.identity != want {
+			t.Errorf("port %d: identity %q, want %q", port, ep.identity, want)
+		}
+	}
+}
+
 func TestResolveFallsBackToSelectedPods(t *testing.T) {
 	notReady := meshedPod("web-3", "10.1.0.3", false)
 	other := meshedPod("vote-1", "10.1.0.4", true)
@@ -302,9 +321,16 @@ func TestResolveFallsBackToSelectedPods(t *testing.T) {
 	if ep, ok := snap.endpoints[netip.MustParseAddrPort("10.1.0.1:8080")]; !ok || ep.identity != webIdentity {
 		t.Errorf("endpoints = %v", snap.endpoints)
 	}
-	// Pod IP targets: the one live pod with that IP, whatever its readiness.
-	if snap := resolvePath(t, sliceStore{ms}, "10.1.0.3:9000"); len(snap.endpoints) != 1 || snap.endpoints[netip.MustParseAddrPort("10.1.0.3:9000")].identity != "" {
+	// Pod IP targets: the one live pod with that IP; a TLS pod not Ready
+	// yet is pending, not advertised without identity.
+	if snap := resolvePath(t, sliceStore{ms}, "10.1.0.3:9000"); !snap.exists || len(snap.endpoints) != 0 || !snap.pending {
 		t.Errorf("pod IP target: %+v", snap)
+	}
+	plainPod := meshedPod("plain-1", "10.1.0.6", false)
+	delete(plainPod.Annotations, contract.TLSAnnotation)
+	ms.pods = append(ms.pods, plainPod)
+	if snap := resolvePath(t, sliceStore{ms}, "10.1.0.6:9000"); len(snap.endpoints) != 1 || snap.endpoints[netip.MustParseAddrPort("10.1.0.6:9000")].identity != "" {
+		t.Errorf("pod IP target without TLS, not Ready: %+v", snap)
 	}
 	ms.pods = append(ms.pods, finished)
 	if snap := resolvePath(t, sliceStore{ms}, "10.1.0.5:80"); snap.exists {
@@ -416,26 +442,97 @@ func TestDiff(t *testing.T) {
 	}
 }
 
-func TestSubscriptionConcerns(t *testing.T) {
-	svc := &subscription{namespace: "emojivoto"}
-	ip := &subscription{ip: netip.MustParseAddr("10.1.0.1")}
-	matched := &subscription{ip: netip.MustParseAddr("10.96.5.5"), matchNS: "emojivoto"}
+// TestSubIndex: an event reaches only the streams it concerns: a Service's
+// streams hear its own object and slices, not its neighbours'; an address
+// stream hears objects carrying its IP, and the Service it resolved to; a
+// pod's change reaches the Services that select it, before or after a
+// relabel, and selector-less ones.
+func TestSubIndex(t *testing.T) {
+	web := &subscription{namespace: "emojivoto", service: "web-svc"}
+	vote := &subscription{namespace: "emojivoto", service: "vote-svc"}
+	manual := &subscription{namespace: "emojivoto", service: "manual"}
+	podIP := &subscription{ip: netip.MustParseAddr("10.1.0.1")}
+	clusterIP := &subscription{ip: netip.MustParseAddr("10.96.5.5")}
+	x := newSubIndex()
+	for _, s := range []*subscription{web, vote, manual, podIP, clusterIP} {
+		x.add(s)
+	}
+	x.match(clusterIP, "emojivoto", "web-svc")
+	services := map[string]*corev1.Service{
+		"web-svc":  webService(),
+		"vote-svc": {Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "vote"}}},
+		"manual":   {},
+	}
+	svcOf := func(_, name string) (*corev1.Service, bool) { s, ok := services[name]; return s, ok }
+	webPod := meshedPod("web-1", "10.1.0.1", true)
+	relabelled := meshedPod("web-1", "10.1.0.1", true)
+	relabelled.Labels = map[string]string{"app": "other"}
 	for _, tc := range []struct {
 		name string
-		sub  *subscription
-		ns   string
-		ips  []string
-		want bool
+		e    event
+		want []*subscription
 	}{
-		{"service target, its namespace", svc, "emojivoto", nil, true},
-		{"service target, another namespace", svc, "other", []string{"10.1.0.1"}, false},
-		{"unmatched IP, unrelated object", ip, "emojivoto", []string{"10.1.0.2"}, false},
-		{"unmatched IP, object with that IP appears", ip, "other", []string{"10.1.0.1"}, true},
-		{"matched IP, its namespace", matched, "emojivoto", nil, true},
-		{"matched IP, another namespace", matched, "other", nil, false},
+		{"web's slice", event{namespace: "emojivoto", services: []string{"web-svc"}}, []*subscription{web, clusterIP}},
+		{"a Service elsewhere with the same name", event{namespace: "other", services: []string{"web-svc"}}, nil},
+		{"an object with the pod's IP", event{namespace: "other", ips: []netip.Addr{netip.MustParseAddr("10.1.0.1")}}, []*subscription{podIP}},
+		{"web's pod", event{namespace: "emojivoto", pods: []*corev1.Pod{webPod}, ips: []netip.Addr{netip.MustParseAddr("10.1.0.1")}}, []*subscription{web, clusterIP, manual, podIP}},
+		{"web's pod relabelled away", event{namespace: "emojivoto", pods: []*corev1.Pod{relabelled, webPod}}, []*subscription{web, clusterIP, manual}},
+		{"another pod", event{namespace: "emojivoto", pods: []*corev1.Pod{relabelled}}, []*subscription{manual}},
 	} {
-		if got := tc.sub.concerns(tc.ns, tc.ips); got != tc.want {
-			t.Errorf("%s: concerns = %v, want %v", tc.name, got, tc.want)
+		got := map[*subscription]struct{}{}
+		x.collect(tc.e, svcOf, got)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: woke %d streams, want %d", tc.name, len(got), len(tc.want))
 		}
+		for _, s := range tc.want {
+			if _, ok := got[s]; !ok {
+				t.Errorf("%s: did not wake %+v", tc.name, *s)
+			}
+		}
+	}
+	for _, s := range []*subscription{web, vote, manual, podIP, clusterIP} {
+		x.remove(s)
+	}
+	if len(x.all) != 0 || len(x.bySvc) != 0 || len(x.byIP) != 0 {
+		t.Errorf("index not empty after every stream ended: %d %v %v", len(x.all), x.bySvc, x.byIP)
+	}
+}
+
+// checking is a verifier whose checks have not concluded for the pods in
+// it, and concluded (failed) for the others.
+type checking map[string]bool
+
+func (checking) serves(*corev1.Pod, string) bool { return false }
+
+func (c checking) pending(pod *corev1.Pod, _ string) bool { return c[pod.Name] }
+
+// TestPendingIdentityNotAdvertised: a Ready TLS pod whose identity check
+// has not concluded (every pod, just after the destination service
+// restarts) is left out of the answer, not advertised without identity
+// (its peers would then send it plain text); once the check concluded
+// that it does not serve one, it is listed without.
+func TestPendingIdentityNotAdvertised(t *testing.T) {
+	ms := &mapStore{
+		services: []*corev1.Service{webService()},
+		pods:     []*corev1.Pod{meshedPod("web-1", "10.1.0.1", true), meshedPod("web-2", "10.1.0.2", true)},
+		slices: []*discoveryv1.EndpointSlice{webSlice(
+			discoveryv1.Endpoint{Addresses: []string{"10.1.0.1"}, TargetRef: podRef("web-1"), Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}},
+			discoveryv1.Endpoint{Addresses: []string{"10.1.0.2"}, TargetRef: podRef("web-2"), Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}},
+		)},
+	}
+	r := &resolver{controlNS: ctrlNS, store: sliceStore{ms}, verify: checking{"web-1": true}}
+	for _, path := range []string{"web-svc.emojivoto:80", "10.1.0.1:8080"} {
+		tg, _, _ := parseTarget(path, "cluster.local")
+		snap := r.resolve(tg)
+		if !snap.pending {
+			t.Errorf("%s: not marked pending", path)
+		}
+		if ep, ok := snap.endpoints[netip.MustParseAddrPort("10.1.0.1:8080")]; ok {
+			t.Errorf("%s: the pod being checked is advertised: %+v", path, ep)
+		}
+	}
+	tg, _, _ := parseTarget("web-svc.emojivoto:80", "cluster.local")
+	if ep, ok := r.resolve(tg).endpoints[netip.MustParseAddrPort("10.1.0.2:8080")]; !ok || ep.identity != "" {
+		t.Errorf("the pod whose check failed: %+v %v, want listed without identity", ep, ok)
 	}
 }

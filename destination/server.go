@@ -19,7 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -51,6 +53,9 @@ type Config struct {
 	// TrustAnchors, when set, must sign the certificates pods serve;
 	// without them the check reads the identity and dates only.
 	TrustAnchors *x509.CertPool
+	// Anchors, when set, is read at each check instead of TrustAnchors:
+	// the bundle of the moment (AnchorsFile.Pool).
+	Anchors func() *x509.CertPool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -76,7 +81,7 @@ type Server struct {
 	ready  atomic.Bool
 
 	mu   sync.Mutex
-	subs map[*subscription]struct{}
+	subs *subIndex
 
 	registry *prometheus.Registry
 	metrics  *metrics
@@ -84,32 +89,14 @@ type Server struct {
 
 // subscription is one Get stream waiting for changes.
 type subscription struct {
-	// namespace limits the events that concern a Service target.
-	namespace string
-	// ip is an IP target's address; matchNS is the namespace of the
-	// Service or pod it last resolved to (guarded by Server.mu). Such a
-	// stream hears its match's namespace, and any Service or pod that
-	// carries its IP, wherever it appears.
-	ip      netip.Addr
-	matchNS string
-	notify  chan struct{}
-}
-
-// concerns says whether an event in namespace ns, on an object carrying
-// ips, may change what sub resolves to.
-func (sub *subscription) concerns(ns string, ips []string) bool {
-	if sub.namespace != "" {
-		return sub.namespace == ns
-	}
-	if sub.matchNS != "" && sub.matchNS == ns {
-		return true
-	}
-	for _, ip := range ips {
-		if ip == sub.ip.String() {
-			return true
-		}
-	}
-	return false
+	// namespace and service name a Service target.
+	namespace, service string
+	// ip is an address target's IP; matchNS and matchSvc name the Service
+	// it last resolved to, if any (guarded by Server.mu). Such a stream
+	// hears that Service's events, and any object that carries its IP.
+	ip                netip.Addr
+	matchNS, matchSvc string
+	notify            chan struct{}
 }
 
 const (
@@ -140,7 +127,7 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 		services: factory.Core().V1().Services().Informer(),
 		slices:   factory.Discovery().V1().EndpointSlices().Informer(),
 		synced:   make(chan struct{}),
-		subs:     map[*subscription]struct{}{},
+		subs:     newSubIndex(),
 		registry: prometheus.NewRegistry(),
 	}
 	s.metrics = newMetrics(s.registry, s)
@@ -155,13 +142,13 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 	}
 	for _, inf := range []cache.SharedIndexInformer{s.pods, s.services, s.slices} {
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    s.changed,
-			UpdateFunc: func(_, obj any) { s.changed(obj) },
+			AddFunc:    func(obj any) { s.changed(obj, nil) },
+			UpdateFunc: func(old, obj any) { s.changed(obj, old) },
 			DeleteFunc: func(obj any) {
 				if _, ok := obj.(cache.DeletedFinalStateUnknown); !ok {
 					obj = cache.DeletedFinalStateUnknown{Obj: obj}
 				}
-				s.changed(obj)
+				s.changed(obj, nil)
 			},
 		}); err != nil {
 			return nil, err
@@ -170,7 +157,11 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.verify = readyVerifier{}
 	if !cfg.TrustReadiness {
-		s.handshakes = newHandshakeVerifier(s.life, cfg.TrustAnchors, log, func(ns string) { s.wake(ns, nil) })
+		roots := cfg.Anchors
+		if roots == nil {
+			roots = func() *x509.CertPool { return cfg.TrustAnchors }
+		}
+		s.handshakes = newHandshakeVerifier(s.life, roots, log, s.podVerdict)
 		s.verify = s.handshakes
 	}
 	s.res = &resolver{controlNS: cfg.ControlNamespace, store: &informerStore{s}, verify: s.verify}
@@ -197,6 +188,27 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
+// AnchorsChanged makes every pod's identity be checked again against the
+// new trust anchors, and wakes every stream to pick up the verdicts.
+func (s *Server) AnchorsChanged() {
+	if s.handshakes == nil {
+		return
+	}
+	s.handshakes.forgetAll()
+	s.mu.Lock()
+	subs := make([]*subscription, 0, len(s.subs.all))
+	for sub := range s.subs.all {
+		subs = append(subs, sub)
+	}
+	s.mu.Unlock()
+	for _, sub := range subs {
+		select {
+		case sub.notify <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Ready says whether the caches are filled.
 func (s *Server) Ready() bool { return s.ready.Load() }
 
@@ -204,19 +216,37 @@ func (s *Server) Ready() bool { return s.ready.Load() }
 // clients (destination/client) ping every 30 s to notice a lost server,
 // which gRPC's default enforcement (one ping per 5 min) would answer by
 // closing the connection.
+//
+// Each connection may hold at most MaxStreamsPerConnection Get streams: a
+// proxy opens one per destination it talks to, and a client that opens
+// tens of thousands would slow every recomputation for everyone.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxConcurrentStreams(MaxStreamsPerConnection),
 	}
 }
+
+// firstAnswerHold bounds how long a stream's first answer waits for the
+// identity checks of its endpoints (each bounded by a 5s handshake).
+const firstAnswerHold = 6 * time.Second
+
+// MaxStreamsPerConnection caps the Get streams of one client connection.
+// Streams beyond it wait for one to end (HTTP/2 flow control), so a
+// well-behaved proxy only slows down past it.
+const MaxStreamsPerConnection = 2048
 
 // Register adds the service to a gRPC server.
 func (s *Server) Register(g grpc.ServiceRegistrar) { pb.RegisterDestinationServer(g, s) }
 
-// changed wakes the streams an object's change may concern. Each stream
-// recomputes its destination from the caches and sends the difference, so
-// a burst of events costs one recomputation per stream.
-func (s *Server) changed(obj any) {
+// changed wakes the streams an object's change may concern: a Service's
+// and its slices' streams, the streams of the addresses an object carries,
+// and for a pod the streams of the Services that select it (before or
+// after the change). Each stream recomputes its destination from the
+// caches and sends the difference, so a burst of events costs one
+// recomputation per stream, and an event costs nothing to the streams it
+// does not concern.
+func (s *Server) changed(obj, old any) {
 	deleted := false
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj, deleted = d.Obj, true
@@ -224,27 +254,51 @@ func (s *Server) changed(obj any) {
 	if pod, ok := obj.(*corev1.Pod); ok && s.handshakes != nil && (deleted || pod.DeletionTimestamp != nil || !podReady(pod)) {
 		s.handshakes.forget(pod.UID)
 	}
-	var ips []string
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		ips, _ = indexPodIP(o)
-	case *corev1.Service:
-		ips, _ = indexClusterIP(o)
+	var e event
+	addIPs := func(ips []string) {
+		for _, ip := range ips {
+			if a, err := netip.ParseAddr(ip); err == nil {
+				e.ips = append(e.ips, a)
+			}
+		}
 	}
-	if o, ok := obj.(interface{ GetNamespace() string }); ok {
-		s.wake(o.GetNamespace(), ips)
+	for _, o := range []any{obj, old} {
+		switch o := o.(type) {
+		case *corev1.Pod:
+			e.namespace = o.Namespace
+			ips, _ := indexPodIP(o)
+			addIPs(ips)
+			e.pods = append(e.pods, o)
+		case *corev1.Service:
+			e.namespace = o.Namespace
+			ips, _ := indexClusterIP(o)
+			addIPs(ips)
+			e.services = append(e.services, o.Name)
+		case *discoveryv1.EndpointSlice:
+			e.namespace = o.Namespace
+			if name := o.Labels[discoveryv1.LabelServiceName]; name != "" {
+				e.services = append(e.services, name)
+			}
+		}
+	}
+	s.wake(e)
+}
+
+// podVerdict wakes the streams of a pod whose identity check concluded.
+func (s *Server) podVerdict(namespace, name string) {
+	if pod, ok := (&informerStore{s}).pod(namespace, name); ok {
+		s.changed(pod, nil)
 	}
 }
 
-// wake tells the streams an event in namespace ns, on an object carrying
-// ips, concerns to recompute.
-func (s *Server) wake(ns string, ips []string) {
+// wake tells the streams e concerns to recompute.
+func (s *Server) wake(e event) {
+	due := map[*subscription]struct{}{}
+	svcOf := (&informerStore{s}).service
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for sub := range s.subs {
-		if !sub.concerns(ns, ips) {
-			continue
-		}
+	s.subs.collect(e, svcOf, due)
+	s.mu.Unlock()
+	for sub := range due {
 		select {
 		case sub.notify <- struct{}{}:
 		default: // already due for a recomputation
@@ -271,7 +325,7 @@ func (s *Server) Get(req *pb.GetDestination, stream grpc.ServerStreamingServer[p
 	}
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
-	log := s.log.With("path", req.GetPath(), "client", req.GetContextToken())
+	log := s.log.With("path", req.GetPath(), "client", req.GetContextToken(), "client_id", callerIdentity(ctx))
 	if unknown {
 		// A name outside the cluster's Services never changes answer;
 		// the stream stays open so the client does not ask again.
@@ -289,23 +343,26 @@ func (s *Server) Get(req *pb.GetDestination, stream grpc.ServerStreamingServer[p
 		s.metrics.requests.WithLabelValues("ip").Inc()
 	}
 
-	sub := &subscription{namespace: t.namespace, ip: t.ip, notify: make(chan struct{}, 1)}
+	sub := &subscription{namespace: t.namespace, service: t.service, ip: t.ip, notify: make(chan struct{}, 1)}
 	s.mu.Lock()
-	s.subs[sub] = struct{}{}
+	s.subs.add(sub)
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		delete(s.subs, sub)
+		s.subs.remove(sub)
 		s.mu.Unlock()
 	}()
 
 	var last *snapshot
+	// The first answer waits, briefly, for identity checks under way
+	// (after a restart every pod is checked afresh), so a client is not
+	// first told a Service has fewer endpoints than it has.
+	holdFirst := time.Now().Add(firstAnswerHold)
 	for {
 		next := s.res.resolve(t)
 		if t.service == "" {
 			s.mu.Lock()
-			moved := sub.matchNS != next.namespace
-			sub.matchNS = next.namespace
+			moved := s.subs.match(sub, next.namespace, next.setLabels["service"])
 			s.mu.Unlock()
 			if moved {
 				// An event in the new namespace may have come between
@@ -314,6 +371,17 @@ func (s *Server) Get(req *pb.GetDestination, stream grpc.ServerStreamingServer[p
 				case sub.notify <- struct{}{}:
 				default:
 				}
+			}
+		}
+		if last == nil && next.pending {
+			if wait := time.Until(holdFirst); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-sub.notify:
+				case <-time.After(wait):
+				}
+				continue
 			}
 		}
 		for _, u := range diff(last, next) {
@@ -533,4 +601,23 @@ func byIndex[T any](inf cache.SharedIndexInformer, index, value string) []T {
 		}
 	}
 	return out
+}
+
+// callerIdentity is the verified mesh identity of a client that presented
+// a certificate (the TLS listener verifies it against the anchors), or
+// "-" for a plain-text client: what the context token claims is only a
+// claim, the certificate is proof.
+func callerIdentity(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "-"
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return "-"
+	}
+	if names := ti.State.VerifiedChains[0][0].DNSNames; len(names) > 0 {
+		return names[0]
+	}
+	return "-"
 }

@@ -2,6 +2,7 @@ package destination
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // CertFiles are the controller's identity as mounted from its Secret
@@ -191,3 +194,52 @@ type peekedConn struct {
 }
 
 func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// EitherCredentials are gRPC server credentials that serve TLS with cfg to
+// a client whose first byte is a TLS handshake record, and plain text to
+// any other, as EitherListener does, but inside gRPC's per-connection
+// handshake: a TLS client's verified certificate reaches the handlers
+// (peer.FromContext), so the server records who asked.
+func EitherCredentials(cfg *tls.Config) credentials.TransportCredentials {
+	return &eitherCreds{cfg: cfg}
+}
+
+type eitherCreds struct{ cfg *tls.Config }
+
+type plainAuth struct{ credentials.CommonAuthInfo }
+
+func (plainAuth) AuthType() string { return "insecure" }
+
+func (e *eitherCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
+	br := bufio.NewReaderSize(c, 1)
+	b, err := br.Peek(1)
+	_ = c.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, nil, err
+	}
+	conn := &peekedConn{Conn: c, r: br}
+	if b[0] != 0x16 {
+		return conn, plainAuth{credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}, nil
+	}
+	tc := tls.Server(conn, e.cfg)
+	_ = c.SetDeadline(time.Now().Add(sniffTimeout))
+	err = tc.Handshake()
+	_ = c.SetDeadline(time.Time{})
+	if err != nil {
+		return nil, nil, err
+	}
+	return tc, credentials.TLSInfo{State: tc.ConnectionState(), CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil
+}
+
+func (e *eitherCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("EitherCredentials are for servers")
+}
+
+func (e *eitherCreds) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
+}
+
+func (e *eitherCreds) Clone() credentials.TransportCredentials { return &eitherCreds{cfg: e.cfg} }
+
+func (e *eitherCreds) OverrideServerName(string) error { return nil }

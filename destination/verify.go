@@ -37,14 +37,16 @@ type verifier interface {
 // never arrives turns Ready in plain text after a bounded wait, and must
 // not then be advertised with an identity its peers would fail to reach.
 type handshakeVerifier struct {
-	port    int
-	roots   *x509.CertPool // nil: check the name and dates only
+	port int
+	// roots are the trust anchors of the moment (nil: check the name and
+	// dates only); they are read at each check, so a rotated bundle
+	// applies without a restart.
+	roots   func() *x509.CertPool
 	timeout time.Duration
 	log     *slog.Logger
 	now     func() time.Time
-	// changed wakes the streams of a namespace when a pod's verdict
-	// changes.
-	changed func(namespace string)
+	// changed wakes the streams of a pod when its verdict changes.
+	changed func(namespace, name string)
 
 	mu   sync.Mutex
 	pods map[types.UID]*podCheck
@@ -54,10 +56,13 @@ type handshakeVerifier struct {
 type podCheck struct {
 	ip, identity string
 	ok           bool
-	running      bool
-	next         time.Time
-	backoff      time.Duration
-	err          error
+	// notAfter is when the certificate the pod served expires: past it,
+	// the pod is checked again (it must have renewed it).
+	notAfter time.Time
+	running  bool
+	next     time.Time
+	backoff  time.Duration
+	err      error
 }
 
 const (
@@ -65,7 +70,7 @@ const (
 	maxRetry = 30 * time.Second
 )
 
-func newHandshakeVerifier(ctx context.Context, roots *x509.CertPool, log *slog.Logger, changed func(string)) *handshakeVerifier {
+func newHandshakeVerifier(ctx context.Context, roots func() *x509.CertPool, log *slog.Logger, changed func(namespace, name string)) *handshakeVerifier {
 	return &handshakeVerifier{
 		port: contract.InboundPort, roots: roots, timeout: 5 * time.Second, log: log, now: time.Now,
 		changed: changed, pods: map[types.UID]*podCheck{}, ctx: ctx,
@@ -76,7 +81,7 @@ func (v *handshakeVerifier) serves(pod *corev1.Pod, identity string) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	pc := v.pods[pod.UID]
-	if pc == nil || pc.ip != pod.Status.PodIP || pc.identity != identity {
+	if pc == nil || pc.ip != pod.Status.PodIP || pc.identity != identity || pc.ok && v.now().After(pc.notAfter) {
 		// New, moved or renamed: check afresh.
 		pc = &podCheck{ip: pod.Status.PodIP, identity: identity, backoff: minRetry}
 		v.pods[pod.UID] = pc
@@ -91,6 +96,17 @@ func (v *handshakeVerifier) serves(pod *corev1.Pod, identity string) bool {
 	return false
 }
 
+// pending says whether a pod's first check of identity has not concluded
+// yet: the resolver then leaves the pod out rather than advertise it
+// without an identity it may well serve, which would send its peers' first
+// requests in plain text.
+func (v *handshakeVerifier) pending(pod *corev1.Pod, identity string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	pc := v.pods[pod.UID]
+	return pc != nil && pc.ip == pod.Status.PodIP && pc.identity == identity && !pc.ok && pc.err == nil
+}
+
 // forget drops a pod's verdict: it was deleted, or stopped being Ready,
 // which is when a proxy may have restarted without its certificate.
 func (v *handshakeVerifier) forget(uid types.UID) {
@@ -101,13 +117,13 @@ func (v *handshakeVerifier) forget(uid types.UID) {
 
 func (v *handshakeVerifier) check(uid types.UID, namespace, name string, pc *podCheck) {
 	addr := net.JoinHostPort(pc.ip, strconv.Itoa(v.port))
-	err := probeIdentity(v.ctx, addr, pc.identity, v.roots, v.timeout, v.now)
+	notAfter, err := probeIdentity(v.ctx, addr, pc.identity, v.roots(), v.timeout, v.now)
 	v.mu.Lock()
 	pc.running = false
 	current := v.pods[uid] == pc
 	next := pc.next
 	if err == nil {
-		pc.ok = true
+		pc.ok, pc.notAfter = true, notAfter
 	} else {
 		pc.err = err
 		pc.next = v.now().Add(pc.backoff)
@@ -119,30 +135,40 @@ func (v *handshakeVerifier) check(uid types.UID, namespace, name string, pc *pod
 		return
 	}
 	if err != nil {
-		v.log.Debug("pod does not serve its identity yet", "pod", namespace+"/"+name, "addr", addr, "err", err)
+		v.log.Info("pod does not serve its identity: advertised without it until a check passes", "pod", namespace+"/"+name, "addr", addr, "err", err)
 	} else {
 		v.log.Debug("pod serves its identity", "pod", namespace+"/"+name, "identity", pc.identity)
 	}
 	// Wake the namespace either way: on success to advertise the
 	// identity, on failure so a stream recomputes after the backoff.
 	if err == nil {
-		v.changed(namespace)
+		v.changed(namespace, name)
 		return
 	}
 	go func() {
 		select {
 		case <-v.ctx.Done():
 		case <-time.After(time.Until(next)):
-			v.changed(namespace)
+			v.changed(namespace, name)
 		}
 	}()
 }
 
 var errSeen = errors.New("certificate seen")
 
-// probeIdentity reads the certificate addr serves for identity.
-func probeIdentity(ctx context.Context, addr, identity string, roots *x509.CertPool, timeout time.Duration, now func() time.Time) error {
+// forgetAll drops every verdict, so each pod is checked again: the trust
+// anchors changed.
+func (v *handshakeVerifier) forgetAll() {
+	v.mu.Lock()
+	clear(v.pods)
+	v.mu.Unlock()
+}
+
+// probeIdentity reads the certificate addr serves for identity, and says
+// until when it is valid.
+func probeIdentity(ctx context.Context, addr, identity string, roots *x509.CertPool, timeout time.Duration, now func() time.Time) (time.Time, error) {
 	var verdict error
+	var notAfter time.Time
 	cfg := &tls.Config{
 		ServerName: identity,
 		MinVersion: tls.VersionTLS12,
@@ -152,6 +178,9 @@ func probeIdentity(ctx context.Context, addr, identity string, roots *x509.CertP
 		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			verdict = checkServed(cs.PeerCertificates, identity, roots, now())
+			if len(cs.PeerCertificates) > 0 {
+				notAfter = cs.PeerCertificates[0].NotAfter
+			}
 			return errSeen
 		},
 	}
@@ -163,12 +192,12 @@ func probeIdentity(ctx context.Context, addr, identity string, roots *x509.CertP
 		_ = c.Close()
 	}
 	if verdict != nil || errors.Is(err, errSeen) {
-		return verdict
+		return notAfter, verdict
 	}
 	if err == nil {
-		return errors.New("handshake ended without a certificate")
+		return notAfter, errors.New("handshake ended without a certificate")
 	}
-	return err
+	return notAfter, err
 }
 
 func checkServed(chain []*x509.Certificate, identity string, roots *x509.CertPool, now time.Time) error {

@@ -324,10 +324,20 @@ func injectObject(obj map[string]any, o Options, reports *[]Report) {
 		tls = false
 		r.Check, r.Reason = checkTLS, "has no name (generateName), so it cannot be given a TLS identity; injected without TLS"
 	}
+	pc, err := readPodConfig(podMeta)
+	if err != nil {
+		r.Outcome, r.Check, r.Reason = Skipped, checkAnnotations, err.Error()+"; not injected until it is fixed"
+		*reports = append(*reports, r)
+		return
+	}
 	uninject(podMeta, podSpec)
-	addProxy(podMeta, podSpec, ownerKind, name, o, tls)
+	addProxy(podMeta, podSpec, ownerKind, name, o, tls, pc)
 	*reports = append(*reports, r)
 }
+
+// defaultContainerAnnotation is kubectl's: the container logs and exec
+// use when none is named.
+const defaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
 
 func annotation(meta map[string]any, key string) string {
 	v, _ := getMap(meta, "annotations")[key].(string)
@@ -398,7 +408,7 @@ func withoutNamed(list any, names ...string) []any {
 	return out
 }
 
-func addProxy(podMeta, podSpec map[string]any, ownerKind, owner string, o Options, tls bool) {
+func addProxy(podMeta, podSpec map[string]any, ownerKind, owner string, o Options, tls bool, pc podConfig) {
 	labels := mapAt(podMeta, "labels")
 	labels[contract.ControlPlaneNSLabel] = o.ControlNamespace
 	// A bare pod is named by Kubernetes' own pod label in Prometheus; the
@@ -413,8 +423,20 @@ func addProxy(podMeta, podSpec map[string]any, ownerKind, owner string, o Option
 		ann[contract.TLSAnnotation] = o.TLS
 	}
 
-	podSpec["initContainers"] = append(asList(podSpec["initContainers"]), toMap(initContainer(o)))
-	podSpec["containers"] = append(asList(podSpec["containers"]), toMap(proxyContainer(ownerKind, owner, o, tls)))
+	// kubectl logs and exec keep going to the application's container,
+	// now that the proxy comes first.
+	apps := asList(podSpec["containers"])
+	if len(apps) > 0 && annotation(podMeta, defaultContainerAnnotation) == "" {
+		if first, _ := apps[0].(map[string]any); first != nil {
+			if n, _ := first["name"].(string); n != "" {
+				ann[defaultContainerAnnotation] = n
+			}
+		}
+	}
+	podSpec["initContainers"] = append(asList(podSpec["initContainers"]), toMap(initContainer(o, pc)))
+	// First, so its postStart hook holds the application's start until the
+	// proxy is ready (contract.ProxyAwaitCommand).
+	podSpec["containers"] = append([]any{toMap(proxyContainer(ownerKind, owner, o, tls, pc))}, apps...)
 	if tls {
 		podSpec["volumes"] = append(asList(podSpec["volumes"]), tlsVolumes(ownerKind, owner)...)
 	}

@@ -13,7 +13,7 @@ func fieldEnv(name, path string) corev1.EnvVar {
 	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
 }
 
-func proxyContainer(ownerKind, owner string, o Options, tls bool) corev1.Container {
+func proxyContainer(ownerKind, owner string, o Options, tls bool, pc podConfig) corev1.Container {
 	uid := int64(contract.ProxyUID)
 	env := []corev1.EnvVar{
 		{Name: contract.EnvLog, Value: o.ProxyLogLevel},
@@ -26,6 +26,10 @@ func proxyContainer(ownerKind, owner string, o Options, tls bool) corev1.Contain
 		fieldEnv(contract.EnvPodNamespace, "metadata.namespace"),
 		fieldEnv(contract.EnvPodName, "metadata.name"),
 		fieldEnv(contract.EnvPodIP, "status.podIP"),
+		{Name: contract.EnvOpaquePorts, Value: pc.opaquePorts},
+	}
+	if pc.cores > 0 {
+		env = append(env, corev1.EnvVar{Name: contract.EnvCores, Value: strconv.Itoa(pc.cores)})
 	}
 	var mounts []corev1.VolumeMount
 	if tls {
@@ -63,23 +67,36 @@ func proxyContainer(ownerKind, owner string, o Options, tls bool) corev1.Contain
 			InitialDelaySeconds: 10,
 		},
 		SecurityContext: &corev1.SecurityContext{RunAsUser: &uid},
+		Resources:       pc.resources,
+		// The proxy is the pod's first container: the kubelet starts the
+		// next one only once this hook returns, so the application never
+		// starts before the proxy listens.
+		Lifecycle: &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: contract.ProxyAwaitCommand}}},
 	}
 }
 
-func initContainer(o Options) corev1.Container {
+func initContainer(o Options, pc podConfig) corev1.Container {
 	f := false
 	root := int64(0)
+	// The proxy's own tap and admin ports must stay reachable.
+	skipIn := strconv.Itoa(contract.TapPort) + "," + strconv.Itoa(contract.AdminPort)
+	if pc.skipIn != "" {
+		skipIn += "," + pc.skipIn
+	}
+	args := []string{
+		"--incoming-proxy-port", strconv.Itoa(contract.InboundPort),
+		"--outgoing-proxy-port", strconv.Itoa(contract.OutboundPort),
+		"--proxy-uid", strconv.Itoa(contract.ProxyUID),
+		"--inbound-ports-to-ignore", skipIn,
+	}
+	if pc.skipOut != "" {
+		args = append(args, "--outbound-ports-to-ignore", pc.skipOut)
+	}
 	return corev1.Container{
 		Name:            contract.InitContainerName,
 		Image:           o.Registry + "/proxy-init:" + o.Version,
 		ImagePullPolicy: corev1.PullIfNotPresent,
-		Args: []string{
-			"--incoming-proxy-port", strconv.Itoa(contract.InboundPort),
-			"--outgoing-proxy-port", strconv.Itoa(contract.OutboundPort),
-			"--proxy-uid", strconv.Itoa(contract.ProxyUID),
-			// The proxy's own tap and admin ports must stay reachable.
-			"--inbound-ports-to-ignore", strconv.Itoa(contract.TapPort) + "," + strconv.Itoa(contract.AdminPort),
-		},
+		Args:            args,
 		SecurityContext: &corev1.SecurityContext{
 			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}},
 			Privileged:   &f,

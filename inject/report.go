@@ -15,6 +15,7 @@ const (
 	checkTLS         = "tls"
 	checkSidecar     = "sidecar"
 	checkJob         = "job"
+	checkAnnotations = "annotations"
 	checkSupported   = "supported"
 )
 
@@ -25,6 +26,7 @@ var checkTitles = []struct{ id, title string }{
 	{checkSidecar, "sidecar: pods do not already have another mesh's sidecar"},
 	{checkTLS, "tls: every injected resource gets a TLS identity"},
 	{checkJob, "job: injected pods complete when their work does"},
+	{checkAnnotations, "annotations: config.linkerd.io annotations are valid"},
 	{checkSupported, "supported: at least one resource injected"},
 }
 

@@ -13,19 +13,24 @@ import (
 
 // Ready reports whether /ready would answer 200, and why not.
 //
-// A TLS-injected pod is not ready until its certificate has loaded, for
-// at most ReadyWait: the pod stays out of its Service's endpoints while the
-// CA has not served it yet, so peers are not sent to a proxy that cannot
-// serve the identity discovery advertises. After ReadyWait the pod becomes
-// ready in plain text, so a missing CA never takes workloads down.
+// A TLS-injected pod is ready only while it holds a usable certificate:
+// the pod stays out of its Service's endpoints while the CA has not served
+// it (or its certificate expired), so peers are never sent to a proxy that
+// cannot serve the identity discovery advertises, and the pod never talks
+// plain text to peers that have one. For ReadyWait the reason says it is
+// waiting; after that it names what is wrong.
 func (p *Proxy) Ready() (bool, string) {
 	if !p.ready.Load() {
 		return false, "listeners not bound"
+	}
+	if p.draining.Load() {
+		return false, "shutting down: draining connections"
 	}
 	if p.id.configured() && p.id.current() == nil {
 		if wait := p.cfg.ReadyWait - time.Since(p.started); wait > 0 {
 			return false, fmt.Sprintf("waiting up to %s more for TLS credentials", wait.Round(time.Second))
 		}
+		return false, p.id.unusable()
 	}
 	return true, "ready"
 }

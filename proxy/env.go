@@ -3,7 +3,10 @@ package proxy
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"strconv"
 	"strings"
+	"time"
 
 	"meshtls/contract"
 )
@@ -49,7 +52,75 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if len(set) > 0 && len(unset) > 0 {
 		return c, fmt.Errorf("TLS is half configured: %s set but %s not", strings.Join(set, ", "), strings.Join(unset, ", "))
 	}
+	var err error
+	if c.ClusterNetworks, err = ParseNetworks(getenv(contract.EnvClusterNetworks)); err != nil {
+		return c, fmt.Errorf("%s: %w", contract.EnvClusterNetworks, err)
+	}
+	opaque := getenv(contract.EnvOpaquePorts)
+	if opaque == "" {
+		opaque = contract.DefaultOpaquePorts
+	}
+	if c.OpaquePorts, err = ParsePorts(opaque); err != nil {
+		return c, fmt.Errorf("%s: %w", contract.EnvOpaquePorts, err)
+	}
+	c.ShutdownGrace, c.DrainDelay = 2*time.Minute, 5*time.Second
+	for name, d := range map[string]*time.Duration{contract.EnvShutdownGrace: &c.ShutdownGrace, contract.EnvDrainDelay: &c.DrainDelay} {
+		if v := getenv(name); v != "" {
+			if *d, err = time.ParseDuration(v); err != nil || *d < 0 {
+				return c, fmt.Errorf("%s=%q: want a duration such as 30s or 2m", name, v)
+			}
+		}
+	}
 	return c, nil
+}
+
+// TLSConfigured says whether the pod was injected with TLS.
+func (c Config) TLSConfigured() bool {
+	return c.Identity != "" && c.CertFile != "" && c.KeyFile != "" && c.TrustAnchorsFile != ""
+}
+
+// ParseNetworks reads comma-separated CIDRs ("10.0.0.0/8,fd00::/8").
+func ParseNetworks(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// PortSet is a set of TCP ports.
+type PortSet map[uint16]bool
+
+// ParsePorts reads comma-separated ports and ranges ("25,3306,8000-8010"),
+// as Linkerd's port annotations spell them.
+func ParsePorts(s string) (PortSet, error) {
+	out := PortSet{}
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(f, "-")
+		a, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+		}
+		if err1 != nil || err2 != nil || a == 0 || b < a {
+			return nil, fmt.Errorf("%q is not a port (1-65535) or a range such as 8000-8010", f)
+		}
+		for p := a; p <= b; p++ {
+			out[uint16(p)] = true
+		}
+	}
+	return out, nil
 }
 
 // LogLevel maps LINKERD2_PROXY_LOG ("warn,linkerd2_proxy=info") to a level:

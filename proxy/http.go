@@ -188,7 +188,11 @@ func (p *Proxy) outboundHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		meta := metaFrom(r.Context())
 		meta.requests.Add(1)
-		rt := p.pick(r.Context(), meta.dst)
+		rt, err := p.pick(r.Context(), meta.dst)
+		if err != nil {
+			p.refuseRequest(w, r, err)
+			return
+		}
 		rs := p.series(meta, r.Host+"\x00"+rt.ep.Addr.String()+"\x00"+rt.tls.status+"\x00"+rt.ep.Identity, func() labels {
 			return rt.dstLabels(rt.tls.labels(labels{"direction": outbound, "authority": r.Host}))
 		})

@@ -69,6 +69,22 @@ func (s *identityStore) current() *credentials {
 	return c
 }
 
+// unusable says why current is nil, for errors and /ready.
+func (s *identityStore) unusable() string {
+	if !s.configured() {
+		return "TLS is not configured for this pod"
+	}
+	if c := s.cur.Load(); c != nil && s.now().After(c.leaf.NotAfter) {
+		return "the pod's certificate expired at " + c.leaf.NotAfter.UTC().Format(time.RFC3339) + " and no renewed one has been loaded"
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.disabled != "" {
+		return "no usable TLS certificate: " + s.disabled
+	}
+	return "no usable TLS certificate loaded yet"
+}
+
 // reload reads the files again. A failure keeps credentials that are still
 // valid (a half-written update must not turn TLS off), and otherwise
 // leaves TLS disabled; either way it is logged once per cause, never with
@@ -114,7 +130,7 @@ func (s *identityStore) reload() {
 		s.cur.Store(nil)
 		if s.disabled != err.Error() {
 			s.disabled = err.Error()
-			s.log.Warn("TLS disabled: plain text only until usable credentials appear", "reason", err.Error())
+			s.log.Warn("TLS disabled: not ready, and no traffic to peers with an identity, until usable credentials appear", "reason", err.Error())
 		}
 		return
 	}

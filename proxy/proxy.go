@@ -46,6 +46,19 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// ResolveTimeout bounds the wait for discovery's first answer.
 	ResolveTimeout time.Duration
+	// ClusterNetworks are the networks discovery is asked about; traffic
+	// to any other address is plain text without asking. Empty means
+	// every non-loopback address is asked about (discovery's "not found"
+	// is then the cluster's answer).
+	ClusterNetworks []netip.Prefix
+	// OpaquePorts are original destination ports forwarded as opaque TCP
+	// without waiting for protocol detection: their servers speak first.
+	OpaquePorts PortSet
+	// DrainDelay is how long the listeners keep accepting once Run's
+	// context ends (SIGTERM), while peers may still send to this pod;
+	// ShutdownGrace then bounds how long in-flight requests and open
+	// connections (opaque and upgraded too) may take to finish.
+	DrainDelay, ShutdownGrace time.Duration
 	// ReadyWait is how long /ready waits for the certificate of a
 	// TLS-injected pod before reporting ready in plain text anyway.
 	ReadyWait time.Duration
@@ -62,6 +75,9 @@ type Config struct {
 }
 
 func (c *Config) defaults() {
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = time.Second
+	}
 	if c.DetectTimeout == 0 {
 		c.DetectTimeout = 10 * time.Second
 	}
@@ -87,6 +103,11 @@ func (c *Config) defaults() {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
 }
+
+// opaqueTLSWait is how long the inbound side of an opaque port waits for a
+// peer proxy's ClientHello (sent as soon as it connects) before treating
+// the connection as a plain client waiting for the server to speak.
+const opaqueTLSWait = time.Second
 
 // Directions, as the metrics' direction label spells them.
 const (
@@ -134,11 +155,15 @@ type Proxy struct {
 	id  *identityStore
 	tap *tapHub
 
+	refusals *refusals
+
 	inboundHTTP, outboundHTTP *connServer
 	inboundRT, outboundRT     http.RoundTripper
 
 	started     time.Time
 	ready       atomic.Bool
+	draining    atomic.Bool
+	live        connSet
 	inboundPort atomic.Uint32
 	// Addresses actually bound, for tests that listen on port 0.
 	addrs   map[string]net.Addr
@@ -151,6 +176,7 @@ func New(cfg Config) *Proxy {
 	cfg.defaults()
 	p := &Proxy{cfg: cfg, log: cfg.Log, m: newMetrics(), addrs: map[string]net.Addr{}, bound: make(chan struct{})}
 	p.id = newIdentityStore(&p.cfg, p.m, p.log)
+	p.refusals = newRefusals(p.m.reg)
 	self := map[string]string{}
 	if cfg.PodNamespace != "" {
 		self["namespace"] = cfg.PodNamespace
@@ -180,13 +206,20 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.started = time.Now()
 	p.id.reload()
 	if p.id.configured() && p.id.current() == nil {
-		p.log.Warn("TLS credentials not available yet: serving plain text until they appear", "identity", p.cfg.Identity)
+		p.log.Warn("TLS credentials not available yet: not ready, and no traffic to peers with an identity, until they appear", "identity", p.cfg.Identity)
 	}
 	if !p.id.configured() {
 		p.log.Info("TLS not configured for this pod: plain text only")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Shutdown runs in stages (drain): ctx ends it; serving ends when the
+	// listeners stop accepting; life when the admin server and the
+	// credential watch stop, last.
+	serving, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	life, endLife := context.WithCancel(context.Background())
+	defer endLife()
 	type ln struct {
 		name, addr string
 		serve      func(context.Context, net.Listener) error
@@ -194,7 +227,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	lns := []ln{
 		{inbound, p.cfg.InboundAddr, p.acceptLoop(p.serveInbound)},
 		{outbound, p.cfg.OutboundAddr, p.acceptLoop(p.serveOutbound)},
-		{"admin", p.cfg.AdminAddr, p.serveAdmin},
+		{"admin", p.cfg.AdminAddr, func(_ context.Context, l net.Listener) error { return p.serveAdmin(life, l) }},
 		{"tap", p.cfg.TapAddr, p.serveTap},
 	}
 	var listeners []net.Listener
@@ -231,25 +264,49 @@ func (p *Proxy) Run(ctx context.Context) error {
 		lis := listeners[i]
 		i++
 		wg.Go(func() {
-			if err := l.serve(ctx, lis); err != nil && ctx.Err() == nil {
+			if err := l.serve(serving, lis); err != nil && serving.Err() == nil {
 				errs <- fmt.Errorf("%s: %w", l.name, err)
 				cancel()
 			}
 		})
 	}
-	wg.Go(func() { p.id.watch(ctx, p.cfg.ReloadPoll) })
-	wg.Go(func() { p.inboundHTTP.run(ctx) })
-	wg.Go(func() { p.outboundHTTP.run(ctx) })
+	wg.Go(func() { p.id.watch(life, p.cfg.ReloadPoll) })
+	wg.Go(func() { p.inboundHTTP.run(serving) })
+	wg.Go(func() { p.outboundHTTP.run(serving) })
 	<-ctx.Done()
+	p.drain(len(errs) > 0, stopServing)
 	for _, l := range listeners {
 		_ = l.Close()
 	}
+	endLife()
 	wg.Wait()
 	select {
 	case err := <-errs:
 		return err
 	default:
 		return nil
+	}
+}
+
+// drain is the proxy's shutdown once Run's context ends (SIGTERM). The
+// pod is terminating and its endpoints are being removed, but peers that
+// have not heard yet still send to it: for DrainDelay it keeps accepting
+// (and /ready says it is draining); then the listeners close, and
+// requests, streams and opaque or upgraded connections in flight get up
+// to ShutdownGrace to finish before the rest are closed. A listener that
+// failed skips the delay.
+func (p *Proxy) drain(failed bool, stopServing context.CancelFunc) {
+	p.draining.Store(true)
+	if !failed && p.cfg.DrainDelay > 0 {
+		p.log.Info("shutting down: still serving while peers drop this endpoint", "for", p.cfg.DrainDelay.String())
+		time.Sleep(p.cfg.DrainDelay)
+	}
+	stopServing()
+	grace, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownGrace)
+	defer cancel()
+	if !p.live.wait(grace) {
+		n := p.live.closeAll()
+		p.log.Warn("shutdown grace period over: closing connections still open", "connections", n, "grace", p.cfg.ShutdownGrace.String())
 	}
 }
 
@@ -274,7 +331,7 @@ func (p *Proxy) acceptLoop(handle func(context.Context, net.Conn)) func(context.
 				return err
 			}
 			delay = 0
-			go handle(ctx, c)
+			go handle(ctx, p.live.add(c))
 		}
 	}
 }
@@ -291,15 +348,27 @@ func addrPort(a net.Addr) netip.AddrPort {
 // serveInbound handles one connection redirected to the inbound port:
 // detect, terminate TLS meant for this pod, then proxy HTTP or bytes to
 // the original destination, the local application.
-func (p *Proxy) serveInbound(_ context.Context, raw net.Conn) {
+func (p *Proxy) serveInbound(_ context.Context, conn net.Conn) {
+	raw := conn
 	meta := &connMeta{direction: inbound, src: addrPort(raw.RemoteAddr())}
-	dst, err := p.cfg.OrigDst(raw, inbound)
+	dst, err := p.cfg.OrigDst(socketOf(conn), inbound)
 	if err != nil {
 		p.fail(raw, inbound, errConnect, "no original destination", err)
 		return
 	}
 	meta.dst = dst
-	proto, buf, err := detect(raw, p.cfg.DetectTimeout)
+	// On an opaque port the client may be waiting for the server to speak
+	// first: wait only briefly for a peer proxy's ClientHello, then pass
+	// the connection on as it is.
+	opaque := p.cfg.OpaquePorts[dst.Port()]
+	timeout := p.cfg.DetectTimeout
+	if opaque {
+		timeout = min(timeout, opaqueTLSWait)
+	}
+	proto, buf, err := detect(raw, timeout)
+	if opaque && proto != TLS {
+		proto, err = Opaque, nil
+	}
 	if err != nil {
 		p.failDetect(raw, inbound, err)
 		return
@@ -310,7 +379,7 @@ func (p *Proxy) serveInbound(_ context.Context, raw net.Conn) {
 	if creds == nil {
 		meta.tls = tlsNotConfigured
 	}
-	if proto == TLS && creds != nil {
+	if proto == TLS && (creds != nil || p.id.configured()) {
 		tc, terminated, err := p.acceptTLS(c, creds)
 		if err != nil {
 			p.fail(raw, inbound, errTLSInbound, "inbound TLS handshake failed", err, "src", meta.src.String())
@@ -319,7 +388,10 @@ func (p *Proxy) serveInbound(_ context.Context, raw net.Conn) {
 		c = tc
 		if terminated {
 			meta.tls = tlsStatus{status: "true", clientID: peerIdentity(tc.(*tls.Conn).ConnectionState())}
-			proto, buf, err = detect(tc, p.cfg.DetectTimeout)
+			proto, buf, err = Opaque, nil, nil
+			if !opaque {
+				proto, buf, err = detect(tc, p.cfg.DetectTimeout)
+			}
 			if err != nil {
 				p.failDetect(tc, inbound, err)
 				return
@@ -345,15 +417,20 @@ func (p *Proxy) serveInbound(_ context.Context, raw net.Conn) {
 
 // acceptTLS terminates TLS whose SNI is this pod's identity. Any other
 // ClientHello (the application's own TLS) is handed back, replayed, as
-// opaque bytes.
+// opaque bytes. Without credentials (creds nil) a ClientHello for this
+// pod's identity fails: handing a peer proxy's handshake to the
+// application would only fail later and less clearly.
 func (p *Proxy) acceptTLS(c net.Conn, creds *credentials) (net.Conn, bool, error) {
 	rec := &recordingConn{Conn: c, recording: true}
 	errNotOurs := errors.New("SNI is not this pod's identity")
 	tc := tls.Server(rec, &tls.Config{
 		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
-			if hi.ServerName != creds.identity {
+			if hi.ServerName != p.cfg.Identity {
 				rec.mute = true
 				return nil, errNotOurs
+			}
+			if creds == nil {
+				return nil, errors.New(p.id.unusable())
 			}
 			return creds.serverConfig([]string{"h2", "http/1.1"}), nil
 		},
@@ -432,18 +509,25 @@ func splice(a, b net.Conn) {
 
 // serveOutbound handles one connection the application made, redirected
 // to the outbound port.
-func (p *Proxy) serveOutbound(_ context.Context, raw net.Conn) {
+func (p *Proxy) serveOutbound(_ context.Context, conn net.Conn) {
+	raw := conn
 	meta := &connMeta{direction: outbound, src: addrPort(raw.RemoteAddr()), tls: tlsLoopback}
-	dst, err := p.cfg.OrigDst(raw, outbound)
+	dst, err := p.cfg.OrigDst(socketOf(conn), outbound)
 	if err != nil {
 		p.fail(raw, outbound, errConnect, "no original destination", err)
 		return
 	}
 	meta.dst = dst
-	proto, buf, err := detect(raw, p.cfg.DetectTimeout)
-	if err != nil {
-		p.failDetect(raw, outbound, err)
-		return
+	// Opaque ports are forwarded at once: their servers speak first, and
+	// waiting for the client to would stall every connection for the
+	// detection timeout.
+	proto, buf := Opaque, []byte(nil)
+	if !p.cfg.OpaquePorts[dst.Port()] {
+		proto, buf, err = detect(raw, p.cfg.DetectTimeout)
+		if err != nil {
+			p.failDetect(raw, outbound, err)
+			return
+		}
 	}
 	cc := p.m.track(&replayConn{Conn: raw, buf: buf}, meta.tls.labels(labels{"direction": outbound, "peer": "src"}))
 	switch proto {
@@ -461,39 +545,73 @@ type route struct {
 }
 
 // pick resolves an original destination and chooses an endpoint. Plain
-// text is chosen only when discovery gives no identity, the destination
-// is loopback, or this pod has no certificate to present.
-func (p *Proxy) pick(ctx context.Context, dst netip.AddrPort) route {
+// text is chosen only on a positive answer: the destination is loopback
+// or outside the cluster's networks, discovery says it does not exist or
+// that the endpoint has no identity, or this pod was injected without TLS.
+// Anything else (a discovery error or timeout, a Service with no endpoints
+// known yet, an identity-bearing endpoint while this TLS pod has no usable
+// certificate) is a *refusal: the caller fails the request visibly.
+func (p *Proxy) pick(ctx context.Context, dst netip.AddrPort) (route, error) {
 	direct := route{ep: discovery.Endpoint{Addr: dst}, tls: tlsNoDiscovery}
 	if dst.Addr().IsLoopback() {
 		direct.tls = tlsLoopback
-		return direct
+		return direct, nil
 	}
-	if p.cfg.Resolver == nil {
-		return direct
+	if p.cfg.Resolver == nil || !p.inClusterNetworks(dst.Addr()) {
+		return direct, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.ResolveTimeout)
-	defer cancel()
-	eps, err := p.cfg.Resolver.Resolve(ctx, dst.String())
-	if err != nil && !errors.Is(err, discovery.ErrNotFound) {
+	eps, err := p.resolve(ctx, dst.String())
+	switch {
+	case errors.Is(err, discovery.ErrNotFound):
+		return direct, nil
+	case err != nil:
 		p.m.errors.WithLabelValues(outbound, errResolve).Inc()
-		p.log.Debug("resolve failed; forwarding to the original destination", "dst", dst.String(), "error", err.Error())
-	}
-	if err != nil || len(eps) == 0 {
-		return direct
+		return route{}, &refusal{reason: refuseDiscoveryUnavailable, dst: dst.String(), err: err}
+	case len(eps) == 0:
+		return route{}, &refusal{reason: refuseNoEndpoints, dst: dst.String(), err: errors.New("discovery lists no endpoint")}
 	}
 	ep := eps[rand.IntN(len(eps))]
 	r := route{ep: ep, tls: tlsNoDiscovery}
 	if ep.Identity != "" {
-		if p.id.current() == nil {
-			// We cannot present a client certificate: the peer still
-			// accepts plain text, and the label says why.
-			r.tls = tlsNotConfigured
-		} else {
+		switch {
+		case p.id.current() != nil:
 			r.tls = tlsStatus{status: "true", serverID: ep.Identity}
+		case p.id.configured():
+			return route{}, &refusal{reason: refuseNoCertificate, dst: dst.String(), err: errors.New(p.id.unusable())}
+		default:
+			// Injected without TLS: this pod never holds a certificate,
+			// and its peers accept plain text from it (tls="disabled").
+			r.tls = tlsNotConfigured
 		}
 	}
-	return r
+	return r, nil
+}
+
+// resolve asks discovery, answering from the resolver's cache without a
+// deadline's allocation when it has one.
+func (p *Proxy) resolve(ctx context.Context, target string) ([]discovery.Endpoint, error) {
+	if c, ok := p.cfg.Resolver.(discovery.Cached); ok {
+		if eps, err, ok := c.Cached(target); ok {
+			return eps, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ResolveTimeout)
+	defer cancel()
+	return p.cfg.Resolver.Resolve(ctx, target)
+}
+
+// inClusterNetworks says whether discovery is asked about addr: with no
+// networks configured, every address is.
+func (p *Proxy) inClusterNetworks(addr netip.Addr) bool {
+	if len(p.cfg.ClusterNetworks) == 0 {
+		return true
+	}
+	for _, n := range p.cfg.ClusterNetworks {
+		if n.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // dstLabels are the outbound dst_* labels of an endpoint.
@@ -551,7 +669,13 @@ func (e *handshakeError) Unwrap() error { return e.err }
 
 func (p *Proxy) forwardOutboundTCP(src *countedConn, meta *connMeta) {
 	defer func() { _ = src.Close() }()
-	r := p.pick(context.Background(), meta.dst)
+	r, err := p.pick(context.Background(), meta.dst)
+	if err != nil {
+		// Closed without a byte sent: the application sees a reset
+		// connection, never plain text to a peer that may require TLS.
+		p.refused(err.(*refusal))
+		return
+	}
 	d, err := p.connect(context.Background(), r, nil)
 	if err != nil {
 		p.log.Debug("outbound connect failed", "dst", meta.dst.String(), "error", err.Error())

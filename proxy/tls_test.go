@@ -126,9 +126,10 @@ func (l *lockedBuffer) String() string {
 }
 
 // TestCertificateArrivesLater: a pod whose Secret has not been written
-// serves plain text (tls="disabled"), is not ready until ReadyWait, logs
-// the cause once, then picks the files up when they appear. Broken files
-// are the same; no key material is ever logged.
+// still accepts plain text inbound (tls="disabled"), is not ready (first
+// "waiting", after ReadyWait naming the cause), logs the cause once, then
+// picks the files up when they appear and becomes ready. Broken files are
+// the same; no key material is ever logged.
 func TestCertificateArrivesLater(t *testing.T) {
 	var logs lockedBuffer
 	app := startApp(t)
@@ -153,10 +154,31 @@ func TestCertificateArrivesLater(t *testing.T) {
 	if code, _ := get(t, plain, "http://"+b.addr("inbound")+"/early"); code != 200 {
 		t.Fatalf("plain text without certificate: %d", code)
 	}
+	// A peer proxy's handshake for this identity fails at the proxy,
+	// counted, rather than being handed to the application as bytes.
+	early := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsClientConfig(t, getPKI(t).issue(t, idA), idB)}}
+	if resp, err := early.Get("https://" + b.addr("inbound") + "/mtls-early"); err == nil {
+		_ = resp.Body.Close()
+		t.Errorf("mTLS to a pod without a certificate answered %d", resp.StatusCode)
+	}
+	if got := metric(t, admin, "proxy_connection_errors_total", map[string]string{"direction": "inbound", "reason": errTLSInbound}); got != 1 {
+		t.Errorf("inbound handshakes refused without a certificate = %v, want 1", got)
+	}
 	if got := metric(t, admin, "request_total", map[string]string{"tls": "disabled", "no_tls_reason": "not_configured"}); got != 1 {
 		t.Errorf("tls=disabled requests = %v", got)
 	}
-	eventually(t, 5*time.Second, "ready after ReadyWait", func() bool { return ready() == 200 })
+	readyBody := func() string {
+		resp, err := http.Get("http://" + admin + "/ready")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Sprint(resp.StatusCode, " ", string(b))
+	}
+	eventually(t, 5*time.Second, "/ready naming the missing certificate after ReadyWait", func() bool {
+		return strings.HasPrefix(readyBody(), "503 no usable TLS certificate")
+	})
 
 	// Broken files: a key that does not parse. Still disabled, still plain.
 	leaf := getPKI(t).issue(t, idB)
@@ -176,6 +198,9 @@ func TestCertificateArrivesLater(t *testing.T) {
 	eventually(t, 10*time.Second, "a successful reload", func() bool {
 		return metric(t, admin, "tls_config_reload_total", map[string]string{"status": "success"}) == 1
 	})
+	if got := ready(); got != 200 {
+		t.Errorf("/ready with the certificate = %d", got)
+	}
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsClientConfig(t, getPKI(t).issue(t, idA), idB)}}
 	if code, _ := get(t, c, "https://"+b.addr("inbound")+"/late"); code != 200 {
 		t.Fatalf("mTLS after the files arrived: %d", code)

@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -39,10 +39,12 @@ Proxies open a Destination.Get stream per authority ("svc.ns:port",
 Service's ClusterIP) and receive its endpoints, then changes, from watches on
 Services, EndpointSlices and Pods. An endpoint carries its pod's TLS identity
 only when the pod is meshed by this control plane with linkerd.io/tls=optional,
-is Ready, and presents a certificate for that identity on its inbound port
-(4143) when the controller opens a TLS handshake there: a proxy whose
-certificate has not arrived is advertised without identity, and reached in
-plain text.
+is Ready, and presents a certificate for that identity, chaining to the trust
+anchors of the moment, on its inbound port (4143) when the controller opens a
+TLS handshake there. Until that check concludes (and while such a pod is not
+Ready) the pod is left out of answers rather than advertised without identity.
+The trust anchors are re-read when the bundle changes. Each client connection
+may hold at most 2048 Get streams.
 
 With --tls-cert, --tls-key and --tls-trust-anchors (the controller's own
 Secret and the trust bundle), the gRPC port serves TLS with the controller's
@@ -108,36 +110,44 @@ func runDestination(parent context.Context, o *destinationOptions) error {
 	if err != nil {
 		return fmt.Errorf("gRPC listener: %w", err)
 	}
+	var anchors *destination.AnchorsFile
 	if o.trustAnchors != "" {
-		if pem, err := os.ReadFile(o.trustAnchors); err == nil {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
+		anchors = &destination.AnchorsFile{Path: o.trustAnchors, Logger: log}
+		if err := anchors.Load(); err != nil {
+			if _, statErr := os.Stat(o.trustAnchors); statErr == nil {
 				_ = l.Close()
-				return fmt.Errorf("--tls-trust-anchors %s: no PEM certificate in it", o.trustAnchors)
+				return fmt.Errorf("--tls-trust-anchors: %w", err)
 			}
-			o.cfg.TrustAnchors = pool
-		} else {
-			log.Warn("trust anchors not readable: served pod certificates are checked for identity and dates only", "err", err)
+			// The bundle is mounted optional and may arrive after us.
+			log.Warn("trust anchors not readable yet: served pod certificates are checked for identity and dates only until they are", "err", err)
 		}
+		o.cfg.Anchors = anchors.Pool
 	}
 	srv, err := destination.New(client, o.cfg)
 	if err != nil {
 		_ = l.Close()
 		return err
 	}
+	if anchors != nil {
+		// A rotated bundle re-checks every pod, so pods issued under the
+		// new root are advertised with their identity.
+		anchors.Changed = srv.AnchorsChanged
+		go anchors.Watch(ctx, 10*time.Second)
+	}
 
+	opts := destination.ServerOptions()
 	if tlsFlags == 3 {
 		files := &destination.CertFiles{Cert: o.tlsCert, Key: o.tlsKey, TrustAnchors: o.trustAnchors, Logger: log}
 		if err := files.Load(); err != nil {
 			// The Secret is mounted optional and may arrive after us.
 			log.Warn("serving plain text until the controller identity is usable", "err", err)
 		}
-		l = destination.EitherListener(l, files.ServerConfig())
+		opts = append(opts, grpc.Creds(destination.EitherCredentials(files.ServerConfig())))
 		log.Info("serving Destination API: TLS with the controller identity, and plain text", "addr", l.Addr().String())
 	} else {
 		log.Info("serving Destination API in plain text (no --tls-cert)", "addr", l.Addr().String())
 	}
-	g := grpc.NewServer(destination.ServerOptions()...)
+	g := grpc.NewServer(opts...)
 	srv.Register(g)
 
 	admin, err := serveAdmin(o.adminAddr, srv.AdminHandler(), log)

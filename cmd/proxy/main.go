@@ -1,6 +1,9 @@
 // Command proxy is the meshtls sidecar. It takes no flags but --version:
 // inject writes its configuration as environment variables
 // (inject/README.md).
+//
+// `proxy await` is the pod's postStart hook: it returns once the proxy
+// beside it is ready, so the application starts after the proxy listens.
 package main
 
 import (
@@ -10,6 +13,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"strconv"
 	"syscall"
 
 	"meshtls/contract"
@@ -20,6 +25,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "await" {
+		os.Exit(await(os.Args[2:], os.Getenv, os.Stderr))
+	}
 	os.Exit(run())
 }
 
@@ -35,11 +43,28 @@ func run() int {
 		return 2
 	}
 	cfg.Log = log
+	if v := os.Getenv(contract.EnvCores); v != "" {
+		// As linkerd2-proxy's LINKERD2_PROXY_CORES: inject sets it from
+		// the proxy's CPU limit. Go's own default follows a cgroup CPU
+		// limit too, but never below 2.
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "proxy: %s=%q: want a whole number of cores, 1 or more\n", contract.EnvCores, v)
+			return 2
+		}
+		runtime.GOMAXPROCS(n)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	p := proxy.New(cfg)
 	if addr := os.Getenv(contract.EnvDestinationAddr); addr != "" {
-		r, err := newResolver(addr, p.ControllerTLS(cfg.ControllerIdentity), "ns:"+cfg.PodNamespace+" pod:"+cfg.PodName, log)
+		// A pod injected without TLS never holds trust anchors, so it
+		// could never verify the controller: it asks in plain text, as
+		// the destination service allows. A TLS pod always dials mutual
+		// TLS and checks the controller's identity: discovery decides
+		// where its mTLS goes, and an unauthenticated answer could strip
+		// identities.
+		r, err := newResolver(addr, controllerTLS(cfg, p), "ns:"+cfg.PodNamespace+" pod:"+cfg.PodName, log)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "proxy:", err)
 			return 2
@@ -53,6 +78,15 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// controllerTLS is how the proxy dials the destination service: nil
+// (plain text) for a pod injected without TLS.
+func controllerTLS(cfg proxy.Config, p *proxy.Proxy) *tls.Config {
+	if !cfg.TLSConfigured() {
+		return nil
+	}
+	return p.ControllerTLS(cfg.ControllerIdentity)
 }
 
 // newResolver is the destination service's gRPC client: one stream per

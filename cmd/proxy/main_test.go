@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -13,7 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"meshtls/contract"
+	pb "meshtls/proto/destination"
+	netpb "meshtls/proto/net"
+	"meshtls/proxy"
 	"meshtls/testutil/testbin"
 )
 
@@ -49,6 +55,13 @@ func TestRunsAsAPod(t *testing.T) {
 		contract.EnvAdminListenAddr + "=" + admin,
 		contract.EnvTapListenAddr + "=" + freePort(t),
 		contract.EnvPodNamespace + "=ns", contract.EnvPodName + "=web-1",
+		// Discovery configured, as inject writes it, and unreachable.
+		contract.EnvDestinationAddr + "=" + freePort(t),
+		// Shut down soon after SIGTERM: nothing is in flight.
+		contract.EnvDrainDelay + "=500ms",
+		// As inject sets it from a CPU limit of 1 (Go's own cgroup-aware
+		// default never goes below 2).
+		contract.EnvCores + "=1",
 		contract.EnvTLSPodIdentity + "=web.deployment.ns.linkerd-managed.linkerd.svc.cluster.local",
 		contract.EnvTLSCert + "=" + filepath.Join(dir, "identity", "tls.crt"),
 		contract.EnvTLSPrivateKey + "=" + filepath.Join(dir, "identity", "tls.key"),
@@ -87,6 +100,8 @@ func TestRunsAsAPod(t *testing.T) {
 	}
 	if code, body := getStatus("/metrics"); code != 200 || !strings.Contains(body, `tls_config_reload_total{status="failure"} 1`) {
 		t.Errorf("/metrics: %d, reload failure not counted", code)
+	} else if !strings.Contains(body, "\ngo_sched_gomaxprocs_threads 1\n") {
+		t.Errorf("GOMAXPROCS not set from %s=1", contract.EnvCores)
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -100,5 +115,57 @@ func TestRunsAsAPod(t *testing.T) {
 	log := stderr.String()
 	if n := strings.Count(log, "TLS disabled"); n != 1 {
 		t.Errorf("want one 'TLS disabled' line, got %d:\n%s", n, log)
+	}
+}
+
+// plainDestination is a Destination service in plain text that names one
+// endpoint for any target.
+type plainDestination struct {
+	pb.UnimplementedDestinationServer
+}
+
+func (plainDestination) Get(_ *pb.GetDestination, s grpc.ServerStreamingServer[pb.Update]) error {
+	w := &pb.WeightedAddr{Addr: &netpb.TcpAddress{Ip: []byte{10, 1, 2, 3}, Port: 80}, Weight: 1}
+	if err := s.Send(&pb.Update{Update: &pb.Update_Add{Add: &pb.WeightedAddrSet{Addrs: []*pb.WeightedAddr{w}}}}); err != nil {
+		return err
+	}
+	<-s.Context().Done()
+	return nil
+}
+
+// TestDiscoveryWithoutTLS: a pod injected without TLS has no trust
+// anchors to verify the controller with, so it asks the destination
+// service in plain text, and gets answers; it used to dial TLS it could
+// never verify, and every outbound request waited out the resolve
+// deadline.
+func TestDiscoveryWithoutTLS(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	pb.RegisterDestinationServer(g, plainDestination{})
+	go func() { _ = g.Serve(l) }()
+	t.Cleanup(g.Stop)
+	cfg, err := proxy.FromEnv(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := proxy.New(cfg)
+	r, err := newResolver(l.Addr().String(), controllerTLS(cfg, p), "ns:test pod:test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.(io.Closer).Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	eps, err := r.Resolve(ctx, "10.1.2.3:80")
+	if err != nil || len(eps) != 1 {
+		t.Fatalf("resolve without TLS: %v %v", eps, err)
+	}
+	tlsCfg := cfg
+	tlsCfg.Identity, tlsCfg.CertFile, tlsCfg.KeyFile, tlsCfg.TrustAnchorsFile = "a.deployment.ns.linkerd-managed.linkerd.svc.cluster.local", "c", "k", "t"
+	if controllerTLS(tlsCfg, p) == nil {
+		t.Error("a TLS pod would dial the destination service in plain text")
 	}
 }

@@ -15,10 +15,13 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -64,11 +67,16 @@ type Client struct {
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 
+	// watches maps a target to its *watch. Resolve reads it on every
+	// request without a lock; mu serialises creating and evicting.
+	watches sync.Map
 	mu      sync.Mutex
-	watches map[string]*watch
 }
 
-var _ discovery.Resolver = (*Client)(nil)
+var (
+	_ discovery.Resolver = (*Client)(nil)
+	_ discovery.Cached   = (*Client)(nil)
+)
 
 // New creates a client. It does not dial yet: the first Resolve does.
 func New(cfg Config) (*Client, error) {
@@ -97,6 +105,13 @@ func New(cfg Config) (*Client, error) {
 		// A server that vanished without closing its connections (a node
 		// lost) is noticed within a minute, not at the kernel's timeout.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// gRPC's default reconnect backoff grows to 2 minutes: a proxy
+		// whose certificate arrived late, or whose destination service
+		// came back, would stay without discovery that long.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: cfg.MinBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.MaxBackoff},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("destination client for %s: %w", cfg.Addr, err)
@@ -104,7 +119,7 @@ func New(cfg Config) (*Client, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
 		cfg: cfg, log: log, conn: conn, api: pb.NewDestinationClient(conn),
-		ctx: ctx, cancel: cancel, watches: map[string]*watch{},
+		ctx: ctx, cancel: cancel,
 	}
 	c.done.Add(1)
 	go c.evictIdle()
@@ -118,34 +133,75 @@ func (c *Client) Close() error {
 	return c.conn.Close()
 }
 
-// Resolve implements discovery.Resolver.
+// Resolve implements discovery.Resolver. It waits for a target's first
+// answer until ctx ends, except while the destination service is known to
+// be unreachable (this target's stream failed, or the connection is down):
+// then it fails at once, so a proxy without discovery does not pause every
+// request for its deadline.
 func (c *Client) Resolve(ctx context.Context, target string) ([]discovery.Endpoint, error) {
 	w := c.watch(target)
+	if eps, err, ok := w.answer(target); ok {
+		return eps, err
+	}
+	if err := w.lastErr(); err != nil {
+		return nil, fmt.Errorf("resolve %s: %w (%w)", target, ErrNoAnswer, err)
+	}
+	if w.timedOut.Load() {
+		return nil, fmt.Errorf("resolve %s: %w (no answer yet; an earlier request timed out)", target, ErrNoAnswer)
+	}
+	if st := c.conn.GetState(); st == connectivity.TransientFailure {
+		return nil, fmt.Errorf("resolve %s: %w (connection to %s is failing)", target, ErrNoAnswer, c.cfg.Addr)
+	}
 	select {
 	case <-w.first:
-	case <-ctx.Done():
+	case <-w.failed:
 		return nil, fmt.Errorf("resolve %s: %w (%w)", target, ErrNoAnswer, w.lastErr())
+	case <-ctx.Done():
+		// Until the stream answers, later requests fail at once rather
+		// than each wait this long.
+		w.timedOut.Store(true)
+		return nil, fmt.Errorf("resolve %s: %w (waited %s for the first answer)", target, ErrNoAnswer, "until the deadline")
 	case <-c.ctx.Done():
 		return nil, fmt.Errorf("resolve %s: client closed", target)
 	}
-	return w.endpoints(target)
+	eps, err, _ := w.answer(target)
+	return eps, err
+}
+
+// Cached implements discovery.Cached: the answer already known for
+// target, without waiting and without allocating.
+func (c *Client) Cached(target string) ([]discovery.Endpoint, error, bool) {
+	v, ok := c.watches.Load(target)
+	if !ok {
+		return nil, nil, false
+	}
+	w := v.(*watch)
+	w.touch()
+	return w.answer(target)
 }
 
 func (c *Client) watch(target string) *watch {
+	if v, ok := c.watches.Load(target); ok {
+		w := v.(*watch)
+		w.touch()
+		return w
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	w, ok := c.watches[target]
-	if !ok {
-		ctx, cancel := context.WithCancel(c.ctx)
-		w = &watch{target: target, first: make(chan struct{}), cancel: cancel, eps: map[netip.AddrPort]discovery.Endpoint{}}
-		c.watches[target] = w
-		c.done.Add(1)
-		go func() {
-			defer c.done.Done()
-			c.run(ctx, w)
-		}()
+	if v, ok := c.watches.Load(target); ok {
+		w := v.(*watch)
+		w.touch()
+		return w
 	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	w := &watch{target: target, first: make(chan struct{}), failed: make(chan struct{}), cancel: cancel, eps: map[netip.AddrPort]discovery.Endpoint{}}
 	w.touch()
+	c.watches.Store(target, w)
+	c.done.Add(1)
+	go func() {
+		defer c.done.Done()
+		c.run(ctx, w)
+	}()
 	return w
 }
 
@@ -162,12 +218,13 @@ func (c *Client) evictIdle() {
 			return
 		case now := <-t.C:
 			c.mu.Lock()
-			for target, w := range c.watches {
-				if now.Sub(w.lastUsed()) > c.cfg.IdleTimeout {
+			c.watches.Range(func(k, v any) bool {
+				if w := v.(*watch); now.Sub(w.lastUsed()) > c.cfg.IdleTimeout {
 					w.cancel()
-					delete(c.watches, target)
+					c.watches.Delete(k)
 				}
-			}
+				return true
+			})
 			c.mu.Unlock()
 		}
 	}
@@ -231,43 +288,78 @@ type watch struct {
 	target string
 	cancel context.CancelFunc
 	first  chan struct{} // closed at the first answer
+	failed chan struct{} // closed at the first error
+	used   atomic.Int64  // unix nanoseconds of the last Resolve
+	// timedOut is set when a Resolve gave up waiting for the first
+	// answer, and cleared by an answer.
+	timedOut atomic.Bool
+
+	// view is the answer Resolve returns, rebuilt on each update so
+	// reading it takes no lock and copies nothing.
+	view atomic.Pointer[answer]
 
 	mu     sync.Mutex
 	known  bool
 	exists bool
 	eps    map[netip.AddrPort]discovery.Endpoint
 	err    error
-	used   time.Time
 }
 
-func (w *watch) touch() {
-	w.mu.Lock()
-	w.used = time.Now()
-	w.mu.Unlock()
+// answer is one immutable state of a watch.
+type answer struct {
+	eps      []discovery.Endpoint
+	notFound bool
 }
 
-func (w *watch) lastUsed() time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.used
-}
+func (w *watch) touch() { w.used.Store(time.Now().UnixNano()) }
+
+func (w *watch) lastUsed() time.Time { return time.Unix(0, w.used.Load()) }
 
 func (w *watch) setErr(err error) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err == nil {
+		err = errors.New("stream ended")
+	}
+	if w.err == nil && !w.known {
+		select {
+		case <-w.failed:
+		default:
+			close(w.failed)
+		}
+	}
 	w.err = err
-	w.mu.Unlock()
 }
 
+// lastErr is why the stream is down, or nil while it is up or has not
+// failed yet.
 func (w *watch) lastErr() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.err == nil {
-		return errors.New("waiting for the first answer")
-	}
 	return w.err
 }
 
-func (w *watch) answered() {
+// answer is what Resolve says once the target has been answered.
+func (w *watch) answer(target string) ([]discovery.Endpoint, error, bool) {
+	a := w.view.Load()
+	if a == nil {
+		return nil, nil, false
+	}
+	if a.notFound {
+		return nil, fmt.Errorf("resolve %s: %w", target, discovery.ErrNotFound), true
+	}
+	return a.eps, nil, true
+}
+
+// publish rebuilds the view; w.mu is held.
+func (w *watch) publish() {
+	a := &answer{notFound: !w.exists && len(w.eps) == 0}
+	a.eps = make([]discovery.Endpoint, 0, len(w.eps))
+	for _, addr := range slices.SortedFunc(maps.Keys(w.eps), netip.AddrPort.Compare) {
+		a.eps = append(a.eps, w.eps[addr])
+	}
+	w.view.Store(a)
+	w.timedOut.Store(false)
 	if !w.known {
 		w.known = true
 		close(w.first)
@@ -279,13 +371,21 @@ func (w *watch) reset(exists bool) {
 	defer w.mu.Unlock()
 	w.eps = map[netip.AddrPort]discovery.Endpoint{}
 	w.exists = exists
-	w.answered()
+	w.publish()
 }
 
+// apply merges one update. An identity once given for an endpoint is kept
+// for as long as that endpoint (the same address of the same pod) stays
+// listed, across broken streams and a restarted destination service: an
+// answer without it (a destination service that has not re-checked the
+// pod yet, or one with stale trust anchors) must not turn an mTLS edge
+// into plain text. If the pod really lost its certificate, the handshake
+// fails, visibly.
 func (w *watch) apply(u *pb.Update, snapshot bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.err = nil
+	prev := w.eps
 	if snapshot {
 		w.eps = map[netip.AddrPort]discovery.Endpoint{}
 	}
@@ -294,9 +394,13 @@ func (w *watch) apply(u *pb.Update, snapshot bool) {
 		w.exists = true
 		for _, a := range u.Add.GetAddrs() {
 			ep, ok := fromProto(a, u.Add.GetMetricLabels())
-			if ok {
-				w.eps[ep.Addr] = ep
+			if !ok {
+				continue
 			}
+			if old, ok := prev[ep.Addr]; ok && ep.Identity == "" && old.Identity != "" && old.Labels["pod"] == ep.Labels["pod"] {
+				ep.Identity = old.Identity
+			}
+			w.eps[ep.Addr] = ep
 		}
 	case *pb.Update_Remove:
 		for _, a := range u.Remove.GetAddrs() {
@@ -308,22 +412,7 @@ func (w *watch) apply(u *pb.Update, snapshot bool) {
 		w.exists = u.NoEndpoints.GetExists()
 		w.eps = map[netip.AddrPort]discovery.Endpoint{}
 	}
-	w.answered()
-}
-
-func (w *watch) endpoints(target string) ([]discovery.Endpoint, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.exists && len(w.eps) == 0 {
-		return nil, fmt.Errorf("resolve %s: %w", target, discovery.ErrNotFound)
-	}
-	out := make([]discovery.Endpoint, 0, len(w.eps))
-	for _, addr := range slices.SortedFunc(maps.Keys(w.eps), netip.AddrPort.Compare) {
-		ep := w.eps[addr]
-		ep.Labels = maps.Clone(ep.Labels)
-		out = append(out, ep)
-	}
-	return out, nil
+	w.publish()
 }
 
 func fromProto(a *pb.WeightedAddr, setLabels map[string]string) (discovery.Endpoint, bool) {

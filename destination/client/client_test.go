@@ -81,10 +81,12 @@ func (s *server) start() {
 		s.t.Fatalf("listen %s: %v", s.addr, err)
 	}
 	s.addr = l.Addr().String()
+	opts := destination.ServerOptions()
 	if s.tls != nil {
-		l = destination.EitherListener(l, s.tls)
+		// As cmd/controller serves it.
+		opts = append(opts, grpc.Creds(destination.EitherCredentials(s.tls)))
 	}
-	s.g = grpc.NewServer(destination.ServerOptions()...)
+	s.g = grpc.NewServer(opts...)
 	s.srv.Register(s.g)
 	go func() { _ = s.g.Serve(l) }()
 }
@@ -232,9 +234,12 @@ func writeCreds(t *testing.T, dir, identity string, root *pki.Root) (cert, key s
 }
 
 // The controller serves its identity over TLS; a proxy with a certificate
-// resolves over mutual TLS, checking that identity; a proxy without one
-// still resolves in plain text on the same port; a client expecting
-// another identity gets no answer rather than an unauthenticated one.
+// resolves over mutual TLS, checking that identity; a proxy injected
+// without TLS (which cmd/proxy dials in plain text: it has no anchors to
+// verify the controller with) resolves in plain text on the same port; a
+// client expecting another identity gets no answer rather than an
+// unauthenticated one. The proxy's own ControllerTLS, including a TLS pod
+// without anchors, is tested in proxy.TestControllerTLS.
 func TestResolveOverMutualTLS(t *testing.T) {
 	client := localcluster.Client(t)
 	ns := localcluster.Namespace(t)

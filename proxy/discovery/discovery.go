@@ -28,7 +28,8 @@ type Endpoint struct {
 
 // ErrNotFound means discovery knows the destination does not exist (no
 // such Service or pod); the proxy then forwards to the original address
-// in plain text, as for any destination outside the mesh.
+// in plain text, as for any destination outside the mesh. It is the only
+// error that allows plain text: any other fails the request.
 var ErrNotFound = errors.New("destination not found by service discovery")
 
 // Resolver resolves a target to its endpoints.
@@ -39,6 +40,8 @@ type Resolver interface {
 	// gives it). It waits for the first answer up to ctx's deadline, then
 	// answers from a cache kept up to date by a watch. An empty slice with
 	// a nil error means the destination exists but has no endpoints now.
+	// The returned slice and its endpoints' Labels are shared: callers
+	// must not modify them.
 	Resolve(ctx context.Context, target string) ([]Endpoint, error)
 }
 
@@ -53,4 +56,11 @@ func (s Static) Resolve(_ context.Context, target string) ([]Endpoint, error) {
 		return nil, ErrNotFound
 	}
 	return eps, nil
+}
+
+// Cached is a Resolver that can answer from what it already knows without
+// waiting: ok is false when it has no answer for target yet. The proxy
+// asks it first, so a known destination costs no deadline per request.
+type Cached interface {
+	Cached(target string) (eps []Endpoint, err error, ok bool)
 }

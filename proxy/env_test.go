@@ -1,0 +1,50 @@
+package proxy
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"meshtls/contract"
+)
+
+func TestFromEnvDiscoveryAndLifecycle(t *testing.T) {
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	c, err := FromEnv(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []uint16{25, 587, 3306, 4444, 5432, 6379, 9300, 11211} {
+		if !c.OpaquePorts[p] {
+			t.Errorf("default opaque ports miss %d", p)
+		}
+	}
+	if c.OpaquePorts[80] || len(c.ClusterNetworks) != 0 || c.ShutdownGrace != 2*time.Minute || c.DrainDelay != 5*time.Second {
+		t.Errorf("defaults: opaque %v networks %v grace %s drain %s", c.OpaquePorts, c.ClusterNetworks, c.ShutdownGrace, c.DrainDelay)
+	}
+	c, err = FromEnv(env(map[string]string{
+		contract.EnvOpaquePorts:     "5000-5002, 7000",
+		contract.EnvClusterNetworks: "10.0.0.0/8, fd00::/8",
+		contract.EnvShutdownGrace:   "30s",
+		contract.EnvDrainDelay:      "0s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.OpaquePorts[5001] || !c.OpaquePorts[7000] || c.OpaquePorts[3306] || len(c.OpaquePorts) != 4 {
+		t.Errorf("opaque ports %v", c.OpaquePorts)
+	}
+	if len(c.ClusterNetworks) != 2 || c.ClusterNetworks[0] != netip.MustParsePrefix("10.0.0.0/8") || c.ShutdownGrace != 30*time.Second || c.DrainDelay != 0 {
+		t.Errorf("networks %v grace %s drain %s", c.ClusterNetworks, c.ShutdownGrace, c.DrainDelay)
+	}
+	for name, v := range map[string]string{
+		contract.EnvOpaquePorts:     "70000",
+		contract.EnvClusterNetworks: "10.0.0.0",
+		contract.EnvShutdownGrace:   "forever",
+	} {
+		if _, err := FromEnv(env(map[string]string{name: v})); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%q: %v, want an error naming the variable", name, v, err)
+		}
+	}
+}
