@@ -143,6 +143,46 @@ func TestUpgrade(t *testing.T) {
 	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping-over-upgrade" {
 		t.Fatalf("echo %q %v", buf, err)
 	}
+	// The session lasts; the response was its 101, at once.
+	time.Sleep(200 * time.Millisecond)
+	_ = c.Close()
+	for _, p := range []*testProxy{m.a, m.b} {
+		eventually(t, 5*time.Second, "the upgraded session recorded", func() bool {
+			return metric(t, p.addr("admin"), "response_total", nil) == 1
+		})
+		if got := metric(t, p.addr("admin"), "response_total", map[string]string{"status_code": "101", "classification": "success"}); got != 1 {
+			t.Errorf("response_total{status_code=101,classification=success} = %v, want 1", got)
+		}
+		// Time to the 101, not the session's length.
+		if got := bucketCount(t, p.addr("admin"), "response_latency_ms", "100", map[string]string{"status_code": "101"}); got != 1 {
+			t.Errorf("101's latency not under 100ms (the session lasted 200ms+): bucket count %v", got)
+		}
+	}
+}
+
+// bucketCount is a histogram's cumulative count for bucket le, summed
+// over the series whose labels include want.
+func bucketCount(t testing.TB, admin, name, le string, want map[string]string) float64 {
+	t.Helper()
+	_, body := scrape(t, admin)
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name+"_bucket{") || !strings.Contains(line, `le="`+le+`"`) {
+			continue
+		}
+		ok := true
+		for k, v := range want {
+			if !strings.Contains(line, k+`="`+v+`"`) {
+				ok = false
+			}
+		}
+		if ok {
+			var v float64
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+			sum += v
+		}
+	}
+	return sum
 }
 
 func TestGRPCUnaryAndBidi(t *testing.T) {
@@ -240,6 +280,122 @@ func TestOpaqueTCPOverMTLS(t *testing.T) {
 	eventually(t, 5*time.Second, "opaque connection counted with tls=true", func() bool {
 		return metric(t, m.b.addr("admin"), "tcp_close_total", map[string]string{"direction": "inbound", "peer": "src", "tls": "true", "client_id": idA}) == 1
 	})
+}
+
+// opaqueServer accepts connections and runs serve on each.
+func opaqueServer(t *testing.T, serve func(c *net.TCPConn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() { _ = c.Close() }()
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				serve(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// TestOpaqueServerClosesFirst: a server that sends its answer and
+// half-closes first (whois, a database's idle close) is seen to end by
+// the client through both proxies over mTLS; the client can still answer
+// on its own half, and the server gets that too.
+func TestOpaqueServerClosesFirst(t *testing.T) {
+	m := newMesh(t, meshOpts{idA: idA, idB: idB})
+	got := make(chan string, 1)
+	m.b.setOrigDst(opaqueServer(t, func(c *net.TCPConn) {
+		_, _ = c.Write([]byte("\x00banner from the server"))
+		_ = c.CloseWrite()
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	}))
+	c, err := net.Dial("tcp", m.a.addr("outbound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	// A client-first opaque protocol byte, so detection decides at once.
+	fmt.Fprint(c, "\x00hello")
+	b, err := io.ReadAll(c)
+	if err != nil || string(b) != "\x00banner from the server" {
+		t.Fatalf("client read %q, %v (the server's close never arrived)", b, err)
+	}
+	fmt.Fprint(c, " and goodbye")
+	_ = c.(*net.TCPConn).CloseWrite()
+	select {
+	case s := <-got:
+		if s != "\x00hello and goodbye" {
+			t.Errorf("server read %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client's half-close never reached the server")
+	}
+}
+
+// TestOpaqueIdleTimeout: an opaque connection with no bytes either way
+// for TCPIdleTimeout is closed on both sides; one that carries bytes in
+// one direction only is not.
+func TestOpaqueIdleTimeout(t *testing.T) {
+	const idle = 1500 * time.Millisecond
+	m := newMesh(t, meshOpts{idA: idA, idB: idB, tuneA: func(c *Config) { c.TCPIdleTimeout = idle }})
+	serverDone := make(chan error, 2)
+	m.b.setOrigDst(opaqueServer(t, func(c *net.TCPConn) {
+		buf := make([]byte, 1)
+		if _, err := c.Read(buf); err != nil {
+			serverDone <- err
+			return
+		}
+		if buf[0] == 's' {
+			// Stream for three idle periods, never reading.
+			for end := time.Now().Add(3 * idle); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+				if _, err := c.Write([]byte("s")); err != nil {
+					serverDone <- fmt.Errorf("streaming connection cut: %w", err)
+					return
+				}
+			}
+			_ = c.CloseWrite()
+			serverDone <- nil
+			return
+		}
+		_, err := io.ReadAll(c)
+		serverDone <- err
+	}))
+	dial := func(first string) net.Conn {
+		c, err := net.Dial("tcp", m.a.addr("outbound"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprint(c, first)
+		return c
+	}
+	quiet := dial("q")
+	if _, err := io.ReadAll(quiet); err != nil {
+		t.Fatalf("idle connection: %v (want it closed by the proxy)", err)
+	}
+	if err := <-serverDone; err != nil {
+		t.Errorf("the server side of the idle connection: %v", err)
+	}
+	stream := dial("s")
+	b, err := io.ReadAll(stream)
+	if err != nil || len(b) < 10 {
+		t.Fatalf("one-way stream: read %d bytes, %v", len(b), err)
+	}
+	if err := <-serverDone; err != nil {
+		t.Error(err)
+	}
 }
 
 // TestWrongServerIdentity: discovery says C, B presents B: the request
@@ -421,8 +577,9 @@ func TestDiscoveryUnreachable(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	if resp.StatusCode != 502 || strings.Contains(string(body), "mTLS") {
-		t.Errorf("got %d %q, want a 502 for the unreachable plain-text destination", resp.StatusCode, body)
+	// 504 when the dial times out, 502 when the network says no route.
+	if resp.StatusCode != 502 && resp.StatusCode != 504 || strings.Contains(string(body), "mTLS") {
+		t.Errorf("got %d %q, want a 502 or 504 for the unreachable plain-text destination", resp.StatusCode, body)
 	}
 	if got := metric(t, a.addr("admin"), "proxy_connection_errors_total", map[string]string{"direction": "outbound", "reason": errResolve}); got != 1 {
 		t.Errorf("resolve failures counted = %v", got)

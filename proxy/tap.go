@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,7 +122,9 @@ func (h *tapHub) requestInit(r *http.Request, meta *connMeta, rt route, l labels
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	init := &tappb.TapEvent_Http_RequestInit{Method: r.Method, Scheme: scheme, Authority: r.Host, Path: r.URL.Path}
+	// Protobuf strings must be UTF-8: a value from the wire that is not
+	// would fail the marshalling of the event, and end the stream.
+	init := &tappb.TapEvent_Http_RequestInit{Method: labelValue(r.Method), Scheme: scheme, Authority: labelValue(r.Host), Path: strings.ToValidUTF8(r.URL.Path, "\uFFFD")}
 	t := &tapRequest{h: h, id: &tappb.TapEvent_Http_StreamId{Base: h.base, Stream: h.seq.Add(1)}}
 	init.Id = t.id
 	t.base = &tappb.TapEvent{
