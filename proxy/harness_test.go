@@ -258,6 +258,7 @@ func startApp(t testing.TB) *app {
 				Header: r.Header, Trailer: r.Trailer, BodyLen: len(body), BodySum: sha(body),
 			})
 		case "/echo-body":
+			_ = http.NewResponseController(w).EnableFullDuplex()
 			w.Header().Set("Trailer", "X-Request-Trailer")
 			_, _ = io.Copy(w, r.Body)
 			w.Header().Set("X-Request-Trailer", r.Trailer.Get("X-Request-Trailer"))

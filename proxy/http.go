@@ -35,6 +35,13 @@ const maxIdlePerHost = 1024
 // directly works through the mesh.
 const maxHeaderBytes = http.DefaultMaxHeaderBytes
 
+// expectContinueTimeout is how long a request with Expect: 100-continue
+// waits for the upstream's 100 before its body is sent anyway. Waiting
+// lets the upstream's own 100 (or refusal) reach the client; without it
+// the server side would answer 100 itself as soon as the body is read,
+// and the client would get two.
+const expectContinueTimeout = time.Second
+
 // inboundIdleTimeout is how long a connection to the local application
 // may idle in the pool: shorter than common servers' keep-alive (Node 5 s,
 // gunicorn 2 s is the one shorter), so the proxy rarely reuses a
@@ -193,6 +200,11 @@ func forwardAsSent(pr *httputil.ProxyRequest, dst netip.AddrPort) {
 		out.URL.RawQuery = query
 		out.URL.ForceQuery = hasQuery && query == ""
 	}
+	// Request trailers arrive after the body, in In's map: Out's is a
+	// copy taken before, which the transport would send empty.
+	if in.Trailer != nil {
+		out.Trailer = in.Trailer
+	}
 	out.Host = in.Host
 	if out.Host == "" {
 		// HTTP/1.0 without Host: the address the client connected to.
@@ -222,6 +234,7 @@ func (p *Proxy) inboundHandler() http.Handler {
 			})
 			return
 		}
+		fullDuplex(w, r)
 		rp.ServeHTTP(w, r)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -232,6 +245,16 @@ func (p *Proxy) inboundHandler() http.Handler {
 		})
 		p.observe(w, r, rs, meta, route{}, next)
 	})
+}
+
+// fullDuplex lets an HTTP/1 response stream back while the request body
+// is still arriving, as HTTP/2 always does: net/http's HTTP/1 server
+// otherwise stops reading the body once the response starts, which cuts
+// an echoing or streaming upstream short.
+func fullDuplex(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.Body != nil && r.Body != http.NoBody {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
 }
 
 // errLoopDetected answers a request addressed to the outbound listener
@@ -293,6 +316,7 @@ func (p *Proxy) outboundHandler() http.Handler {
 			})
 			return
 		}
+		fullDuplex(w, r)
 		rp.ServeHTTP(w, r)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -341,10 +365,13 @@ func classifyFailure(err error) proxyFailure {
 		return proxyFailure{http.StatusLoopDetected, grpcUnavailable, "loop detected: the request was addressed to the proxy's own outbound port"}
 	case errors.As(err, &u) && u.Unavailable():
 		return proxyFailure{http.StatusServiceUnavailable, grpcUnavailable, "no endpoint is available for the destination"}
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		if errors.As(err, &he) {
+			return proxyFailure{http.StatusGatewayTimeout, grpcDeadlineExceeded, "the mTLS handshake with " + labelValue(he.identity) + " timed out (the request was not sent in plain text)"}
+		}
+		return proxyFailure{http.StatusGatewayTimeout, grpcDeadlineExceeded, "the destination did not answer in time"}
 	case errors.As(err, &he):
 		return proxyFailure{http.StatusBadGateway, grpcUnavailable, "the mTLS handshake with " + labelValue(he.identity) + " failed (the request was not sent in plain text)"}
-	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
-		return proxyFailure{http.StatusGatewayTimeout, grpcDeadlineExceeded, "the destination did not answer in time"}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return proxyFailure{http.StatusBadGateway, grpcUnavailable, "the destination refused the connection"}
 	}
@@ -413,8 +440,8 @@ func (p *Proxy) newInboundTransport() http.RoundTripper {
 	h1.SetHTTP1(true)
 	h2.SetUnencryptedHTTP2(true)
 	return byProto{
-		h1: &http.Transport{DialContext: dial, Protocols: &h1, MaxIdleConnsPerHost: maxIdlePerHost, IdleConnTimeout: inboundIdleTimeout, DisableCompression: true, MaxResponseHeaderBytes: maxHeaderBytes},
-		h2: &http.Transport{DialContext: dial, Protocols: &h2, IdleConnTimeout: inboundIdleTimeout, DisableCompression: true, MaxResponseHeaderBytes: maxHeaderBytes},
+		h1: &http.Transport{DialContext: dial, Protocols: &h1, MaxIdleConnsPerHost: maxIdlePerHost, IdleConnTimeout: inboundIdleTimeout, DisableCompression: true, MaxResponseHeaderBytes: maxHeaderBytes, ExpectContinueTimeout: expectContinueTimeout},
+		h2: &http.Transport{DialContext: dial, Protocols: &h2, IdleConnTimeout: inboundIdleTimeout, DisableCompression: true, MaxResponseHeaderBytes: maxHeaderBytes, ExpectContinueTimeout: expectContinueTimeout},
 	}
 }
 
@@ -497,7 +524,9 @@ func (t *outboundTransport) newTransport(rt route, h2 bool) *http.Transport {
 		// A proxy passes Accept-Encoding as the client sent it: left on,
 		// the transport would ask for gzip itself and unpack the answer,
 		// changing the response the client gets and costing CPU.
-		DisableCompression: true,
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: maxHeaderBytes,
+		ExpectContinueTimeout:  expectContinueTimeout,
 	}
 	if rt.tls.status == "true" {
 		tr.DialTLSContext = dial
