@@ -529,8 +529,12 @@ func TestBadInput(t *testing.T) {
 	// Garbage is opaque: forwarded to the app (which answers 400, being
 	// HTTP) and counted as a connection.
 	out, _ = rawExchange(t, in, []byte("\x00\x01\x02garbage\r\n\r\n"), 5*time.Second)
-	if !strings.Contains(out, "400") {
-		t.Errorf("garbage: app answered %q", firstLine(out))
+	if !strings.HasPrefix(out, "HTTP/1.1 400 Bad Request\r\n") || strings.Contains(out, "L5d-Proxy-Error") {
+		t.Errorf("garbage: want the app's own 400, got %q", out)
+	}
+	opaque := map[string]string{"direction": "inbound", "peer": "dst"}
+	if got := metric(t, admin, "tcp_open_total", opaque); got != 1 {
+		t.Errorf("garbage: %v connections to the app, want 1 (forwarded as opaque)", got)
 	}
 
 	resp, err := http.Get("http://" + admin + "/live")

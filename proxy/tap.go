@@ -142,15 +142,23 @@ func (h *tapHub) requestInit(r *http.Request, meta *connMeta, rt route, l labels
 		if !match.Eval(s.req.GetMatch(), req) {
 			continue
 		}
-		if lim := s.req.GetLimit(); lim > 0 && s.started.Load() >= lim {
+		// Claim one of the stream's limit: a load then an add would let
+		// concurrent requests past it.
+		lim := s.req.GetLimit()
+		if lim > 0 && !claimBelow(&s.started, lim) {
 			continue
 		}
 		if s.limiter != nil && !s.limiter.Allow() {
+			if lim > 0 {
+				s.started.Add(^uint32(0)) // give the claim back
+			}
 			s.dropped.Add(1)
 			h.m.tapDropped.Inc()
 			continue
 		}
-		s.started.Add(1)
+		if lim == 0 {
+			s.started.Add(1)
+		}
 		t.subs = append(t.subs, s)
 	}
 	h.mu.RUnlock()
@@ -159,6 +167,19 @@ func (h *tapHub) requestInit(r *http.Request, meta *connMeta, rt route, l labels
 	}
 	t.emit(&tappb.TapEvent_Http{Event: &tappb.TapEvent_Http_RequestInit_{RequestInit: init}})
 	return t
+}
+
+// claimBelow adds one to n unless that would pass limit.
+func claimBelow(n *atomic.Uint32, limit uint32) bool {
+	for {
+		v := n.Load()
+		if v >= limit {
+			return false
+		}
+		if n.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
 }
 
 func (t *tapRequest) emit(ev *tappb.TapEvent_Http) {
