@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -35,19 +36,28 @@ func (p Protocol) String() string {
 // h2Preface starts every prior-knowledge HTTP/2 connection (RFC 9113 §3.4).
 var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
-// methods are the HTTP/1 request methods recognised, each with the space
-// that must follow it; a prefix of one keeps detection waiting.
+// methods are the common HTTP/1 request methods, each with the space
+// that must follow it: one decides at once. Any other token method
+// (WebDAV's PROPFIND, PURGE, a custom one) is HTTP/1 once the whole
+// request line's shape is seen: method SP request-target SP "HTTP/1.".
 var methods = [][]byte{
 	[]byte("GET "), []byte("HEAD "), []byte("POST "), []byte("PUT "), []byte("DELETE "),
 	[]byte("OPTIONS "), []byte("PATCH "), []byte("CONNECT "), []byte("TRACE "),
 }
 
-// maxDetect is the most bytes detection ever needs: the HTTP/2 preface.
-var maxDetect = len(h2Preface)
+// maxDetect is the most bytes detection reads: room for the request line
+// of an uncommon method. A longer one is opaque.
+const maxDetect = 1024
+
+// maxMethod bounds a method token.
+const maxMethod = 32
 
 // Detect classifies the first bytes of a connection. more is true when b is
 // still a prefix of something recognisable and more bytes would decide.
+// Only the first maxDetect bytes count, so an answer never changes as
+// more arrive.
 func Detect(b []byte) (p Protocol, more bool) {
+	b = b[:min(len(b), maxDetect)]
 	if len(b) == 0 {
 		return Opaque, true
 	}
@@ -67,16 +77,63 @@ func Detect(b []byte) (p Protocol, more bool) {
 		}
 		return Opaque, true
 	}
-	undecided := false
 	for _, m := range methods {
 		if bytes.HasPrefix(b, m) {
 			return HTTP1, false
 		}
-		if len(b) < len(m) && bytes.HasPrefix(m, b) {
-			undecided = true
-		}
+	}
+	yes, undecided := requestLine(b)
+	if yes {
+		return HTTP1, false
+	}
+	if undecided && len(b) == maxDetect {
+		return Opaque, false
 	}
 	return Opaque, undecided
+}
+
+// requestLine reports whether b starts an HTTP/1 request line (method
+// token, SP, request-target, SP, "HTTP/1."), or may once more arrives.
+func requestLine(b []byte) (yes, more bool) {
+	i := 0
+	for i < len(b) && i <= maxMethod && isTokenChar(b[i]) {
+		i++
+	}
+	if i > maxMethod {
+		return false, false
+	}
+	if i == len(b) {
+		return false, true
+	}
+	if i == 0 || b[i] != ' ' {
+		return false, false
+	}
+	i++
+	j := i
+	for j < len(b) && b[j] > ' ' && b[j] != 0x7f {
+		j++
+	}
+	if j == len(b) {
+		return false, true
+	}
+	if j == i || b[j] != ' ' {
+		return false, false
+	}
+	rest := b[j+1:]
+	const version = "HTTP/1."
+	if len(rest) >= len(version) {
+		return string(rest[:len(version)]) == version, false
+	}
+	return false, version[:len(rest)] == string(rest)
+}
+
+// isTokenChar is RFC 9110's tchar.
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 func hasPrefixOrIsPrefix(b, full []byte) bool {

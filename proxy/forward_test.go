@@ -143,3 +143,18 @@ func TestHTTP10WithoutHost(t *testing.T) {
 		t.Errorf("the app saw Host %q, want the original destination %q", e.Host, m.target)
 	}
 }
+
+// TestAnyTokenMethodIsHTTP: a method outside the common nine (WebDAV's
+// PROPFIND) is proxied as HTTP, with request metrics, not as opaque bytes.
+func TestAnyTokenMethodIsHTTP(t *testing.T) {
+	m := newMesh(t, meshOpts{idA: idA, idB: idB})
+	e := m.echoRaw(t, "PROPFIND /echo HTTP/1.1\r\nHost: dav.example\r\nDepth: 1\r\nConnection: close\r\n\r\n")
+	if e.Method != "PROPFIND" {
+		t.Fatalf("the app got method %q", e.Method)
+	}
+	for _, p := range []*testProxy{m.a, m.b} {
+		if got := metric(t, p.addr("admin"), "request_total", map[string]string{"authority": "dav.example"}); got != 1 {
+			t.Errorf("request_total{authority=dav.example} = %v, want 1", got)
+		}
+	}
+}
