@@ -280,3 +280,27 @@ func TestResetCountedWithErrno(t *testing.T) {
 		t.Errorf("tcp_connection_duration_ms count = %v, want 1", got)
 	}
 }
+
+// TestOutboundPoolsPruned: a connection pool per endpoint is kept while
+// used and dropped, its idle connections closed, once unused for the
+// retention period.
+func TestOutboundPoolsPruned(t *testing.T) {
+	m := newMesh(t, meshOpts{idA: idA, idB: idB})
+	get(t, m.client(false), m.url("/pooled"))
+	ot := m.a.outboundRT.(*outboundTransport)
+	pools := func() int { ot.mu.RLock(); defer ot.mu.RUnlock(); return len(ot.ts) }
+	if pools() != 1 {
+		t.Fatalf("%d pools after one request", pools())
+	}
+	ot.prune(time.Now().Add(m.a.cfg.MetricsRetainIdle / 2))
+	if pools() != 1 {
+		t.Fatal("a pool used recently was pruned")
+	}
+	ot.prune(time.Now().Add(m.a.cfg.MetricsRetainIdle + time.Second))
+	if pools() != 0 {
+		t.Fatalf("%d pools left after the retention period", pools())
+	}
+	eventually(t, 5*time.Second, "the pooled connection to B closed", func() bool {
+		return metric(t, m.a.addr("admin"), "tcp_close_total", map[string]string{"direction": "outbound", "peer": "dst"}) == 1
+	})
+}

@@ -466,11 +466,18 @@ func (b byProto) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // outboundTransport keeps one connection pool per endpoint, identity and
-// protocol, so pooled connections never cross identities.
+// protocol, so pooled connections never cross identities. Pools unused
+// for the metrics retention period are dropped when a new one is made,
+// so endpoints that came and went (a rollout's pods) do not pile up.
 type outboundTransport struct {
 	p  *Proxy
 	mu sync.RWMutex
-	ts map[poolKey]*http.Transport
+	ts map[poolKey]*pool
+}
+
+type pool struct {
+	tr   *http.Transport
+	last atomic.Int64 // unix nanoseconds of the last request
 }
 
 // poolKey is a comparable struct, not a formatted string: it is looked up
@@ -485,20 +492,41 @@ func (t *outboundTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	rt, _ := r.Context().Value(routeKey{}).(route)
 	key := poolKey{rt.ep.Addr, rt.tls.status, rt.ep.Identity, r.ProtoMajor == 2}
 	t.mu.RLock()
-	tr, ok := t.ts[key]
+	pl, ok := t.ts[key]
 	t.mu.RUnlock()
+	now := time.Now()
 	if !ok {
 		t.mu.Lock()
 		if t.ts == nil {
-			t.ts = map[poolKey]*http.Transport{}
+			t.ts = map[poolKey]*pool{}
 		}
-		if tr, ok = t.ts[key]; !ok {
-			tr = t.newTransport(rt, key.h2)
-			t.ts[key] = tr
+		if pl, ok = t.ts[key]; !ok {
+			t.pruneLocked(now)
+			pl = &pool{tr: t.newTransport(rt, key.h2)}
+			t.ts[key] = pl
 		}
 		t.mu.Unlock()
 	}
-	return tr.RoundTrip(r)
+	pl.last.Store(now.UnixNano())
+	return pl.tr.RoundTrip(r)
+}
+
+// prune drops the pools unused for the retention period as of now; a
+// request still running on one finishes on its connection.
+func (t *outboundTransport) prune(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pruneLocked(now)
+}
+
+func (t *outboundTransport) pruneLocked(now time.Time) {
+	cutoff := now.Add(-t.p.cfg.MetricsRetainIdle).UnixNano()
+	for k, pl := range t.ts {
+		if pl.last.Load() < cutoff {
+			pl.tr.CloseIdleConnections()
+			delete(t.ts, k)
+		}
+	}
 }
 
 func (t *outboundTransport) newTransport(rt route, h2 bool) *http.Transport {
