@@ -127,6 +127,21 @@ func requestLine(b []byte) (yes, more bool) {
 	return false, version[:len(rest)] == string(rest)
 }
 
+// strictPrefix reports whether b is a prefix of a TLS record, the HTTP/2
+// preface or a common method: a peer that sends one and stalls is broken
+// (or probing), not speaking another protocol.
+func strictPrefix(b []byte) bool {
+	if len(b) == 1 && b[0] == 0x16 || len(b) < len(h2Preface) && bytes.HasPrefix(h2Preface, b) {
+		return true
+	}
+	for _, m := range methods {
+		if len(b) < len(m) && bytes.HasPrefix(m, b) {
+			return true
+		}
+	}
+	return false
+}
+
 // isTokenChar is RFC 9110's tchar.
 func isTokenChar(c byte) bool {
 	switch {
@@ -144,7 +159,7 @@ func hasPrefixOrIsPrefix(b, full []byte) bool {
 }
 
 // errDetectTimeout means the peer sent a prefix of a recognisable protocol
-// (a partial ClientHello, half a request line) and then stalled.
+// (a partial ClientHello, half of a common method) and then stalled.
 var errDetectTimeout = errors.New("protocol detection timed out on a partial prefix")
 
 // detect reads from c until Detect decides or timeout passes. It returns the
@@ -166,7 +181,9 @@ func detect(c net.Conn, timeout time.Duration) (Protocol, []byte, error) {
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				if len(buf) == 0 {
+				if len(buf) == 0 || !strictPrefix(buf) {
+					// Nothing, or words that are not (yet) a request
+					// line: as linkerd2-proxy, forward them as opaque.
 					return Opaque, buf, nil
 				}
 				return Opaque, buf, errDetectTimeout

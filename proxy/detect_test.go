@@ -129,3 +129,20 @@ func FuzzDetect(f *testing.F) {
 		}
 	})
 }
+
+// TestDetectStall: a peer that stalls on half of a common method is an
+// error (closed, counted); one that stalls on words that might yet be an
+// uncommon method's request line is forwarded as opaque, as
+// linkerd2-proxy does after its detection timeout.
+func TestDetectStall(t *testing.T) {
+	for in, wantErr := range map[string]bool{"GE": true, "\x16": true, "PRI * HT": true, "SET k": false, "q": false, "PROPFIND /x HT": false} {
+		client, server := net.Pipe()
+		go func() { _, _ = client.Write([]byte(in)) }()
+		p, buf, err := detect(server, 200*time.Millisecond)
+		_ = client.Close()
+		_ = server.Close()
+		if (err != nil) != wantErr || p != Opaque || string(buf) != in {
+			t.Errorf("detect(%q then nothing) = %v, %q, %v; want opaque, an error %v", in, p, buf, err, wantErr)
+		}
+	}
+}

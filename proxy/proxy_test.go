@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -357,12 +358,12 @@ func TestOpaqueIdleTimeout(t *testing.T) {
 	m := newMesh(t, meshOpts{idA: idA, idB: idB, tuneA: func(c *Config) { c.TCPIdleTimeout = idle }})
 	serverDone := make(chan error, 2)
 	m.b.setOrigDst(opaqueServer(t, func(c *net.TCPConn) {
-		buf := make([]byte, 1)
-		if _, err := c.Read(buf); err != nil {
+		buf := make([]byte, 2)
+		if _, err := io.ReadFull(c, buf); err != nil {
 			serverDone <- err
 			return
 		}
-		if buf[0] == 's' {
+		if buf[1] == 's' {
 			// Stream for three idle periods, never reading.
 			for end := time.Now().Add(3 * idle); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 				if _, err := c.Write([]byte("s")); err != nil {
@@ -387,19 +388,28 @@ func TestOpaqueIdleTimeout(t *testing.T) {
 		fmt.Fprint(c, first)
 		return c
 	}
-	quiet := dial("q")
+	// The first bytes are not text, so detection decides at once.
+	waitServer := func() error {
+		select {
+		case err := <-serverDone:
+			return err
+		case <-time.After(20 * time.Second):
+			return errors.New("the server never finished")
+		}
+	}
+	quiet := dial("\x00q")
 	if _, err := io.ReadAll(quiet); err != nil {
 		t.Fatalf("idle connection: %v (want it closed by the proxy)", err)
 	}
-	if err := <-serverDone; err != nil {
+	if err := waitServer(); err != nil {
 		t.Errorf("the server side of the idle connection: %v", err)
 	}
-	stream := dial("s")
+	stream := dial("\x00s")
 	b, err := io.ReadAll(stream)
 	if err != nil || len(b) < 10 {
 		t.Fatalf("one-way stream: read %d bytes, %v", len(b), err)
 	}
-	if err := <-serverDone; err != nil {
+	if err := waitServer(); err != nil {
 		t.Error(err)
 	}
 }
