@@ -266,7 +266,11 @@ func (p *Proxy) outboundAddr() netip.AddrPort {
 	if a := p.outboundSelf.Load(); a != nil {
 		return *a
 	}
-	a := addrPort(p.Addr(outbound))
+	l := p.Addr(outbound)
+	if l == nil {
+		return netip.AddrPort{} // no outbound listener: nothing loops to it
+	}
+	a := addrPort(l)
 	p.outboundSelf.Store(&a)
 	return a
 }
@@ -277,7 +281,7 @@ func (p *Proxy) outboundAddr() netip.AddrPort {
 // the listener itself.
 func (p *Proxy) isOutboundLoop(dst netip.AddrPort) bool {
 	self := p.outboundAddr()
-	if dst.Port() != self.Port() {
+	if !self.IsValid() || dst.Port() != self.Port() {
 		return false
 	}
 	a := dst.Addr().Unmap()
