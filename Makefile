@@ -3,8 +3,12 @@
 
 BIN        := $(CURDIR)/bin
 GO         ?= go
-VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS    := -X meshtls/cli.Version=$(VERSION)
+# One version for the CLI, the binaries and the images: the tag of a clean
+# tagged commit (v0.2.0), else "dev-" and what git describe says
+# (dev-e45bc1c, dev-v0.2.0-3-g1a2b3c4-dirty), so an image tag that was never
+# published says so.
+VERSION    ?= $(shell scripts/version.sh)
+LDFLAGS    := -X meshtls/cli.Version=$(VERSION) -X meshtls/internal/version.Version=$(VERSION)
 GOLANGCI_LINT_VERSION := v2.15.0
 
 export PATH := $(BIN):$(PATH)
@@ -20,6 +24,29 @@ help: ## Show this help
 build: ## Build the binaries (linkerd, …) into bin/
 	@mkdir -p $(BIN)
 	@$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# Images: built by tools/images (its own module, go-containerregistry) with
+# no Docker: static binaries on an empty base, one index per image for
+# IMAGES_PLATFORMS, dated by the commit (SOURCE_DATE_EPOCH) so a commit
+# always gives the same digests. IMAGES_REGISTRY is the name the layout and
+# the archive carry (what install and inject reference by default).
+IMAGES_REGISTRY   ?= ghcr.io/meshtls
+IMAGES_PLATFORMS  ?= linux/amd64,linux/arm64
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+.PHONY: images
+images: $(BIN)/meshtls-images ## Build the OCI images (controller, proxy, proxy-init, emojivoto; amd64 and arm64) without Docker into bin/images/: oci/ (a layout) and meshtls-VERSION.oci.tar
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(BIN)/meshtls-images build --root $(CURDIR) --out $(BIN)/images \
+		--version $(VERSION) --registry $(IMAGES_REGISTRY) --platforms $(IMAGES_PLATFORMS)
+
+.PHONY: images-push
+images-push: $(BIN)/meshtls-images ## Push what `make images` built to REGISTRY (make images-push REGISTRY=ghcr.io/you/meshtls); credentials from docker login
+	@test -n "$(REGISTRY)" || { echo "images-push: no REGISTRY: make images-push REGISTRY=host[:port]/path" >&2; exit 1; }
+	$(BIN)/meshtls-images push --out $(BIN)/images --registry $(REGISTRY)
+
+$(BIN)/meshtls-images: $(wildcard tools/images/*.go) tools/images/go.mod tools/images/go.sum
+	@mkdir -p $(BIN)
+	cd tools/images && $(GO) build -o $@ .
 
 .PHONY: demo
 demo: ## Start the live demo: installs what it needs (iptables), then local cluster, control plane, emojivoto meshed, `linkerd stat authority -n emojivoto`; fails where the mesh cannot run (no root)

@@ -63,6 +63,7 @@ into workloads, and shows how much of your traffic is encrypted.`,
 		newCaptureCmd(f),
 		newInstallCmd(f), newInjectCmd(f), newCACmd(f),
 		newCheckCmd(f, nil),
+		newTLSCmd(f),
 		newDashboardCmd(f),
 	)
 	return root

@@ -89,6 +89,8 @@ func TestDemo(t *testing.T) {
 	}); err != nil {
 		t.Errorf("linkerd tap deploy/web -n %s -o json: legacy-bot's plain-text requests never showed: %v", ns, err)
 	}
+	// Before TLS is required anywhere: who would be refused.
+	verifyPreview(t, cp, ns)
 	t.Logf("demo test body took %s", time.Since(start).Round(time.Second))
 }
 

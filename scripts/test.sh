@@ -39,6 +39,9 @@ suite main . "${flags[@]}" -tags integration ./... & pids+=($!)
 LOCALKUBE_BIN_DIR='' LOCALKUBE_BINARY=$root/bin/localkube \
   suite localkube localkube "${flags[@]}" ./internal/... ./e2e/... & pids+=($!)
 suite prometheus-launcher install/prometheus -count=1 ./launcher/ & pids+=($!)
+# tools/images (own module): reproducible builds, the push, arm64 under
+# qemu, the archive imported and run by containerd.
+suite images tools/images -count=1 -tags integration -timeout "${TEST_TIMEOUT:-30m}" ${TEST_RUN:+-run "$TEST_RUN"} ./... & pids+=($!)
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 "$root/bin/testsum" -summary -allow .ci/skip-allowlist "$out"/*.json || rc=1

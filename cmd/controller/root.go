@@ -2,12 +2,15 @@ package main
 
 import (
 	"github.com/spf13/cobra"
+
+	"meshtls/internal/version"
 )
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "controller",
 		Short:         "The meshtls control plane",
+		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

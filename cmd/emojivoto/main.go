@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"meshtls/demo/emojivoto"
+	"meshtls/internal/version"
 	pb "meshtls/proto/emojivoto"
 )
 
@@ -46,6 +47,7 @@ func env(name, def string) string {
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "emojivoto",
+		Version:       version.Version,
 		Short:         "The demo application: web front end, emoji and voting services, vote bot",
 		SilenceUsage:  true,
 		SilenceErrors: true,

@@ -1,5 +1,6 @@
-// Command proxy is the meshtls sidecar. It takes no flags: inject writes
-// its configuration as environment variables (inject/README.md).
+// Command proxy is the meshtls sidecar. It takes no flags but --version:
+// inject writes its configuration as environment variables
+// (inject/README.md).
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 
 	"meshtls/contract"
 	"meshtls/destination/client"
+	"meshtls/internal/version"
 	"meshtls/proxy"
 	"meshtls/proxy/discovery"
 )
@@ -22,6 +24,10 @@ func main() {
 }
 
 func run() int {
+	if len(os.Args) == 2 && os.Args[1] == "--version" {
+		fmt.Println("proxy version " + version.Version)
+		return 0
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: proxy.LogLevel(os.Getenv(contract.EnvLog))}))
 	cfg, err := proxy.FromEnv(os.Getenv)
 	if err != nil {
