@@ -37,7 +37,9 @@ func (p *Proxy) Ready() (bool, string) {
 
 func (p *Proxy) serveAdmin(ctx context.Context, l net.Listener) error {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(p.m.reg, promhttp.HandlerOpts{}))
+	// Label values are validated where they are made; should one still
+	// fail, the scrape serves every other series rather than a 500.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(p.m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = fmt.Fprintln(w, "live")
 	})

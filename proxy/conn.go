@@ -1,18 +1,22 @@
 package proxy
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 )
 
 // replayConn gives back the bytes detection consumed before reading on.
@@ -55,22 +59,39 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// CloseWrite passes a half-close on to the connection underneath.
+func (c *replayConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// closeWrite half-closes c, or says it cannot: splice then closes the
+// connection instead, so the peer still sees the end.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errNoHalfClose
+}
+
+var errNoHalfClose = errors.New("connection cannot half-close")
+
 // countedConn is one side of a proxied connection in the tcp_* metrics.
 type countedConn struct {
 	net.Conn
-	read, written prometheus.Counter
+	read, written *series[prometheus.Counter]
 	closeOnce     sync.Once
-	onClose       func(failed bool)
-	failed        atomic.Bool
+	onClose       func(failure error)
+	// failure is the first error that was the peer's or the network's
+	// fault (a reset, a broken pipe, a timeout of our own), nil while the
+	// connection ended as it should.
+	failure atomic.Pointer[error]
 }
 
 func (c *countedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		c.read.Add(float64(n))
+		c.read.m.Add(float64(n))
 	}
 	if err != nil && !isClosing(err) {
-		c.failed.Store(true)
+		c.failure.CompareAndSwap(nil, &err)
 	}
 	return n, err
 }
@@ -78,56 +99,80 @@ func (c *countedConn) Read(p []byte) (int, error) {
 func (c *countedConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	if n > 0 {
-		c.written.Add(float64(n))
+		c.written.m.Add(float64(n))
 	}
 	if err != nil && !isClosing(err) {
-		c.failed.Store(true)
+		c.failure.CompareAndSwap(nil, &err)
 	}
 	return n, err
 }
 
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
-	c.closeOnce.Do(func() { c.onClose(c.failed.Load()) })
+	c.closeOnce.Do(func() {
+		var failure error
+		if f := c.failure.Load(); f != nil {
+			failure = *f
+		}
+		c.onClose(failure)
+	})
 	return err
 }
 
 // CloseWrite half-closes when the underlying connection can, so opaque
-// forwarding passes a peer's EOF on.
-func (c *countedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
+// forwarding passes a peer's EOF on; otherwise it says it cannot.
+func (c *countedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // isClosing tells an ordinary end of a connection from a failure. A
 // deadline is the reader's own choice, not the peer's failure: net/http
 // sets one in the past after every request to stop its background read,
 // and counting that made every kept-alive connection a failure (and
-// formatted an error string per request).
+// formatted an error string per request). A reset or a broken pipe is a
+// failure, as linkerd2-proxy counts it.
 func isClosing(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || err.Error() == "EOF"
+		err.Error() == "EOF"
+}
+
+// errnoLabel is the errno of a failed connection as linkerd2-proxy labels
+// it (ECONNRESET), or "" when the failure has none.
+func errnoLabel(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		if name := unix.ErrnoName(errno); name != "" {
+			return name
+		}
+		return strconv.Itoa(int(errno))
+	}
+	return ""
 }
 
 // track counts c as one connection with the transport labels l (direction,
-// peer, tls and its reason or peer identity, dst_* outbound).
+// peer, tls and its reason or peer identity, dst_* outbound). The
+// connection holds its series until it closes.
 func (m *metrics) track(c net.Conn, l labels) *countedConn {
-	m.tcpOpen.get(l).Inc()
-	g := m.tcpOpenConns.get(l)
-	g.Inc()
+	m.tcpOpen.use(l, func(c prometheus.Counter) { c.Inc() })
+	g := m.tcpOpenConns.hold(l)
+	g.m.Inc()
+	read, written := m.tcpReadBytes.hold(l), m.tcpWriteBytes.hold(l)
+	opened := time.Now()
 	return &countedConn{
 		Conn:    c,
-		read:    m.tcpReadBytes.get(l),
-		written: m.tcpWriteBytes.get(l),
-		onClose: func(failed bool) {
-			g.Dec()
-			class := "success"
-			if failed {
-				class = "failure"
+		read:    read,
+		written: written,
+		onClose: func(failure error) {
+			g.m.Dec()
+			g.release()
+			read.release()
+			written.release()
+			cl := l.with("classification", "success")
+			if failure != nil {
+				cl = l.with("classification", "failure", "errno", errnoLabel(failure))
 			}
-			m.tcpClose.get(l.with("classification", class)).Inc()
+			m.tcpClose.use(cl, func(c prometheus.Counter) { c.Inc() })
+			m.tcpDuration.use(cl, func(h prometheus.Histogram) {
+				h.Observe(float64(time.Since(opened).Microseconds()) / 1000)
+			})
 		},
 	}
 }
@@ -163,6 +208,71 @@ func OriginalDst(c net.Conn) (netip.AddrPort, error) {
 	if serr != nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination: %w", serr)
 	}
-	port := uint16(sa.Port>>8 | sa.Port<<8) // network byte order
+	// Port is in network byte order whatever the host's.
+	pb := (*[2]byte)(unsafe.Pointer(&sa.Port))
+	port := binary.BigEndian.Uint16(pb[:])
 	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port), nil
 }
+
+// splice copies both ways until both sides are done. Each side's EOF is
+// passed on as a half-close, so either peer may finish first and the
+// other still reads to the end. A connection with no bytes either way
+// for idle is closed on both sides; a read error other than EOF closes
+// both at once.
+func splice(a, b net.Conn, idle time.Duration) {
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	var once sync.Once
+	closeBoth := func() {
+		once.Do(func() {
+			_ = a.Close()
+			_ = b.Close()
+		})
+	}
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		defer func() { done <- struct{}{} }()
+		bp := spliceBufs.Get().(*[]byte)
+		defer spliceBufs.Put(bp)
+		buf := *bp
+		for {
+			if idle > 0 {
+				_ = src.SetReadDeadline(time.Now().Add(idle))
+			}
+			n, err := src.Read(buf)
+			if n > 0 {
+				last.Store(time.Now().UnixNano())
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					closeBoth()
+					return
+				}
+			}
+			if err == nil {
+				continue
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && idle > 0 {
+				if time.Since(time.Unix(0, last.Load())) < idle {
+					// The other direction is busy: still alive.
+					continue
+				}
+				closeBoth()
+				return
+			}
+			if errors.Is(err, io.EOF) {
+				if closeWrite(dst) != nil {
+					closeBoth()
+				}
+				return
+			}
+			closeBoth()
+			return
+		}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	<-done
+	<-done
+	closeBoth()
+}
+
+var spliceBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

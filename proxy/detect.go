@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"time"
 )
 
@@ -35,19 +36,28 @@ func (p Protocol) String() string {
 // h2Preface starts every prior-knowledge HTTP/2 connection (RFC 9113 §3.4).
 var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
-// methods are the HTTP/1 request methods recognised, each with the space
-// that must follow it; a prefix of one keeps detection waiting.
+// methods are the common HTTP/1 request methods, each with the space
+// that must follow it: one decides at once. Any other token method
+// (WebDAV's PROPFIND, PURGE, a custom one) is HTTP/1 once the whole
+// request line's shape is seen: method SP request-target SP "HTTP/1.".
 var methods = [][]byte{
 	[]byte("GET "), []byte("HEAD "), []byte("POST "), []byte("PUT "), []byte("DELETE "),
 	[]byte("OPTIONS "), []byte("PATCH "), []byte("CONNECT "), []byte("TRACE "),
 }
 
-// maxDetect is the most bytes detection ever needs: the HTTP/2 preface.
-var maxDetect = len(h2Preface)
+// maxDetect is the most bytes detection reads: room for the request line
+// of an uncommon method. A longer one is opaque.
+const maxDetect = 1024
+
+// maxMethod bounds a method token.
+const maxMethod = 32
 
 // Detect classifies the first bytes of a connection. more is true when b is
 // still a prefix of something recognisable and more bytes would decide.
+// Only the first maxDetect bytes count, so an answer never changes as
+// more arrive.
 func Detect(b []byte) (p Protocol, more bool) {
+	b = b[:min(len(b), maxDetect)]
 	if len(b) == 0 {
 		return Opaque, true
 	}
@@ -67,16 +77,78 @@ func Detect(b []byte) (p Protocol, more bool) {
 		}
 		return Opaque, true
 	}
-	undecided := false
 	for _, m := range methods {
 		if bytes.HasPrefix(b, m) {
 			return HTTP1, false
 		}
-		if len(b) < len(m) && bytes.HasPrefix(m, b) {
-			undecided = true
-		}
+	}
+	yes, undecided := requestLine(b)
+	if yes {
+		return HTTP1, false
+	}
+	if undecided && len(b) == maxDetect {
+		return Opaque, false
 	}
 	return Opaque, undecided
+}
+
+// requestLine reports whether b starts an HTTP/1 request line (method
+// token, SP, request-target, SP, "HTTP/1."), or may once more arrives.
+func requestLine(b []byte) (yes, more bool) {
+	i := 0
+	for i < len(b) && i <= maxMethod && isTokenChar(b[i]) {
+		i++
+	}
+	if i > maxMethod {
+		return false, false
+	}
+	if i == len(b) {
+		return false, true
+	}
+	if i == 0 || b[i] != ' ' {
+		return false, false
+	}
+	i++
+	j := i
+	for j < len(b) && b[j] > ' ' && b[j] != 0x7f {
+		j++
+	}
+	if j == len(b) {
+		return false, true
+	}
+	if j == i || b[j] != ' ' {
+		return false, false
+	}
+	rest := b[j+1:]
+	const version = "HTTP/1."
+	if len(rest) >= len(version) {
+		return string(rest[:len(version)]) == version, false
+	}
+	return false, version[:len(rest)] == string(rest)
+}
+
+// strictPrefix reports whether b is a prefix of a TLS record, the HTTP/2
+// preface or a common method: a peer that sends one and stalls is broken
+// (or probing), not speaking another protocol.
+func strictPrefix(b []byte) bool {
+	if len(b) == 1 && b[0] == 0x16 || len(b) < len(h2Preface) && bytes.HasPrefix(h2Preface, b) {
+		return true
+	}
+	for _, m := range methods {
+		if len(b) < len(m) && bytes.HasPrefix(m, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// isTokenChar is RFC 9110's tchar.
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 func hasPrefixOrIsPrefix(b, full []byte) bool {
@@ -87,7 +159,7 @@ func hasPrefixOrIsPrefix(b, full []byte) bool {
 }
 
 // errDetectTimeout means the peer sent a prefix of a recognisable protocol
-// (a partial ClientHello, half a request line) and then stalled.
+// (a partial ClientHello, half of a common method) and then stalled.
 var errDetectTimeout = errors.New("protocol detection timed out on a partial prefix")
 
 // detect reads from c until Detect decides or timeout passes. It returns the
@@ -109,7 +181,9 @@ func detect(c net.Conn, timeout time.Duration) (Protocol, []byte, error) {
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				if len(buf) == 0 {
+				if len(buf) == 0 || !strictPrefix(buf) {
+					// Nothing, or words that are not (yet) a request
+					// line: as linkerd2-proxy, forward them as opaque.
 					return Opaque, buf, nil
 				}
 				return Opaque, buf, errDetectTimeout

@@ -21,7 +21,16 @@ func TestDetect(t *testing.T) {
 		{"GE", Opaque, true},
 		{"GET / HTTP/1.1\r\n", HTTP1, false},
 		{"DELETE /x HTTP/1.1\r\n", HTTP1, false},
-		{"GETX", Opaque, false},
+		{"GETX", Opaque, true},
+		{"PROPFIND /dav/x HTTP/1.1\r\n", HTTP1, false},
+		{"PURGE /cache HTTP/1.0\r\n", HTTP1, false},
+		{"M-SEARCH * HTTP/1.1\r\n", HTTP1, false},
+		{"PURGE /cache HTTP/1", Opaque, true},
+		{"SET key value\r\n", Opaque, false},
+		{"PING\r\n", Opaque, false},
+		{"FOO /x HTTP/2.0\r\n", Opaque, false},
+		{"get key\r\n", Opaque, false},
+		{"FOO  /x HTTP/1.1", Opaque, false},
 		{"PRI * HTTP/2.0\r\n", Opaque, true},
 		{string(h2Preface), HTTP2, false},
 		{"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n", Opaque, false},
@@ -46,6 +55,7 @@ func FuzzDetect(f *testing.F) {
 	for _, s := range [][2]string{
 		{"", ""}, {"GET / HTTP/1.1\r\n\r\n", ""}, {string(h2Preface), "\x00\x00"}, {"\x16\x03\x01\x00\x05hello", ""},
 		{"PRI", " * HTTP/2.0\r\n"}, {"garbage\x00\xff", "x"}, {"\x16", "\x03"}, {"DELE", "TE /x"}, {"PRI * HTTP/2.0\r\n\r\nS", "X"},
+		{"PROPFIND /a", " HTTP/1.1\r\n"}, {"PURGE / HTT", "P/1.0"}, {"SET k", " v\r\n"}, {"X / HTTP/1", ".1"},
 	} {
 		f.Add([]byte(s[0]), []byte(s[1]))
 	}
@@ -72,8 +82,21 @@ func FuzzDetect(f *testing.F) {
 				t.Fatalf("Detect(%q) = h2 without the preface", all)
 			}
 		case HTTP1:
-			if i := bytes.IndexByte(all, ' '); i < 0 || !slices.ContainsFunc(methods, func(m []byte) bool { return bytes.Equal(m, all[:i+1]) }) {
-				t.Fatalf("Detect(%q) = http/1 without a method", all)
+			// A common method and its space, or a whole request line's
+			// shape within the bytes detection reads.
+			i := bytes.IndexByte(all, ' ')
+			common := i >= 0 && slices.ContainsFunc(methods, func(m []byte) bool { return bytes.Equal(m, all[:i+1]) })
+			if !common {
+				head := all[:min(len(all), maxDetect)]
+				parts := bytes.SplitN(head, []byte(" "), 3)
+				if len(parts) < 3 || len(parts[0]) == 0 || len(parts[1]) == 0 || !bytes.HasPrefix(parts[2], []byte("HTTP/1.")) {
+					t.Fatalf("Detect(%q) = http/1 without a request line", all)
+				}
+				for _, c := range parts[0] {
+					if !isTokenChar(c) {
+						t.Fatalf("Detect(%q) = http/1 with method %q", all, parts[0])
+					}
+				}
 			}
 		}
 
@@ -105,4 +128,21 @@ func FuzzDetect(f *testing.F) {
 			t.Fatalf("detect(%q) = %v, Detect = %v", all, got, p2)
 		}
 	})
+}
+
+// TestDetectStall: a peer that stalls on half of a common method is an
+// error (closed, counted); one that stalls on words that might yet be an
+// uncommon method's request line is forwarded as opaque, as
+// linkerd2-proxy does after its detection timeout.
+func TestDetectStall(t *testing.T) {
+	for in, wantErr := range map[string]bool{"GE": true, "\x16": true, "PRI * HT": true, "SET k": false, "q": false, "PROPFIND /x HT": false} {
+		client, server := net.Pipe()
+		go func() { _, _ = client.Write([]byte(in)) }()
+		p, buf, err := detect(server, 200*time.Millisecond)
+		_ = client.Close()
+		_ = server.Close()
+		if (err != nil) != wantErr || p != Opaque || string(buf) != in {
+			t.Errorf("detect(%q then nothing) = %v, %q, %v; want opaque, an error %v", in, p, buf, err, wantErr)
+		}
+	}
 }

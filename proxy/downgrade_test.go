@@ -122,7 +122,9 @@ func silentListener(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// closedPort is a loopback address nothing listens on.
 func closedPort(t *testing.T) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

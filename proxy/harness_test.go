@@ -2,9 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,8 +26,10 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"meshtls/ca/pki"
 	"meshtls/proxy/discovery"
@@ -202,6 +208,9 @@ type app struct {
 	// requests counts requests the app saw, per path.
 	mu   sync.Mutex
 	seen map[string]int
+	// canceled receives the error a streaming gRPC call ended with on
+	// the server when its client went away.
+	canceled chan error
 }
 
 func (a *app) count(path string) int {
@@ -212,9 +221,9 @@ func (a *app) count(path string) int {
 
 func startApp(t testing.TB) *app {
 	t.Helper()
-	a := &app{seen: map[string]int{}}
-	gs := grpc.NewServer()
-	testpb.RegisterTestServiceServer(gs, testService{})
+	a := &app{seen: map[string]int{}, canceled: make(chan error, 16)}
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20))
+	testpb.RegisterTestServiceServer(gs, testService{a: a})
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
@@ -240,6 +249,24 @@ func startApp(t testing.TB) *app {
 			_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 			_ = brw.Flush()
 			_, _ = io.Copy(c, brw)
+		case "/echo":
+			// What the application received, as it received it.
+			body, _ := io.ReadAll(r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(echoed{
+				Proto: r.Proto, Method: r.Method, RequestURI: r.RequestURI, Host: r.Host,
+				Header: r.Header, Trailer: r.Trailer, BodyLen: len(body), BodySum: sha(body),
+			})
+		case "/echo-body":
+			_ = http.NewResponseController(w).EnableFullDuplex()
+			w.Header().Set("Trailer", "X-Request-Trailer")
+			_, _ = io.Copy(w, r.Body)
+			w.Header().Set("X-Request-Trailer", r.Trailer.Get("X-Request-Trailer"))
+		case "/badgrpc":
+			// A hostile or broken upstream: bytes no label may hold.
+			w.Header().Set("Grpc-Status", "\xff\xfe")
+			w.Header().Set("Grpc-Message", "\xff")
+			w.WriteHeader(http.StatusOK)
 		case "/chunked":
 			body, _ := io.ReadAll(r.Body)
 			w.Header().Set("Trailer", "X-Sum")
@@ -256,7 +283,26 @@ func startApp(t testing.TB) *app {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: mux, Protocols: &protos}
+	// CONNECT is answered as an egress proxy would: 200, then the tunnel
+	// echoes, prefixed with what the request carried.
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		a.mu.Lock()
+		a.seen["CONNECT "+r.RequestURI]++
+		a.mu.Unlock()
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer func() { _ = c.Close() }()
+		fmt.Fprintf(brw, "HTTP/1.1 200 Connection established\r\n\r\nconnect=%s auth=%s\n", r.RequestURI, r.Header.Get("Proxy-Authorization"))
+		_ = brw.Flush()
+		_, _ = io.Copy(c, brw)
+	})
+	srv := &http.Server{Handler: h, Protocols: &protos}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -267,30 +313,67 @@ func startApp(t testing.TB) *app {
 	return a
 }
 
+// echoed is what /echo saw of a request.
+type echoed struct {
+	Proto, Method, RequestURI, Host string
+	Header, Trailer                 http.Header
+	BodyLen                         int
+	BodySum                         string
+}
+
+func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
 // testService is gRPC's interop service: unary and bidirectional
-// streaming, each ending with a trailer.
+// streaming, each ending with a trailer. Unary echoes the payload (or
+// ResponseSize bytes), the caller's x-* metadata as headers and trailers,
+// the deadline it was given, and answers ResponseStatus when asked.
 type testService struct {
 	testpb.UnimplementedTestServiceServer
+	a *app
 }
 
 func (testService) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	_ = grpc.SetTrailer(ctx, metadata.Pairs("x-trailer", "unary"))
-	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: req.GetPayload().GetBody()}}, nil
+	md, _ := metadata.FromIncomingContext(ctx)
+	echo := metadata.MD{}
+	for k, v := range md {
+		if strings.HasPrefix(k, "x-") {
+			echo[k] = v
+		}
+	}
+	if d, ok := ctx.Deadline(); ok {
+		echo.Set("x-deadline-left-ms", fmt.Sprint(time.Until(d).Milliseconds()))
+	}
+	_ = grpc.SetHeader(ctx, echo)
+	_ = grpc.SetTrailer(ctx, metadata.Join(echo, metadata.Pairs("x-trailer", "unary")))
+	if st := req.GetResponseStatus(); st != nil {
+		return nil, status.Error(codes.Code(st.GetCode()), st.GetMessage())
+	}
+	body := req.GetPayload().GetBody()
+	if n := req.GetResponseSize(); n > 0 {
+		body = bytes.Repeat([]byte{'r'}, int(n))
+	}
+	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: body}}, nil
 }
 
-func (testService) FullDuplexCall(s testpb.TestService_FullDuplexCallServer) error {
+func (s testService) FullDuplexCall(st testpb.TestService_FullDuplexCallServer) error {
 	n := 0
 	for {
-		req, err := s.Recv()
+		req, err := st.Recv()
 		if err == io.EOF {
-			s.SetTrailer(metadata.Pairs("x-trailer", fmt.Sprintf("count=%d", n)))
+			st.SetTrailer(metadata.Pairs("x-trailer", fmt.Sprintf("count=%d", n)))
 			return nil
 		}
 		if err != nil {
+			if s.a != nil && st.Context().Err() != nil {
+				select {
+				case s.a.canceled <- st.Context().Err():
+				default:
+				}
+			}
 			return err
 		}
 		n++
-		if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: req.GetPayload()}); err != nil {
+		if err := st.Send(&testpb.StreamingOutputCallResponse{Payload: req.GetPayload()}); err != nil {
 			return err
 		}
 	}

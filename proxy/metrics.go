@@ -1,10 +1,15 @@
 package proxy
 
 import (
+	"context"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -45,31 +50,78 @@ func (l labels) key() string {
 // family is one metric name with a metric per label set. It is an
 // unchecked collector: it describes nothing, so the registry accepts the
 // varying label names.
+//
+// Each series counts its holders (open connections, requests in flight):
+// sweep drops a series nobody holds that was last released before the
+// retention period, as linkerd2-proxy drops series idle for
+// metrics_retain_idle. A series used again after that starts from zero,
+// which Prometheus's rate() reads as a counter reset.
 type family[M prometheus.Collector] struct {
 	mk func(prometheus.Labels) M
 	mu sync.RWMutex
-	m  map[string]M
+	m  map[string]*series[M]
+}
+
+// series is one label set's metric and its holders.
+type series[M any] struct {
+	m    M
+	refs atomic.Int32
+	last atomic.Int64 // unix nanoseconds of the last release
+}
+
+// release ends one holder's use. The time is stored first, so a sweep
+// that sees no holders also sees when the last one let go.
+func (s *series[M]) release() {
+	s.last.Store(time.Now().UnixNano())
+	s.refs.Add(-1)
 }
 
 func newFamily[M prometheus.Collector](mk func(prometheus.Labels) M) *family[M] {
-	return &family[M]{mk: mk, m: map[string]M{}}
+	return &family[M]{mk: mk, m: map[string]*series[M]{}}
 }
 
-func (f *family[M]) get(l labels) M {
+// hold finds or makes the series of l and counts one more holder, who
+// must release it.
+func (f *family[M]) hold(l labels) *series[M] {
+	l = l.valid()
 	k := l.key()
 	f.mu.RLock()
-	m, ok := f.m[k]
+	s, ok := f.m[k]
+	if ok {
+		s.refs.Add(1)
+	}
 	f.mu.RUnlock()
 	if ok {
-		return m
+		return s
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if m, ok = f.m[k]; !ok {
-		m = f.mk(prometheus.Labels(maps.Clone(l)))
-		f.m[k] = m
+	if s, ok = f.m[k]; !ok {
+		s = &series[M]{m: f.mk(prometheus.Labels(maps.Clone(l)))}
+		f.m[k] = s
 	}
-	return m
+	s.refs.Add(1)
+	return s
+}
+
+// use runs fn on the series of l, held only meanwhile.
+func (f *family[M]) use(l labels, fn func(M)) {
+	s := f.hold(l)
+	fn(s.m)
+	s.release()
+}
+
+// sweep drops the series nobody holds that were last released before
+// cutoff, and says how many are left.
+func (f *family[M]) sweep(cutoff int64) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, s := range f.m {
+		if s.refs.Load() <= 0 && s.last.Load() < cutoff {
+			delete(f.m, k)
+		}
+	}
+	return len(f.m)
 }
 
 func (f *family[M]) Describe(chan<- *prometheus.Desc) {}
@@ -77,8 +129,8 @@ func (f *family[M]) Describe(chan<- *prometheus.Desc) {}
 func (f *family[M]) Collect(ch chan<- prometheus.Metric) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	for _, m := range f.m {
-		m.Collect(ch)
+	for _, s := range f.m {
+		s.m.Collect(ch)
 	}
 }
 
@@ -101,18 +153,25 @@ type metrics struct {
 	tcpOpenConns   *family[prometheus.Gauge]
 	tcpReadBytes   *family[prometheus.Counter]
 	tcpWriteBytes  *family[prometheus.Counter]
+	tcpDuration    *family[prometheus.Histogram]
 	tlsReload      *prometheus.CounterVec
 	tlsLastReload  prometheus.Gauge
 	errors         *prometheus.CounterVec
 	tapDropped     prometheus.Counter
 	tapSubscribers prometheus.Gauge
+
+	retainIdle                    time.Duration
+	inAuthorities, outAuthorities *authorities
 }
 
-func newMetrics() *metrics {
+func newMetrics(retainIdle time.Duration, maxAuthorities int) *metrics {
 	m := &metrics{
-		reg:       prometheus.NewRegistry(),
-		requests:  counterFamily("request_total", "Total count of HTTP requests."),
-		responses: counterFamily("response_total", "Total count of HTTP responses."),
+		retainIdle:     retainIdle,
+		inAuthorities:  &authorities{max: maxAuthorities, last: map[string]int64{}},
+		outAuthorities: &authorities{max: maxAuthorities, last: map[string]int64{}},
+		reg:            prometheus.NewRegistry(),
+		requests:       counterFamily("request_total", "Total count of HTTP requests."),
+		responses:      counterFamily("response_total", "Total count of HTTP responses."),
 		latency: newFamily(func(l prometheus.Labels) prometheus.Histogram {
 			return prometheus.NewHistogram(prometheus.HistogramOpts{Name: "response_latency_ms", Help: "Elapsed times between a request's headers being received and its response's headers being sent, in milliseconds.", Buckets: latencyBuckets, ConstLabels: l})
 		}),
@@ -121,15 +180,18 @@ func newMetrics() *metrics {
 		tcpOpenConns: newFamily(func(l prometheus.Labels) prometheus.Gauge {
 			return prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcp_open_connections", Help: "Number of currently-open connections.", ConstLabels: l})
 		}),
-		tcpReadBytes:   counterFamily("tcp_read_bytes_total", "Total count of bytes read from peers."),
-		tcpWriteBytes:  counterFamily("tcp_write_bytes_total", "Total count of bytes written to peers."),
+		tcpReadBytes:  counterFamily("tcp_read_bytes_total", "Total count of bytes read from peers."),
+		tcpWriteBytes: counterFamily("tcp_write_bytes_total", "Total count of bytes written to peers."),
+		tcpDuration: newFamily(func(l prometheus.Labels) prometheus.Histogram {
+			return prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tcp_connection_duration_ms", Help: "Connection lifetimes, in milliseconds.", Buckets: latencyBuckets, ConstLabels: l})
+		}),
 		tlsReload:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tls_config_reload_total", Help: "Total number of TLS configuration reloads, by outcome."}, []string{"status"}),
 		tlsLastReload:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "tls_config_last_reload_seconds", Help: "Unix time of the last successful TLS configuration reload."}),
 		errors:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "proxy_connection_errors_total", Help: "Connections or requests the proxy refused or failed, by direction and cause."}, []string{"direction", "reason"}),
 		tapDropped:     prometheus.NewCounter(prometheus.CounterOpts{Name: "tap_events_dropped_total", Help: "Tap events dropped because a tap stream's buffer was full or its rate limit reached."}),
 		tapSubscribers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tap_streams", Help: "Open tap streams."}),
 	}
-	m.reg.MustRegister(m.requests, m.responses, m.latency, m.tcpOpen, m.tcpClose, m.tcpOpenConns, m.tcpReadBytes, m.tcpWriteBytes,
+	m.reg.MustRegister(m.requests, m.responses, m.latency, m.tcpOpen, m.tcpClose, m.tcpOpenConns, m.tcpReadBytes, m.tcpWriteBytes, m.tcpDuration,
 		m.tlsReload, m.tlsLastReload, m.errors, m.tapDropped, m.tapSubscribers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Make both statuses visible from the start, so a rate() has a base.
@@ -149,3 +211,147 @@ const (
 	errResolve     = "resolve"
 	errLoop        = "loop"
 )
+
+// Placeholders for label values taken from the wire. Neither can be a
+// real authority or status: '<' is not allowed in a URI's host.
+const (
+	// invalidLabel replaces a value that is not printable UTF-8 of a
+	// bounded length, or a grpc-status that is not a number.
+	invalidLabel = "<invalid>"
+	// overflowLabel is the one authority shared by all authorities
+	// beyond MaxAuthorities in a direction.
+	overflowLabel = "<overflow>"
+)
+
+// maxLabelLen bounds a label value from the wire: a DNS name (253) and a
+// port, with room to spare.
+const maxLabelLen = 512
+
+// validLabel reports whether v can be a label value as it is: valid
+// UTF-8, bounded, without control characters. client_golang refuses
+// invalid UTF-8 at gather time, which would fail the whole scrape.
+func validLabel(v string) bool {
+	if len(v) > maxLabelLen || !utf8.ValidString(v) {
+		return false
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// labelValue is v, or the placeholder when v cannot be a label value.
+func labelValue(v string) string {
+	if validLabel(v) {
+		return v
+	}
+	return invalidLabel
+}
+
+// grpcStatusLabel is a grpc-status header as a label: a decimal code
+// (gRPC's are 0-16; others are kept if numeric and short), "" when
+// absent, else the placeholder.
+func grpcStatusLabel(v string) string {
+	if v == "" {
+		return ""
+	}
+	n, err := strconv.ParseUint(v, 10, 16)
+	if err != nil || n > 999 {
+		return invalidLabel
+	}
+	return strconv.FormatUint(n, 10)
+}
+
+// valid is l with every value that cannot be a label value replaced:
+// values come from the wire (authority, grpc-status) and from discovery.
+// It returns l itself when all are valid, as they almost always are.
+func (l labels) valid() labels {
+	for _, v := range l {
+		if !validLabel(v) {
+			out := make(labels, len(l))
+			for k, v := range l {
+				out[k] = labelValue(v)
+			}
+			return out
+		}
+	}
+	return l
+}
+
+// authorities bounds the authority label values of one direction: the
+// first MaxAuthorities distinct ones keep their own series, later ones
+// share overflowLabel until sweep forgets authorities unused for the
+// retention period.
+type authorities struct {
+	max  int
+	mu   sync.Mutex
+	last map[string]int64
+}
+
+// label is the authority label for a request's Host or :authority.
+func (a *authorities) label(host string, now int64) string {
+	if !validLabel(host) {
+		return invalidLabel
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.last[host]; !ok && len(a.last) >= a.max {
+		return overflowLabel
+	}
+	a.last[host] = now
+	return host
+}
+
+func (a *authorities) sweep(cutoff int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for h, t := range a.last {
+		if t < cutoff {
+			delete(a.last, h)
+		}
+	}
+}
+
+// authority is the bounded authority label of a request in direction.
+func (m *metrics) authority(direction, host string) string {
+	a := m.inAuthorities
+	if direction == outbound {
+		a = m.outAuthorities
+	}
+	return a.label(host, time.Now().UnixNano())
+}
+
+// sweep drops the series and authorities idle since before now minus the
+// retention period. Run calls it periodically; tests call it with a
+// clock of their own.
+func (m *metrics) sweep(now time.Time) {
+	cutoff := now.Add(-m.retainIdle).UnixNano()
+	m.inAuthorities.sweep(cutoff)
+	m.outAuthorities.sweep(cutoff)
+	m.requests.sweep(cutoff)
+	m.responses.sweep(cutoff)
+	m.latency.sweep(cutoff)
+	m.tcpOpen.sweep(cutoff)
+	m.tcpClose.sweep(cutoff)
+	m.tcpOpenConns.sweep(cutoff)
+	m.tcpReadBytes.sweep(cutoff)
+	m.tcpWriteBytes.sweep(cutoff)
+	m.tcpDuration.sweep(cutoff)
+}
+
+// sweepEvery sweeps until ctx ends, often enough that a series outlives
+// the retention period by at most a quarter of it.
+func (m *metrics) sweepEvery(ctx context.Context) {
+	t := time.NewTicker(max(m.retainIdle/4, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			m.sweep(now)
+		}
+	}
+}

@@ -357,4 +357,15 @@ func TestTransparentInNetworkNamespaces(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "Verify return code: 0 (ok)") || !strings.Contains(string(out), "Verified peername: "+idB) {
 		t.Fatalf("openssl s_client -connect %s:4143 -servername %s: %v\n%s", ipB, idB, err, out)
 	}
+
+	// An application calling the proxy's own outbound port (an SSRF, a
+	// mistaken HTTP_PROXY): loopback is not redirected, so the real
+	// SO_ORIGINAL_DST is the listener itself. It is refused with 508, not
+	// dialled again and again until file descriptors run out.
+	if code, body := get(nsA, "http://127.0.0.1:4140/loop"); code != http.StatusLoopDetected {
+		t.Errorf("GET http://127.0.0.1:4140/ in the client pod: %d %q, want 508", code, body)
+	}
+	if got := find(scrape(nsA), "proxy_connection_errors_total", "direction=outbound", "reason=loop"); got != 1 {
+		t.Errorf("client proxy: loops counted %v, want 1", got)
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -67,6 +66,16 @@ type Config struct {
 	// TapBuffer is the events each tap stream may queue before dropping.
 	TapBuffer int
 
+	// MetricsRetainIdle is how long a metric series no connection holds
+	// is kept after its last use (linkerd2-proxy's 10 minutes).
+	MetricsRetainIdle time.Duration
+	// MaxAuthorities bounds the authority label values kept per
+	// direction; further authorities share one series.
+	MaxAuthorities int
+	// TCPIdleTimeout closes an opaque connection that carried no bytes
+	// either way for this long.
+	TCPIdleTimeout time.Duration
+
 	// OrigDst finds an accepted connection's original destination; nil
 	// means SO_ORIGINAL_DST. Tests without iptables set it.
 	OrigDst func(c net.Conn, direction string) (netip.AddrPort, error)
@@ -95,6 +104,15 @@ func (c *Config) defaults() {
 	}
 	if c.TapBuffer == 0 {
 		c.TapBuffer = 1000
+	}
+	if c.MetricsRetainIdle == 0 {
+		c.MetricsRetainIdle = 10 * time.Minute
+	}
+	if c.MaxAuthorities == 0 {
+		c.MaxAuthorities = 1000
+	}
+	if c.TCPIdleTimeout == 0 {
+		c.TCPIdleTimeout = time.Hour
 	}
 	if c.OrigDst == nil {
 		c.OrigDst = func(c net.Conn, _ string) (netip.AddrPort, error) { return OriginalDst(c) }
@@ -160,11 +178,12 @@ type Proxy struct {
 	inboundHTTP, outboundHTTP *connServer
 	inboundRT, outboundRT     http.RoundTripper
 
-	started     time.Time
-	ready       atomic.Bool
-	draining    atomic.Bool
-	live        connSet
-	inboundPort atomic.Uint32
+	started      time.Time
+	ready        atomic.Bool
+	draining     atomic.Bool
+	live         connSet
+	inboundPort  atomic.Uint32
+	outboundSelf atomic.Pointer[netip.AddrPort]
 	// Addresses actually bound, for tests that listen on port 0.
 	addrs   map[string]net.Addr
 	addrsMu sync.Mutex
@@ -174,7 +193,7 @@ type Proxy struct {
 // New builds a proxy; Run starts it.
 func New(cfg Config) *Proxy {
 	cfg.defaults()
-	p := &Proxy{cfg: cfg, log: cfg.Log, m: newMetrics(), addrs: map[string]net.Addr{}, bound: make(chan struct{})}
+	p := &Proxy{cfg: cfg, log: cfg.Log, m: newMetrics(cfg.MetricsRetainIdle, cfg.MaxAuthorities), addrs: map[string]net.Addr{}, bound: make(chan struct{})}
 	p.id = newIdentityStore(&p.cfg, p.m, p.log)
 	p.refusals = newRefusals(p.m.reg)
 	self := map[string]string{}
@@ -271,6 +290,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		})
 	}
 	wg.Go(func() { p.id.watch(life, p.cfg.ReloadPoll) })
+	wg.Go(func() { p.m.sweepEvery(life) })
 	wg.Go(func() { p.inboundHTTP.run(serving) })
 	wg.Go(func() { p.outboundHTTP.run(serving) })
 	<-ctx.Done()
@@ -484,27 +504,7 @@ func (p *Proxy) forwardInboundTCP(src *countedConn, meta *connMeta) {
 		p.log.Debug("inbound connect failed", "dst", meta.dst.String(), "error", err.Error())
 		return
 	}
-	splice(src, p.m.track(d, inboundDstLabels()))
-}
-
-// splice copies both ways until both sides are done.
-func splice(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		} else {
-			_ = dst.Close()
-		}
-		done <- struct{}{}
-	}
-	go cp(a, b)
-	go cp(b, a)
-	<-done
-	<-done
-	_ = a.Close()
-	_ = b.Close()
+	splice(src, p.m.track(d, inboundDstLabels()), p.cfg.TCPIdleTimeout)
 }
 
 // serveOutbound handles one connection the application made, redirected
@@ -649,7 +649,7 @@ func (p *Proxy) connect(ctx context.Context, r route, nextProtos []string) (net.
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = c.Close()
 		p.m.errors.WithLabelValues(outbound, errTLSOutbound).Inc()
-		p.log.Warn("outbound TLS handshake failed; not retrying in plain text", "dst", r.ep.Addr.String(), "identity", r.ep.Identity, "error", err.Error())
+		p.logLimited(slog.LevelWarn, "outbound TLS handshake failed; not retrying in plain text", "dst", r.ep.Addr.String(), "identity", r.ep.Identity, "error", err.Error())
 		return nil, &handshakeError{identity: r.ep.Identity, addr: r.ep.Addr, err: err}
 	}
 	return tc, nil
@@ -669,6 +669,10 @@ func (e *handshakeError) Unwrap() error { return e.err }
 
 func (p *Proxy) forwardOutboundTCP(src *countedConn, meta *connMeta) {
 	defer func() { _ = src.Close() }()
+	if p.isOutboundLoop(meta.dst) {
+		p.m.errors.WithLabelValues(outbound, errLoop).Inc()
+		return
+	}
 	r, err := p.pick(context.Background(), meta.dst)
 	if err != nil {
 		// Closed without a byte sent: the application sees a reset
@@ -681,7 +685,7 @@ func (p *Proxy) forwardOutboundTCP(src *countedConn, meta *connMeta) {
 		p.log.Debug("outbound connect failed", "dst", meta.dst.String(), "error", err.Error())
 		return
 	}
-	splice(src, d)
+	splice(src, d, p.cfg.TCPIdleTimeout)
 }
 
 // metaConn carries its connMeta into the HTTP server's ConnContext.

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,12 +129,16 @@ func TestUpgrade(t *testing.T) {
 	}
 	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	sent := time.Now()
 	fmt.Fprintf(c, "GET /upgrade HTTP/1.1\r\nHost: b.ns:8080\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each proxy saw the request after it was sent and the 101 before it
+	// arrived: its latency can be no longer than this.
+	toFirstByte := time.Since(sent)
 	if resp.StatusCode != 101 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
@@ -141,6 +147,47 @@ func TestUpgrade(t *testing.T) {
 	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping-over-upgrade" {
 		t.Fatalf("echo %q %v", buf, err)
 	}
+	// The session lasts well beyond its 101.
+	time.Sleep(toFirstByte + 500*time.Millisecond)
+	_ = c.Close()
+	for _, p := range []*testProxy{m.a, m.b} {
+		eventually(t, 5*time.Second, "the upgraded session recorded", func() bool {
+			return metric(t, p.addr("admin"), "response_total", nil) == 1
+		})
+		if got := metric(t, p.addr("admin"), "response_total", map[string]string{"status_code": "101", "classification": "success"}); got != 1 {
+			t.Errorf("response_total{status_code=101,classification=success} = %v, want 1", got)
+		}
+		if got, most := histogramSum(t, p.addr("admin"), "response_latency_ms", map[string]string{"status_code": "101"}), float64(toFirstByte.Microseconds())/1000; got <= 0 || got > most {
+			t.Errorf("101 latency %vms: want the time to the 101 (at most %vms), not the session's length", got, most)
+		}
+	}
+}
+
+// histogramSum is a histogram's _sum over the series whose labels
+// include want.
+func histogramSum(t testing.TB, admin, name string, want map[string]string) float64 {
+	t.Helper()
+	_, body := scrape(t, admin)
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name+"_sum{") {
+			continue
+		}
+		ok := true
+		for k, v := range want {
+			if !strings.Contains(line, k+`="`+v+`"`) {
+				ok = false
+			}
+		}
+		if ok {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			sum += v
+		}
+	}
+	return sum
 }
 
 func TestGRPCUnaryAndBidi(t *testing.T) {
@@ -238,6 +285,131 @@ func TestOpaqueTCPOverMTLS(t *testing.T) {
 	eventually(t, 5*time.Second, "opaque connection counted with tls=true", func() bool {
 		return metric(t, m.b.addr("admin"), "tcp_close_total", map[string]string{"direction": "inbound", "peer": "src", "tls": "true", "client_id": idA}) == 1
 	})
+}
+
+// opaqueServer accepts connections and runs serve on each.
+func opaqueServer(t *testing.T, serve func(c *net.TCPConn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() { _ = c.Close() }()
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				serve(c.(*net.TCPConn))
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// TestOpaqueServerClosesFirst: a server that sends its answer and
+// half-closes first (whois, a database's idle close) is seen to end by
+// the client through both proxies over mTLS; the client can still answer
+// on its own half, and the server gets that too.
+func TestOpaqueServerClosesFirst(t *testing.T) {
+	m := newMesh(t, meshOpts{idA: idA, idB: idB})
+	got := make(chan string, 1)
+	m.b.setOrigDst(opaqueServer(t, func(c *net.TCPConn) {
+		_, _ = c.Write([]byte("\x00banner from the server"))
+		_ = c.CloseWrite()
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	}))
+	c, err := net.Dial("tcp", m.a.addr("outbound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	// A client-first opaque protocol byte, so detection decides at once.
+	fmt.Fprint(c, "\x00hello")
+	b, err := io.ReadAll(c)
+	if err != nil || string(b) != "\x00banner from the server" {
+		t.Fatalf("client read %q, %v (the server's close never arrived)", b, err)
+	}
+	fmt.Fprint(c, " and goodbye")
+	_ = c.(*net.TCPConn).CloseWrite()
+	select {
+	case s := <-got:
+		if s != "\x00hello and goodbye" {
+			t.Errorf("server read %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client's half-close never reached the server")
+	}
+}
+
+// TestOpaqueIdleTimeout: an opaque connection with no bytes either way
+// for TCPIdleTimeout is closed on both sides; one that carries bytes in
+// one direction only is not.
+func TestOpaqueIdleTimeout(t *testing.T) {
+	const idle = 1500 * time.Millisecond
+	m := newMesh(t, meshOpts{idA: idA, idB: idB, tuneA: func(c *Config) { c.TCPIdleTimeout = idle }})
+	serverDone := make(chan error, 2)
+	m.b.setOrigDst(opaqueServer(t, func(c *net.TCPConn) {
+		buf := make([]byte, 2)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			serverDone <- err
+			return
+		}
+		if buf[1] == 's' {
+			// Stream for three idle periods, never reading.
+			for end := time.Now().Add(3 * idle); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+				if _, err := c.Write([]byte("s")); err != nil {
+					serverDone <- fmt.Errorf("streaming connection cut: %w", err)
+					return
+				}
+			}
+			_ = c.CloseWrite()
+			serverDone <- nil
+			return
+		}
+		_, err := io.ReadAll(c)
+		serverDone <- err
+	}))
+	dial := func(first string) net.Conn {
+		c, err := net.Dial("tcp", m.a.addr("outbound"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		fmt.Fprint(c, first)
+		return c
+	}
+	// The first bytes are not text, so detection decides at once.
+	waitServer := func() error {
+		select {
+		case err := <-serverDone:
+			return err
+		case <-time.After(20 * time.Second):
+			return errors.New("the server never finished")
+		}
+	}
+	quiet := dial("\x00q")
+	if _, err := io.ReadAll(quiet); err != nil {
+		t.Fatalf("idle connection: %v (want it closed by the proxy)", err)
+	}
+	if err := waitServer(); err != nil {
+		t.Errorf("the server side of the idle connection: %v", err)
+	}
+	stream := dial("\x00s")
+	b, err := io.ReadAll(stream)
+	if err != nil || len(b) < 10 {
+		t.Fatalf("one-way stream: read %d bytes, %v", len(b), err)
+	}
+	if err := waitServer(); err != nil {
+		t.Error(err)
+	}
 }
 
 // TestWrongServerIdentity: discovery says C, B presents B: the request
@@ -376,8 +548,12 @@ func TestBadInput(t *testing.T) {
 	// Garbage is opaque: forwarded to the app (which answers 400, being
 	// HTTP) and counted as a connection.
 	out, _ = rawExchange(t, in, []byte("\x00\x01\x02garbage\r\n\r\n"), 5*time.Second)
-	if !strings.Contains(out, "400") {
-		t.Errorf("garbage: app answered %q", firstLine(out))
+	if !strings.HasPrefix(out, "HTTP/1.1 400 Bad Request\r\n") || strings.Contains(out, "L5d-Proxy-Error") {
+		t.Errorf("garbage: want the app's own 400, got %q", out)
+	}
+	opaque := map[string]string{"direction": "inbound", "peer": "dst"}
+	if got := metric(t, admin, "tcp_open_total", opaque); got != 1 {
+		t.Errorf("garbage: %v connections to the app, want 1 (forwarded as opaque)", got)
 	}
 
 	resp, err := http.Get("http://" + admin + "/live")

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -124,7 +123,7 @@ func (p *Proxy) refuseRequest(w http.ResponseWriter, r *http.Request, err error)
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		h.Set("Content-Type", "application/grpc")
 		h.Set("Grpc-Status", "14") // UNAVAILABLE
-		h.Set("Grpc-Message", grpcEscape(msg))
+		h.Set("Grpc-Message", grpcMessage(msg))
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -133,7 +132,3 @@ func (p *Proxy) refuseRequest(w http.ResponseWriter, r *http.Request, err error)
 	_, _ = fmt.Fprintln(w, msg)
 }
 
-// grpcEscape percent-encodes a grpc-message as the gRPC wire spec says.
-func grpcEscape(s string) string {
-	return strings.ReplaceAll(url.PathEscape(s), "%20", " ")
-}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,7 +122,9 @@ func (h *tapHub) requestInit(r *http.Request, meta *connMeta, rt route, l labels
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	init := &tappb.TapEvent_Http_RequestInit{Method: r.Method, Scheme: scheme, Authority: r.Host, Path: r.URL.Path}
+	// Protobuf strings must be UTF-8: a value from the wire that is not
+	// would fail the marshalling of the event, and end the stream.
+	init := &tappb.TapEvent_Http_RequestInit{Method: labelValue(r.Method), Scheme: scheme, Authority: labelValue(r.Host), Path: strings.ToValidUTF8(r.URL.Path, "\uFFFD")}
 	t := &tapRequest{h: h, id: &tappb.TapEvent_Http_StreamId{Base: h.base, Stream: h.seq.Add(1)}}
 	init.Id = t.id
 	t.base = &tappb.TapEvent{
@@ -139,15 +142,23 @@ func (h *tapHub) requestInit(r *http.Request, meta *connMeta, rt route, l labels
 		if !match.Eval(s.req.GetMatch(), req) {
 			continue
 		}
-		if lim := s.req.GetLimit(); lim > 0 && s.started.Load() >= lim {
+		// Claim one of the stream's limit: a load then an add would let
+		// concurrent requests past it.
+		lim := s.req.GetLimit()
+		if lim > 0 && !claimBelow(&s.started, lim) {
 			continue
 		}
 		if s.limiter != nil && !s.limiter.Allow() {
+			if lim > 0 {
+				s.started.Add(^uint32(0)) // give the claim back
+			}
 			s.dropped.Add(1)
 			h.m.tapDropped.Inc()
 			continue
 		}
-		s.started.Add(1)
+		if lim == 0 {
+			s.started.Add(1)
+		}
 		t.subs = append(t.subs, s)
 	}
 	h.mu.RUnlock()
@@ -156,6 +167,19 @@ func (h *tapHub) requestInit(r *http.Request, meta *connMeta, rt route, l labels
 	}
 	t.emit(&tappb.TapEvent_Http{Event: &tappb.TapEvent_Http_RequestInit_{RequestInit: init}})
 	return t
+}
+
+// claimBelow adds one to n unless that would pass limit.
+func claimBelow(n *atomic.Uint32, limit uint32) bool {
+	for {
+		v := n.Load()
+		if v >= limit {
+			return false
+		}
+		if n.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
 }
 
 func (t *tapRequest) emit(ev *tappb.TapEvent_Http) {
