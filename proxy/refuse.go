@@ -131,4 +131,3 @@ func (p *Proxy) refuseRequest(w http.ResponseWriter, r *http.Request, err error)
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = fmt.Fprintln(w, msg)
 }
-
