@@ -62,7 +62,26 @@ func proxyContainer(ownerKind, owner string, o Options, tls bool) corev1.Contain
 			ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/live", Port: intstr.FromInt32(contract.AdminPort)}},
 			InitialDelaySeconds: 10,
 		},
-		SecurityContext: &corev1.SecurityContext{RunAsUser: &uid},
+		SecurityContext: proxySecurityContext(uid),
+	}
+}
+
+// proxySecurityContext is Linkerd's hardening of the proxy: no privilege
+// escalation, a read-only root, no capabilities, the runtime's seccomp
+// profile. Group 0 reads the identity files, which are 0440 (root's user
+// and group, or the pod's fsGroup, which every container also holds), so
+// no other user of the node or the pod can read the key.
+func proxySecurityContext(uid int64) *corev1.SecurityContext {
+	f, t := false, true
+	gid := int64(0)
+	return &corev1.SecurityContext{
+		RunAsUser:                &uid,
+		RunAsGroup:               &gid,
+		RunAsNonRoot:             &t,
+		AllowPrivilegeEscalation: &f,
+		ReadOnlyRootFilesystem:   &t,
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 }
 
@@ -80,11 +99,16 @@ func initContainer(o Options) corev1.Container {
 			// The proxy's own tap and admin ports must stay reachable.
 			"--inbound-ports-to-ignore", strconv.Itoa(contract.TapPort) + "," + strconv.Itoa(contract.AdminPort),
 		},
+		// Root with NET_ADMIN and NET_RAW only (iptables needs both), and
+		// nothing else: no escalation, a read-only root, seccomp.
 		SecurityContext: &corev1.SecurityContext{
-			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}},
-			Privileged:   &f,
-			RunAsNonRoot: &f,
-			RunAsUser:    &root,
+			Capabilities:             &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}, Drop: []corev1.Capability{"ALL"}},
+			Privileged:               &f,
+			AllowPrivilegeEscalation: &f,
+			ReadOnlyRootFilesystem:   ptrTo(true),
+			RunAsNonRoot:             &f,
+			RunAsUser:                &root,
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
@@ -103,6 +127,11 @@ func tlsVolumes(ownerKind, owner string) []any {
 		toMap(corev1.Volume{Name: contract.IdentityVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: contract.SecretName(owner, ownerKind),
 			Optional:   &t,
+			// The key is for the proxy (group 0, see proxySecurityContext)
+			// alone, not for every user in the pod.
+			DefaultMode: ptrTo(int32(0o440)),
 		}}}),
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }
