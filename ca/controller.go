@@ -494,6 +494,7 @@ func (c *Controller) Run(ctx context.Context) error {
 func (c *Controller) runWorkers(ctx context.Context) {
 	// Events that arrived while standing by are already queued; a new
 	// leader re-examines everything in case the old one died mid-burst.
+	c.queue.Add(ownerKey{Kind: anchorsKind})
 	for _, obj := range c.podInformer.GetStore().List() {
 		c.onPod(obj)
 	}
@@ -524,9 +525,12 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	}
 	defer c.queue.Done(k)
 	var err error
-	if k.Kind == bundleKind {
+	switch k.Kind {
+	case bundleKind:
 		err = c.syncBundle(ctx, k.Namespace)
-	} else {
+	case anchorsKind:
+		err = c.syncAnchors(ctx)
+	default:
 		err = c.syncOwner(ctx, k)
 	}
 	switch {
@@ -546,8 +550,9 @@ func (c *Controller) processNext(ctx context.Context) bool {
 }
 
 func errKind(k ownerKey) string {
-	if k.Kind == bundleKind {
-		return "bundle"
+	switch k.Kind {
+	case bundleKind, anchorsKind:
+		return k.Kind
 	}
 	return "secret"
 }
@@ -770,7 +775,12 @@ func (c *Controller) ownerRef(ctx context.Context, k ownerKey, pods []any) (*met
 }
 
 // syncBundle keeps the namespace's trust bundle equal to what the root
-// Secret says bundles hold.
+// Secret says bundles hold. A bundle is the CA's output: in a namespace
+// with this control plane's TLS pods it is rewritten whoever wrote it
+// last (its field manager proves nothing: anyone can apply under any
+// name), unless it names another control plane, which is a conflict to
+// report, not to settle by force. Elsewhere the CA leaves it alone and
+// never reads it.
 func (c *Controller) syncBundle(ctx context.Context, namespace string) error {
 	st := c.state.Load()
 	if st.err != nil {
@@ -778,28 +788,36 @@ func (c *Controller) syncBundle(ctx context.Context, namespace string) error {
 		return nil
 	}
 	ns := c.cfg.ControlNamespace
+	if !c.namespaceHasTLSPods(namespace) {
+		return nil
+	}
+	ref := func(cm *corev1.ConfigMap) *corev1.ObjectReference {
+		return &corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: namespace, Name: contract.BundleConfigMap, UID: cm.UID}
+	}
 	cm, err := c.bundles.ConfigMaps(namespace).Get(contract.BundleConfigMap)
 	if err == nil {
 		if other := cm.Labels[contract.BundleLabel]; other != "" && other != ns {
 			err := fmt.Errorf("ConfigMap %s/%s belongs to the control plane in namespace %q: not overwriting it; a namespace can hold TLS pods of one control plane only",
 				namespace, contract.BundleConfigMap, other)
-			c.events.Event(&corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: namespace, Name: contract.BundleConfigMap, UID: cm.UID},
-				corev1.EventTypeWarning, "BundleConflict", err.Error())
+			c.events.Event(ref(cm), corev1.EventTypeWarning, "BundleConflict", err.Error())
 			return err
 		}
-		if cm.Data[contract.BundleKey] == st.bundle && cm.Labels[contract.BundleLabel] == ns {
+		if cm.Data[contract.BundleKey] == st.bundle && cm.Labels[contract.BundleLabel] == ns && cm.Labels[contract.ControlPlaneNSLabel] == ns {
 			return nil
 		}
+		if certs, perr := pki.ParseCerts([]byte(cm.Data[contract.BundleKey])); perr == nil {
+			if foreign := pki.Foreign(certs, st.anchors); len(foreign) > 0 {
+				msg := fmt.Sprintf("ConfigMap %s/%s held %d root(s) this control plane does not trust (%s): overwriting it with the control plane's anchors",
+					namespace, contract.BundleConfigMap, len(foreign), subjects(foreign))
+				c.log.Warn("foreign anchors in a trust bundle", "configmap", namespace+"/"+contract.BundleConfigMap, "foreign", subjects(foreign))
+				c.events.Event(ref(cm), corev1.EventTypeWarning, "ForeignAnchors", msg)
+			}
+		}
 	}
-	if !c.namespaceHasTLSPods(namespace) {
-		return nil
-	}
-	// As with Secrets: repair a bundle the CA wrote, refuse anyone else's.
-	owned := err == nil && c.owns(cm)
 	apply := corev1ac.ConfigMap(contract.BundleConfigMap, namespace).
 		WithLabels(map[string]string{contract.ControlPlaneNSLabel: ns, contract.BundleLabel: ns}).
 		WithData(map[string]string{contract.BundleKey: st.bundle})
-	if _, err := c.client.CoreV1().ConfigMaps(namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: c.fieldManager, Force: owned}); err != nil {
+	if _, err := c.client.CoreV1().ConfigMaps(namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: c.fieldManager, Force: true}); err != nil {
 		return fmt.Errorf("apply ConfigMap %s/%s: %w", namespace, contract.BundleConfigMap, err)
 	}
 	c.log.Info("wrote trust bundle", "configmap", namespace+"/"+contract.BundleConfigMap, "roots", strings.Count(st.bundle, "BEGIN CERTIFICATE"))

@@ -13,6 +13,11 @@ const (
 	BundleKey = "trust-anchors.pem"
 	// RootSecret holds the CA root in the control-plane namespace.
 	RootSecret = "linkerd-ca-root"
+	// AnchorsConfigMap, in the control-plane namespace only, records the
+	// roots the trust bundles hold (key BundleKey). It survives the loss of
+	// the root Secret, so recovery keeps trusting the mesh's past roots
+	// without reading anything a tenant can write.
+	AnchorsConfigMap = "linkerd-ca-anchors"
 	// SecretSuffix ends every workload Secret's name.
 	SecretSuffix = "-tls-linkerd-io"
 )

@@ -314,13 +314,16 @@ func caObjects(o Options) []any {
 			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name + "-" + ns},
 			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
 		},
-		// In its own namespace it reads its root and keeps the Lease that
-		// picks the issuing replica.
+		// In its own namespace it reads its root, keeps the record of the
+		// roots the bundles hold (the only trust input besides the root),
+		// and keeps the Lease that picks the issuing replica.
 		&rbacv1.Role{
 			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "Role"),
 			ObjectMeta: meta(name, ns, "ca"),
 			Rules: []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{contract.RootSecret}, Verbs: []string{"get"}},
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{contract.AnchorsConfigMap, contract.BundleConfigMap}, Verbs: []string{"get"}},
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{contract.AnchorsConfigMap}, Verbs: []string{"create", "patch"}},
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{name}, Verbs: []string{"get", "update"}},
 			},
@@ -431,8 +434,8 @@ func caObjects(o Options) []any {
 // caAdmissionPolicy narrows what RBAC cannot: the CA's ServiceAccount may
 // create and patch only kubernetes.io/tls Secrets labelled for this
 // control plane (workload Secrets also carry their owner kind), and only
-// bundle ConfigMaps labelled for it. So a stolen CA token cannot mint a
-// ServiceAccount token Secret or overwrite another application's Secret.
+// bundle ConfigMaps labelled for it and its anchor record. So a stolen CA
+// token cannot mint a ServiceAccount token Secret.
 func caAdmissionPolicy(ns, sa string) []any {
 	name := "linkerd-ca-writes-" + ns
 	user := "system:serviceaccount:" + ns + ":" + sa
@@ -470,8 +473,9 @@ func caAdmissionPolicy(ns, sa string) []any {
 						Message:    "the linkerd CA may only write its root and workload Secrets labelled " + contract.OwnerKindLabel,
 					},
 					{
-						Expression: "request.resource.resource != 'configmaps' || (object.metadata.name == '" + contract.BundleConfigMap + "' && " + hasLbl(contract.BundleLabel) + " && " + lbl(contract.BundleLabel) + " == '" + ns + "')",
-						Message:    "the linkerd CA may only write its trust bundles",
+						Expression: "request.resource.resource != 'configmaps' || (object.metadata.name == '" + contract.BundleConfigMap + "' && " + hasLbl(contract.BundleLabel) + " && " + lbl(contract.BundleLabel) + " == '" + ns + "') || " +
+							"(object.metadata.namespace == '" + ns + "' && object.metadata.name == '" + contract.AnchorsConfigMap + "')",
+						Message: "the linkerd CA may only write its trust bundles and, in " + ns + ", its anchor record",
 					},
 				},
 			},

@@ -585,3 +585,18 @@ func backdate(lifetime time.Duration) time.Duration {
 	}
 	return maxBackdate
 }
+
+// Foreign returns the certificates of have that are not in want.
+func Foreign(have, want []*x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
+next:
+	for _, c := range have {
+		for _, w := range want {
+			if c.Equal(w) {
+				continue next
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
