@@ -433,9 +433,12 @@ func caObjects(o Options) []any {
 
 // caAdmissionPolicy narrows what RBAC cannot: the CA's ServiceAccount may
 // create and patch only kubernetes.io/tls Secrets labelled for this
-// control plane (workload Secrets also carry their owner kind), and only
-// bundle ConfigMaps labelled for it and its anchor record. So a stolen CA
-// token cannot mint a ServiceAccount token Secret.
+// control plane (workload Secrets also carry their owner kind and the
+// workload Secret suffix), may change only Secrets that already were
+// such workload Secrets, and may write only bundle ConfigMaps labelled for
+// it and its anchor record. So a stolen CA token cannot mint a
+// ServiceAccount token Secret or overwrite another application's Secret,
+// whatever labels it adds in the same request.
 func caAdmissionPolicy(ns, sa string) []any {
 	name := "linkerd-ca-writes-" + ns
 	user := "system:serviceaccount:" + ns + ":" + sa
@@ -469,8 +472,18 @@ func caAdmissionPolicy(ns, sa string) []any {
 						Message:    "the linkerd CA may only write objects labelled " + contract.ControlPlaneNSLabel + "=" + ns,
 					},
 					{
-						Expression: "request.resource.resource != 'secrets' || (object.metadata.namespace == '" + ns + "' && object.metadata.name == '" + contract.RootSecret + "') || " + hasLbl(contract.OwnerKindLabel),
-						Message:    "the linkerd CA may only write its root and workload Secrets labelled " + contract.OwnerKindLabel,
+						Expression: "request.resource.resource != 'secrets' || (object.metadata.namespace == '" + ns + "' && object.metadata.name == '" + contract.RootSecret + "') || (" + hasLbl(contract.OwnerKindLabel) + " && object.metadata.name.endsWith('" + contract.SecretSuffix + "'))",
+						Message:    "the linkerd CA may only write its root and workload Secrets (named *" + contract.SecretSuffix + ", labelled " + contract.OwnerKindLabel + ")",
+					},
+					{
+						// What the object was decides too: labels added in the
+						// same request must not turn another application's
+						// TLS Secret (an Ingress certificate, a webhook's or an
+						// issuer's key) into one the CA may overwrite.
+						Expression: "request.operation != 'UPDATE' || request.resource.resource != 'secrets' || (oldObject.type == 'kubernetes.io/tls' && " +
+							"has(oldObject.metadata.labels) && '" + contract.ControlPlaneNSLabel + "' in oldObject.metadata.labels && oldObject.metadata.labels['" + contract.ControlPlaneNSLabel + "'] == '" + ns + "' && " +
+							"'" + contract.OwnerKindLabel + "' in oldObject.metadata.labels)",
+						Message: "the linkerd CA may only change Secrets that were already its workload Secrets (kubernetes.io/tls, labelled " + contract.ControlPlaneNSLabel + "=" + ns + " and " + contract.OwnerKindLabel + ")",
 					},
 					{
 						Expression: "request.resource.resource != 'configmaps' || (object.metadata.name == '" + contract.BundleConfigMap + "' && " + hasLbl(contract.BundleLabel) + " && " + lbl(contract.BundleLabel) + " == '" + ns + "') || " +
