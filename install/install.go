@@ -229,7 +229,13 @@ var Components = []Component{
 func Objects(o Options) []any {
 	ns := o.ControlNamespace
 	objs := []any{
-		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		// Every control-plane pod passes the restricted Pod Security
+		// Standard; the namespace enforces it so nothing weaker joins them.
+		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{
+			"pod-security.kubernetes.io/enforce": "restricted",
+			"pod-security.kubernetes.io/warn":    "restricted",
+			"pod-security.kubernetes.io/audit":   "restricted",
+		}}},
 	}
 	for _, c := range Components {
 		if c.Enabled == nil || c.Enabled(o) {

@@ -63,23 +63,21 @@ func waitReady(t *testing.T, client kubernetes.Interface, ns, component string, 
 func TestControlPlanePassesRestrictedPodSecurity(t *testing.T) {
 	const ns = "pss-restricted"
 	client := localcluster.Client(t)
-	if _, err := client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns,
-		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// The namespace's Pod Security labels come from install itself.
+	out := applyInstall(t, Options{Version: "test", TLS: "optional", ControlNamespace: ns, ControllerReplicas: 2})
 	t.Cleanup(func() { _ = client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	// The negative control: if Pod Security admission were off, everything
-	// below would pass for nothing. A privileged pod must be refused here.
+	// The negative control: if Pod Security admission were off, or install
+	// did not label the namespace, everything below would pass for
+	// nothing. A privileged pod must be refused here.
 	yes := true
 	bad := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "privileged", Namespace: ns}, Spec: corev1.PodSpec{
 		Containers: []corev1.Container{{Name: "c", Image: "example.invalid/c:1", SecurityContext: &corev1.SecurityContext{Privileged: &yes}}}}}
 	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), bad, metav1.CreateOptions{}); err == nil {
 		_ = client.CoreV1().Pods(ns).Delete(context.Background(), bad.Name, metav1.DeleteOptions{})
-		t.Fatal("a privileged pod was admitted into a namespace enforcing restricted: Pod Security admission is off")
+		t.Fatal("a privileged pod was admitted into the control-plane namespace: install does not make it enforce restricted, or Pod Security admission is off")
 	} else if !strings.Contains(err.Error(), "violates PodSecurity") {
 		t.Fatalf("privileged pod refused, but not by Pod Security: %v", err)
 	}
-	out := applyInstall(t, Options{Version: "test", TLS: "optional", ControlNamespace: ns, ControllerReplicas: 2})
 	if strings.Contains(out, "PodSecurity") {
 		t.Errorf("apply warned about Pod Security:\n%s", out)
 	}
