@@ -121,7 +121,12 @@ func (c *Controller) loadRoot(ctx context.Context) (*rootState, error) {
 				fatal = errRootMissing(ns, rec)
 				return true, nil
 			}
-			r, keyPEM, gerr := pki.NewRoot(contract.RootCommonName(ns), c.cfg.RootLifetime, c.cfg.Now())
+			// A root constrained to the mesh's identities, and an issuer
+			// under it: only the issuer's key is kept. The root's key is
+			// dropped here, so no Secret, backup or stolen token holds the
+			// key every bundle trusts; replacing the issuer is a rotation
+			// to a new root (`linkerd ca rotate`).
+			r, keyPEM, _, gerr := pki.NewRootAndIssuer(contract.RootCommonName(ns), contract.IdentityDomain(ns), c.cfg.RootLifetime, pki.ProbeIdentity(ns), c.cfg.Now())
 			if gerr != nil {
 				fatal = gerr
 				return true, nil
@@ -129,7 +134,7 @@ func (c *Controller) loadRoot(ctx context.Context) (*rootState, error) {
 			created, err := c.client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
 				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{contract.ControlPlaneNSLabel: ns}},
 				Type:       corev1.SecretTypeTLS,
-				Data:       map[string][]byte{corev1.TLSCertKey: r.CertPEM, corev1.TLSPrivateKeyKey: keyPEM},
+				Data:       map[string][]byte{corev1.TLSCertKey: r.CertPEM, corev1.TLSPrivateKeyKey: keyPEM, contract.RootAnchorsKey: r.AnchorsPEM},
 			}, metav1.CreateOptions{FieldManager: c.fieldManager})
 			if apierrors.IsAlreadyExists(err) {
 				// Another replica won the race; load what it wrote.
@@ -139,7 +144,7 @@ func (c *Controller) loadRoot(ctx context.Context) (*rootState, error) {
 				c.log.Warn("cannot create root Secret, retrying", "secret", ns+"/"+name, "err", err)
 				return false, nil
 			}
-			c.log.Info("generated a new root", "secret", ns+"/"+name)
+			c.log.Info("generated a new root and issuer; the root's key was not kept", "secret", ns+"/"+name, "root", pki.Fingerprint(r.Anchors[0]))
 			if err := writeAnchorRecord(ctx, c.client, ns, c.fieldManager, string(r.AnchorsPEM)); err != nil {
 				// The leader writes it again once it runs.
 				c.log.Warn("cannot record the new root's anchors yet", "err", err)

@@ -27,6 +27,10 @@ type RotateOptions struct {
 	NextCertPEM, NextKeyPEM, NextAnchorsPEM []byte
 	// RootLifetime is the lifetime of a generated root.
 	RootLifetime time.Duration
+	// SaveRootKey, when set, receives the PEM key of a generated root
+	// before anything is written; otherwise that key is dropped and only
+	// the intermediate issuer under it goes into the cluster.
+	SaveRootKey func(keyPEM []byte) error
 	// PropagationDelay is waited once the bundles, then the leaves, are
 	// all written, for every kubelet to put them in the pods' files. The
 	// kubelet takes up to its sync period plus its cache TTL (a minute
@@ -152,7 +156,16 @@ func (r *rotation) nextIssuer() (*pki.Root, []byte, error) {
 		}
 		return next, r.o.NextKeyPEM, nil
 	}
-	return pki.NewRoot(contract.RootCommonName(r.ns), r.o.RootLifetime, r.o.Now())
+	issuer, keyPEM, rootKeyPEM, err := pki.NewRootAndIssuer(contract.RootCommonName(r.ns), contract.IdentityDomain(r.ns), r.o.RootLifetime, pki.ProbeIdentity(r.ns), r.o.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.o.SaveRootKey != nil {
+		if err := r.o.SaveRootKey(rootKeyPEM); err != nil {
+			return nil, nil, fmt.Errorf("keep the new root's key: %w", err)
+		}
+	}
+	return issuer, keyPEM, nil
 }
 
 func union(pems ...string) (string, error) {

@@ -4,6 +4,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -267,5 +268,48 @@ func TestTenantObjectsCannotStallRotation(t *testing.T) {
 	}
 	if s.Annotations[contract.IssuerAnnotation] != pki.Fingerprint(ca.Root().Cert) {
 		t.Error("web's certificate was not re-issued from the new root")
+	}
+}
+
+// M4: the root the CA generates is constrained to the mesh's identities
+// and its key is in no Secret: the CA keeps an intermediate issuer.
+func TestGeneratedRootKeyStaysOutOfTheCluster(t *testing.T) {
+	client := clusterClient(t)
+	controlNS, appNS := namespaces(t, client)
+	ca := startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0"})
+	createDeployments(t, client, appNS, controlNS, "web")
+	waitSecret(t, client, appNS, contract.SecretName("web", contract.KindDeployment), nil)
+	r := ca.Root()
+	if !r.Intermediate() {
+		t.Fatal("the CA issues from its root, whose key is then in the cluster")
+	}
+	root := r.Anchors[0]
+	if len(root.PermittedDNSDomains) != 1 || root.PermittedDNSDomains[0] != contract.IdentityDomain(controlNS) {
+		t.Errorf("root name constraints %v, want %s", root.PermittedDNSDomains, contract.IdentityDomain(controlNS))
+	}
+	for _, ns := range []string{controlNS, appNS} {
+		list, err := client.CoreV1().Secrets(ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range list.Items {
+			for k, v := range s.Data {
+				key, err := pki.ParseKey(v)
+				if err != nil {
+					continue
+				}
+				type equaler interface{ Equal(crypto.PublicKey) bool }
+				if pub, ok := key.Public().(equaler); ok && pub.Equal(root.PublicKey) {
+					t.Errorf("Secret %s/%s key %s holds the root's private key", ns, s.Name, k)
+				}
+			}
+		}
+	}
+	cm, err := client.CoreV1().ConfigMaps(appNS).Get(context.Background(), contract.BundleConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !holds(cm.Data[contract.BundleKey], root) || holds(cm.Data[contract.BundleKey], r.Cert) {
+		t.Error("the bundle should hold the root, not the issuer")
 	}
 }

@@ -47,6 +47,12 @@ func Identity(owner, kind, namespace, controlNamespace string) string {
 	return fmt.Sprintf("%s.%s.%s.linkerd-managed.%s.svc.cluster.local", owner, kind, namespace, controlNamespace)
 }
 
+// IdentityDomain is the DNS domain every identity of a control plane ends
+// in; the roots the CA generates are constrained to it.
+func IdentityDomain(controlNamespace string) string {
+	return "linkerd-managed." + controlNamespace + ".svc.cluster.local"
+}
+
 // ControllerIdentity is the identity proxies expect of control-plane
 // components, which run as Deployments in the control-plane namespace.
 func ControllerIdentity(component, controlNamespace string) string {
