@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
@@ -636,6 +637,22 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 		}
 		return fmt.Errorf("get owner %s: %w", k, err)
 	}
+	// A label is a claim anyone who can create a pod can make: the
+	// identity goes only to an owner whose own pods ask for it.
+	if ok, err := c.claimHeld(ctx, k, objRef.UID, pods); err != nil {
+		return fmt.Errorf("verify the controllers of %s's pods: %w", k, err)
+	} else if !ok {
+		c.metrics.refused.Inc()
+		for _, obj := range pods {
+			if p, isPod := obj.(*corev1.Pod); isPod {
+				c.events.Eventf(p, corev1.EventTypeWarning, "IdentityRefused",
+					"not issuing %s for %s: this pod carries the label %s=%s, but its controllers do not lead to %s %s",
+					name, identity, contract.KindLabel(k.Kind), k.Name, ownerKinds[k.Kind].kind, k.Name)
+			}
+		}
+		c.log.Warn("identity claimed by label only; not issuing", "owner", k.String(), "pods", len(pods))
+		return nil
+	}
 	if err := c.usable(); err != nil {
 		c.metrics.refused.Inc()
 		c.events.Event(objRef, corev1.EventTypeWarning, "IssueRefused", "not issuing "+name+": "+err.Error())
@@ -772,6 +789,57 @@ func (c *Controller) ownerRef(ctx context.Context, k ownerKey, pods []any) (*met
 	}
 	return metav1ac.OwnerReference().WithAPIVersion(owner.apiVersion).WithKind(owner.kind).WithName(k.Name).WithUID(o.GetUID()),
 		&corev1.ObjectReference{APIVersion: owner.apiVersion, Kind: owner.kind, Namespace: k.Namespace, Name: k.Name, UID: o.GetUID()}, nil
+}
+
+// claimHeld says whether at least one of pods is really controlled by
+// owner k (whose UID is uid): its controller chain (pod → ReplicaSet →
+// Deployment, pod → Job → CronJob, or the StatefulSet, DaemonSet,
+// ReplicationController, ReplicaSet or Job itself) leads to it. A bare
+// pod's identity is its own name.
+func (c *Controller) claimHeld(ctx context.Context, k ownerKey, uid types.UID, pods []any) (bool, error) {
+	for _, obj := range pods {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			continue
+		}
+		if k.Kind == contract.KindPod {
+			if p.Name == k.Name {
+				return true, nil
+			}
+			continue
+		}
+		want := ownerKinds[k.Kind].kind
+		ref := metav1.GetControllerOf(p)
+		if ref == nil {
+			continue
+		}
+		if ref.Kind == want && ref.Name == k.Name && ref.UID == uid {
+			return true, nil
+		}
+		var parent metav1.Object
+		var err error
+		switch {
+		case k.Kind == contract.KindDeployment && ref.Kind == "ReplicaSet":
+			parent, err = c.client.AppsV1().ReplicaSets(p.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		case k.Kind == contract.KindCronJob && ref.Kind == "Job":
+			parent, err = c.client.BatchV1().Jobs(p.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		default:
+			continue
+		}
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if parent.GetUID() != ref.UID {
+			continue
+		}
+		if gp := metav1.GetControllerOfNoCopy(parent); gp != nil && gp.Kind == want && gp.Name == k.Name && gp.UID == uid {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // syncBundle keeps the namespace's trust bundle equal to what the root

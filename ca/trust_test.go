@@ -313,3 +313,50 @@ func TestGeneratedRootKeyStaysOutOfTheCluster(t *testing.T) {
 		t.Error("the bundle should hold the root, not the issuer")
 	}
 }
+
+// M3: a pod that only carries the linkerd.io/proxy-deployment label of an
+// existing Deployment used to get that Deployment's identity issued. Now
+// the claim must be backed by the pod's controllers; the pod gets an Event
+// saying why nothing was issued, and the Deployment's own pod still gets it.
+func TestLabelOnlyClaimGetsNoIdentity(t *testing.T) {
+	client := clusterClient(t)
+	controlNS, appNS := namespaces(t, client)
+	startCA(t, Config{ControlNamespace: controlNS, Identity: "ca-0"})
+	d := meshedDeployment("web", appNS, controlNS)
+	zero := int32(0)
+	d.Spec.Replicas = &zero
+	if _, err := client.AppsV1().Deployments(appNS).Create(context.Background(), d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	impostor, err := client.CoreV1().Pods(appNS).Create(context.Background(), &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "impostor", Labels: map[string]string{contract.ControlPlaneNSLabel: controlNS,
+			contract.KindLabel(contract.KindDeployment): "web"}, Annotations: map[string]string{contract.TLSAnnotation: contract.TLSOptional}},
+		Spec: corev1.PodSpec{SchedulerName: unscheduled, Containers: []corev1.Container{{Name: "app", Image: "example.invalid/app:1"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := contract.SecretName("web", contract.KindDeployment)
+	localcluster.Eventually(t, 30*time.Second, func() error {
+		for _, e := range events(t, client, appNS, "IdentityRefused") {
+			if e.InvolvedObject.Name == impostor.Name {
+				return nil
+			}
+		}
+		return errors.New("no IdentityRefused Event on the impostor")
+	})
+	if _, err := client.CoreV1().Secrets(appNS).Get(context.Background(), name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("a label alone got %s issued (err %v)", name, err)
+	}
+	// The Deployment's own pod is what the identity is for.
+	one := int32(1)
+	dep, err := client.AppsV1().Deployments(appNS).Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep.Spec.Replicas = &one
+	if _, err := client.AppsV1().Deployments(appNS).Update(context.Background(), dep, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSecret(t, client, appNS, name, nil)
+}
