@@ -1,8 +1,17 @@
 package tapapi
 
 import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/credentials"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"meshtls/ca/pki"
 )
 
 // m6: a caller cannot ask a proxy for an unlimited stream, nor more than
@@ -56,5 +65,52 @@ func TestTargetNamesAreValidatedAndEscaped(t *testing.T) {
 	}
 	if _, err := ParsePath(apisPrefix+"/watch/namespaces/x/deployments/we b/tap", ""); err == nil {
 		t.Error("ParsePath accepts a name with a space")
+	}
+}
+
+// m6: a rotated front-proxy CA is honoured without a restart: the server
+// authenticates against whatever SetAuth (ReloadAuth) last stored.
+func TestFrontProxyCAReload(t *testing.T) {
+	now := time.Now()
+	oldCA, _, err := pki.NewRoot("front-proxy old", time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCA, _, err := pki.NewRoot("front-proxy new", time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := newCA.Issue("front-proxy-client", time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := pki.ParseCerts(leaf.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := func(r *pki.Root) *RequestHeaderAuth {
+		return &RequestHeaderAuth{ClientCAs: r.Pool(), UserHeaders: []string{"X-Remote-User"}}
+	}
+	s, err := New(Config{Client: fake.NewClientset(), Credentials: func(string) (credentials.TransportCredentials, error) { return nil, nil }, Auth: auth(oldCA)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tapOnce := func() int {
+		req := httptest.NewRequest(http.MethodPost, apisPrefix+"/watch/namespaces/x/tap", strings.NewReader(""))
+		req.TLS = &tls.ConnectionState{PeerCertificates: certs}
+		req.Header.Set("X-Remote-User", "alice")
+		w := httptest.NewRecorder()
+		s.Handler().ServeHTTP(w, req)
+		return w.Code
+	}
+	if code := tapOnce(); code != http.StatusUnauthorized {
+		t.Fatalf("a certificate of the new front-proxy CA before the reload: %d, want 401", code)
+	}
+	s.SetAuth(auth(newCA))
+	if code := tapOnce(); code == http.StatusUnauthorized {
+		t.Fatal("after the reload the new front-proxy CA is still refused")
+	}
+	if !s.ClientCAs().Equal(newCA.Pool()) {
+		t.Error("the handshake's pool is not the reloaded one")
 	}
 }

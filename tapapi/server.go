@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,6 +64,7 @@ const (
 // Server serves tap.linkerd.io/v1alpha1.
 type Server struct {
 	cfg      Config
+	auth     atomic.Pointer[RequestHeaderAuth]
 	perUser  sync.Mutex
 	open     map[string]int // open sessions by user
 	registry *prometheus.Registry
@@ -96,6 +98,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxSessionsPerUser = DefaultMaxSessionsPerUser
 	}
 	s := &Server{cfg: cfg, registry: prometheus.NewRegistry(), open: map[string]int{}}
+	s.auth.Store(cfg.Auth)
 	s.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "tap_events_dropped_total",
 		Help: "Tap events dropped for clients: over max-rps, behind a slow client, or dropped by a proxy."})
 	s.events = prometheus.NewCounter(prometheus.CounterOpts{Name: "tap_events_sent_total", Help: "Tap events sent to clients."})
@@ -138,6 +141,46 @@ const (
 	AuthConfigMapNamespace = "kube-system"
 	AuthConfigMap          = "extension-apiserver-authentication"
 )
+
+// SetAuth replaces the front-proxy settings, for a rotation of the API
+// server's requestheader client CA (ReloadAuth); nil is refused.
+func (s *Server) SetAuth(a *RequestHeaderAuth) {
+	if a != nil {
+		s.auth.Store(a)
+	}
+}
+
+// ClientCAs is the current front-proxy CA pool, for the TLS handshake
+// (tls.Config.GetConfigForClient), so a reload takes effect there too.
+func (s *Server) ClientCAs() *x509.CertPool {
+	if a := s.auth.Load(); a != nil {
+		return a.ClientCAs
+	}
+	return nil
+}
+
+// ReloadAuth re-reads the front-proxy settings every interval until ctx
+// ends, so a rotated requestheader client CA is honoured without a
+// restart. A read that fails keeps the last good settings.
+func (s *Server) ReloadAuth(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a, err := LoadRequestHeaderAuth(ctx, s.cfg.Client)
+		if err != nil {
+			if s.cfg.Logger != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("keeping the last front-proxy settings", "err", err)
+			}
+			continue
+		}
+		s.SetAuth(a)
+	}
+}
 
 // LoadRequestHeaderAuth reads the front proxy's client CA and headers.
 func LoadRequestHeaderAuth(ctx context.Context, c kubernetes.Interface) (*RequestHeaderAuth, error) {
@@ -430,8 +473,8 @@ func (s *Server) serveTap(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	who := ""
-	if s.cfg.Auth != nil {
-		u, err := s.cfg.Auth.authenticate(r)
+	if auth := s.auth.Load(); auth != nil {
+		u, err := auth.authenticate(r)
 		if err != nil {
 			status(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, t, err.Error())
 			return
