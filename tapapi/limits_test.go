@@ -1,6 +1,7 @@
 package tapapi
 
 import (
+	"context"
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
@@ -9,7 +10,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc/credentials"
+	authzv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"meshtls/ca/pki"
 )
@@ -112,5 +116,35 @@ func TestFrontProxyCAReload(t *testing.T) {
 	}
 	if !s.ClientCAs().Equal(newCA.Pool()) {
 		t.Error("the handshake's pool is not the reloaded one")
+	}
+}
+
+// m12: the peer filter asks the API server, once per namespace, whether
+// the user may tap that namespace; the tapped namespace needs no asking.
+func TestPeerFilterAsksOncePerNamespace(t *testing.T) {
+	client := fake.NewClientset()
+	asked := map[string]int{}
+	client.PrependReactor("create", "subjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		sar := a.(k8stesting.CreateAction).GetObject().(*authzv1.SubjectAccessReview)
+		ns := sar.Spec.ResourceAttributes.Namespace
+		asked[ns]++
+		sar.Status.Allowed = ns == "shared" && sar.Spec.User == "alice"
+		return true, sar, nil
+	})
+	s, err := New(Config{Client: client, Credentials: func(string) (credentials.TransportCredentials, error) { return nil, nil }, Authorize: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := s.peerFilter(context.Background(), user{name: "alice"}, "demo")
+	for _, tc := range []struct {
+		ns   string
+		want bool
+	}{{"demo", true}, {"payments", false}, {"shared", true}, {"payments", false}} {
+		if got := allowed(tc.ns); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.ns, got, tc.want)
+		}
+	}
+	if asked["demo"] != 0 || asked["payments"] != 1 || asked["shared"] != 1 {
+		t.Errorf("SubjectAccessReviews per namespace: %v, want none for demo and one each for the others", asked)
 	}
 }

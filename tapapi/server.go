@@ -389,6 +389,27 @@ func ParsePath(path, query string) (Target, error) {
 	return Target{}, fmt.Errorf("unknown tap path %q: want %s/watch/namespaces/NS/tap or %s/watch/namespaces/NS/RESOURCE/NAME/tap", path, apisPrefix, apisPrefix)
 }
 
+type peerFilterKey struct{}
+
+// peerFilter says, for one session of u, in which namespaces peer pods may
+// be named: the tapped namespace, and any other where a SubjectAccessReview
+// says u may tap the whole namespace. Each namespace is asked once per
+// session; an error counts as no.
+func (s *Server) peerFilter(ctx context.Context, u user, home string) func(string) bool {
+	var mu sync.Mutex
+	seen := map[string]bool{home: true}
+	return func(ns string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if ok, done := seen[ns]; done {
+			return ok
+		}
+		ok, err := s.authorize(ctx, u, Target{Namespace: ns, Resource: "namespaces"})
+		seen[ns] = ok && err == nil
+		return seen[ns]
+	}
+}
+
 // clampRPS is the rate a session gets: what it asked for, up to the
 // server's ceiling. 0 means "no limit" to a proxy; the server never
 // passes that on.
@@ -491,6 +512,9 @@ func (s *Server) serveTap(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		who = u.name
+		if s.cfg.Authorize {
+			ctx = context.WithValue(ctx, peerFilterKey{}, s.peerFilter(ctx, u, t.Namespace))
+		}
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
@@ -566,6 +590,9 @@ func (s *Server) Stream(ctx context.Context, w http.ResponseWriter, eps []Endpoi
 			f := m.Feeder()
 			f.SetSelf(ep.Labels)
 			f.SetPeers(s.cfg.Peers)
+			if allowed, ok := ctx.Value(peerFilterKey{}).(func(string) bool); ok {
+				f.SetPeerFilter(allowed)
+			}
 			s.tapProxy(ctx, ep, req, f, sess)
 		}()
 	}
