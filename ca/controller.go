@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
@@ -494,6 +495,7 @@ func (c *Controller) Run(ctx context.Context) error {
 func (c *Controller) runWorkers(ctx context.Context) {
 	// Events that arrived while standing by are already queued; a new
 	// leader re-examines everything in case the old one died mid-burst.
+	c.queue.Add(ownerKey{Kind: anchorsKind})
 	for _, obj := range c.podInformer.GetStore().List() {
 		c.onPod(obj)
 	}
@@ -524,9 +526,12 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	}
 	defer c.queue.Done(k)
 	var err error
-	if k.Kind == bundleKind {
+	switch k.Kind {
+	case bundleKind:
 		err = c.syncBundle(ctx, k.Namespace)
-	} else {
+	case anchorsKind:
+		err = c.syncAnchors(ctx)
+	default:
 		err = c.syncOwner(ctx, k)
 	}
 	switch {
@@ -546,8 +551,9 @@ func (c *Controller) processNext(ctx context.Context) bool {
 }
 
 func errKind(k ownerKey) string {
-	if k.Kind == bundleKind {
-		return "bundle"
+	switch k.Kind {
+	case bundleKind, anchorsKind:
+		return k.Kind
 	}
 	return "secret"
 }
@@ -630,6 +636,22 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 			return nil
 		}
 		return fmt.Errorf("get owner %s: %w", k, err)
+	}
+	// A label is a claim anyone who can create a pod can make: the
+	// identity goes only to an owner whose own pods ask for it.
+	if ok, err := c.claimHeld(ctx, k, objRef.UID, pods); err != nil {
+		return fmt.Errorf("verify the controllers of %s's pods: %w", k, err)
+	} else if !ok {
+		c.metrics.refused.Inc()
+		for _, obj := range pods {
+			if p, isPod := obj.(*corev1.Pod); isPod {
+				c.events.Eventf(p, corev1.EventTypeWarning, "IdentityRefused",
+					"not issuing %s for %s: this pod carries the label %s=%s, but its controllers do not lead to %s %s",
+					name, identity, contract.KindLabel(k.Kind), k.Name, ownerKinds[k.Kind].kind, k.Name)
+			}
+		}
+		c.log.Warn("identity claimed by label only; not issuing", "owner", k.String(), "pods", len(pods))
+		return nil
 	}
 	if err := c.usable(); err != nil {
 		c.metrics.refused.Inc()
@@ -769,8 +791,64 @@ func (c *Controller) ownerRef(ctx context.Context, k ownerKey, pods []any) (*met
 		&corev1.ObjectReference{APIVersion: owner.apiVersion, Kind: owner.kind, Namespace: k.Namespace, Name: k.Name, UID: o.GetUID()}, nil
 }
 
+// claimHeld says whether at least one of pods is really controlled by
+// owner k (whose UID is uid): its controller chain (pod → ReplicaSet →
+// Deployment, pod → Job → CronJob, or the StatefulSet, DaemonSet,
+// ReplicationController, ReplicaSet or Job itself) leads to it. A bare
+// pod's identity is its own name.
+func (c *Controller) claimHeld(ctx context.Context, k ownerKey, uid types.UID, pods []any) (bool, error) {
+	for _, obj := range pods {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			continue
+		}
+		if k.Kind == contract.KindPod {
+			if p.Name == k.Name {
+				return true, nil
+			}
+			continue
+		}
+		want := ownerKinds[k.Kind].kind
+		ref := metav1.GetControllerOf(p)
+		if ref == nil {
+			continue
+		}
+		if ref.Kind == want && ref.Name == k.Name && ref.UID == uid {
+			return true, nil
+		}
+		var parent metav1.Object
+		var err error
+		switch {
+		case k.Kind == contract.KindDeployment && ref.Kind == "ReplicaSet":
+			parent, err = c.client.AppsV1().ReplicaSets(p.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		case k.Kind == contract.KindCronJob && ref.Kind == "Job":
+			parent, err = c.client.BatchV1().Jobs(p.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		default:
+			continue
+		}
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if parent.GetUID() != ref.UID {
+			continue
+		}
+		if gp := metav1.GetControllerOfNoCopy(parent); gp != nil && gp.Kind == want && gp.Name == k.Name && gp.UID == uid {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // syncBundle keeps the namespace's trust bundle equal to what the root
-// Secret says bundles hold.
+// Secret says bundles hold. A bundle is the CA's output: in a namespace
+// with this control plane's TLS pods it is rewritten whoever wrote it
+// last (its field manager proves nothing: anyone can apply under any
+// name), unless it names another control plane, which is a conflict to
+// report, not to settle by force. Elsewhere the CA leaves it alone and
+// never reads it.
 func (c *Controller) syncBundle(ctx context.Context, namespace string) error {
 	st := c.state.Load()
 	if st.err != nil {
@@ -778,28 +856,36 @@ func (c *Controller) syncBundle(ctx context.Context, namespace string) error {
 		return nil
 	}
 	ns := c.cfg.ControlNamespace
+	if !c.namespaceHasTLSPods(namespace) {
+		return nil
+	}
+	ref := func(cm *corev1.ConfigMap) *corev1.ObjectReference {
+		return &corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: namespace, Name: contract.BundleConfigMap, UID: cm.UID}
+	}
 	cm, err := c.bundles.ConfigMaps(namespace).Get(contract.BundleConfigMap)
 	if err == nil {
 		if other := cm.Labels[contract.BundleLabel]; other != "" && other != ns {
 			err := fmt.Errorf("ConfigMap %s/%s belongs to the control plane in namespace %q: not overwriting it; a namespace can hold TLS pods of one control plane only",
 				namespace, contract.BundleConfigMap, other)
-			c.events.Event(&corev1.ObjectReference{Kind: "ConfigMap", APIVersion: "v1", Namespace: namespace, Name: contract.BundleConfigMap, UID: cm.UID},
-				corev1.EventTypeWarning, "BundleConflict", err.Error())
+			c.events.Event(ref(cm), corev1.EventTypeWarning, "BundleConflict", err.Error())
 			return err
 		}
-		if cm.Data[contract.BundleKey] == st.bundle && cm.Labels[contract.BundleLabel] == ns {
+		if cm.Data[contract.BundleKey] == st.bundle && cm.Labels[contract.BundleLabel] == ns && cm.Labels[contract.ControlPlaneNSLabel] == ns {
 			return nil
 		}
+		if certs, perr := pki.ParseCerts([]byte(cm.Data[contract.BundleKey])); perr == nil {
+			if foreign := pki.Foreign(certs, st.anchors); len(foreign) > 0 {
+				msg := fmt.Sprintf("ConfigMap %s/%s held %d root(s) this control plane does not trust (%s): overwriting it with the control plane's anchors",
+					namespace, contract.BundleConfigMap, len(foreign), subjects(foreign))
+				c.log.Warn("foreign anchors in a trust bundle", "configmap", namespace+"/"+contract.BundleConfigMap, "foreign", subjects(foreign))
+				c.events.Event(ref(cm), corev1.EventTypeWarning, "ForeignAnchors", msg)
+			}
+		}
 	}
-	if !c.namespaceHasTLSPods(namespace) {
-		return nil
-	}
-	// As with Secrets: repair a bundle the CA wrote, refuse anyone else's.
-	owned := err == nil && c.owns(cm)
 	apply := corev1ac.ConfigMap(contract.BundleConfigMap, namespace).
 		WithLabels(map[string]string{contract.ControlPlaneNSLabel: ns, contract.BundleLabel: ns}).
 		WithData(map[string]string{contract.BundleKey: st.bundle})
-	if _, err := c.client.CoreV1().ConfigMaps(namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: c.fieldManager, Force: owned}); err != nil {
+	if _, err := c.client.CoreV1().ConfigMaps(namespace).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: c.fieldManager, Force: true}); err != nil {
 		return fmt.Errorf("apply ConfigMap %s/%s: %w", namespace, contract.BundleConfigMap, err)
 	}
 	c.log.Info("wrote trust bundle", "configmap", namespace+"/"+contract.BundleConfigMap, "roots", strings.Count(st.bundle, "BEGIN CERTIFICATE"))

@@ -245,8 +245,8 @@ func TestDeletedRootIsRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err = ctrl.Run(ctx)
-	if err == nil || !strings.Contains(err.Error(), RotateCommand) || !strings.Contains(err.Error(), appNS) {
-		t.Fatalf("restart without the root = %v, want a refusal naming %q and the bundle's namespace", err, RotateCommand)
+	if err == nil || !strings.Contains(err.Error(), RotateCommand) || !strings.Contains(err.Error(), controlNS+"/"+contract.AnchorsConfigMap) {
+		t.Fatalf("restart without the root = %v, want a refusal naming %q and the control plane's anchor record", err, RotateCommand)
 	}
 	if _, err := client.CoreV1().Secrets(controlNS).Get(context.Background(), contract.RootSecret, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a new root Secret was generated (err %v)", err)

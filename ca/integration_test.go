@@ -245,12 +245,13 @@ func TestDeploymentsGetSecretsAndBundle(t *testing.T) {
 		if err := os.WriteFile(leafFile, s.Data[corev1.TLSCertKey], 0o600); err != nil {
 			t.Fatal(err)
 		}
-		// openssl reads only the first certificate of the file: the leaf.
-		out, err := exec.Command("openssl", "verify", "-CAfile", bundleFile, "-purpose", "sslserver", leafFile).CombinedOutput()
+		// openssl reads only the first certificate of the file (the leaf)
+		// as the one to verify; -untrusted gives it the issuer after it.
+		out, err := exec.Command("openssl", "verify", "-CAfile", bundleFile, "-untrusted", leafFile, "-purpose", "sslserver", leafFile).CombinedOutput()
 		if err != nil || !bytes.Contains(out, []byte(": OK")) {
 			t.Errorf("%s: openssl verify: %v\n%s", s.Name, err, out)
 		}
-		out, err = exec.Command("openssl", "verify", "-CAfile", bundleFile, "-purpose", "sslclient", leafFile).CombinedOutput()
+		out, err = exec.Command("openssl", "verify", "-CAfile", bundleFile, "-untrusted", leafFile, "-purpose", "sslclient", leafFile).CombinedOutput()
 		if err != nil {
 			t.Errorf("%s: openssl verify as client: %v\n%s", s.Name, err, out)
 		}

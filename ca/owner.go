@@ -16,7 +16,11 @@ type ownerKey struct {
 	Name      string
 }
 
-const bundleKind = "bundle"
+const (
+	bundleKind = "bundle"
+	// anchorsKind is the anchor record in the control-plane namespace.
+	anchorsKind = "anchors"
+)
 
 func (k ownerKey) String() string { return k.Kind + "/" + k.Namespace + "/" + k.Name }
 

@@ -30,10 +30,12 @@ import (
 func TestAPIErrorsRetryWithBackoff(t *testing.T) {
 	const ns, ctl = "app", "linkerd"
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns, UID: "dep-uid"}}
+	yes := true
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
 		Name: "web-1", Namespace: ns, UID: "pod-uid",
-		Labels:      map[string]string{contract.ControlPlaneNSLabel: ctl, contract.KindLabel(contract.KindDeployment): "web"},
-		Annotations: map[string]string{contract.TLSAnnotation: "optional"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "dep-uid", Controller: &yes}},
+		Labels:          map[string]string{contract.ControlPlaneNSLabel: ctl, contract.KindLabel(contract.KindDeployment): "web"},
+		Annotations:     map[string]string{contract.TLSAnnotation: "optional"},
 	}}
 	client := fake.NewClientset(dep, pod)
 	const failures = 3

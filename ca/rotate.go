@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
@@ -28,6 +27,10 @@ type RotateOptions struct {
 	NextCertPEM, NextKeyPEM, NextAnchorsPEM []byte
 	// RootLifetime is the lifetime of a generated root.
 	RootLifetime time.Duration
+	// SaveRootKey, when set, receives the PEM key of a generated root
+	// before anything is written; otherwise that key is dropped and only
+	// the intermediate issuer under it goes into the cluster.
+	SaveRootKey func(keyPEM []byte) error
 	// PropagationDelay is waited once the bundles, then the leaves, are
 	// all written, for every kubelet to put them in the pods' files. The
 	// kubelet takes up to its sync period plus its cache TTL (a minute
@@ -153,7 +156,16 @@ func (r *rotation) nextIssuer() (*pki.Root, []byte, error) {
 		}
 		return next, r.o.NextKeyPEM, nil
 	}
-	return pki.NewRoot(contract.RootCommonName(r.ns), r.o.RootLifetime, r.o.Now())
+	issuer, keyPEM, rootKeyPEM, err := pki.NewRootAndIssuer(contract.RootCommonName(r.ns), contract.IdentityDomain(r.ns), r.o.RootLifetime, pki.ProbeIdentity(r.ns), r.o.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.o.SaveRootKey != nil {
+		if err := r.o.SaveRootKey(rootKeyPEM); err != nil {
+			return nil, nil, fmt.Errorf("keep the new root's key: %w", err)
+		}
+	}
+	return issuer, keyPEM, nil
 }
 
 func union(pems ...string) (string, error) {
@@ -278,29 +290,29 @@ func (r *rotation) finish(ctx context.Context, s *corev1.Secret, cur *rootState)
 }
 
 // replaceLostRoot is the disaster path: the root Secret is gone with its
-// key. A new root is made whose bundle keeps the roots the bundles hold,
-// so existing leaves keep verifying while the CA re-issues them; for the
-// moments before each pod's bundle is updated, a new leaf may not verify
-// at a peer. The rotation then continues from its reissue step.
+// key. A new root is made whose bundle keeps the roots the control plane
+// recorded (ConfigMap linkerd-ca-anchors in its own namespace, never the
+// bundles in workload namespaces, which anyone who can create a ConfigMap
+// there can write), so existing leaves keep verifying while the CA
+// re-issues them; for the moments before each pod's bundle is updated, a
+// new leaf may not verify at a peer. The rotation then continues from its
+// reissue step.
 func (r *rotation) replaceLostRoot(ctx context.Context) (*corev1.Secret, error) {
-	list, err := r.client.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", contract.BundleConfigMap).String(),
-		LabelSelector: labels.Set{contract.BundleLabel: r.ns}.String(),
-	})
+	rec, err := readAnchorRecord(ctx, r.client, r.ns)
 	if err != nil {
-		return nil, fmt.Errorf("list trust bundles: %w", err)
-	}
-	var old []string
-	for _, cm := range list.Items {
-		old = append(old, cm.Data[contract.BundleKey])
+		return nil, fmt.Errorf("read the recorded trust anchors: %w", err)
 	}
 	next, nextKey, err := r.nextIssuer()
 	if err != nil {
 		return nil, err
 	}
-	bundle, err := union(append(old, string(next.AnchorsPEM))...)
+	kept := ""
+	if rec != nil {
+		kept = string(pki.EncodeCerts(rec.certs))
+	}
+	bundle, err := union(kept, string(next.AnchorsPEM))
 	if err != nil {
-		return nil, fmt.Errorf("a trust bundle does not parse: %w", err)
+		return nil, err
 	}
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: contract.RootSecret, Namespace: r.ns,
@@ -314,7 +326,11 @@ func (r *rotation) replaceLostRoot(ctx context.Context) (*corev1.Secret, error) 
 	}
 	r.res.LostRoot = true
 	r.res.OldIssuer = "(lost)"
-	r.o.Progress(contract.RotationReissue, fmt.Sprintf("root Secret was missing: a new root now issues, and the %d bundle(s) keep the roots they held", len(list.Items)))
+	if rec != nil {
+		r.o.Progress(contract.RotationReissue, fmt.Sprintf("root Secret was missing: a new root now issues, and the bundles keep the %d root(s) recorded in %s (%s)", len(rec.certs), rec.source, subjects(rec.certs)))
+	} else {
+		r.o.Progress(contract.RotationReissue, fmt.Sprintf("root Secret was missing and %s/%s records no root: a new root now issues; leaves from the lost root stop verifying as they are replaced", r.ns, contract.AnchorsConfigMap))
+	}
 	out, err := r.secrets().Create(ctx, s, metav1.CreateOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("create root Secret %s/%s: %w", r.ns, contract.RootSecret, err)
@@ -322,23 +338,59 @@ func (r *rotation) replaceLostRoot(ctx context.Context) (*corev1.Secret, error) 
 	return out, nil
 }
 
-// waitBundles waits until every bundle of this control plane holds
-// exactly want, and returns how many there are.
+// tlsPods lists this control plane's TLS pods; their namespaces are
+// the only ones whose bundle the CA writes, so the only ones to wait for.
+func (r *rotation) tlsPods(ctx context.Context) ([]corev1.Pod, error) {
+	pods, err := r.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: labels.Set{contract.ControlPlaneNSLabel: r.ns}.String()})
+	if err != nil {
+		return nil, err
+	}
+	var out []corev1.Pod
+	for _, p := range pods.Items {
+		if wantsTLS(&p, r.ns) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// waitBundles waits until the bundle of every namespace with this control
+// plane's TLS pods holds exactly want, and returns how many there are.
+// Bundles elsewhere are not the CA's to write and are not waited for; one
+// that names another control plane is reported, not waited for.
 func (r *rotation) waitBundles(ctx context.Context, want string) (int, error) {
 	var lagging []string
+	reported := map[string]bool{}
 	n := 0
 	err := r.poll(ctx, func() (bool, error) {
-		list, err := r.client.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{
-			FieldSelector: fields.OneTermEqualSelector("metadata.name", contract.BundleConfigMap).String(),
-			LabelSelector: labels.Set{contract.BundleLabel: r.ns}.String(),
-		})
+		pods, err := r.tlsPods(ctx)
 		if err != nil {
 			return false, err
 		}
-		lagging, n = nil, len(list.Items)
-		for _, cm := range list.Items {
+		namespaces := map[string]bool{}
+		for _, p := range pods {
+			namespaces[p.Namespace] = true
+		}
+		lagging, n = nil, 0
+		for ns := range namespaces {
+			cm, err := r.client.CoreV1().ConfigMaps(ns).Get(ctx, contract.BundleConfigMap, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err):
+				lagging = append(lagging, ns)
+				continue
+			case err != nil:
+				return false, err
+			}
+			if other := cm.Labels[contract.BundleLabel]; other != "" && other != r.ns {
+				if !reported[ns] {
+					reported[ns] = true
+					r.o.Progress("conflict", fmt.Sprintf("ConfigMap %s/%s belongs to the control plane in namespace %q: its pods of this control plane keep the bundle of the other; not waiting for it", ns, contract.BundleConfigMap, other))
+				}
+				continue
+			}
+			n++
 			if cm.Data[contract.BundleKey] != want {
-				lagging = append(lagging, cm.Namespace)
+				lagging = append(lagging, ns)
 			}
 		}
 		return len(lagging) == 0, nil
@@ -351,20 +403,22 @@ func (r *rotation) waitBundles(ctx context.Context, want string) (int, error) {
 }
 
 // waitLeaves waits until every workload Secret whose owner still has TLS
-// pods was issued by issuer.
+// pods was issued by issuer. A Secret the CA never wrote is someone
+// else's: the CA does not overwrite it, so it is reported, not waited for.
+// (Whoever applies under the CA's field manager name gets the Secret
+// repaired by the CA, which then converges too.)
 func (r *rotation) waitLeaves(ctx context.Context, issuer string) (int, error) {
 	var lagging []string
+	reported := map[string]bool{}
 	n := 0
 	err := r.poll(ctx, func() (bool, error) {
-		pods, err := r.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: labels.Set{contract.ControlPlaneNSLabel: r.ns}.String()})
+		pods, err := r.tlsPods(ctx)
 		if err != nil {
 			return false, err
 		}
 		owners := map[ownerKey]bool{}
-		for i := range pods.Items {
-			if wantsTLS(&pods.Items[i], r.ns) {
-				owners[podOwner(&pods.Items[i])] = true
-			}
+		for i := range pods {
+			owners[podOwner(&pods[i])] = true
 		}
 		secrets, err := r.client.CoreV1().Secrets("").List(ctx, metav1.ListOptions{
 			LabelSelector: contract.ControlPlaneNSLabel + "=" + r.ns + "," + contract.OwnerKindLabel,
@@ -378,10 +432,19 @@ func (r *rotation) waitLeaves(ctx context.Context, issuer string) (int, error) {
 			if !ok || !owners[k] {
 				continue
 			}
-			n++
-			if s.Annotations[contract.IssuerAnnotation] != issuer {
-				lagging = append(lagging, s.Namespace+"/"+s.Name)
+			if s.Annotations[contract.IssuerAnnotation] == issuer {
+				n++
+				continue
 			}
+			if !managedBy(&s, FieldManager(r.ns)) && !managedBy(&s, legacyFieldManager) {
+				if key := s.Namespace + "/" + s.Name; !reported[key] {
+					reported[key] = true
+					r.o.Progress("conflict", fmt.Sprintf("Secret %s was not written by this control plane's CA, which does not overwrite it: not waiting for it (delete it to have the CA issue one)", key))
+				}
+				continue
+			}
+			n++
+			lagging = append(lagging, s.Namespace+"/"+s.Name)
 		}
 		return len(lagging) == 0, nil
 	})

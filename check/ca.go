@@ -22,7 +22,13 @@ import (
 
 // rootInfo is the root as the root Secret holds it now.
 type rootInfo struct {
+	// Cert is the issuer: the root itself, or an intermediate.
 	Cert *x509.Certificate
+	// Anchors are the roots Cert chains to (Cert itself when it is a root).
+	Anchors []*x509.Certificate
+	// Expected is exactly what every trust bundle may hold: Anchors, or
+	// during a rotation the old and the new roots.
+	Expected []*x509.Certificate
 }
 
 // loadRoot reads and parses the root Secret. The key is parsed only to
@@ -55,7 +61,19 @@ func loadRoot(ctx context.Context, cfg Config, client *Lazy[kubernetes.Interface
 	if pub, ok := key.Public().(equaler); !ok || !pub.Equal(certs[0].PublicKey) {
 		return nil, fmt.Errorf("root Secret %s/%s: %s does not match %s", ns, contract.RootSecret, corev1.TLSPrivateKeyKey, corev1.TLSCertKey)
 	}
-	return &rootInfo{Cert: certs[0]}, nil
+	info := &rootInfo{Cert: certs[0], Anchors: certs}
+	if b := s.Data[contract.RootAnchorsKey]; len(b) > 0 {
+		if info.Anchors, err = pki.ParseCerts(b); err != nil {
+			return nil, fmt.Errorf("root Secret %s/%s: %s: %w", ns, contract.RootSecret, contract.RootAnchorsKey, err)
+		}
+	}
+	info.Expected = info.Anchors
+	if b := s.Data[contract.RootBundleKey]; len(b) > 0 {
+		if info.Expected, err = pki.ParseCerts(b); err != nil {
+			return nil, fmt.Errorf("root Secret %s/%s: %s: %w", ns, contract.RootSecret, contract.RootBundleKey, err)
+		}
+	}
+	return info, nil
 }
 
 func caCategory(cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*rootInfo]) Category {
@@ -85,6 +103,10 @@ func caCategory(cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*root
 		return r.Cert, nil
 	}
 	restartCA := fmt.Sprintf("kubectl -n %s rollout restart deploy/%s", ns, caDeploymentForMessages)
+	rotate := "linkerd ca rotate"
+	if ns != "linkerd" {
+		rotate += " -L " + ns
+	}
 	return Category{Name: CategoryCA, Checkers: []Checker{
 		{
 			Description: "CA Deployment is ready",
@@ -173,7 +195,7 @@ func caCategory(cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*root
 		},
 		{
 			Description: "root Secret exists and parses",
-			Hint:        fmt.Sprintf("the CA creates %s/%s when absent: %s; a damaged one must be repaired or deleted (every workload is then re-issued)", ns, contract.RootSecret, restartCA),
+			Hint:        fmt.Sprintf("the CA creates %s/%s on its first start (%s); restore a damaged or lost one from a backup, or replace it with `%s` (the CA refuses to replace it itself)", ns, contract.RootSecret, restartCA, rotate),
 			Retry:       true,
 			Run: func(ctx context.Context) error {
 				_, err := root.Get(ctx)
@@ -196,7 +218,7 @@ func caCategory(cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*root
 		},
 		{
 			Description: "root is within its validity period",
-			Hint:        "replace the root: delete Secret " + ns + "/" + contract.RootSecret + " and " + restartCA,
+			Hint:        "replace the root without a gap in trust: " + rotate,
 			Run: func(ctx context.Context) error {
 				r, err := rootCert(ctx)
 				if err != nil {
@@ -210,7 +232,7 @@ func caCategory(cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*root
 		},
 		{
 			Description: "root is not expiring soon",
-			Hint:        "rotate the root before it expires: delete Secret " + ns + "/" + contract.RootSecret + " and " + restartCA,
+			Hint:        "rotate the root before it expires: " + rotate,
 			Run: func(ctx context.Context) error {
 				r, err := rootCert(ctx)
 				if err != nil {

@@ -533,6 +533,9 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 	})
 
 	t.Run("bundle stale", func(t *testing.T) {
+		// A running CA rewrites the bundle of a namespace with its TLS
+		// pods at once, whoever wrote it; with the CA down it stays stale.
+		scaleCA(t, client, 0)
 		other := otherRoot(t)
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: contract.BundleConfigMap, Namespace: ns},
 			Data: map[string]string{contract.BundleKey: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.cert.Raw}))}}
@@ -544,12 +547,45 @@ func TestCheckTLSAgainstRealCA(t *testing.T) {
 		})
 		defer func() {
 			_ = client.CoreV1().ConfigMaps(ns).Delete(context.Background(), contract.BundleConfigMap, metav1.DeleteOptions{})
+			scaleCA(t, client, 1)
 			waitHealthy(t, client)
 		}()
-		r := expect(t, runChecks(t, client, nil), "trust bundles hold the current root", check.StatusError, "ns/"+ns)
+		sum := runChecks(t, client, nil)
+		r := expect(t, sum, "trust bundles hold the current root", check.StatusError, "ns/"+ns)
 		if !strings.Contains(r.Problems[0].Remedy, "deploy/web") || !strings.Contains(r.Problems[0].Remedy, "deploy/emoji") {
 			t.Errorf("remedy should name the workloads to restart: %q", r.Problems[0].Remedy)
 		}
+		expect(t, sum, "trust bundles hold only this control plane's roots", check.StatusError, "ns/"+ns)
+	})
+
+	// C1: any holder of the edit role can write a ConfigMap named and
+	// labelled like the bundle in its own namespace; check names the
+	// foreign root wherever it is, with what identifies it.
+	t.Run("tenant's root in a bundle", func(t *testing.T) {
+		tenant := localcluster.Namespace(t)
+		other := otherRoot(t)
+		if _, err := client.CoreV1().ConfigMaps(tenant).Create(context.Background(), &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: contract.BundleConfigMap, Labels: map[string]string{contract.BundleLabel: controlNS}},
+			Data:       map[string]string{contract.BundleKey: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.cert.Raw}))},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			_ = client.CoreV1().ConfigMaps(tenant).Delete(context.Background(), contract.BundleConfigMap, metav1.DeleteOptions{})
+		}()
+		r := expect(t, runChecks(t, client, nil), "trust bundles hold only this control plane's roots", check.StatusError, "ns/"+tenant)
+		fp := pki.Fingerprint(other.cert)
+		if !strings.Contains(r.Problems[0].Reason, fp) || !strings.Contains(r.Problems[0].Reason, "some other root") {
+			t.Errorf("problem should name the root's subject and fingerprint: %+v", r.Problems[0])
+		}
+		if !strings.Contains(r.Problems[0].Remedy, "kubectl -n "+tenant+" delete configmap "+contract.BundleConfigMap) {
+			t.Errorf("remedy %q", r.Problems[0].Remedy)
+		}
+		out, code := linkerd(t, "check", "--tls")
+		if code != 1 || !strings.Contains(out, fp) || !strings.Contains(out, tenant) {
+			t.Errorf("linkerd check --tls: exit %d, want 1 naming %s and %s\n%s", code, tenant, fp, out)
+		}
+		t.Logf("tenant's root in a bundle:\n%s", out)
 	})
 
 	// The root scenarios come last: they change what everything chains to.

@@ -66,6 +66,14 @@ type bundleState struct {
 	certs     []*x509.Certificate
 }
 
+// foreignAnchor is a certificate in a trust bundle that the root Secret
+// does not list: whoever wrote it can mint identities every proxy with
+// that bundle believes.
+type foreignAnchor struct {
+	namespace, subject, fingerprint string
+	tlsPods                         bool // the namespace has this control plane's TLS pods
+}
+
 // dataPlane is one consistent snapshot of the TLS data plane, loaded with
 // a handful of lists and judged in parallel. It is never modified after
 // loadDataPlane returns.
@@ -74,6 +82,12 @@ type dataPlane struct {
 	owners  []*ownerState
 	bundles []bundleState
 	pods    []*corev1.Pod
+	// anchors is what bundles hold (root.Anchors); expected what they may
+	// hold (root.Expected). Both nil without a usable root.
+	anchors, expected []*x509.Certificate
+	// foreign lists every anchor outside expected, in any bundle labelled
+	// for this control plane or in a namespace with its TLS pods.
+	foreign []foreignAnchor
 }
 
 func loadDataPlane(ctx context.Context, cfg Config, client *Lazy[kubernetes.Interface], root *Lazy[*rootInfo]) (*dataPlane, error) {
@@ -83,7 +97,7 @@ func loadDataPlane(ctx context.Context, cfg Config, client *Lazy[kubernetes.Inte
 	}
 	dp := &dataPlane{}
 	if r, err := root.Get(ctx); err == nil {
-		dp.root = r.Cert
+		dp.root, dp.anchors, dp.expected = r.Cert, r.Anchors, r.Expected
 	}
 	var (
 		pods    *corev1.PodList
@@ -211,6 +225,25 @@ func loadDataPlane(ctx context.Context, cfg Config, client *Lazy[kubernetes.Inte
 			b.certs = certs
 		}
 		dp.bundles = append(dp.bundles, b)
+	}
+	if dp.expected != nil {
+		for i := range cms.Items {
+			cm := &cms.Items[i]
+			if cm.Labels[contract.BundleLabel] != cfg.ControlNamespace && !namespaces[cm.Namespace] {
+				continue // not this control plane's, and no pod of it reads it
+			}
+			certs, err := pki.ParseCerts([]byte(cm.Data[contract.BundleKey]))
+			if err != nil {
+				continue // reported by the bundle checks where pods read it
+			}
+			for _, c := range pki.Foreign(certs, dp.expected) {
+				dp.foreign = append(dp.foreign, foreignAnchor{namespace: cm.Namespace, subject: c.Subject.String(),
+					fingerprint: pki.Fingerprint(c), tlsPods: namespaces[cm.Namespace]})
+			}
+		}
+		sort.Slice(dp.foreign, func(i, j int) bool {
+			return dp.foreign[i].namespace+dp.foreign[i].fingerprint < dp.foreign[j].namespace+dp.foreign[j].fingerprint
+		})
 	}
 	return dp, nil
 }

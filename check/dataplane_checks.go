@@ -2,12 +2,14 @@ package check
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
+	"meshtls/ca/pki"
 	"meshtls/contract"
 )
 
@@ -80,6 +82,30 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 						Remedy: fmt.Sprintf("%s so it rewrites the bundle, then restart %s so it loads the new bundle", restartCA, ownersIn(dp, b.namespace))})
 				}
 				return withNoPodsNote(dp, Problems(probs, "namespaces with a stale trust bundle: %d"))
+			},
+		},
+		{
+			Description: "trust bundles hold only this control plane's roots",
+			Hint:        "a root in a bundle lets whoever holds its key mint any identity that bundle's proxies believe; the root Secret " + ns + "/" + contract.RootSecret + " lists the only roots bundles may hold",
+			Run: func(ctx context.Context) error {
+				dp, err := snap.Get(ctx)
+				if err != nil {
+					return err
+				}
+				if dp.expected == nil {
+					return Skip("no usable root to compare with, see linkerd-ca")
+				}
+				var probs []Problem
+				for _, f := range dp.foreign {
+					remedy := fmt.Sprintf("the CA rewrites a bundle where it has TLS pods; if it has not, see why: %s (and find who wrote it: kubectl -n %s get configmap %s -o yaml --show-managed-fields)", caLogs, f.namespace, contract.BundleConfigMap)
+					if !f.tlsPods {
+						remedy = fmt.Sprintf("no TLS pod of this control plane reads it, so nothing trusts it yet; remove it: kubectl -n %s delete configmap %s", f.namespace, contract.BundleConfigMap)
+					}
+					probs = append(probs, Problem{Kind: "ns", Name: f.namespace,
+						Reason: fmt.Sprintf("%s holds root %q (sha256 %s), which this control plane does not trust", contract.BundleConfigMap, f.subject, f.fingerprint),
+						Remedy: remedy})
+				}
+				return Problems(probs, "foreign roots in trust bundles: %d")
 			},
 		},
 		{
@@ -221,13 +247,13 @@ func withNoPodsNote(dp *dataPlane, err error) error {
 	return err
 }
 
+// bundleHolds says whether b holds every root the issuer chains to.
 func bundleHolds(b bundleState, dp *dataPlane) bool {
-	for _, c := range b.certs {
-		if c.Equal(dp.root) {
-			return true
-		}
+	want := dp.anchors
+	if len(want) == 0 {
+		want = []*x509.Certificate{dp.root}
 	}
-	return false
+	return len(pki.Foreign(want, b.certs)) == 0
 }
 
 // ownersIn names the owners in ns for a remedy, at most three.

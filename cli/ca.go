@@ -29,6 +29,7 @@ type caRotateOptions struct {
 	propagationDelay                time.Duration
 	timeout                         time.Duration
 	output                          string
+	rootKeyOut                      string
 }
 
 func newCARotateCmd(f *Factory) *cobra.Command {
@@ -47,13 +48,20 @@ func newCARotateCmd(f *Factory) *cobra.Command {
 
 Each step is recorded on the root Secret (annotation linkerd.io/ca-rotation):
 if the command is interrupted, run it again and it resumes. Without
---root-cert/--root-key a new root is generated; with them, that root (or, with
---trust-anchors, that intermediate issuer and its offline root) is used.
+--root-cert/--root-key a new root, constrained to the mesh's identity domain,
+and an intermediate issuer under it are generated: only the issuer and its key
+go into the cluster. The root's key is written to --root-key-out if given, else
+dropped; without it, the next rotation generates a new root again (nothing can
+sign a new issuer under the old one). With --root-cert/--root-key, that root
+(or, with --trust-anchors, that intermediate issuer and its offline root) is used.
 
 If the root Secret was lost, a new root is created whose bundles keep the old
 roots, so existing certificates keep verifying while they are re-issued.`,
-		Example: `  # Rotate to a freshly generated root
+		Example: `  # Rotate to a freshly generated root and issuer; the root's key is dropped
   linkerd ca rotate
+
+  # The same, keeping the new root's key offline (mode 0600)
+  linkerd ca rotate --root-key-out ./next-root.key
 
   # Rotate to your own root
   linkerd ca rotate --root-cert next.crt --root-key next.key
@@ -67,6 +75,7 @@ roots, so existing certificates keep verifying while they are re-issued.`,
 	fl.StringVar(&o.rootCert, "root-cert", "", "PEM file of the next root (or issuer) certificate, with --root-key")
 	fl.StringVar(&o.rootKey, "root-key", "", "PEM file of the next root's (or issuer's) private key")
 	fl.StringVar(&o.trustAnchors, "trust-anchors", "", "PEM file of the offline root(s) that signed --root-cert, when it is an intermediate issuer")
+	fl.StringVar(&o.rootKeyOut, "root-key-out", "", "write the generated root's private key to this new file (mode 0600) instead of dropping it")
 	fl.DurationVar(&o.rootLifetime, "root-lifetime", pki.DefaultRootLifetime, "lifetime of a generated root")
 	fl.DurationVar(&o.propagationDelay, "propagation-delay", ca.DefaultPropagationDelay, "wait this long after bundles, then certificates, are written, for kubelets to update pods' files")
 	fl.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up (resumably) after this long")
@@ -87,7 +96,25 @@ func runCARotate(ctx context.Context, f *Factory, o *caRotateOptions) error {
 	if o.propagationDelay < 0 {
 		return usageErrorf("--propagation-delay must not be negative")
 	}
+	if o.rootKeyOut != "" && o.rootCert != "" {
+		return usageErrorf("--root-key-out keeps a generated root's key; with --root-cert you already hold yours")
+	}
 	opts := ca.RotateOptions{ControlNamespace: f.LinkerdNamespace, RootLifetime: o.rootLifetime, PropagationDelay: o.propagationDelay}
+	if o.rootKeyOut != "" {
+		path := o.rootKeyOut
+		opts.SaveRootKey = func(keyPEM []byte) error {
+			// O_EXCL: never overwrite a key someone kept.
+			fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("--root-key-out: %w", err)
+			}
+			if _, err := fh.Write(keyPEM); err != nil {
+				fh.Close()
+				return fmt.Errorf("--root-key-out: %w", err)
+			}
+			return fh.Close()
+		}
+	}
 	var err error
 	for _, in := range []struct {
 		flag, path string

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"meshtls/check"
+	"meshtls/tap"
 )
 
 // checkPrinter renders a check run: Observe gets every attempt as it
@@ -66,7 +67,7 @@ func (p *checkTextPrinter) Observe(r check.Result) {
 	if r.Retrying {
 		// Only a terminal gets the spinner; a pipe sees final lines only.
 		if p.spin {
-			p.startSpinner(r.Description + " (waiting: " + oneLine(r.Error) + ")")
+			p.startSpinner(r.Description + " (waiting: " + clusterText(r.Error) + ")")
 		}
 		return
 	}
@@ -88,11 +89,11 @@ func (p *checkTextPrinter) printResult(r check.Result) {
 	}
 	line := glyph + " " + r.Description
 	if r.Status == check.StatusSkipped {
-		line += p.paint("2", " (skipped: "+r.Error+")")
+		line += p.paint("2", " (skipped: "+clusterText(r.Error)+")")
 	}
 	fmt.Fprintln(p.out, line)
 	if r.Status == check.StatusError || r.Status == check.StatusWarning {
-		fmt.Fprintln(p.out, "    "+oneLine(r.Error))
+		fmt.Fprintln(p.out, "    "+clusterText(r.Error))
 		for _, l := range problemLines(r.Problems) {
 			fmt.Fprintln(p.out, "    "+l)
 		}
@@ -101,9 +102,15 @@ func (p *checkTextPrinter) printResult(r check.Result) {
 		}
 	}
 	for _, n := range r.Notes {
-		fmt.Fprintln(p.out, "    "+p.paint("2", "note: "+n))
+		fmt.Fprintln(p.out, "    "+p.paint("2", "note: "+clusterText(n)))
 	}
 }
+
+// clusterText makes an error, reason or note safe for a terminal: they
+// quote names, certificate subjects and SANs that whoever can write a
+// Secret, a ConfigMap or a pod chose, so their control characters are
+// printed as escapes (as tap prints what comes off the wire).
+func clusterText(s string) string { return tap.Escape(oneLine(s)) }
 
 // problemLines names each failing object with its remedy, or, when there
 // are many, one line with the count and the first few names, then the
@@ -112,22 +119,22 @@ func problemLines(probs []check.Problem) []string {
 	if len(probs) <= maxListedProblems {
 		var out []string
 		for _, pr := range probs {
-			out = append(out, "* "+pr.Object()+": "+oneLine(pr.Reason))
+			out = append(out, "* "+tap.Escape(pr.Object())+": "+clusterText(pr.Reason))
 			if pr.Remedy != "" {
-				out = append(out, "  remedy: "+pr.Remedy)
+				out = append(out, "  remedy: "+clusterText(pr.Remedy))
 			}
 		}
 		return out
 	}
 	names := make([]string, 0, namesShown)
 	for _, pr := range probs[:namesShown] {
-		names = append(names, pr.Object())
+		names = append(names, tap.Escape(pr.Object()))
 	}
 	first := probs[0]
 	out := []string{fmt.Sprintf("* %d objects: %s, +%d more (-o json lists all)", len(probs), strings.Join(names, ", "), len(probs)-namesShown),
-		"  first: " + first.Object() + ": " + oneLine(first.Reason)}
+		"  first: " + tap.Escape(first.Object()) + ": " + clusterText(first.Reason)}
 	if first.Remedy != "" {
-		out = append(out, "  remedy: "+first.Remedy)
+		out = append(out, "  remedy: "+clusterText(first.Remedy))
 	}
 	return out
 }

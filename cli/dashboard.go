@@ -64,6 +64,13 @@ Offline, --capture is a recorded capture (builtin:emojivoto and
 builtin:mixed ship with the CLI) and --replay a tap recording
 (builtin:emojivoto) played for each live list that is opened.
 
+The dashboard acts with your kube credentials, so it answers only your
+browser: the URL it prints carries a random token for this run (traded at
+once for an HttpOnly, SameSite=Strict cookie), and it refuses any Host but
+127.0.0.1, localhost or [::1] with its port (DNS rebinding) and requests
+from any other origin. Open the printed URL; another user of this machine,
+or a web page you visit, gets 403.
+
 Ctrl-C stops the server.`,
 		Example: `  # The cluster of the current kubeconfig context
   linkerd dashboard
@@ -273,16 +280,23 @@ func runDashboard(ctx context.Context, f *Factory, opts *DashboardOptions) error
 			fmt.Fprintf(f.IO.ErrOut, "Read %s: %d pages ready in %s.\n", cfg.SourceName, n, time.Since(start).Round(time.Millisecond))
 		}
 	}
-	// Loopback only: the dashboard has no authentication.
+	// Loopback only, and behind a per-run token and a Host and Origin
+	// check: the dashboard acts with the user's kube credentials.
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(opts.Port)))
 	if err != nil {
 		return fmt.Errorf("cannot listen on 127.0.0.1:%d: %v", opts.Port, err)
 	}
-	url := "http://" + ln.Addr().String() + "/"
+	token, err := dashboard.NewToken()
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	url := "http://" + ln.Addr().String() + "/?" + dashboard.TokenParam + "=" + token
 	// Live lists end with the server: their requests' context is this one.
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return baseCtx },
+	hs := &http.Server{Handler: dashboard.Guard(srv, port, token), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return baseCtx },
 		ErrorLog: cfg.ErrorLog}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()

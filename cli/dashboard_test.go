@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/cookiejar"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -95,8 +96,58 @@ func TestDashboardCommandServesStatFigures(t *testing.T) {
 	if !strings.HasPrefix(url, "http://127.0.0.1:") {
 		t.Fatalf("URL %q is not on loopback", url)
 	}
+	printed := url
+	url, _, _ = strings.Cut(printed, "?")
+	if !strings.Contains(printed, "?token=") {
+		t.Fatalf("URL %q carries no token", printed)
+	}
+	// Without the token, or with a rebound name, nothing is served.
+	refusals := []struct {
+		name, path string
+		header     http.Header
+		host       string
+		want       int
+	}{
+		{"no token", "ns/emojivoto", nil, "", http.StatusForbidden},
+		{"no token, tap", "ns/emojivoto/deploy/web/tap", nil, "", http.StatusForbidden},
+		{"wrong token", "?token=guess", nil, "", http.StatusForbidden},
+		{"rebound Host", strings.TrimPrefix(printed, url), nil, "rebind.example:" + strings.TrimPrefix(url[:len(url)-1], "http://127.0.0.1:"), http.StatusMisdirectedRequest},
+	}
+	for _, r := range refusals {
+		req, _ := http.NewRequest("GET", url+r.path, nil)
+		if r.host != "" {
+			req.Host = r.host
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != r.want || strings.Contains(string(body), "<html") {
+			t.Errorf("%s: %s, want %d and no page\n%s", r.name, resp.Status, r.want, body)
+		}
+	}
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browserLike := &http.Client{Jar: jar}
+	if resp, err := browserLike.Get(printed); err != nil || resp.StatusCode != 200 || resp.Request.URL.RawQuery != "" {
+		t.Fatalf("the printed URL: %v %v (should land on the page without the token in the address)", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// The session's cookie does not help a page from another origin.
+	req, _ := http.NewRequest("GET", url+"ns/emojivoto/deploy/web/tap", nil)
+	req.Header.Set("Origin", "http://evil.example")
+	if resp, err := browserLike.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("tap with a foreign Origin: %v %v, want 403", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 
-	resp, err := http.Get(url + "ns/emojivoto")
+	resp, err := browserLike.Get(url + "ns/emojivoto")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +211,7 @@ func TestDashboardCommandServesStatFigures(t *testing.T) {
 
 	// A live list open at Ctrl-C must not hold the server up: the
 	// recording plays for 30 s at its recorded pace.
-	resp, err = http.Get(url + "ns/emojivoto/deploy/web/tap")
+	resp, err = browserLike.Get(url + "ns/emojivoto/deploy/web/tap")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,14 +33,22 @@ func newInstallCmd(f *Factory) *cobra.Command {
 		Long: `Print the control plane's Kubernetes YAML, for kubectl apply.
 
 With --tls=optional it includes the certificate authority, which gives every
-workload injected with --tls=optional a certificate for its identity. The CA
-generates its root on first start and keeps it in the Secret linkerd-ca-root;
---root-cert and --root-key supply your own root instead. To keep the root's key
-out of the cluster, give an intermediate issuer signed by an offline root:
+workload injected with --tls=optional a certificate for its identity. The
+output holds no private key unless you pass one in.
+
+By default the CA, on its first start, generates a root constrained to the
+mesh's identity domain (linkerd-managed.<namespace>.svc.cluster.local) and an
+intermediate issuer under it, keeps only the issuer, its key and the root's
+certificate in the Secret linkerd-ca-root, and drops the root's key: nothing
+in the cluster, its backups or a stolen token can sign a new issuer under that
+root. The consequence: the issuer lives as long as the root (--root-lifetime of
+the CA, a year), and replacing it is a rotation to a new root with
+'linkerd ca rotate' (which can keep the new root's key with --root-key-out).
+
+To keep a root of your own offline, give an intermediate issuer signed by it:
 --issuer-cert, --issuer-key and --trust-anchors (the offline root's
-certificate). Workload certificates then carry the issuer after the leaf and
-bundles hold the offline root. To replace the root later, use
-linkerd ca rotate.`,
+certificate). --root-cert and --root-key put a root and its key into the
+cluster (and into this output): supported, but warned about.`,
 		Example: `  # Install the control plane with automatic TLS
   linkerd install --tls=optional | kubectl apply -f -
 
@@ -59,7 +67,14 @@ linkerd ca rotate.`,
 			if err != nil {
 				return err
 			}
-			return install.Render(f.IO.Out, opts)
+			if err := install.Render(f.IO.Out, opts); err != nil {
+				return err
+			}
+			if len(opts.RootKeyPEM) > 0 {
+				fmt.Fprintln(f.IO.ErrOut, "Warning: --root-cert/--root-key put the root's private key into this output and into the cluster, where whoever reads Secret "+
+					f.LinkerdNamespace+"/linkerd-ca-root can mint any identity; prefer --issuer-cert/--issuer-key/--trust-anchors with the root kept offline, or let the CA generate a root whose key it drops")
+			}
+			return nil
 		},
 	}
 	fl := cmd.Flags()

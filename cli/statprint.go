@@ -15,6 +15,7 @@ import (
 	"github.com/olekukonko/tablewriter/tw"
 
 	"meshtls/stat"
+	"meshtls/tap"
 )
 
 func printStat(io *IOStreams, opts *StatOptions, res *stat.Result) error {
@@ -127,7 +128,9 @@ func printKindTable(io *IOStreams, opts *StatOptions, rows []stat.Row, window ti
 	tbl.Header(toAny(header)...)
 	color := io.ColorEnabled()
 	for _, r := range rows {
-		name := r.Name
+		// Names and label values come from scraped metrics, which any pod
+		// can serve: escape them as tap does before they reach a terminal.
+		name := tap.Escape(r.Name)
 		if typed && r.Kind != stat.KindAuthority {
 			name = r.Kind.Short() + "/" + name
 		}
@@ -141,7 +144,7 @@ func printKindTable(io *IOStreams, opts *StatOptions, rows []stat.Row, window ti
 		}
 		cells = append(cells, tlsCell(r.TLS, color))
 		if withNS {
-			cells = append([]string{r.Namespace}, cells...)
+			cells = append([]string{tap.Escape(r.Namespace)}, cells...)
 		}
 		if wide {
 			secs := window.Seconds()
@@ -282,7 +285,7 @@ func reasonsCell(r stat.Row) string {
 		if r.NoTLS[k] <= 0 {
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("%s=%s", k, percentCell(r.NoTLS[k]/total, 0)))
+		parts = append(parts, fmt.Sprintf("%s=%s", tap.Escape(k), percentCell(r.NoTLS[k]/total, 0)))
 	}
 	if len(parts) == 0 {
 		return "-"
@@ -303,7 +306,7 @@ func edgesCell(edges []stat.PlaintextEdge, window float64) string {
 			parts = append(parts, fmt.Sprintf("+%d more", len(edges)-wideEdges))
 			break
 		}
-		parts = append(parts, fmt.Sprintf("%s->%s(%s)", e.Source, e.Destination, rpsCell(e.Requests/window)))
+		parts = append(parts, fmt.Sprintf("%s->%s(%s)", tap.Escape(e.Source), tap.Escape(e.Destination), rpsCell(e.Requests/window)))
 	}
 	return strings.Join(parts, ",")
 }

@@ -13,6 +13,11 @@ const (
 	BundleKey = "trust-anchors.pem"
 	// RootSecret holds the CA root in the control-plane namespace.
 	RootSecret = "linkerd-ca-root"
+	// AnchorsConfigMap, in the control-plane namespace only, records the
+	// roots the trust bundles hold (key BundleKey). It survives the loss of
+	// the root Secret, so recovery keeps trusting the mesh's past roots
+	// without reading anything a tenant can write.
+	AnchorsConfigMap = "linkerd-ca-anchors"
 	// SecretSuffix ends every workload Secret's name.
 	SecretSuffix = "-tls-linkerd-io"
 )
@@ -40,6 +45,12 @@ var Kinds = []string{KindDeployment, KindStatefulSet, KindDaemonSet, KindCronJob
 // Identity is a workload's TLS identity and its certificate's DNS SAN.
 func Identity(owner, kind, namespace, controlNamespace string) string {
 	return fmt.Sprintf("%s.%s.%s.linkerd-managed.%s.svc.cluster.local", owner, kind, namespace, controlNamespace)
+}
+
+// IdentityDomain is the DNS domain every identity of a control plane ends
+// in; the roots the CA generates are constrained to it.
+func IdentityDomain(controlNamespace string) string {
+	return "linkerd-managed." + controlNamespace + ".svc.cluster.local"
 }
 
 // ControllerIdentity is the identity proxies expect of control-plane

@@ -196,13 +196,14 @@ func (r *resolver) resolveService(svc *corev1.Service, port uint16) snapshot {
 			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
 				continue
 			}
+			// Whoever can write an EndpointSlice writes its targetRef: it
+			// names a pod only in the slice's own namespace, and only for
+			// an address that is that pod's IP (what the endpoint
+			// controller writes), or its labels and identity would be
+			// claimed for someone else's address.
 			var pod *corev1.Pod
-			if ref := ep.TargetRef; ref != nil && ref.Kind == "Pod" {
-				ns := ref.Namespace
-				if ns == "" {
-					ns = slice.Namespace
-				}
-				pod, _ = r.store.pod(ns, ref.Name)
+			if ref := ep.TargetRef; ref != nil && ref.Kind == "Pod" && (ref.Namespace == "" || ref.Namespace == slice.Namespace) {
+				pod, _ = r.store.pod(slice.Namespace, ref.Name)
 			}
 			for _, a := range ep.Addresses {
 				ip, err := netip.ParseAddr(a)
@@ -211,6 +212,9 @@ func (r *resolver) resolveService(svc *corev1.Service, port uint16) snapshot {
 				}
 				addr := netip.AddrPortFrom(ip.Unmap(), targetPort)
 				p := pod
+				if p != nil && !podHasIP(p, addr.Addr()) {
+					p = nil
+				}
 				if p == nil {
 					if ps := r.store.podsByIP(addr.Addr()); len(ps) == 1 {
 						p = ps[0]
@@ -296,6 +300,20 @@ func selects(selector, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// podHasIP says whether ip is one of pod's IPs.
+func podHasIP(pod *corev1.Pod, ip netip.Addr) bool {
+	ips := []string{pod.Status.PodIP}
+	for _, p := range pod.Status.PodIPs {
+		ips = append(ips, p.IP)
+	}
+	for _, s := range ips {
+		if a, err := netip.ParseAddr(s); err == nil && a.Unmap() == ip {
+			return true
+		}
+	}
+	return false
 }
 
 func podReady(pod *corev1.Pod) bool {

@@ -536,3 +536,32 @@ func TestPendingIdentityNotAdvertised(t *testing.T) {
 		t.Errorf("the pod whose check failed: %+v %v, want listed without identity", ep, ok)
 	}
 }
+
+// m3: a slice's targetRef used to lend any pod's labels and identity to
+// any address, across namespaces. Now it counts only in the slice's
+// namespace and for the pod's own IP.
+func TestSliceTargetRefCannotLendAnotherPodsIdentity(t *testing.T) {
+	victim := meshedPod("web-1", "10.1.0.1", true)
+	victim.Namespace = "payments"
+	local := meshedPod("web-2", "10.1.0.2", true)
+	ms := &mapStore{
+		services: []*corev1.Service{webService()},
+		pods:     []*corev1.Pod{victim, local},
+		slices: []*discoveryv1.EndpointSlice{webSlice(
+			// The tenant's own address, pointing at a pod in payments.
+			discoveryv1.Endpoint{Addresses: []string{"10.9.9.9"}, TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "payments", Name: "web-1"}},
+			// An address that is not the named pod's IP, in the same namespace.
+			discoveryv1.Endpoint{Addresses: []string{"10.9.9.8"}, TargetRef: podRef("web-2")},
+		)},
+	}
+	snap := resolvePath(t, sliceStore{ms}, "web-svc.emojivoto:80")
+	for _, a := range []string{"10.9.9.9:8080", "10.9.9.8:8080"} {
+		ep, ok := snap.endpoints[netip.MustParseAddrPort(a)]
+		if !ok {
+			t.Fatalf("%s is not advertised: %v", a, snap.endpoints)
+		}
+		if ep.identity != "" || ep.labels["pod"] != "" || ep.labels["namespace"] != "" {
+			t.Errorf("%s borrowed a pod's identity %q and labels %v", a, ep.identity, ep.labels)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"regexp"
@@ -243,7 +244,8 @@ func TestDashboardOnLiveMesh(t *testing.T) {
 		tctx, cancelT := context.WithTimeout(bctx, 2*time.Minute)
 		defer cancelT()
 		sel := chromedp.CSS(`#deployments tr[data-name="web"] td[data-field="tls"]`)
-		if err := chromedp.Do(tctx, chromedp.Navigate(base+"/ns/"+ns), chromedp.WaitVisible(sel)); err != nil {
+		printed, _ := dashboardURLs.Load(base)
+		if err := chromedp.Do(tctx, chromedp.Navigate(printed.(string)), chromedp.Navigate(base+"/ns/"+ns), chromedp.WaitVisible(sel)); err != nil {
 			t.Fatalf("chromium on the namespace page: %v", err)
 		}
 		tlsText, err := chromedp.Run(tctx, chromedp.Text(sel))
@@ -459,19 +461,26 @@ func startDashboard(t *testing.T, args ...string) string {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			if u, ok := strings.CutPrefix(sc.Text(), "Dashboard: "); ok {
-				lines <- strings.TrimSuffix(u, "/")
+				lines <- u
 			}
 		}
 		close(lines)
 	}()
 	select {
-	case u, ok := <-lines:
+	case printed, ok := <-lines:
 		if !ok {
 			t.Fatalf("linkerd dashboard printed no URL\n%s", stderr.String())
 		}
-		if want := fmt.Sprintf("http://127.0.0.1:%d", port); u != want {
-			t.Fatalf("linkerd dashboard serves %s, want %s", u, want)
+		// The printed URL carries the run's token; visiting it once puts
+		// the session cookie in the jar every request here uses.
+		u, _, _ := strings.Cut(printed, "/?token=")
+		if want := fmt.Sprintf("http://127.0.0.1:%d", port); u != want || !strings.Contains(printed, "/?token=") {
+			t.Fatalf("linkerd dashboard prints %s, want %s/?token=…", printed, want)
 		}
+		if _, err := getOK(printed, "text/html"); err != nil {
+			t.Fatalf("the printed URL: %v", err)
+		}
+		dashboardURLs.Store(u, printed)
 		return u
 	case <-time.After(time.Minute):
 		t.Fatalf("linkerd dashboard printed no URL within a minute\n%s", stderr.String())
@@ -496,9 +505,17 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// dashboardJar keeps each dashboard's session cookie, as a browser does
+// after opening the printed URL; dashboardURLs maps a dashboard's base URL
+// to the printed one, for a browser to open first.
+var (
+	dashboardJar, _ = cookiejar.New(nil)
+	dashboardURLs   sync.Map
+)
+
 // getOK fetches url and wants 200 with the content type.
 func getOK(url, contentType string) (string, error) {
-	c := http.Client{Timeout: 2 * time.Minute}
+	c := http.Client{Timeout: 2 * time.Minute, Jar: dashboardJar}
 	resp, err := c.Get(url)
 	if err != nil {
 		return "", err
@@ -563,7 +580,7 @@ func sseUntil(ctx context.Context, url string, limit time.Duration, ok func(even
 	if err != nil {
 		return "", err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Jar: dashboardJar}).Do(req)
 	if err != nil {
 		return "", err
 	}

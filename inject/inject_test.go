@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -347,5 +348,65 @@ func TestJSONListInput(t *testing.T) {
 	out := string(res.YAML)
 	if !strings.Contains(out, "web-deployment-tls-linkerd-io") || !strings.Contains(out, `resourceVersion: "12345678901234567"`) {
 		t.Errorf("JSON list not injected faithfully:\n%s", out)
+	}
+}
+
+// m7: the injected containers carry Linkerd's hardening, and the identity
+// key is not readable by every user in the pod.
+func TestInjectedContainersAreHardened(t *testing.T) {
+	o := testOptions
+	o.TLS = "optional"
+	res := injectFile(t, "emojivoto.yml", o)
+	checked := 0
+	for _, d := range splitDocuments(res.YAML) {
+		var dep appsv1.Deployment
+		if err := yaml.Unmarshal(d.text, &dep); err != nil || dep.Kind != "Deployment" {
+			continue
+		}
+		spec := dep.Spec.Template.Spec
+		find := func(list []corev1.Container, name string) *corev1.Container {
+			for i := range list {
+				if list[i].Name == name {
+					return &list[i]
+				}
+			}
+			t.Fatalf("%s: no container %s", dep.Name, name)
+			return nil
+		}
+		for _, c := range []struct {
+			c   *corev1.Container
+			add []corev1.Capability
+		}{{find(spec.Containers, contract.ProxyContainerName), nil}, {find(spec.InitContainers, contract.InitContainerName), []corev1.Capability{"NET_ADMIN", "NET_RAW"}}} {
+			sc := c.c.SecurityContext
+			switch {
+			case sc == nil:
+				t.Fatalf("%s/%s: no securityContext", dep.Name, c.c.Name)
+			case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+				t.Errorf("%s/%s: allowPrivilegeEscalation not false", dep.Name, c.c.Name)
+			case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+				t.Errorf("%s/%s: root filesystem not read-only", dep.Name, c.c.Name)
+			case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || !slices.Equal(sc.Capabilities.Add, c.add):
+				t.Errorf("%s/%s: capabilities %+v, want drop ALL, add %v", dep.Name, c.c.Name, sc.Capabilities, c.add)
+			case sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault:
+				t.Errorf("%s/%s: seccompProfile %+v", dep.Name, c.c.Name, sc.SeccompProfile)
+			case sc.Privileged != nil && *sc.Privileged:
+				t.Errorf("%s/%s: privileged", dep.Name, c.c.Name)
+			}
+		}
+		proxy := find(spec.Containers, contract.ProxyContainerName)
+		if sc := proxy.SecurityContext; sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser != contract.ProxyUID {
+			t.Errorf("%s: proxy runs as %v (nonRoot %v), want uid %d", dep.Name, sc.RunAsUser, sc.RunAsNonRoot, contract.ProxyUID)
+		}
+		for _, v := range spec.Volumes {
+			if v.Name == contract.IdentityVolume {
+				if v.Secret == nil || v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o007 != 0 {
+					t.Errorf("%s: identity volume %+v: the key is world-readable", dep.Name, v.Secret)
+				}
+				checked++
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no injected Deployment with an identity volume was checked")
 	}
 }

@@ -66,12 +66,31 @@ func proxyContainer(ownerKind, owner string, o Options, tls bool, pc podConfig) 
 			ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/live", Port: intstr.FromInt32(contract.AdminPort)}},
 			InitialDelaySeconds: 10,
 		},
-		SecurityContext: &corev1.SecurityContext{RunAsUser: &uid},
+		SecurityContext: proxySecurityContext(uid),
 		Resources:       pc.resources,
 		// The proxy is the pod's first container: the kubelet starts the
 		// next one only once this hook returns, so the application never
 		// starts before the proxy listens.
 		Lifecycle: &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: contract.ProxyAwaitCommand}}},
+	}
+}
+
+// proxySecurityContext is Linkerd's hardening of the proxy: no privilege
+// escalation, a read-only root, no capabilities, the runtime's seccomp
+// profile. Group 0 reads the identity files, which are 0440 (root's user
+// and group, or the pod's fsGroup, which every container also holds), so
+// no other user of the node or the pod can read the key.
+func proxySecurityContext(uid int64) *corev1.SecurityContext {
+	f, t := false, true
+	gid := int64(0)
+	return &corev1.SecurityContext{
+		RunAsUser:                &uid,
+		RunAsGroup:               &gid,
+		RunAsNonRoot:             &t,
+		AllowPrivilegeEscalation: &f,
+		ReadOnlyRootFilesystem:   &t,
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 }
 
@@ -97,11 +116,17 @@ func initContainer(o Options, pc podConfig) corev1.Container {
 		Image:           o.Registry + "/proxy-init:" + o.Version,
 		ImagePullPolicy: corev1.PullIfNotPresent,
 		Args:            args,
+		// Root with NET_ADMIN (nf_tables) and NET_RAW (the iptables
+		// modes) only, and nothing else: no escalation, a read-only
+		// root, seccomp.
 		SecurityContext: &corev1.SecurityContext{
-			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}},
-			Privileged:   &f,
-			RunAsNonRoot: &f,
-			RunAsUser:    &root,
+			Capabilities:             &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}, Drop: []corev1.Capability{"ALL"}},
+			Privileged:               &f,
+			AllowPrivilegeEscalation: &f,
+			ReadOnlyRootFilesystem:   ptrTo(true),
+			RunAsNonRoot:             &f,
+			RunAsUser:                &root,
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
@@ -120,6 +145,11 @@ func tlsVolumes(ownerKind, owner string) []any {
 		toMap(corev1.Volume{Name: contract.IdentityVolume, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: contract.SecretName(owner, ownerKind),
 			Optional:   &t,
+			// The key is for the proxy (group 0, see proxySecurityContext)
+			// alone, not for every user in the pod.
+			DefaultMode: ptrTo(int32(0o440)),
 		}}}),
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -229,7 +229,13 @@ var Components = []Component{
 func Objects(o Options) []any {
 	ns := o.ControlNamespace
 	objs := []any{
-		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: ns}},
+		// Every control-plane pod passes the restricted Pod Security
+		// Standard; the namespace enforces it so nothing weaker joins them.
+		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{
+			"pod-security.kubernetes.io/enforce": "restricted",
+			"pod-security.kubernetes.io/warn":    "restricted",
+			"pod-security.kubernetes.io/audit":   "restricted",
+		}}},
 	}
 	for _, c := range Components {
 		if c.Enabled == nil || c.Enabled(o) {
@@ -314,13 +320,16 @@ func caObjects(o Options) []any {
 			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: name + "-" + ns},
 			Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
 		},
-		// In its own namespace it reads its root and keeps the Lease that
-		// picks the issuing replica.
+		// In its own namespace it reads its root, keeps the record of the
+		// roots the bundles hold (the only trust input besides the root),
+		// and keeps the Lease that picks the issuing replica.
 		&rbacv1.Role{
 			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "Role"),
 			ObjectMeta: meta(name, ns, "ca"),
 			Rules: []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{contract.RootSecret}, Verbs: []string{"get"}},
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{contract.AnchorsConfigMap, contract.BundleConfigMap}, Verbs: []string{"get"}},
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{contract.AnchorsConfigMap}, Verbs: []string{"create", "patch"}},
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{name}, Verbs: []string{"get", "update"}},
 			},
@@ -430,9 +439,12 @@ func caObjects(o Options) []any {
 
 // caAdmissionPolicy narrows what RBAC cannot: the CA's ServiceAccount may
 // create and patch only kubernetes.io/tls Secrets labelled for this
-// control plane (workload Secrets also carry their owner kind), and only
-// bundle ConfigMaps labelled for it. So a stolen CA token cannot mint a
-// ServiceAccount token Secret or overwrite another application's Secret.
+// control plane (workload Secrets also carry their owner kind and the
+// workload Secret suffix), may change only Secrets that already were
+// such workload Secrets, and may write only bundle ConfigMaps labelled for
+// it and its anchor record. So a stolen CA token cannot mint a
+// ServiceAccount token Secret or overwrite another application's Secret,
+// whatever labels it adds in the same request.
 func caAdmissionPolicy(ns, sa string) []any {
 	name := "linkerd-ca-writes-" + ns
 	user := "system:serviceaccount:" + ns + ":" + sa
@@ -466,12 +478,23 @@ func caAdmissionPolicy(ns, sa string) []any {
 						Message:    "the linkerd CA may only write objects labelled " + contract.ControlPlaneNSLabel + "=" + ns,
 					},
 					{
-						Expression: "request.resource.resource != 'secrets' || (object.metadata.namespace == '" + ns + "' && object.metadata.name == '" + contract.RootSecret + "') || " + hasLbl(contract.OwnerKindLabel),
-						Message:    "the linkerd CA may only write its root and workload Secrets labelled " + contract.OwnerKindLabel,
+						Expression: "request.resource.resource != 'secrets' || (object.metadata.namespace == '" + ns + "' && object.metadata.name == '" + contract.RootSecret + "') || (" + hasLbl(contract.OwnerKindLabel) + " && object.metadata.name.endsWith('" + contract.SecretSuffix + "'))",
+						Message:    "the linkerd CA may only write its root and workload Secrets (named *" + contract.SecretSuffix + ", labelled " + contract.OwnerKindLabel + ")",
 					},
 					{
-						Expression: "request.resource.resource != 'configmaps' || (object.metadata.name == '" + contract.BundleConfigMap + "' && " + hasLbl(contract.BundleLabel) + " && " + lbl(contract.BundleLabel) + " == '" + ns + "')",
-						Message:    "the linkerd CA may only write its trust bundles",
+						// What the object was decides too: labels added in the
+						// same request must not turn another application's
+						// TLS Secret (an Ingress certificate, a webhook's or an
+						// issuer's key) into one the CA may overwrite.
+						Expression: "request.operation != 'UPDATE' || request.resource.resource != 'secrets' || (oldObject.type == 'kubernetes.io/tls' && " +
+							"has(oldObject.metadata.labels) && '" + contract.ControlPlaneNSLabel + "' in oldObject.metadata.labels && oldObject.metadata.labels['" + contract.ControlPlaneNSLabel + "'] == '" + ns + "' && " +
+							"'" + contract.OwnerKindLabel + "' in oldObject.metadata.labels)",
+						Message: "the linkerd CA may only change Secrets that were already its workload Secrets (kubernetes.io/tls, labelled " + contract.ControlPlaneNSLabel + "=" + ns + " and " + contract.OwnerKindLabel + ")",
+					},
+					{
+						Expression: "request.resource.resource != 'configmaps' || (object.metadata.name == '" + contract.BundleConfigMap + "' && " + hasLbl(contract.BundleLabel) + " && " + lbl(contract.BundleLabel) + " == '" + ns + "') || " +
+							"(object.metadata.namespace == '" + ns + "' && object.metadata.name == '" + contract.AnchorsConfigMap + "')",
+						Message: "the linkerd CA may only write its trust bundles and, in " + ns + ", its anchor record",
 					},
 				},
 			},

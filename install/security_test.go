@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -61,23 +63,21 @@ func waitReady(t *testing.T, client kubernetes.Interface, ns, component string, 
 func TestControlPlanePassesRestrictedPodSecurity(t *testing.T) {
 	const ns = "pss-restricted"
 	client := localcluster.Client(t)
-	if _, err := client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns,
-		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// The namespace's Pod Security labels come from install itself.
+	out := applyInstall(t, Options{Version: "test", TLS: "optional", ControlNamespace: ns, ControllerReplicas: 2})
 	t.Cleanup(func() { _ = client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	// The negative control: if Pod Security admission were off, everything
-	// below would pass for nothing. A privileged pod must be refused here.
+	// The negative control: if Pod Security admission were off, or install
+	// did not label the namespace, everything below would pass for
+	// nothing. A privileged pod must be refused here.
 	yes := true
 	bad := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "privileged", Namespace: ns}, Spec: corev1.PodSpec{
 		Containers: []corev1.Container{{Name: "c", Image: "example.invalid/c:1", SecurityContext: &corev1.SecurityContext{Privileged: &yes}}}}}
 	if _, err := client.CoreV1().Pods(ns).Create(context.Background(), bad, metav1.CreateOptions{}); err == nil {
 		_ = client.CoreV1().Pods(ns).Delete(context.Background(), bad.Name, metav1.DeleteOptions{})
-		t.Fatal("a privileged pod was admitted into a namespace enforcing restricted: Pod Security admission is off")
+		t.Fatal("a privileged pod was admitted into the control-plane namespace: install does not make it enforce restricted, or Pod Security admission is off")
 	} else if !strings.Contains(err.Error(), "violates PodSecurity") {
 		t.Fatalf("privileged pod refused, but not by Pod Security: %v", err)
 	}
-	out := applyInstall(t, Options{Version: "test", TLS: "optional", ControlNamespace: ns, ControllerReplicas: 2})
 	if strings.Contains(out, "PodSecurity") {
 		t.Errorf("apply warned about Pod Security:\n%s", out)
 	}
@@ -206,6 +206,53 @@ func TestCALeastPrivilege(t *testing.T) {
 		Type: corev1.SecretTypeTLS, Data: tlsData}, true); err != nil {
 		t.Errorf("a workload Secret as the CA writes it: %v", err)
 	}
+	// M2: an existing TLS Secret that is not the mesh's (an Ingress
+	// certificate, one named like a workload Secret) cannot be relabelled
+	// and overwritten in one request, by patch or by server-side apply.
+	for _, name := range []string{"ingress-tls", "web-deployment" + contract.SecretSuffix} {
+		victim, err := client.CoreV1().Secrets(app).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: []byte("real"), corev1.TLSPrivateKeyKey: []byte("real")}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q,%q:%q}},"data":{"tls.key":"YXR0YWNrZXI="}}`,
+			contract.ControlPlaneNSLabel, ns, contract.OwnerKindLabel, contract.KindDeployment)
+		_, err = asCA.CoreV1().Secrets(app).Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{})
+		if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+			t.Errorf("patch relabelling %s as the CA: %v, want refused", name, err)
+		}
+		apply := corev1ac.Secret(name, app).WithType(corev1.SecretTypeTLS).WithLabels(ours).
+			WithData(map[string][]byte{corev1.TLSCertKey: []byte("attacker"), corev1.TLSPrivateKeyKey: []byte("attacker")})
+		_, err = asCA.CoreV1().Secrets(app).Apply(ctx, apply, metav1.ApplyOptions{FieldManager: "linkerd-ca/" + ns, Force: true})
+		if !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+			t.Errorf("server-side apply over %s as the CA: %v, want refused", name, err)
+		} else {
+			t.Logf("apply over %s refused: %v", name, err)
+		}
+		got, err := client.CoreV1().Secrets(app).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got.Data[corev1.TLSPrivateKeyKey]) != "real" || got.ResourceVersion != victim.ResourceVersion {
+			t.Errorf("%s was changed by the CA's token", name)
+		}
+	}
+	// A Secret that already is the mesh's stays writable by apply (dry run).
+	if _, err := client.CoreV1().Secrets(app).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "api-deployment" + contract.SecretSuffix, Labels: ours},
+		Type: corev1.SecretTypeTLS, Data: tlsData}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := asCA.CoreV1().Secrets(app).Apply(ctx, corev1ac.Secret("api-deployment"+contract.SecretSuffix, app).WithType(corev1.SecretTypeTLS).WithLabels(ours).
+		WithData(map[string][]byte{corev1.TLSCertKey: []byte("new"), corev1.TLSPrivateKeyKey: []byte("new")}),
+		metav1.ApplyOptions{FieldManager: "linkerd-ca/" + ns, Force: true, DryRun: []string{metav1.DryRunAll}}); err != nil {
+		t.Errorf("renewing a workload Secret as the CA: %v", err)
+	}
+	// A TLS Secret not named like a workload Secret cannot be created either.
+	if err := attempt(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "webhook-serving", Namespace: app, Labels: ours},
+		Type: corev1.SecretTypeTLS, Data: tlsData}, true); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+		t.Errorf("a labelled TLS Secret not named *%s as the CA: %v, want refused", contract.SecretSuffix, err)
+	}
+
 	_, err := asCA.CoreV1().ConfigMaps(app).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "other",
 		Labels: map[string]string{contract.ControlPlaneNSLabel: ns, contract.BundleLabel: ns}}}, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 	if !apierrors.IsForbidden(err) {

@@ -35,39 +35,69 @@ func init() {
 // install renews it when re-run (Linkerd's install did the same).
 const tapServingLifetime = 365 * 24 * time.Hour
 
-// tapServingCert is a self-signed certificate for the tap Service's DNS
-// names: the API server checks it against the APIService's caBundle,
-// which is this same certificate.
-func tapServingCert(ns string, now time.Time) (certPEM, keyPEM []byte, err error) {
+// tapServingCert is a serving leaf (not a CA) for the tap Service's DNS
+// names, signed by a CA made for it alone, whose key is dropped here: the
+// API server checks the leaf against the APIService's caBundle, which is
+// that CA's certificate. A leaked serving key can then sign nothing the
+// caBundle would accept, and no CA key ever leaves this function.
+func tapServingCert(ns string, now time.Time) (certPEM, keyPEM, caPEM []byte, err error) {
+	serial := func() (*big.Int, error) { return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)) }
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	caSerial, err := serial()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	leafSerial, err := serial()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	host := contract.TapComponent + "." + ns + ".svc"
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: host},
-		DNSNames:              []string{host, host + ".cluster.local"},
+	caTmpl := &x509.Certificate{
+		SerialNumber:          caSerial,
+		Subject:               pkix.Name{CommonName: host + " serving CA"},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(tapServingLifetime),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		PermittedDNSDomains:   []string{host, host + ".cluster.local"},
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          leafSerial,
+		Subject:               pkix.Name{CommonName: host},
+		DNSNames:              []string{host, host + ".cluster.local"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(tapServingLifetime),
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
 }
 
 const tapServingDir = "/var/run/linkerd/tap"
@@ -82,7 +112,7 @@ func tapObjects(o Options) []any {
 	if o.Now != nil {
 		now = o.Now
 	}
-	certPEM, keyPEM, err := tapServingCert(ns, now())
+	certPEM, keyPEM, caPEM, err := tapServingCert(ns, now())
 	if err != nil {
 		// crypto/rand does not fail on supported platforms.
 		panic(fmt.Sprintf("generating the tap API's serving certificate: %v", err))
@@ -227,7 +257,7 @@ func tapObjects(o Options) []any {
 			"groupPriorityMinimum": 1000,
 			"versionPriority":      100,
 			"service":              map[string]any{"name": name, "namespace": ns, "port": 443},
-			"caBundle":             base64.StdEncoding.EncodeToString(certPEM),
+			"caBundle":             base64.StdEncoding.EncodeToString(caPEM),
 		},
 	})
 	return objs

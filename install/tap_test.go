@@ -72,6 +72,14 @@ func TestTapServingCertMatchesCABundle(t *testing.T) {
 	if _, err := crt.Verify(x509.VerifyOptions{DNSName: "linkerd-tap.mesh.svc", Roots: pool}); err != nil {
 		t.Errorf("serving certificate does not verify against the caBundle: %v", err)
 	}
+	// m9: the serving certificate is a leaf: its key, which the output
+	// carries, can sign nothing the caBundle accepts.
+	if crt.IsCA || crt.KeyUsage&x509.KeyUsageCertSign != 0 {
+		t.Error("the tap serving certificate is a CA: a leaked serving key could sign what the caBundle accepts")
+	}
+	if string(bundle) == string(crtPEM) {
+		t.Error("the caBundle is the serving certificate itself")
+	}
 }
 
 // The tap API reads what it resolves and creates SubjectAccessReviews:

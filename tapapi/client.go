@@ -75,6 +75,11 @@ func (s *Source) Open(ctx context.Context, q tap.Query) (tap.Stream, error) {
 	if !strings.Contains(host, "://") {
 		host = "https://" + host
 	}
+	// A name from a URL (the dashboard's) must not change the path or
+	// query of a request sent with the user's credentials.
+	if err := t.Validate(); err != nil {
+		return nil, err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, host+strings.TrimSuffix(cfg.APIPath, "/")+t.Path(), bytes.NewReader(body))
 	if err != nil {
 		return nil, err

@@ -73,10 +73,16 @@ type Feeder struct {
 	// events: the tapped pod's metadata as a second destination_meta or
 	// source_meta, which protobuf merges into the proxy's.
 	selfIn, selfOut []byte
-	// peers, when set, names the peer pods of events.
-	peers *Peers
-	memo  map[peerKey]peerMemo
+	// peers, when set, names the peer pods of events; peerAllowed, when
+	// set, says in which namespaces it may name them.
+	peers       *Peers
+	peerAllowed func(ns string) bool
+	memo        map[peerKey]peerMemo
 }
+
+// SetPeerFilter names peer pods only in the namespaces allowed says yes
+// to; elsewhere an event says only which namespace the peer is in.
+func (f *Feeder) SetPeerFilter(allowed func(ns string) bool) { f.peerAllowed = allowed }
 
 // SetPeers names the pods behind peer addresses in every event, from
 // peers' cache.
@@ -356,9 +362,9 @@ func (f *Feeder) Push(ev []byte) {
 		// outbound destinations by what discovery told it, if anything.
 		switch {
 		case sc.dir == dirInbound && sc.src.IsValid():
-			ev = append(ev, f.peers.peerMeta(f.memo, sc.src, fieldSourceMeta)...)
+			ev = append(ev, f.peers.peerMetaIn(f.memo, sc.src, fieldSourceMeta, f.peerAllowed)...)
 		case sc.dir == dirOutbound && sc.dst.IsValid() && !sc.dstLabeled:
-			ev = append(ev, f.peers.peerMeta(f.memo, sc.dst, fieldDestinationMeta)...)
+			ev = append(ev, f.peers.peerMetaIn(f.memo, sc.dst, fieldDestinationMeta, f.peerAllowed)...)
 		}
 	}
 	if dropped > 0 {

@@ -168,6 +168,13 @@ const maxPeerMemo = 4096
 // peerMeta returns ip's pod metadata encoded as field, or nil when no
 // pod holds ip. memo is the caller's (one feeder's, so no lock).
 func (p *Peers) peerMeta(memo map[peerKey]peerMemo, ip netip.Addr, field protowire.Number) []byte {
+	return p.peerMetaIn(memo, ip, field, nil)
+}
+
+// peerMetaIn is peerMeta for a user who may see pods only in the
+// namespaces allowed says yes to (nil: all): a peer elsewhere is only
+// said to be in its namespace, without its pod or owner.
+func (p *Peers) peerMetaIn(memo map[peerKey]peerMemo, ip netip.Addr, field protowire.Number, allowed func(ns string) bool) []byte {
 	pod := p.lookup(ip)
 	if pod == nil {
 		return nil
@@ -179,7 +186,11 @@ func (p *Peers) peerMeta(memo map[peerKey]peerMemo, ip netip.Addr, field protowi
 	if len(memo) >= maxPeerMemo {
 		clear(memo)
 	}
-	enc := encodeMeta(field, PeerLabels(pod))
+	labels := PeerLabels(pod)
+	if allowed != nil && !allowed(pod.Namespace) {
+		labels = map[string]string{"namespace": pod.Namespace}
+	}
+	enc := encodeMeta(field, labels)
 	memo[key] = peerMemo{pod: pod, enc: enc}
 	return enc
 }

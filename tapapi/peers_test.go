@@ -212,3 +212,41 @@ func BenchmarkPush(b *testing.B) {
 		})
 	}
 }
+
+// m12: a user allowed to tap one namespace learns a peer's pod and owner
+// only in namespaces they may tap too; elsewhere only the namespace.
+func TestPeersOutsideTheUsersNamespacesAreNotNamed(t *testing.T) {
+	client := fake.NewClientset(
+		testPod("payments", "ledger-0", "10.0.0.1", map[string]string{contract.KindLabel(contract.KindStatefulSet): "ledger"}, controllerRef("StatefulSet", "ledger")),
+		testPod("demo", "vote-bot-5d8f-x1", "10.0.0.2", map[string]string{"pod-template-hash": "5d8f"}, controllerRef("ReplicaSet", "vote-bot-5d8f")),
+	)
+	peers := NewPeers(client)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := peers.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	allowed := func(ns string) bool { return ns == "demo" }
+	for _, tc := range []struct {
+		ip   string
+		want map[string]string
+	}{
+		{"10.0.0.1", map[string]string{"namespace": "payments"}},
+		{"10.0.0.2", map[string]string{"namespace": "demo", "pod": "vote-bot-5d8f-x1", "deployment": "vote-bot"}},
+	} {
+		m := NewMerger(0, 4)
+		f := m.Feeder()
+		f.SetPeers(peers)
+		f.SetPeerFilter(allowed)
+		in := reqEv(1, 1)
+		in.ProxyDirection, in.Source = tappb.TapEvent_INBOUND, &netpb.TcpAddress{Ip: parseIP(t, tc.ip), Port: 8080}
+		f.Push(enc(t, in))
+		out := &tappb.TapEvent{}
+		if err := proto.Unmarshal(<-m.Events(), out); err != nil {
+			t.Fatal(err)
+		}
+		if got := out.GetSourceMeta().GetLabels(); !maps.Equal(got, tc.want) {
+			t.Errorf("%s: labels %v, want %v", tc.ip, got, tc.want)
+		}
+	}
+}

@@ -9,9 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
 	"meshtls/contract"
@@ -43,11 +46,27 @@ type Config struct {
 	// Peers, when set, names the pods behind events' peer addresses.
 	Peers  *Peers
 	Logger *slog.Logger
+	// MaxRPS is the server's ceiling on one session's requests per
+	// second: a request asking for more, or for no limit (0), gets this
+	// (DefaultMaxRPS when zero).
+	MaxRPS float64
+	// MaxSessionsPerUser caps one user's open sessions, each of which
+	// dials every pod of its target (DefaultMaxSessionsPerUser when zero).
+	MaxSessionsPerUser int
 }
+
+// The server's limits, whatever a caller asks for.
+const (
+	DefaultMaxRPS             = 100
+	DefaultMaxSessionsPerUser = 8
+)
 
 // Server serves tap.linkerd.io/v1alpha1.
 type Server struct {
 	cfg      Config
+	auth     atomic.Pointer[RequestHeaderAuth]
+	perUser  sync.Mutex
+	open     map[string]int // open sessions by user
 	registry *prometheus.Registry
 	dropped  prometheus.Counter
 	sessions prometheus.Gauge
@@ -72,7 +91,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ControlNamespace == "" {
 		cfg.ControlNamespace = "linkerd"
 	}
-	s := &Server{cfg: cfg, registry: prometheus.NewRegistry()}
+	if cfg.MaxRPS <= 0 {
+		cfg.MaxRPS = DefaultMaxRPS
+	}
+	if cfg.MaxSessionsPerUser <= 0 {
+		cfg.MaxSessionsPerUser = DefaultMaxSessionsPerUser
+	}
+	s := &Server{cfg: cfg, registry: prometheus.NewRegistry(), open: map[string]int{}}
+	s.auth.Store(cfg.Auth)
 	s.dropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "tap_events_dropped_total",
 		Help: "Tap events dropped for clients: over max-rps, behind a slow client, or dropped by a proxy."})
 	s.events = prometheus.NewCounter(prometheus.CounterOpts{Name: "tap_events_sent_total", Help: "Tap events sent to clients."})
@@ -115,6 +141,46 @@ const (
 	AuthConfigMapNamespace = "kube-system"
 	AuthConfigMap          = "extension-apiserver-authentication"
 )
+
+// SetAuth replaces the front-proxy settings, for a rotation of the API
+// server's requestheader client CA (ReloadAuth); nil is refused.
+func (s *Server) SetAuth(a *RequestHeaderAuth) {
+	if a != nil {
+		s.auth.Store(a)
+	}
+}
+
+// ClientCAs is the current front-proxy CA pool, for the TLS handshake
+// (tls.Config.GetConfigForClient), so a reload takes effect there too.
+func (s *Server) ClientCAs() *x509.CertPool {
+	if a := s.auth.Load(); a != nil {
+		return a.ClientCAs
+	}
+	return nil
+}
+
+// ReloadAuth re-reads the front-proxy settings every interval until ctx
+// ends, so a rotated requestheader client CA is honoured without a
+// restart. A read that fails keeps the last good settings.
+func (s *Server) ReloadAuth(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a, err := LoadRequestHeaderAuth(ctx, s.cfg.Client)
+		if err != nil {
+			if s.cfg.Logger != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("keeping the last front-proxy settings", "err", err)
+			}
+			continue
+		}
+		s.SetAuth(a)
+	}
+}
 
 // LoadRequestHeaderAuth reads the front proxy's client CA and headers.
 func LoadRequestHeaderAuth(ctx context.Context, c kubernetes.Interface) (*RequestHeaderAuth, error) {
@@ -195,7 +261,12 @@ func (a *RequestHeaderAuth) authenticate(r *http.Request) (user, error) {
 				if u.extra == nil {
 					u.extra = map[string]authzv1.ExtraValue{}
 				}
-				u.extra[strings.ToLower(k[len(p):])] = append(u.extra[strings.ToLower(k[len(p):])], vs...)
+				// The API server percent-encodes extra keys in header names.
+				key := strings.ToLower(k[len(p):])
+				if dec, err := url.PathUnescape(key); err == nil {
+					key = dec
+				}
+				u.extra[key] = append(u.extra[key], vs...)
 			}
 		}
 	}
@@ -298,6 +369,9 @@ func ParsePath(path, query string) (Target, error) {
 	switch {
 	case len(parts) == 3 && parts[0] == "namespaces" && parts[2] == Subresource && parts[1] != "":
 		t := Target{Namespace: parts[1], Resource: "namespaces"}
+		if err := t.Validate(); err != nil {
+			return Target{}, err
+		}
 		if r := queryValue(query, "resource"); r != "" {
 			if _, ok := resourceKinds[r]; !ok || r == "namespaces" {
 				return Target{}, fmt.Errorf("cannot tap every %q: valid resources are %v", r, Resources())
@@ -309,9 +383,81 @@ func ParsePath(path, query string) (Target, error) {
 		if _, ok := resourceKinds[parts[2]]; !ok || parts[2] == "namespaces" {
 			return Target{}, fmt.Errorf("cannot tap resource %q: valid resources are %v", parts[2], Resources())
 		}
-		return Target{Namespace: parts[1], Resource: parts[2], Name: parts[3]}, nil
+		t := Target{Namespace: parts[1], Resource: parts[2], Name: parts[3]}
+		return t, t.Validate()
 	}
 	return Target{}, fmt.Errorf("unknown tap path %q: want %s/watch/namespaces/NS/tap or %s/watch/namespaces/NS/RESOURCE/NAME/tap", path, apisPrefix, apisPrefix)
+}
+
+type peerFilterKey struct{}
+
+// peerFilter says, for one session of u, in which namespaces peer pods may
+// be named: the tapped namespace, and any other where a SubjectAccessReview
+// says u may tap the whole namespace. Each namespace is asked once per
+// session; an error counts as no.
+func (s *Server) peerFilter(ctx context.Context, u user, home string) func(string) bool {
+	var mu sync.Mutex
+	seen := map[string]bool{home: true}
+	return func(ns string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if ok, done := seen[ns]; done {
+			return ok
+		}
+		ok, err := s.authorize(ctx, u, Target{Namespace: ns, Resource: "namespaces"})
+		seen[ns] = ok && err == nil
+		return seen[ns]
+	}
+}
+
+// clampRPS is the rate a session gets: what it asked for, up to the
+// server's ceiling. 0 means "no limit" to a proxy; the server never
+// passes that on.
+func clampRPS(asked, ceiling float64) float64 {
+	if asked == 0 || asked > ceiling {
+		return ceiling
+	}
+	return asked
+}
+
+// acquire counts a session of user, or refuses one over the cap. Without
+// front-proxy authentication (tests) there is no user to count.
+func (s *Server) acquire(user string) bool {
+	if user == "" {
+		return true
+	}
+	s.perUser.Lock()
+	defer s.perUser.Unlock()
+	if s.open[user] >= s.cfg.MaxSessionsPerUser {
+		return false
+	}
+	s.open[user]++
+	return true
+}
+
+func (s *Server) release(user string) {
+	if user == "" {
+		return
+	}
+	s.perUser.Lock()
+	defer s.perUser.Unlock()
+	if s.open[user]--; s.open[user] <= 0 {
+		delete(s.open, user)
+	}
+}
+
+// Validate says whether t names a namespace and an object as Kubernetes
+// spells them, so no name can change the path or query it is put in.
+func (t Target) Validate() error {
+	if errs := validation.IsDNS1123Label(t.Namespace); len(errs) > 0 {
+		return fmt.Errorf("invalid namespace %q: %s", t.Namespace, strings.Join(errs, "; "))
+	}
+	if t.Name != "" {
+		if errs := validation.IsDNS1123Subdomain(t.Name); len(errs) > 0 {
+			return fmt.Errorf("invalid %s name %q: %s", t.Resource, t.Name, strings.Join(errs, "; "))
+		}
+	}
+	return nil
 }
 
 func queryValue(q, key string) string {
@@ -326,13 +472,13 @@ func queryValue(q, key string) string {
 // Path is the tap path for t, the inverse of ParsePath.
 func (t Target) Path() string {
 	if t.Name == "" {
-		p := apisPrefix + "/watch/namespaces/" + t.Namespace + "/" + Subresource
+		p := apisPrefix + "/watch/namespaces/" + url.PathEscape(t.Namespace) + "/" + Subresource
 		if t.Resource != "namespaces" && t.Resource != "" {
-			p += "?resource=" + t.Resource
+			p += "?resource=" + url.QueryEscape(t.Resource)
 		}
 		return p
 	}
-	return apisPrefix + "/watch/namespaces/" + t.Namespace + "/" + t.Resource + "/" + t.Name + "/" + Subresource
+	return apisPrefix + "/watch/namespaces/" + url.PathEscape(t.Namespace) + "/" + url.PathEscape(t.Resource) + "/" + url.PathEscape(t.Name) + "/" + Subresource
 }
 
 func (s *Server) serveTap(w http.ResponseWriter, r *http.Request) {
@@ -347,8 +493,9 @@ func (s *Server) serveTap(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if s.cfg.Auth != nil {
-		u, err := s.cfg.Auth.authenticate(r)
+	who := ""
+	if auth := s.auth.Load(); auth != nil {
+		u, err := auth.authenticate(r)
 		if err != nil {
 			status(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, t, err.Error())
 			return
@@ -363,6 +510,10 @@ func (s *Server) serveTap(w http.ResponseWriter, r *http.Request) {
 				status(w, http.StatusForbidden, metav1.StatusReasonForbidden, t, Denied(u.name, t, s.cfg.ControlNamespace))
 				return
 			}
+		}
+		who = u.name
+		if s.cfg.Authorize {
+			ctx = context.WithValue(ctx, peerFilterKey{}, s.peerFilter(ctx, u, t.Namespace))
 		}
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
@@ -379,6 +530,13 @@ func (s *Server) serveTap(w http.ResponseWriter, r *http.Request) {
 		status(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, t, "max_rps must not be negative")
 		return
 	}
+	req.MaxRps = clampRPS(req.MaxRps, s.cfg.MaxRPS)
+	if !s.acquire(who) {
+		status(w, http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests, t,
+			fmt.Sprintf("user %q already has %d tap sessions open, the most one user may: end one first", who, s.cfg.MaxSessionsPerUser))
+		return
+	}
+	defer s.release(who)
 	eps, skipped, err := s.Resolve(ctx, t)
 	var nf errNotFound
 	switch {
@@ -432,6 +590,9 @@ func (s *Server) Stream(ctx context.Context, w http.ResponseWriter, eps []Endpoi
 			f := m.Feeder()
 			f.SetSelf(ep.Labels)
 			f.SetPeers(s.cfg.Peers)
+			if allowed, ok := ctx.Value(peerFilterKey{}).(func(string) bool); ok {
+				f.SetPeerFilter(allowed)
+			}
 			s.tapProxy(ctx, ep, req, f, sess)
 		}()
 	}

@@ -585,3 +585,94 @@ func backdate(lifetime time.Duration) time.Duration {
 	}
 	return maxBackdate
 }
+
+// Foreign returns the certificates of have that are not in want.
+func Foreign(have, want []*x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
+next:
+	for _, c := range have {
+		for _, w := range want {
+			if c.Equal(w) {
+				continue next
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// NewRootAndIssuer makes what a mesh should run on: a self-signed root
+// whose names are constrained to domain (the mesh's identities and
+// nothing else, so even its key cannot vouch for a web site), and an
+// intermediate issuer under it with the same lifetime. The CA keeps only
+// the issuer and its key; the root's key is returned for the caller to
+// write where the user asks, or to drop. probeIdentity is as for
+// LoadIssuer.
+func NewRootAndIssuer(commonName, domain string, lifetime time.Duration, probeIdentity string, now time.Time) (issuer *Root, issuerKeyPEM, rootKeyPEM []byte, err error) {
+	if lifetime <= 0 {
+		return nil, nil, nil, fmt.Errorf("root lifetime must be positive, got %s", lifetime)
+	}
+	notBefore, notAfter := now.Add(-backdate(lifetime)), now.Add(lifetime)
+	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("generate root key: %w", err)
+	}
+	issuerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("generate issuer key: %w", err)
+	}
+	rootSerial, err := newSerial()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	issuerSerial, err := newSerial()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rootTmpl := &x509.Certificate{
+		SerialNumber:                rootSerial,
+		Subject:                     pkix.Name{CommonName: commonName},
+		NotBefore:                   notBefore,
+		NotAfter:                    notAfter,
+		IsCA:                        true,
+		BasicConstraintsValid:       true,
+		MaxPathLen:                  1,
+		KeyUsage:                    x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		PermittedDNSDomainsCritical: true,
+		PermittedDNSDomains:         []string{domain},
+	}
+	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("self-sign root: %w", err)
+	}
+	root, err := x509.ParseCertificate(rootDER)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	issuerTmpl := &x509.Certificate{
+		SerialNumber:          issuerSerial,
+		Subject:               pkix.Name{CommonName: commonName + " issuer"},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	issuerDER, err := x509.CreateCertificate(rand.Reader, issuerTmpl, root, &issuerKey.PublicKey, rootKey)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("sign issuer: %w", err)
+	}
+	if issuerKeyPEM, err = EncodeKey(issuerKey); err != nil {
+		return nil, nil, nil, err
+	}
+	if rootKeyPEM, err = EncodeKey(rootKey); err != nil {
+		return nil, nil, nil, err
+	}
+	issuer, err = LoadIssuer(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: issuerDER}), issuerKeyPEM,
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER}), probeIdentity, now)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("new issuer does not load: %w", err)
+	}
+	return issuer, issuerKeyPEM, rootKeyPEM, nil
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -474,4 +475,44 @@ func BenchmarkIssueParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "certs/s")
+}
+
+// M4: the generated root is constrained to the mesh's identity domain, the
+// issuer under it is what issues, and the root's key is not the issuer's.
+func TestNewRootAndIssuerIsConstrained(t *testing.T) {
+	now := time.Now()
+	const domain = "linkerd-managed.linkerd.svc.cluster.local"
+	issuer, issuerKey, rootKey, err := NewRootAndIssuer("test root", domain, 24*time.Hour, ProbeIdentity("linkerd"), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !issuer.Intermediate() || len(issuer.Anchors) != 1 {
+		t.Fatal("the issuer is not an intermediate under one root")
+	}
+	root := issuer.Anchors[0]
+	if !slices.Equal(root.PermittedDNSDomains, []string{domain}) || !root.PermittedDNSDomainsCritical {
+		t.Errorf("root name constraints %v (critical %v), want only %s", root.PermittedDNSDomains, root.PermittedDNSDomainsCritical, domain)
+	}
+	if string(issuerKey) == string(rootKey) {
+		t.Fatal("root and issuer share a key")
+	}
+	if k, err := ParseKey(rootKey); err != nil || !publicKeysEqual(k.Public(), root.PublicKey) {
+		t.Fatalf("the returned root key does not match the root: %v", err)
+	}
+	in := "web.deployment.app." + domain
+	leaf, err := issuer.Issue(in, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := issuer.Check(leaf.CertPEM, leaf.KeyPEM, in, now); err != nil {
+		t.Errorf("an identity in the domain does not verify: %v", err)
+	}
+	// Even the issuer's key cannot vouch for a name outside the domain.
+	out, err := issuer.Issue("www.example.com", time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := issuer.Check(out.CertPEM, out.KeyPEM, "www.example.com", now); err == nil {
+		t.Error("a certificate for www.example.com verifies under the generated root")
+	}
 }

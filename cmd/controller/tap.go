@@ -140,6 +140,16 @@ func runTapAPI(parent context.Context, o *tapOptions) error {
 			ClientCAs:  auth.ClientCAs,
 		},
 	}
+	// The API server's requestheader client CA can be rotated: re-read it
+	// (and the allowed names and headers) and hand each handshake the
+	// current pool.
+	base := hs.TLSConfig.Clone()
+	hs.TLSConfig.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		c.ClientCAs = srv.ClientCAs()
+		return c, nil
+	}
+	go srv.ReloadAuth(ctx, time.Minute)
 	admin, err := serveAdmin(o.adminAddr, srv.AdminHandler(), log)
 	if err != nil {
 		_ = l.Close()
