@@ -153,3 +153,6 @@ func tlsVolumes(ownerKind, owner string) []any {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// Images are the images inject references.
+var Images = []string{"proxy", "proxy-init"}

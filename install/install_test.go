@@ -73,6 +73,13 @@ func TestGolden(t *testing.T) {
 		Version: "v0.1.0", TLS: "optional", ControllerReplicas: 3, ControlNamespace: "mesh",
 		Registry: "registry.example/meshtls", PrometheusImage: "registry.example/prometheus:v2.42.0", CertLifetime: time.Hour,
 	})))
+	// Everything a real cluster may ask for: another registry, a digest,
+	// a pull policy, pull secrets and another cluster domain.
+	golden.Assert(t, "install_cluster.golden", scrubTapServing(render(t, Options{
+		Version: "v0.1.0", TLS: "optional", Registry: "registry.example:5000/meshtls",
+		ImageDigests:    map[string]string{"controller": "sha256:1111111111111111111111111111111111111111111111111111111111111111"},
+		ImagePullPolicy: "Always", ImagePullSecrets: []string{"regcred", "mirror"}, ClusterDomain: "corp.example",
+	})))
 }
 
 func documents(t *testing.T, out []byte) map[string]string {
