@@ -88,7 +88,7 @@ workload injected with --tls=optional a certificate for its identity. The
 output holds no private key unless you pass one in.
 
 By default the CA, on its first start, generates a root constrained to the
-mesh's identity domain (linkerd-managed.<namespace>.svc.cluster.local) and an
+mesh's identity domain (linkerd-managed.<namespace>.svc.<cluster-domain>) and an
 intermediate issuer under it, keeps only the issuer, its key and the root's
 certificate in the Secret linkerd-ca-root, and drops the root's key: nothing
 in the cluster, its backups or a stolen token can sign a new issuer under that
@@ -113,7 +113,7 @@ cluster (and into this output): supported, but warned about.`,
   linkerd install --tls=optional --registry registry.example/meshtls \
     --image-digests bin/images/digests.json | kubectl apply -f -
 
-  # A cluster whose DNS domain is not cluster.local, pulling with a Secret
+  # A cluster with its own DNS domain, pulling the images with a Secret
   linkerd install --tls=optional --cluster-domain corp.example --image-pull-secret regcred | kubectl apply -f -
 
   # Sign with an intermediate issuer; the offline root's key stays offline

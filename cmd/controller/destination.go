@@ -35,7 +35,7 @@ func newDestinationCmd() *cobra.Command {
 		Long: `Run the destination service.
 
 Proxies open a Destination.Get stream per authority ("svc.ns:port",
-"svc.ns.svc.cluster.local:port") or address ("IP:port", a pod IP or a
+"svc.ns.svc.<cluster-domain>:port") or address ("IP:port", a pod IP or a
 Service's ClusterIP) and receive its endpoints, then changes, from watches on
 Services, EndpointSlices and Pods. An endpoint carries its pod's TLS identity
 only when the pod is meshed by this control plane with linkerd.io/tls=optional,
