@@ -16,7 +16,7 @@ const (
 	CategoryLinkerdExists   = "linkerd-existence"
 	CategoryCA              = "linkerd-ca"
 	CategoryTLSDataPlane    = "linkerd-tls-data-plane"
-	MinKubernetesVersion    = "1.29.0"
+	MinKubernetesVersion    = "1.30.0" // install's ValidatingAdmissionPolicy is v1 from 1.30
 	defaultParallelism      = 16
 	defaultDialTimeout      = 2 * time.Second
 	caComponent             = "ca"
