@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -143,14 +142,4 @@ func ReadDigests(path, version string, need ...string) (map[string]string, error
 // leaves "dev".
 func Unpublished(version string) bool {
 	return version == "dev" || strings.HasPrefix(version, "dev-")
-}
-
-// SortedNames lists a digest map's names, for messages.
-func SortedNames(m map[string]string) []string {
-	var n []string
-	for k := range m {
-		n = append(n, k)
-	}
-	sort.Strings(n)
-	return n
 }
