@@ -89,6 +89,10 @@ func runTapAPI(parent context.Context, o *tapOptions) error {
 	// it: read the files at each handshake that finds them changed.
 	serving := &servingFiles{cert: o.servingCert, key: o.servingKey}
 	if _, err := serving.get(nil); err != nil {
+		if _, serr := os.Stat(o.servingCert); serr == nil {
+			// There, but unusable: a mistake to show now, not to wait out.
+			return err
+		}
 		log.Warn("serving certificate not usable yet; the API server cannot reach tap until it is", "err", err)
 	}
 	rc, err := restConfig(o.kubeconfig)
