@@ -59,6 +59,13 @@ func ControllerIdentity(component, controlNamespace string) string {
 	return Identity(component, KindDeployment, controlNamespace, controlNamespace)
 }
 
+// TapIdentity is the one identity a proxy's tap port accepts: the tap
+// API's own Deployment, not the destination service's, so neither can
+// stand in for the other.
+func TapIdentity(controlNamespace string) string {
+	return ControllerIdentity(TapComponent, controlNamespace)
+}
+
 // SecretName is the workload Secret for an owner.
 func SecretName(owner, kind string) string {
 	return owner + "-" + kind + SecretSuffix
