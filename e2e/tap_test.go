@@ -182,6 +182,20 @@ func TestLiveTap(t *testing.T) {
 				t.Errorf("kubectl auth can-i %v as %s: %q, want no", args, tapSA, out)
 			}
 		}
+		// The tap API holds its own identity, the only one proxies'
+		// tap ports accept, not the destination service's.
+		idSec, err := client.CoreV1().Secrets(cp).Get(ctx, contract.SecretName(contract.TapComponent, contract.KindDeployment), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := idSec.Annotations[contract.IdentityAnnotation]; got != contract.TapIdentity(cp) {
+			t.Errorf("the tap API's identity is %q, want %q", got, contract.TapIdentity(cp))
+		}
+		for _, v := range tapPod.Spec.Volumes {
+			if v.Secret != nil && v.Secret.SecretName == contract.SecretName(contract.ControllerComponent, contract.KindDeployment) {
+				t.Errorf("the tap pod mounts the destination's identity Secret %s", v.Secret.SecretName)
+			}
+		}
 		tapKC := saKubeconfig(t, kubectl, kubeconfig, cp, contract.TapComponent)
 		out, err = exec.Command(kubectl, "--kubeconfig", tapKC, "patch", "apiservice", contract.TapAPIService, "--type=merge",
 			"-p", `{"spec":{"caBundle":"`+base64.StdEncoding.EncodeToString([]byte("planted"))+`"}}`).CombinedOutput()

@@ -76,16 +76,16 @@ func tapObjects(o Options) []any {
 		},
 	)
 
-	// The pods carry the controller's owner label, so the CA issues them
-	// the controller identity (contract.ControllerIdentity), the only one
-	// proxies accept on their tap port; both volumes are optional as the
-	// CA writes them after this pod exists.
+	// The pods carry their own Deployment's owner label, so the CA issues
+	// them the tap identity (contract.TapIdentity), the only one proxies
+	// accept on their tap port and not the destination service's; both
+	// volumes are optional as the CA writes them after this pod exists.
 	podLabels := map[string]string{contract.ComponentLabel: comp, contract.ControlPlaneNSLabel: ns,
-		contract.KindLabel(contract.KindDeployment): contract.ControllerComponent}
+		contract.KindLabel(contract.KindDeployment): name}
 	annotations := map[string]string{contract.CreatedByAnnotation: "linkerd/cli " + o.Version, contract.TLSAnnotation: contract.TLSOptional}
 	selector := map[string]string{contract.ComponentLabel: comp}
 	replicas := int32(o.ControllerReplicas)
-	idVolumes, idMounts := identityVolumes(contract.ControllerComponent)
+	idVolumes, idMounts := identityVolumes(name)
 	objs = append(objs, &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
 		ObjectMeta: meta(name, ns, comp),

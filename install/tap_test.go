@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
 
 	"meshtls/contract"
@@ -140,5 +141,44 @@ func TestNoTapWithoutTLS(t *testing.T) {
 	docs := tapDocs(t, Options{Version: "v1"})
 	if docs["APIService/"+contract.TapAPIService] != nil || docs["Deployment/"+contract.TapComponent] != nil {
 		t.Error("tap API installed without --tls: proxies would refuse it")
+	}
+}
+
+// m1, M3: every control-plane Deployment that has an identity has its
+// own: its pods claim their own Deployment and mount its Secret, so the
+// tap API holds the tap identity (the only one proxies' tap ports accept)
+// and not the destination service's.
+func TestControlPlaneIdentitiesAreTheirOwn(t *testing.T) {
+	docs := tapDocs(t, Options{Version: "v1", TLS: "optional", ControlNamespace: "mesh"})
+	seen := map[string]bool{}
+	for key, d := range docs {
+		if !strings.HasPrefix(key, "Deployment/") {
+			continue
+		}
+		var dep appsv1.Deployment
+		b, _ := yaml.Marshal(d)
+		if err := yaml.Unmarshal(b, &dep); err != nil {
+			t.Fatal(err)
+		}
+		claim := dep.Spec.Template.Labels[contract.KindLabel(contract.KindDeployment)]
+		for _, v := range dep.Spec.Template.Spec.Volumes {
+			if v.Name == contract.IdentityVolume {
+				if want := contract.SecretName(dep.Name, contract.KindDeployment); v.Secret == nil || v.Secret.SecretName != want {
+					t.Errorf("%s mounts identity %v, want its own %s", key, v.Secret, want)
+				}
+				if claim != dep.Name {
+					t.Errorf("%s's pods claim the identity of Deployment %q, not their own", key, claim)
+				}
+				seen[dep.Name] = true
+			}
+		}
+	}
+	for _, want := range []string{contract.ControllerComponent, contract.TapComponent} {
+		if !seen[want] {
+			t.Errorf("Deployment %s has no identity of its own", want)
+		}
+	}
+	if contract.TapIdentity("mesh") == contract.ControllerIdentity(contract.ControllerComponent, "mesh") {
+		t.Error("the tap identity is the destination's")
 	}
 }
