@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/rest"
 
 	"meshtls/ca/pki"
 	"meshtls/contract"
@@ -119,7 +120,7 @@ func (c *Controller) syncTapServing(ctx context.Context) error {
 // the CA does not need for one field: the request is built by hand.
 func (c *Controller) ensureAPIServiceCABundle(ctx context.Context, caBundle []byte) error {
 	rc := c.client.Discovery().RESTClient()
-	if rc == nil {
+	if r, ok := rc.(*rest.RESTClient); rc == nil || (ok && r == nil) {
 		return errors.New("no REST client to reach the APIService")
 	}
 	path := "/apis/apiregistration.k8s.io/v1/apiservices/" + c.cfg.TapAPIService

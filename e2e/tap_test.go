@@ -202,6 +202,25 @@ func TestLiveTap(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), "forbidden") {
 			t.Errorf("the tap ServiceAccount patched the APIService: %v %s", err, out)
 		}
+		// A caBundle changed by anyone else is set back by the CA (it
+		// checks every minute), and the tap API is Available again.
+		if out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "patch", "apiservice", contract.TapAPIService, "--type=merge",
+			"-p", `{"spec":{"caBundle":"`+base64.StdEncoding.EncodeToString(sec.Data[corev1.TLSCertKey])+`"}}`).CombinedOutput(); err != nil {
+			t.Fatalf("patch the caBundle as the admin: %v %s", err, out)
+		}
+		localcluster.Eventually(t, 3*time.Minute, func() error {
+			out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "get", "apiservice", contract.TapAPIService,
+				"-o", `jsonpath={.spec.caBundle} {.status.conditions[?(@.type=="Available")].status}`).Output()
+			if err != nil {
+				return err
+			}
+			b64, avail, _ := strings.Cut(string(out), " ")
+			bundle, _ := base64.StdEncoding.DecodeString(b64)
+			if !bytes.Equal(bundle, sec.Data[ca.TapServingCAKey]) || avail != "True" {
+				return fmt.Errorf("caBundle not set back yet (Available %q)", avail)
+			}
+			return nil
+		})
 	})
 
 	t.Run("the tap API trusts only the front proxy and asks the API server", func(t *testing.T) {
