@@ -78,6 +78,11 @@ type Config struct {
 	// zero picks client-go's usual 15s/10s/2s.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 
+	// TapAPIService, if set, is the tap API's APIService: the CA keeps
+	// its serving certificate (contract.TapServingSecret) and that
+	// APIService's caBundle.
+	TapAPIService string
+
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now. Tests move it.
@@ -467,6 +472,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			OnStartedLeading: func(lctx context.Context) {
 				c.log.Info("leading: issuing certificates", "identity", c.cfg.Identity)
 				c.metrics.leader.Set(1)
+				go c.runTapServing(lctx)
 				c.runWorkers(lctx)
 			},
 			OnStoppedLeading: func() {

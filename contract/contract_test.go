@@ -12,6 +12,9 @@ func TestNames(t *testing.T) {
 	if got := ControllerIdentity("linkerd-controller", "linkerd"); got != "linkerd-controller.deployment.linkerd.linkerd-managed.linkerd.svc.cluster.local" {
 		t.Errorf("ControllerIdentity = %q", got)
 	}
+	if got := TapIdentity("linkerd"); got != "linkerd-tap.deployment.linkerd.linkerd-managed.linkerd.svc.cluster.local" {
+		t.Errorf("TapIdentity = %q", got)
+	}
 }
 
 func TestIdentity(t *testing.T) {

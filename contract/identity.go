@@ -93,6 +93,13 @@ func ControllerIdentityIn(component, controlNamespace, clusterDomain string) str
 	return IdentityIn(component, KindDeployment, controlNamespace, controlNamespace, clusterDomain)
 }
 
+// TapIdentity is the one identity a proxy's tap port accepts: the tap
+// API's own Deployment, not the destination service's, so neither can
+// stand in for the other.
+func TapIdentity(controlNamespace string) string {
+	return ControllerIdentity(TapComponent, controlNamespace)
+}
+
 // SecretName is the workload Secret for an owner.
 func SecretName(owner, kind string) string {
 	return owner + "-" + kind + SecretSuffix

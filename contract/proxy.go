@@ -23,8 +23,8 @@ const (
 	TrustAnchorsDir    = "/var/linkerd-io/trust-anchors"
 	IdentityDir        = "/var/linkerd-io/identity"
 
-	// ControllerComponent is the Deployment whose identity proxies expect
-	// from the controller (destination and tap) they talk to.
+	// ControllerComponent is the destination service's Deployment, whose
+	// identity proxies expect when they ask it where traffic goes.
 	ControllerComponent = "linkerd-controller"
 	// DestinationPort is the controller's proxy API port.
 	DestinationPort = 8086
@@ -47,6 +47,9 @@ const (
 	EnvTLSPrivateKey      = "LINKERD2_PROXY_TLS_PRIVATE_KEY"
 	EnvTLSPodIdentity     = "LINKERD2_PROXY_TLS_POD_IDENTITY"
 	EnvTLSControllerID    = "LINKERD2_PROXY_TLS_CONTROLLER_IDENTITY"
+	// EnvTLSTapID overrides the one identity the tap port accepts;
+	// unset, it is TapIdentity of EnvControllerNS.
+	EnvTLSTapID = "LINKERD2_PROXY_TLS_TAP_IDENTITY"
 
 	// EnvCores is the proxy's GOMAXPROCS, from its CPU limit.
 	EnvCores = "LINKERD2_PROXY_CORES"

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"meshtls/ca"
 	"meshtls/contract"
 	"meshtls/testutil/localcluster"
 )
@@ -151,6 +153,76 @@ func TestLiveTap(t *testing.T) {
 		}
 	})
 
+	t.Run("the serving key is made in the cluster and only the CA sets the caBundle", func(t *testing.T) {
+		sec, err := client.CoreV1().Secrets(cp).Get(ctx, contract.TapServingSecret, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mf := sec.ManagedFields; !slices.ContainsFunc(mf, func(m metav1.ManagedFieldsEntry) bool { return m.Manager == ca.FieldManager(cp) }) {
+			t.Errorf("Secret %s/%s written by %v, want the CA (%s)", cp, contract.TapServingSecret, mf, ca.FieldManager(cp))
+		}
+		out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "get", "apiservice", contract.TapAPIService, "-o", "jsonpath={.spec.caBundle}").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundle, err := base64.StdEncoding.DecodeString(string(out))
+		if err != nil || !bytes.Equal(bundle, sec.Data[ca.TapServingCAKey]) {
+			t.Errorf("APIService caBundle (%d bytes, %v) is not the CA-written %s", len(bundle), err, ca.TapServingCAKey)
+		}
+		// The tap API's own token cannot plant a root for its API nor
+		// replace its serving key: asked, and tried.
+		tapSA := "system:serviceaccount:" + cp + ":" + contract.TapComponent
+		for _, args := range [][]string{
+			{"patch", "apiservices/" + contract.TapAPIService},
+			{"update", "secrets/" + contract.TapServingSecret, "-n", cp},
+			{"create", "secrets", "-n", cp},
+		} {
+			out, _ := exec.Command(kubectl, append([]string{"--kubeconfig", kubeconfig, "auth", "can-i", "--as", tapSA}, args...)...).Output()
+			if strings.TrimSpace(string(out)) != "no" {
+				t.Errorf("kubectl auth can-i %v as %s: %q, want no", args, tapSA, out)
+			}
+		}
+		// The tap API holds its own identity, the only one proxies'
+		// tap ports accept, not the destination service's.
+		idSec, err := client.CoreV1().Secrets(cp).Get(ctx, contract.SecretName(contract.TapComponent, contract.KindDeployment), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := idSec.Annotations[contract.IdentityAnnotation]; got != contract.TapIdentity(cp) {
+			t.Errorf("the tap API's identity is %q, want %q", got, contract.TapIdentity(cp))
+		}
+		for _, v := range tapPod.Spec.Volumes {
+			if v.Secret != nil && v.Secret.SecretName == contract.SecretName(contract.ControllerComponent, contract.KindDeployment) {
+				t.Errorf("the tap pod mounts the destination's identity Secret %s", v.Secret.SecretName)
+			}
+		}
+		tapKC := saKubeconfig(t, kubectl, kubeconfig, cp, contract.TapComponent)
+		out, err = exec.Command(kubectl, "--kubeconfig", tapKC, "patch", "apiservice", contract.TapAPIService, "--type=merge",
+			"-p", `{"spec":{"caBundle":"`+base64.StdEncoding.EncodeToString([]byte("planted"))+`"}}`).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "forbidden") {
+			t.Errorf("the tap ServiceAccount patched the APIService: %v %s", err, out)
+		}
+		// A caBundle changed by anyone else is set back by the CA (it
+		// checks every minute), and the tap API is Available again.
+		if out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "patch", "apiservice", contract.TapAPIService, "--type=merge",
+			"-p", `{"spec":{"caBundle":"`+base64.StdEncoding.EncodeToString(sec.Data[corev1.TLSCertKey])+`"}}`).CombinedOutput(); err != nil {
+			t.Fatalf("patch the caBundle as the admin: %v %s", err, out)
+		}
+		localcluster.Eventually(t, 3*time.Minute, func() error {
+			out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "get", "apiservice", contract.TapAPIService,
+				"-o", `jsonpath={.spec.caBundle} {.status.conditions[?(@.type=="Available")].status}`).Output()
+			if err != nil {
+				return err
+			}
+			b64, avail, _ := strings.Cut(string(out), " ")
+			bundle, _ := base64.StdEncoding.DecodeString(b64)
+			if !bytes.Equal(bundle, sec.Data[ca.TapServingCAKey]) || avail != "True" {
+				return fmt.Errorf("caBundle not set back yet (Available %q)", avail)
+			}
+			return nil
+		})
+	})
+
 	t.Run("the tap API trusts only the front proxy and asks the API server", func(t *testing.T) {
 		pki := filepath.Join(localcluster.Dir(t), "pki")
 		sec, err := client.CoreV1().Secrets(cp).Get(ctx, contract.TapServingSecret, metav1.GetOptions{})
@@ -158,7 +230,9 @@ func TestLiveTap(t *testing.T) {
 			t.Fatal(err)
 		}
 		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM(sec.Data[corev1.TLSCertKey])
+		if !roots.AppendCertsFromPEM(sec.Data[ca.TapServingCAKey]) {
+			t.Fatalf("Secret %s/%s holds no %s", cp, contract.TapServingSecret, ca.TapServingCAKey)
+		}
 		url := fmt.Sprintf("https://%s:%d/apis/tap.linkerd.io/v1alpha1/watch/namespaces/%s/deployments/web/tap", tapPod.Status.PodIP, contract.TapAPIPort, ns)
 		call := func(certFile, keyFile, user string) (int, string) {
 			t.Helper()

@@ -368,6 +368,9 @@ func caObjects(o Options) []any {
 				// carry the name, so the bundle alone is reachable.
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{contract.BundleConfigMap}, Verbs: []string{"list", "watch", "create", "patch"}},
 				{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+				// The tap API's APIService alone: the CA sets its caBundle
+				// to the CA of the serving certificate it makes.
+				{APIGroups: []string{"apiregistration.k8s.io"}, Resources: []string{"apiservices"}, ResourceNames: []string{contract.TapAPIService}, Verbs: []string{"get", "patch"}},
 			},
 		},
 		&rbacv1.ClusterRoleBinding{
@@ -383,7 +386,7 @@ func caObjects(o Options) []any {
 			TypeMeta:   typeMeta("rbac.authorization.k8s.io/v1", "Role"),
 			ObjectMeta: meta(name, ns, "ca"),
 			Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{contract.RootSecret}, Verbs: []string{"get"}},
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{contract.RootSecret, contract.TapServingSecret}, Verbs: []string{"get"}},
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{contract.AnchorsConfigMap, contract.BundleConfigMap}, Verbs: []string{"get"}},
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{contract.AnchorsConfigMap}, Verbs: []string{"create", "patch"}},
 				{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
@@ -446,6 +449,7 @@ func caObjects(o Options) []any {
 							// there, and in a process kubelet pods share
 							// the host's network.
 							"--admin-addr=0.0.0.0:" + strconv.Itoa(CAAdminPort),
+							"--tap-apiservice=" + contract.TapAPIService,
 							"--log-format=json",
 						}, o.clusterDomainArgs()...),
 						Env: []corev1.EnvVar{
@@ -535,17 +539,19 @@ func caAdmissionPolicy(ns, sa string) []any {
 						Message:    "the linkerd CA may only write objects labelled " + contract.ControlPlaneNSLabel + "=" + ns,
 					},
 					{
-						Expression: "request.resource.resource != 'secrets' || (object.metadata.namespace == '" + ns + "' && object.metadata.name == '" + contract.RootSecret + "') || (" + hasLbl(contract.OwnerKindLabel) + " && object.metadata.name.endsWith('" + contract.SecretSuffix + "'))",
-						Message:    "the linkerd CA may only write its root and workload Secrets (named *" + contract.SecretSuffix + ", labelled " + contract.OwnerKindLabel + ")",
+						Expression: "request.resource.resource != 'secrets' || (object.metadata.namespace == '" + ns + "' && object.metadata.name in ['" + contract.RootSecret + "', '" + contract.TapServingSecret + "']) || (" + hasLbl(contract.OwnerKindLabel) + " && object.metadata.name.endsWith('" + contract.SecretSuffix + "'))",
+						Message:    "the linkerd CA may only write its root, the tap API's serving Secret and workload Secrets (named *" + contract.SecretSuffix + ", labelled " + contract.OwnerKindLabel + ")",
 					},
 					{
 						// What the object was decides too: labels added in the
 						// same request must not turn another application's
 						// TLS Secret (an Ingress certificate, a webhook's or an
 						// issuer's key) into one the CA may overwrite.
+						// The tap API's serving Secret, in the control-plane
+						// namespace only, is the one exception.
 						Expression: "request.operation != 'UPDATE' || request.resource.resource != 'secrets' || (oldObject.type == 'kubernetes.io/tls' && " +
 							"has(oldObject.metadata.labels) && '" + contract.ControlPlaneNSLabel + "' in oldObject.metadata.labels && oldObject.metadata.labels['" + contract.ControlPlaneNSLabel + "'] == '" + ns + "' && " +
-							"'" + contract.OwnerKindLabel + "' in oldObject.metadata.labels)",
+							"('" + contract.OwnerKindLabel + "' in oldObject.metadata.labels || (oldObject.metadata.namespace == '" + ns + "' && oldObject.metadata.name == '" + contract.TapServingSecret + "')))",
 						Message: "the linkerd CA may only change Secrets that were already its workload Secrets (kubernetes.io/tls, labelled " + contract.ControlPlaneNSLabel + "=" + ns + " and " + contract.OwnerKindLabel + ")",
 					},
 					{

@@ -144,17 +144,18 @@ func TestCARBACIsLeastPrivilege(t *testing.T) {
 	// allowed[scope][group/resource] lists the verbs the CA may hold there.
 	allowed := map[string]map[string][]string{
 		"ClusterRole": {
-			"/pods":                   {"list", "watch"},
-			"/replicationcontrollers": {"get"},
-			"apps/deployments":        {"get"},
-			"apps/statefulsets":       {"get"},
-			"apps/daemonsets":         {"get"},
-			"apps/replicasets":        {"get"},
-			"batch/jobs":              {"get"},
-			"batch/cronjobs":          {"get"},
-			"/secrets":                {"list", "watch", "create", "patch"},
-			"/configmaps":             {"list", "watch", "create", "patch"},
-			"/events":                 {"create", "patch"},
+			"/pods":                              {"list", "watch"},
+			"/replicationcontrollers":            {"get"},
+			"apps/deployments":                   {"get"},
+			"apps/statefulsets":                  {"get"},
+			"apps/daemonsets":                    {"get"},
+			"apps/replicasets":                   {"get"},
+			"batch/jobs":                         {"get"},
+			"batch/cronjobs":                     {"get"},
+			"/secrets":                           {"list", "watch", "create", "patch"},
+			"/configmaps":                        {"list", "watch", "create", "patch"},
+			"/events":                            {"create", "patch"},
+			"apiregistration.k8s.io/apiservices": {"get", "patch"},
 		},
 		"Role": {
 			"/secrets":                   {"get"},
@@ -164,9 +165,10 @@ func TestCARBACIsLeastPrivilege(t *testing.T) {
 	}
 	// Resources the CA may only reach by name.
 	named := map[string][]string{
-		"ClusterRole//configmaps": {contract.BundleConfigMap},
-		"Role//secrets":           {contract.RootSecret},
-		"Role//configmaps":        {contract.AnchorsConfigMap, contract.BundleConfigMap},
+		"ClusterRole//configmaps":                        {contract.BundleConfigMap},
+		"Role//secrets":                                  {contract.RootSecret, contract.TapServingSecret},
+		"ClusterRole/apiregistration.k8s.io/apiservices": {contract.TapAPIService},
+		"Role//configmaps":                               {contract.AnchorsConfigMap, contract.BundleConfigMap},
 	}
 	bound := map[string]bool{}
 	for key, d := range docs {

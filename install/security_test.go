@@ -121,7 +121,10 @@ func TestCALeastPrivilege(t *testing.T) {
 
 	canI := func(args ...string) bool {
 		out, err := kubectl(t, nil, append([]string{"auth", "can-i", "--as=" + sa}, args...)...)
-		switch strings.TrimSpace(out) {
+		// The answer is the last line; kubectl may warn before it (a
+		// cluster-scoped resource asked about in the default namespace).
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		switch strings.TrimSpace(lines[len(lines)-1]) {
 		case "yes":
 			return true
 		case "no":
@@ -153,6 +156,14 @@ func TestCALeastPrivilege(t *testing.T) {
 		{[]string{"create", "serviceaccounts/token", "-n", "kube-system"}, false},
 		{[]string{"get", "deployments", "-n", app}, true},
 		{[]string{"list", "deployments", "-n", app}, false},
+		// The tap API's serving certificate: that Secret and that
+		// APIService only.
+		{[]string{"get", "secrets/" + contract.TapServingSecret, "-n", ns}, true},
+		{[]string{"get", "secrets/" + contract.TapServingSecret, "-n", app}, false},
+		{[]string{"patch", "apiservices/" + contract.TapAPIService}, true},
+		{[]string{"patch", "apiservices/v1.apps"}, false},
+		{[]string{"create", "apiservices"}, false},
+		{[]string{"delete", "apiservices/" + contract.TapAPIService}, false},
 	} {
 		if got := canI(tc.args...); got != tc.want {
 			t.Errorf("can-i %v = %v, want %v", tc.args, got, tc.want)
@@ -246,6 +257,22 @@ func TestCALeastPrivilege(t *testing.T) {
 		WithData(map[string][]byte{corev1.TLSCertKey: []byte("new"), corev1.TLSPrivateKeyKey: []byte("new")}),
 		metav1.ApplyOptions{FieldManager: "linkerd-ca/" + ns, Force: true, DryRun: []string{metav1.DryRunAll}}); err != nil {
 		t.Errorf("renewing a workload Secret as the CA: %v", err)
+	}
+	// The tap serving Secret is the CA's in the control-plane namespace
+	// alone: named so in a tenant's namespace, or untyped, it is refused.
+	tapLabels := map[string]string{contract.ControlPlaneNSLabel: ns, contract.ComponentLabel: "tap"}
+	// (Applied, dry run: the CA may already have written it.)
+	if _, err := asCA.CoreV1().Secrets(ns).Apply(ctx, corev1ac.Secret(contract.TapServingSecret, ns).WithType(corev1.SecretTypeTLS).WithLabels(tapLabels).
+		WithData(tlsData), metav1.ApplyOptions{FieldManager: "linkerd-ca/" + ns, Force: true, DryRun: []string{metav1.DryRunAll}}); err != nil {
+		t.Errorf("the tap serving Secret as the CA writes it: %v", err)
+	}
+	for _, s := range []*corev1.Secret{
+		{ObjectMeta: metav1.ObjectMeta{Name: contract.TapServingSecret, Namespace: app, Labels: tapLabels}, Type: corev1.SecretTypeTLS, Data: tlsData},
+		{ObjectMeta: metav1.ObjectMeta{Name: contract.TapServingSecret, Namespace: ns, Labels: tapLabels}, Type: corev1.SecretTypeOpaque, Data: tlsData},
+	} {
+		if err := attempt(s, true); !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+			t.Errorf("%s Secret %s/%s as the CA: %v, want refused", s.Type, s.Namespace, s.Name, err)
+		}
 	}
 	// A TLS Secret not named like a workload Secret cannot be created either.
 	if err := attempt(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "webhook-serving", Namespace: app, Labels: ours},

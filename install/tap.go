@@ -1,17 +1,7 @@
 package install
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
-	"encoding/pem"
-	"fmt"
-	"math/big"
 	"strconv"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -31,75 +21,6 @@ func init() {
 	Components = append(Components, Component{Name: TapComponent, Enabled: func(o Options) bool { return o.TLS != "" }, Objects: tapObjects})
 }
 
-// tapServingLifetime is the serving certificate's lifetime; linkerd
-// install renews it when re-run (Linkerd's install did the same).
-const tapServingLifetime = 365 * 24 * time.Hour
-
-// tapServingCert is a serving leaf (not a CA) for the tap Service's DNS
-// names, signed by a CA made for it alone, whose key is dropped here: the
-// API server checks the leaf against the APIService's caBundle, which is
-// that CA's certificate. A leaked serving key can then sign nothing the
-// caBundle would accept, and no CA key ever leaves this function.
-func tapServingCert(ns, clusterDomain string, now time.Time) (certPEM, keyPEM, caPEM []byte, err error) {
-	serial := func() (*big.Int, error) { return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)) }
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	caSerial, err := serial()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	leafSerial, err := serial()
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	host := contract.TapComponent + "." + ns + ".svc"
-	caTmpl := &x509.Certificate{
-		SerialNumber:          caSerial,
-		Subject:               pkix.Name{CommonName: host + " serving CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(tapServingLifetime),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		PermittedDNSDomains:   []string{host, host + "." + clusterDomain},
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          leafSerial,
-		Subject:               pkix.Name{CommonName: host},
-		DNSNames:              []string{host, host + "." + clusterDomain},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(tapServingLifetime),
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
-}
-
 const tapServingDir = "/var/run/linkerd/tap"
 
 // tapObjects is the tap API: its Deployment, Service, APIService and the
@@ -108,15 +29,6 @@ func tapObjects(o Options) []any {
 	ns := o.ControlNamespace
 	name := contract.TapComponent
 	comp := TapComponent
-	now := time.Now
-	if o.Now != nil {
-		now = o.Now
-	}
-	certPEM, keyPEM, caPEM, err := tapServingCert(ns, o.ClusterDomain, now())
-	if err != nil {
-		// crypto/rand does not fail on supported platforms.
-		panic(fmt.Sprintf("generating the tap API's serving certificate: %v", err))
-	}
 	var objs []any
 	objs = append(objs, &corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(name, ns, comp)})
 	objs = append(objs,
@@ -162,24 +74,18 @@ func tapObjects(o Options) []any {
 				}, Verbs: []string{"watch"}},
 			},
 		},
-		&corev1.Secret{
-			TypeMeta:   typeMeta("v1", "Secret"),
-			ObjectMeta: meta(contract.TapServingSecret, ns, comp),
-			Type:       corev1.SecretTypeTLS,
-			Data:       map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM},
-		},
 	)
 
-	// The pods carry the controller's owner label, so the CA issues them
-	// the controller identity (contract.ControllerIdentity), the only one
-	// proxies accept on their tap port; both volumes are optional as the
-	// CA writes them after this pod exists.
+	// The pods carry their own Deployment's owner label, so the CA issues
+	// them the tap identity (contract.TapIdentity), the only one proxies
+	// accept on their tap port and not the destination service's; both
+	// volumes are optional as the CA writes them after this pod exists.
 	podLabels := map[string]string{contract.ComponentLabel: comp, contract.ControlPlaneNSLabel: ns,
-		contract.KindLabel(contract.KindDeployment): contract.ControllerComponent}
+		contract.KindLabel(contract.KindDeployment): name}
 	annotations := map[string]string{contract.CreatedByAnnotation: "linkerd/cli " + o.Version, contract.TLSAnnotation: contract.TLSOptional}
 	selector := map[string]string{contract.ComponentLabel: comp}
 	replicas := int32(o.ControllerReplicas)
-	idVolumes, idMounts := identityVolumes(contract.ControllerComponent)
+	idVolumes, idMounts := identityVolumes(name)
 	objs = append(objs, &appsv1.Deployment{
 		TypeMeta:   typeMeta("apps/v1", "Deployment"),
 		ObjectMeta: meta(name, ns, comp),
@@ -228,7 +134,10 @@ func tapObjects(o Options) []any {
 						Resources:       requests("10m", "32Mi", "256Mi"),
 					}},
 					Volumes: append([]corev1.Volume{
-						{Name: "tap-serving", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: contract.TapServingSecret}}},
+						// The CA writes this Secret (a serving leaf under a CA made for
+						// it alone) and the APIService's caBundle; the tap API waits
+						// for it, and picks up renewals.
+						{Name: "tap-serving", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: contract.TapServingSecret, Optional: ptr(true)}}},
 					}, idVolumes...),
 				},
 			},
@@ -258,7 +167,10 @@ func tapObjects(o Options) []any {
 			"groupPriorityMinimum": 1000,
 			"versionPriority":      100,
 			"service":              map[string]any{"name": name, "namespace": ns, "port": 443},
-			"caBundle":             base64.StdEncoding.EncodeToString(caPEM),
+			// No caBundle: the CA sets it to the CA of the serving
+			// certificate it makes in the cluster, so this output holds
+			// no key. Until then the API server refuses to proxy tap.
+			"insecureSkipTLSVerify": false,
 		},
 	})
 	return objs

@@ -2,14 +2,13 @@ package install
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
 
 	"meshtls/contract"
@@ -38,65 +37,62 @@ func tapDocs(t *testing.T, o Options) map[string]map[string]any {
 	return docs
 }
 
-// The APIService's caBundle verifies the serving certificate for the
-// name the API server dials (the Service's DNS name).
-func TestTapServingCertMatchesCABundle(t *testing.T) {
-	for _, domain := range []string{"", "corp.example"} {
-		t.Run("domain="+domain, func(t *testing.T) { testTapServingCert(t, domain) })
-	}
-}
-
-func testTapServingCert(t *testing.T, domain string) {
-	docs := tapDocs(t, Options{Version: "v1", TLS: "optional", ControlNamespace: "mesh", ClusterDomain: domain})
-	api := docs["APIService/"+contract.TapAPIService]
-	if api == nil {
-		t.Fatal("no APIService v1alpha1.tap.linkerd.io")
-	}
-	spec := api["spec"].(map[string]any)
-	bundle, err := base64.StdEncoding.DecodeString(spec["caBundle"].(string))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if svc := spec["service"].(map[string]any); svc["name"] != contract.TapComponent || svc["namespace"] != "mesh" {
-		t.Errorf("APIService points at %v", svc)
-	}
-	sec := docs["Secret/"+contract.TapServingSecret]
-	data := sec["data"].(map[string]any)
-	crtPEM, _ := base64.StdEncoding.DecodeString(data["tls.crt"].(string))
-	blk, _ := pem.Decode(crtPEM)
-	if blk == nil {
-		t.Fatal("no certificate in the serving Secret")
-	}
-	crt, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(bundle) {
-		t.Fatal("caBundle holds no certificate")
-	}
-	if _, err := crt.Verify(x509.VerifyOptions{DNSName: "linkerd-tap.mesh.svc", Roots: pool}); err != nil {
-		t.Errorf("serving certificate does not verify against the caBundle: %v", err)
-	}
-	// The fully qualified name is in the cluster's domain, and only there.
-	if domain == "" {
-		domain = contract.DefaultClusterDomain
-	}
-	if _, err := crt.Verify(x509.VerifyOptions{DNSName: "linkerd-tap.mesh.svc." + domain, Roots: pool}); err != nil {
-		t.Errorf("serving certificate does not verify for linkerd-tap.mesh.svc.%s: %v", domain, err)
-	}
-	if domain != contract.DefaultClusterDomain {
-		if _, err := crt.Verify(x509.VerifyOptions{DNSName: "linkerd-tap.mesh.svc." + contract.DefaultClusterDomain, Roots: pool}); err == nil {
-			t.Errorf("in cluster domain %s the serving certificate still names %s", domain, contract.DefaultClusterDomain)
+// m9: install prints no private key unless the user passed one in. The
+// tap API's serving key is made in the cluster by the CA, which also sets
+// the APIService's caBundle; install leaves it unset and never lets the
+// API server skip verification.
+func TestInstallPrintsNoPrivateKey(t *testing.T) {
+	for _, o := range []Options{
+		{Version: "v1", TLS: "optional", ControlNamespace: "mesh"},
+		{Version: "v1", TLS: "optional", ControlNamespace: "mesh", ControllerReplicas: 3},
+	} {
+		out := render(t, o)
+		if n := strings.Count(string(out), "PRIVATE KEY"); n != 0 {
+			t.Errorf("install output holds %d PRIVATE KEY markers", n)
 		}
-	}
-	// m9: the serving certificate is a leaf: its key, which the output
-	// carries, can sign nothing the caBundle accepts.
-	if crt.IsCA || crt.KeyUsage&x509.KeyUsageCertSign != 0 {
-		t.Error("the tap serving certificate is a CA: a leaked serving key could sign what the caBundle accepts")
-	}
-	if string(bundle) == string(crtPEM) {
-		t.Error("the caBundle is the serving certificate itself")
+		docs := tapDocs(t, o)
+		// Secret data is base64: decode every value before looking.
+		for key, d := range docs {
+			if !strings.HasPrefix(key, "Secret/") {
+				continue
+			}
+			data, _ := d["data"].(map[string]any)
+			for k, v := range data {
+				raw, err := base64.StdEncoding.DecodeString(fmt.Sprint(v))
+				if err != nil {
+					t.Errorf("%s data %s: %v", key, k, err)
+				}
+				if k == "tls.key" || bytes.Contains(raw, []byte("PRIVATE KEY")) {
+					t.Errorf("install output holds a private key in %s (%s)", key, k)
+				}
+			}
+		}
+		if docs["Secret/"+contract.TapServingSecret] != nil {
+			t.Error("install prints the tap serving Secret: its key must be made in the cluster")
+		}
+		api := docs["APIService/"+contract.TapAPIService]
+		if api == nil {
+			t.Fatal("no APIService v1alpha1.tap.linkerd.io")
+		}
+		spec := api["spec"].(map[string]any)
+		if _, ok := spec["caBundle"]; ok {
+			t.Error("install sets the caBundle: the CA sets it from the certificate it makes")
+		}
+		if spec["insecureSkipTLSVerify"] != false {
+			t.Errorf("insecureSkipTLSVerify = %v, want false", spec["insecureSkipTLSVerify"])
+		}
+		if svc := spec["service"].(map[string]any); svc["name"] != contract.TapComponent || svc["namespace"] != "mesh" {
+			t.Errorf("APIService points at %v", svc)
+		}
+		dep := docs["Deployment/"+contract.TapComponent]
+		b, _ := yaml.Marshal(dep)
+		if !strings.Contains(string(b), "secretName: "+contract.TapServingSecret) || !strings.Contains(string(b), "optional: true") {
+			t.Errorf("the tap Deployment does not mount the CA-written Secret %s optionally", contract.TapServingSecret)
+		}
+		ca, _ := yaml.Marshal(docs["Deployment/linkerd-ca"])
+		if !strings.Contains(string(ca), "--tap-apiservice="+contract.TapAPIService) {
+			t.Error("the CA is not told to keep the tap APIService's serving certificate")
+		}
 	}
 }
 
@@ -145,5 +141,44 @@ func TestNoTapWithoutTLS(t *testing.T) {
 	docs := tapDocs(t, Options{Version: "v1"})
 	if docs["APIService/"+contract.TapAPIService] != nil || docs["Deployment/"+contract.TapComponent] != nil {
 		t.Error("tap API installed without --tls: proxies would refuse it")
+	}
+}
+
+// m1, M3: every control-plane Deployment that has an identity has its
+// own: its pods claim their own Deployment and mount its Secret, so the
+// tap API holds the tap identity (the only one proxies' tap ports accept)
+// and not the destination service's.
+func TestControlPlaneIdentitiesAreTheirOwn(t *testing.T) {
+	docs := tapDocs(t, Options{Version: "v1", TLS: "optional", ControlNamespace: "mesh"})
+	seen := map[string]bool{}
+	for key, d := range docs {
+		if !strings.HasPrefix(key, "Deployment/") {
+			continue
+		}
+		var dep appsv1.Deployment
+		b, _ := yaml.Marshal(d)
+		if err := yaml.Unmarshal(b, &dep); err != nil {
+			t.Fatal(err)
+		}
+		claim := dep.Spec.Template.Labels[contract.KindLabel(contract.KindDeployment)]
+		for _, v := range dep.Spec.Template.Spec.Volumes {
+			if v.Name == contract.IdentityVolume {
+				if want := contract.SecretName(dep.Name, contract.KindDeployment); v.Secret == nil || v.Secret.SecretName != want {
+					t.Errorf("%s mounts identity %v, want its own %s", key, v.Secret, want)
+				}
+				if claim != dep.Name {
+					t.Errorf("%s's pods claim the identity of Deployment %q, not their own", key, claim)
+				}
+				seen[dep.Name] = true
+			}
+		}
+	}
+	for _, want := range []string{contract.ControllerComponent, contract.TapComponent} {
+		if !seen[want] {
+			t.Errorf("Deployment %s has no identity of its own", want)
+		}
+	}
+	if contract.TapIdentity("mesh") == contract.ControllerIdentity(contract.ControllerComponent, "mesh") {
+		t.Error("the tap identity is the destination's")
 	}
 }

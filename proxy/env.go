@@ -25,6 +25,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		PodIP:              getenv(contract.EnvPodIP),
 		Identity:           getenv(contract.EnvTLSPodIdentity),
 		ControllerIdentity: getenv(contract.EnvTLSControllerID),
+		TapIdentity:        getenv(contract.EnvTLSTapID),
 		CertFile:           getenv(contract.EnvTLSCert),
 		KeyFile:            getenv(contract.EnvTLSPrivateKey),
 		TrustAnchorsFile:   getenv(contract.EnvTLSTrustAnchors),
@@ -51,6 +52,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	if len(set) > 0 && len(unset) > 0 {
 		return c, fmt.Errorf("TLS is half configured: %s set but %s not", strings.Join(set, ", "), strings.Join(unset, ", "))
+	}
+	if ns := getenv(contract.EnvControllerNS); c.TapIdentity == "" && ns != "" {
+		c.TapIdentity = contract.TapIdentity(ns)
 	}
 	var err error
 	if c.ClusterNetworks, err = ParseNetworks(getenv(contract.EnvClusterNetworks)); err != nil {

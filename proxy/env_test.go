@@ -9,6 +9,27 @@ import (
 	"meshtls/contract"
 )
 
+// The tap port's one identity is the tap API's, derived from the control
+// plane's namespace, never the destination service's.
+func TestFromEnvTapIdentity(t *testing.T) {
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	c, err := FromEnv(env(map[string]string{contract.EnvControllerNS: "mesh",
+		contract.EnvTLSControllerID: contract.ControllerIdentity(contract.ControllerComponent, "mesh")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "linkerd-tap.deployment.mesh.linkerd-managed.mesh.svc.cluster.local"; c.TapIdentity != want || c.TapIdentity == c.ControllerIdentity {
+		t.Errorf("tap identity %q, want %q (controller %q)", c.TapIdentity, want, c.ControllerIdentity)
+	}
+	c, err = FromEnv(env(map[string]string{contract.EnvControllerNS: "mesh", contract.EnvTLSTapID: "x.deployment.mesh.linkerd-managed.mesh.svc.cluster.local"}))
+	if err != nil || c.TapIdentity != "x.deployment.mesh.linkerd-managed.mesh.svc.cluster.local" {
+		t.Errorf("override: %q %v", c.TapIdentity, err)
+	}
+	if c, _ := FromEnv(env(nil)); c.TapIdentity != "" {
+		t.Errorf("tap identity %q with no control plane named", c.TapIdentity)
+	}
+}
+
 func TestFromEnvDiscoveryAndLifecycle(t *testing.T) {
 	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
 	c, err := FromEnv(env(nil))

@@ -40,6 +40,7 @@ const (
 	idA    = "a.deployment.ns.linkerd-managed.linkerd.svc.cluster.local"
 	idB    = "b.deployment.ns.linkerd-managed.linkerd.svc.cluster.local"
 	idCtrl = "linkerd-controller.deployment.linkerd.linkerd-managed.linkerd.svc.cluster.local"
+	idTap  = "linkerd-tap.deployment.linkerd.linkerd-managed.linkerd.svc.cluster.local"
 )
 
 // testPKI is one CA and the workload credentials it issued.
@@ -151,6 +152,7 @@ func startProxy(t testing.TB, o proxyOpts) *testProxy {
 	if o.identity != "" {
 		cfg.Identity = o.identity
 		cfg.ControllerIdentity = idCtrl
+		cfg.TapIdentity = idTap
 		cfg.CertFile = filepath.Join(tp.identityDir, "tls.crt")
 		cfg.KeyFile = filepath.Join(tp.identityDir, "tls.key")
 		cfg.TrustAnchorsFile = filepath.Join(tp.anchorsDir, "trust-anchors.pem")

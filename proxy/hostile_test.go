@@ -91,7 +91,7 @@ func TestHostileAuthorityKeepsMetricsAndTap(t *testing.T) {
 	m := newMesh(t, meshOpts{idA: idA, idB: idB})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := tapClient(t, m.b.addr("tap"), idCtrl).Observe(ctx, &tappb.ObserveRequest{})
+	st, err := tapClient(t, m.b.addr("tap"), idTap).Observe(ctx, &tappb.ObserveRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,8 +31,10 @@ type Config struct {
 	// without TLS.
 	Identity           string
 	ControllerIdentity string
-	CertFile, KeyFile  string
-	TrustAnchorsFile   string
+	// TapIdentity is the only client identity the tap port serves.
+	TapIdentity       string
+	CertFile, KeyFile string
+	TrustAnchorsFile  string
 
 	// Resolver answers where outbound destinations lead and which
 	// identity they serve. Nil means nothing is known: all outbound

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"meshtls/contract"
+
 	"context"
 	"crypto/tls"
 	"errors"
@@ -239,9 +241,10 @@ func (s *tapServer) Observe(req *tappb.ObserveRequest, stream grpc.ServerStreami
 	}
 }
 
-// serveTap serves Tap over mTLS, to the controller's identity only.
+// serveTap serves Tap over mTLS, to the tap API's identity only (not the
+// destination service's: a stolen destination key must not read traffic).
 func (p *Proxy) serveTap(ctx context.Context, l net.Listener) error {
-	want := p.cfg.ControllerIdentity
+	want := p.cfg.TapIdentity
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
@@ -250,12 +253,12 @@ func (p *Proxy) serveTap(ctx context.Context, l net.Listener) error {
 				return nil, errors.New("tap: TLS not configured on this proxy")
 			}
 			if want == "" {
-				return nil, errors.New("tap: no controller identity configured")
+				return nil, errors.New("tap: no tap identity configured (" + contract.EnvControllerNS + " or " + contract.EnvTLSTapID + ")")
 			}
 			c := creds.serverConfig([]string{"h2"})
 			c.VerifyConnection = func(cs tls.ConnectionState) error {
 				if got := peerIdentity(cs); got != want {
-					return fmt.Errorf("tap: client identity %q is not the controller's", got)
+					return fmt.Errorf("tap: client identity %q is not the tap API's %q", got, want)
 				}
 				return nil
 			}

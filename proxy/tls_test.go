@@ -281,18 +281,21 @@ func TestTap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	// Anyone but the controller is refused.
-	st, err := tapClient(t, m.b.addr("tap"), idA).Observe(ctx, &tappb.ObserveRequest{})
-	if err == nil {
-		_, err = st.Recv()
-	}
-	if err == nil {
-		t.Fatal("tap accepted a workload identity")
+	// Anyone but the tap API is refused: a workload, and the
+	// destination service (whose key must not let it read traffic).
+	for _, as := range []string{idA, idCtrl} {
+		st, err := tapClient(t, m.b.addr("tap"), as).Observe(ctx, &tappb.ObserveRequest{})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		if err == nil {
+			t.Fatalf("tap accepted %s", as)
+		}
 	}
 
 	req := &tappb.ObserveRequest{Limit: 2, Match: &tappb.ObserveRequest_Match{Match: &tappb.ObserveRequest_Match_Http_{Http: &tappb.ObserveRequest_Match_Http{
 		Match: &tappb.ObserveRequest_Match_Http_Path{Path: &tappb.ObserveRequest_Match_Http_StringMatch{Match: &tappb.ObserveRequest_Match_Http_StringMatch_Prefix{Prefix: "/tapped"}}}}}}}
-	st, err = tapClient(t, m.b.addr("tap"), idCtrl).Observe(ctx, req)
+	st, err := tapClient(t, m.b.addr("tap"), idTap).Observe(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +371,7 @@ func TestSlowTapConsumer(t *testing.T) {
 	// interleaved batches, which a loaded machine slows alike.
 	req := &tappb.ObserveRequest{Match: &tappb.ObserveRequest_Match{Match: &tappb.ObserveRequest_Match_Http_{Http: &tappb.ObserveRequest_Match_Http{
 		Match: &tappb.ObserveRequest_Match_Http_Path{Path: &tappb.ObserveRequest_Match_Http_StringMatch{Match: &tappb.ObserveRequest_Match_Http_StringMatch_Prefix{Prefix: "/tapped"}}}}}}}
-	st, err := tapClient(t, m.b.addr("tap"), idCtrl).Observe(ctx, req)
+	st, err := tapClient(t, m.b.addr("tap"), idTap).Observe(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,6 +66,7 @@ holds the offline root it chains to.`,
 	f.StringVar(&o.cfg.ClusterDomain, "cluster-domain", contract.DefaultClusterDomain, "the cluster's DNS domain: it ends every identity the CA issues")
 	f.DurationVar(&o.cfg.LeafLifetime, "cert-lifetime", pki.DefaultLeafLifetime, "lifetime of workload certificates (renewed between 0.57 and 0.67 of it; at least "+ca.MinLeafLifetime.String()+")")
 	f.DurationVar(&o.cfg.RootLifetime, "root-lifetime", pki.DefaultRootLifetime, "lifetime of a generated root")
+	f.StringVar(&o.cfg.TapAPIService, "tap-apiservice", "", "the tap API's APIService, whose serving certificate (Secret "+contract.TapServingSecret+") and caBundle the CA keeps; empty: none")
 	f.IntVar(&o.cfg.Workers, "workers", 16, "owners reconciled in parallel")
 	f.DurationVar(&o.cfg.Resync, "resync", 10*time.Minute, "re-examine every TLS pod this often")
 	f.StringVar(&o.cfg.Identity, "leader-elect-identity", os.Getenv("POD_NAME"), "this replica's name in the Lease (default: $POD_NAME, else host_pid)")

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -88,9 +90,15 @@ func runTapAPI(parent context.Context, o *tapOptions) error {
 			return fmt.Errorf("%s is required", flag)
 		}
 	}
-	serving, err := tls.LoadX509KeyPair(o.servingCert, o.servingKey)
-	if err != nil {
-		return fmt.Errorf("serving certificate %s: %w", o.servingCert, err)
+	// The CA writes the serving Secret after this pod exists, and renews
+	// it: read the files at each handshake that finds them changed.
+	serving := &servingFiles{cert: o.servingCert, key: o.servingKey}
+	if _, err := serving.get(nil); err != nil {
+		if _, serr := os.Stat(o.servingCert); serr == nil {
+			// There, but unusable: a mistake to show now, not to wait out.
+			return err
+		}
+		log.Warn("serving certificate not usable yet; the API server cannot reach tap until it is", "err", err)
 	}
 	rc, err := restConfig(o.kubeconfig)
 	if err != nil {
@@ -137,8 +145,8 @@ func runTapAPI(parent context.Context, o *tapOptions) error {
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{serving},
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: serving.get,
 			// The front proxy's certificate is checked per request
 			// (discovery needs none); a client without one is not tapped.
 			ClientAuth: tls.VerifyClientCertIfGiven,
@@ -176,4 +184,42 @@ func runTapAPI(parent context.Context, o *tapOptions) error {
 		_ = admin.Close()
 	}
 	return nil
+}
+
+// servingFiles serves the certificate in cert and key, re-read when
+// either file's modification time changes (a Secret volume swaps them on
+// renewal).
+type servingFiles struct {
+	cert, key string
+
+	mu      sync.Mutex
+	modCert time.Time
+	modKey  time.Time
+	current *tls.Certificate
+}
+
+func (s *servingFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	ci, err := os.Stat(s.cert)
+	if err != nil {
+		return nil, fmt.Errorf("serving certificate %s: %w (the CA writes Secret %s)", s.cert, err, contract.TapServingSecret)
+	}
+	ki, err := os.Stat(s.key)
+	if err != nil {
+		return nil, fmt.Errorf("serving key %s: %w (the CA writes Secret %s)", s.key, err, contract.TapServingSecret)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current != nil && ci.ModTime().Equal(s.modCert) && ki.ModTime().Equal(s.modKey) {
+		return s.current, nil
+	}
+	c, err := tls.LoadX509KeyPair(s.cert, s.key)
+	if err != nil {
+		if s.current != nil {
+			// Mid-swap: keep serving the last good pair.
+			return s.current, nil
+		}
+		return nil, fmt.Errorf("serving certificate %s: %w", s.cert, err)
+	}
+	s.current, s.modCert, s.modKey = &c, ci.ModTime(), ki.ModTime()
+	return s.current, nil
 }
