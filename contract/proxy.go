@@ -101,9 +101,6 @@ const (
 	// RefusedNoTLS: the client sent plain text (or TLS not addressed to
 	// this pod's identity).
 	RefusedNoTLS = "no_tls_from_remote"
-	// RefusedNoCertificate: this pod has no usable certificate yet, so no
-	// client can reach it over mTLS.
-	RefusedNoCertificate = "no_certificate"
 	// TapRefusedPrefix starts a tap ResponseEnd error that marks a
 	// request the proxy refused: "refused:" + reason.
 	TapRefusedPrefix = "refused:"
