@@ -437,6 +437,11 @@ func (p *Proxy) serveInbound(_ context.Context, conn net.Conn) {
 		p.fail(c, inbound, errLoop, "connection addressed to the inbound port itself", errors.New("no application behind the proxy port"))
 		return
 	}
+	meta.refuse = p.inboundRefusal(meta)
+	if meta.refuse != "" && proto != HTTP1 && proto != HTTP2 {
+		p.refuseInboundConn(c, meta)
+		return
+	}
 	cc := p.m.track(c, meta.tls.labels(labels{"direction": inbound, "peer": "src"}))
 	switch proto {
 	case HTTP1, HTTP2:
