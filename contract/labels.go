@@ -72,5 +72,9 @@ const (
 	RootNextAnchorsKey = "next-ca.crt"
 )
 
+// TLSMode says whether v, a TLSAnnotation value, asks for a certificate:
+// TLSOptional or TLSRequired (required implies everything optional does).
+func TLSMode(v string) bool { return v == TLSOptional || v == TLSRequired }
+
 // KindLabel is the pod label naming the owner of kind.
 func KindLabel(kind string) string { return ProxyKindLabelPrefix + kind }
