@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"meshtls/contract"
 	tappb "meshtls/proto/tap"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
 func requiredMesh(t *testing.T, tune func(*Config)) *mesh {
