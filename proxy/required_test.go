@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"meshtls/contract"
 	tappb "meshtls/proto/tap"
 )
