@@ -59,6 +59,8 @@ const MinLeafLifetime = pki.MinLeafLifetime
 type Config struct {
 	// ControlNamespace is the control-plane namespace (DESIGN: -L).
 	ControlNamespace string
+	// ClusterDomain ends every identity; "" is cluster.local.
+	ClusterDomain string
 	// LeafLifetime is how long workload certificates live.
 	LeafLifetime time.Duration
 	// RootLifetime is used only when the CA generates a root.
@@ -600,7 +602,7 @@ func (c *Controller) syncOwner(ctx context.Context, k ownerKey) error {
 	st := c.state.Load()
 	root := st.issuer
 	name := contract.SecretName(k.Name, k.Kind)
-	identity := contract.Identity(k.Name, k.Kind, k.Namespace, c.cfg.ControlNamespace)
+	identity := contract.IdentityIn(k.Name, k.Kind, k.Namespace, c.cfg.ControlNamespace, c.cfg.ClusterDomain)
 	now := c.cfg.Now()
 
 	renewal, owned := false, false

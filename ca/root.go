@@ -62,8 +62,8 @@ func subjects(certs []*x509.Certificate) string {
 
 // parseRoot turns a root Secret into a rootState, refusing anything the
 // CA could not issue correctly from.
-func parseRoot(s *corev1.Secret, controlNS string, now time.Time) (*rootState, error) {
-	issuer, err := pki.LoadIssuer(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], s.Data[contract.RootAnchorsKey], pki.ProbeIdentity(controlNS), now)
+func parseRoot(s *corev1.Secret, controlNS, clusterDomain string, now time.Time) (*rootState, error) {
+	issuer, err := pki.LoadIssuer(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey], s.Data[contract.RootAnchorsKey], pki.ProbeIdentityIn(controlNS, clusterDomain), now)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func (c *Controller) loadRoot(ctx context.Context) (*rootState, error) {
 		s, err := c.client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 		switch {
 		case err == nil:
-			st, fatal = parseRoot(s, ns, c.cfg.Now())
+			st, fatal = parseRoot(s, ns, c.cfg.ClusterDomain, c.cfg.Now())
 			if fatal != nil {
 				fatal = fmt.Errorf("root Secret %s/%s is unusable: %w; refusing to start and leaving it untouched (repair it, or replace it with `%s`)", ns, name, fatal, RotateCommand)
 			}
@@ -126,7 +126,7 @@ func (c *Controller) loadRoot(ctx context.Context) (*rootState, error) {
 			// dropped here, so no Secret, backup or stolen token holds the
 			// key every bundle trusts; replacing the issuer is a rotation
 			// to a new root (`linkerd ca rotate`).
-			r, keyPEM, _, gerr := pki.NewRootAndIssuer(contract.RootCommonName(ns), contract.IdentityDomain(ns), c.cfg.RootLifetime, pki.ProbeIdentity(ns), c.cfg.Now())
+			r, keyPEM, _, gerr := pki.NewRootAndIssuer(contract.RootCommonNameIn(ns, c.cfg.ClusterDomain), contract.IdentityDomainIn(ns, c.cfg.ClusterDomain), c.cfg.RootLifetime, pki.ProbeIdentityIn(ns, c.cfg.ClusterDomain), c.cfg.Now())
 			if gerr != nil {
 				fatal = gerr
 				return true, nil
@@ -251,7 +251,7 @@ func (c *Controller) onRoot(obj any, deleted bool) {
 	if !ok || s.Name != contract.RootSecret || s.ResourceVersion == cur.rv {
 		return
 	}
-	next, err := parseRoot(s, c.cfg.ControlNamespace, c.cfg.Now())
+	next, err := parseRoot(s, c.cfg.ControlNamespace, c.cfg.ClusterDomain, c.cfg.Now())
 	if err != nil {
 		err = fmt.Errorf("root Secret %s/%s changed and is unusable: %w; not issuing until it is repaired", c.cfg.ControlNamespace, contract.RootSecret, err)
 		c.log.Error("root unusable", "err", err)

@@ -22,6 +22,9 @@ import (
 // RotateOptions drive a root rotation.
 type RotateOptions struct {
 	ControlNamespace string
+	// ClusterDomain ends the identities a new root is constrained to; ""
+	// is cluster.local. It must be the CA's --cluster-domain.
+	ClusterDomain string
 	// NextCertPEM and NextKeyPEM are the next issuer, NextAnchorsPEM its
 	// roots when it is an intermediate. Empty: a new root is generated.
 	NextCertPEM, NextKeyPEM, NextAnchorsPEM []byte
@@ -119,7 +122,7 @@ func (r *rotation) run(ctx context.Context) error {
 	}
 	for {
 		phase := s.Annotations[contract.RotationAnnotation]
-		cur, err := parseRoot(s, r.ns, r.o.Now())
+		cur, err := parseRoot(s, r.ns, r.o.ClusterDomain, r.o.Now())
 		if err != nil {
 			return fmt.Errorf("root Secret %s/%s is unusable: %w; a rotation needs a working root to overlap with", r.ns, contract.RootSecret, err)
 		}
@@ -150,13 +153,13 @@ func (r *rotation) run(ctx context.Context) error {
 // nextIssuer is the issuer the rotation moves to.
 func (r *rotation) nextIssuer() (*pki.Root, []byte, error) {
 	if len(r.o.NextCertPEM) > 0 {
-		next, err := pki.LoadIssuer(r.o.NextCertPEM, r.o.NextKeyPEM, r.o.NextAnchorsPEM, pki.ProbeIdentity(r.ns), r.o.Now())
+		next, err := pki.LoadIssuer(r.o.NextCertPEM, r.o.NextKeyPEM, r.o.NextAnchorsPEM, pki.ProbeIdentityIn(r.ns, r.o.ClusterDomain), r.o.Now())
 		if err != nil {
 			return nil, nil, fmt.Errorf("next root: %w", err)
 		}
 		return next, r.o.NextKeyPEM, nil
 	}
-	issuer, keyPEM, rootKeyPEM, err := pki.NewRootAndIssuer(contract.RootCommonName(r.ns), contract.IdentityDomain(r.ns), r.o.RootLifetime, pki.ProbeIdentity(r.ns), r.o.Now())
+	issuer, keyPEM, rootKeyPEM, err := pki.NewRootAndIssuer(contract.RootCommonNameIn(r.ns, r.o.ClusterDomain), contract.IdentityDomainIn(r.ns, r.o.ClusterDomain), r.o.RootLifetime, pki.ProbeIdentityIn(r.ns, r.o.ClusterDomain), r.o.Now())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -237,7 +240,7 @@ func (r *rotation) promote(ctx context.Context, s *corev1.Secret, cur *rootState
 	if err := sleep(ctx, r.o.PropagationDelay); err != nil {
 		return nil, err
 	}
-	next, err := pki.LoadIssuer(s.Data[contract.RootNextCertKey], s.Data[contract.RootNextKeyKey], s.Data[contract.RootNextAnchorsKey], pki.ProbeIdentity(r.ns), r.o.Now())
+	next, err := pki.LoadIssuer(s.Data[contract.RootNextCertKey], s.Data[contract.RootNextKeyKey], s.Data[contract.RootNextAnchorsKey], pki.ProbeIdentityIn(r.ns, r.o.ClusterDomain), r.o.Now())
 	if err != nil {
 		return nil, fmt.Errorf("the next root stored in %s/%s: %w", r.ns, contract.RootSecret, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+
+	"meshtls/contract"
 )
 
 // Category names, as printed and in JSON.
@@ -14,7 +16,7 @@ const (
 	CategoryLinkerdExists   = "linkerd-existence"
 	CategoryCA              = "linkerd-ca"
 	CategoryTLSDataPlane    = "linkerd-tls-data-plane"
-	MinKubernetesVersion    = "1.29.0"
+	MinKubernetesVersion    = "1.30.0" // install's ValidatingAdmissionPolicy is v1 from 1.30
 	defaultParallelism      = 16
 	defaultDialTimeout      = 2 * time.Second
 	caComponent             = "ca"
@@ -37,6 +39,9 @@ const (
 type Config struct {
 	// ControlNamespace is the control plane's namespace (-L).
 	ControlNamespace string
+	// ClusterDomain ends the identities workloads' certificates must
+	// name; "" is cluster.local.
+	ClusterDomain string
 	// TLS adds the linkerd-ca and linkerd-tls-data-plane categories.
 	TLS bool
 	// NewClient builds the Kubernetes client; its failure is the first
@@ -59,6 +64,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.ControlNamespace == "" {
 		c.ControlNamespace = "linkerd"
+	}
+	if c.ClusterDomain == "" {
+		c.ClusterDomain = contract.DefaultClusterDomain
 	}
 	if c.Now == nil {
 		c.Now = time.Now

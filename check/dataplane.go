@@ -140,7 +140,7 @@ func loadDataPlane(ctx context.Context, cfg Config, client *Lazy[kubernetes.Inte
 		o := ownerOf(p)
 		st := byOwner[o]
 		if st == nil {
-			st = &ownerState{owner: o, identity: contract.Identity(o.Name, o.Kind, o.Namespace, cfg.ControlNamespace), secretName: contract.SecretName(o.Name, o.Kind)}
+			st = &ownerState{owner: o, identity: contract.IdentityIn(o.Name, o.Kind, o.Namespace, cfg.ControlNamespace, cfg.ClusterDomain), secretName: contract.SecretName(o.Name, o.Kind)}
 			byOwner[o] = st
 			dp.owners = append(dp.owners, st)
 		}

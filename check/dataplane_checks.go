@@ -159,7 +159,7 @@ func dataPlaneCategory(cfg Config, snap *Lazy[*dataPlane]) Category {
 		},
 		{
 			Description: "workload certificates name their identity",
-			Hint:        "the DNS SAN must be <owner>.<kind>.<ns>.linkerd-managed." + ns + ".svc.cluster.local, the name peers verify",
+			Hint:        "the DNS SAN must be <owner>.<kind>.<ns>." + contract.IdentityDomainIn(ns, cfg.ClusterDomain) + ", the name peers verify",
 			Run: func(ctx context.Context) error {
 				return ownerCheck(ctx, false, "certificates not naming their identity: %d",
 					func(st *ownerState) string { return st.findings.SAN }, reissue)

@@ -148,7 +148,7 @@ func TestLazyReloadsOnRetry(t *testing.T) {
 }
 
 func TestVersionSupported(t *testing.T) {
-	for v, ok := range map[string]bool{"v1.36.3": true, "v1.29.0": true, "v1.30.2-eks-1234": true, "v1.28.9": false, "garbage": false} {
+	for v, ok := range map[string]bool{"v1.36.3": true, "v1.29.9": false, "v1.30.0": true, "v1.30.2-eks-1234": true, "v1.28.9": false, "garbage": false} {
 		if err := versionSupported(v); (err == nil) != ok {
 			t.Errorf("%s: %v", v, err)
 		}

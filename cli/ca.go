@@ -11,6 +11,7 @@ import (
 
 	"meshtls/ca"
 	"meshtls/ca/pki"
+	"meshtls/contract"
 )
 
 func newCACmd(f *Factory) *cobra.Command {
@@ -25,6 +26,7 @@ func newCACmd(f *Factory) *cobra.Command {
 
 type caRotateOptions struct {
 	rootCert, rootKey, trustAnchors string
+	clusterDomain                   string
 	rootLifetime                    time.Duration
 	propagationDelay                time.Duration
 	timeout                         time.Duration
@@ -76,6 +78,7 @@ roots, so existing certificates keep verifying while they are re-issued.`,
 	fl.StringVar(&o.rootKey, "root-key", "", "PEM file of the next root's (or issuer's) private key")
 	fl.StringVar(&o.trustAnchors, "trust-anchors", "", "PEM file of the offline root(s) that signed --root-cert, when it is an intermediate issuer")
 	fl.StringVar(&o.rootKeyOut, "root-key-out", "", "write the generated root's private key to this new file (mode 0600) instead of dropping it")
+	fl.StringVar(&o.clusterDomain, "cluster-domain", contract.DefaultClusterDomain, "the cluster's DNS domain, as given to install: a generated root is constrained to the identities under it")
 	fl.DurationVar(&o.rootLifetime, "root-lifetime", pki.DefaultRootLifetime, "lifetime of a generated root")
 	fl.DurationVar(&o.propagationDelay, "propagation-delay", ca.DefaultPropagationDelay, "wait this long after bundles, then certificates, are written, for kubelets to update pods' files")
 	fl.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up (resumably) after this long")
@@ -99,7 +102,10 @@ func runCARotate(ctx context.Context, f *Factory, o *caRotateOptions) error {
 	if o.rootKeyOut != "" && o.rootCert != "" {
 		return usageErrorf("--root-key-out keeps a generated root's key; with --root-cert you already hold yours")
 	}
-	opts := ca.RotateOptions{ControlNamespace: f.LinkerdNamespace, RootLifetime: o.rootLifetime, PropagationDelay: o.propagationDelay}
+	if err := contract.CheckClusterDomain(o.clusterDomain); err != nil {
+		return usageErrorf("%v", err)
+	}
+	opts := ca.RotateOptions{ControlNamespace: f.LinkerdNamespace, ClusterDomain: o.clusterDomain, RootLifetime: o.rootLifetime, PropagationDelay: o.propagationDelay}
 	if o.rootKeyOut != "" {
 		path := o.rootKeyOut
 		opts.SaveRootKey = func(keyPEM []byte) error {

@@ -13,13 +13,16 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"meshtls/check"
+	"meshtls/contract"
 )
 
 // CheckOptions is everything `linkerd check` needs once flags are parsed.
 type CheckOptions struct {
-	TLS    bool
-	Output string
-	Wait   time.Duration
+	TLS bool
+	// ClusterDomain is install's --cluster-domain.
+	ClusterDomain string
+	Output        string
+	Wait          time.Duration
 	// Thresholds for how close to expiry the root and the workload leaves
 	// may be before a warning (WarnWithin) or an error (FailWithin).
 	RootWarnWithin, RootFailWithin time.Duration
@@ -86,6 +89,7 @@ Durations take Go units (90m, 6h) and days (30d).`,
 	fl := cmd.Flags()
 	fl.BoolVar(&opts.TLS, "tls", false, "also check the certificate authority and every TLS-enabled workload's certificate")
 	fl.StringVarP(&opts.Output, "output", "o", "text", "output format: text or json")
+	fl.StringVar(&opts.ClusterDomain, "cluster-domain", contract.DefaultClusterDomain, "the cluster's DNS domain, as given to install: workload certificates must name identities under it")
 	fl.Var((*days)(&opts.Wait), "wait", "retry checks that can still become true (rollouts, readiness) for up to this long, e.g. 2m")
 	fl.Var((*days)(&opts.RootWarnWithin), "warn-within", "warn when the root expires within this long")
 	fl.Var((*days)(&opts.RootFailWithin), "fail-within", "fail when the root expires within this long")
@@ -105,6 +109,9 @@ func (o *CheckOptions) validate() error {
 	case "text", "json":
 	default:
 		return usageErrorf("unknown output format %q: use text or json", o.Output)
+	}
+	if err := contract.CheckClusterDomain(o.ClusterDomain); err != nil {
+		return usageErrorf("%v", err)
 	}
 	for _, d := range []struct {
 		name string
@@ -126,6 +133,7 @@ func (o *CheckOptions) validate() error {
 func runCheck(ctx context.Context, f *Factory, opts *CheckOptions) error {
 	cfg := check.Config{
 		ControlNamespace: opts.ControlNamespace,
+		ClusterDomain:    opts.ClusterDomain,
 		TLS:              opts.TLS,
 		NewClient:        func() (kubernetes.Interface, error) { return f.KubeClient() },
 		RootWarnWithin:   opts.RootWarnWithin, RootFailWithin: opts.RootFailWithin,

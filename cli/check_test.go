@@ -137,11 +137,11 @@ func TestCheckFlags(t *testing.T) {
 		}
 	}
 	root.AddCommand(newCheckCmd(f, func(_ context.Context, o *CheckOptions) error { got = o; return nil }))
-	root.SetArgs([]string{"check", "--tls", "-L", "mesh", "--wait", "2m", "--warn-within", "60d", "--fail-within", "14d", "--leaf-fail-within", "90m", "-o", "json"})
+	root.SetArgs([]string{"check", "--tls", "-L", "mesh", "--wait", "2m", "--warn-within", "60d", "--fail-within", "14d", "--leaf-fail-within", "90m", "-o", "json", "--cluster-domain", "corp.example"})
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	want := CheckOptions{TLS: true, Output: "json", Wait: 2 * time.Minute, ControlNamespace: "mesh",
+	want := CheckOptions{TLS: true, ClusterDomain: "corp.example", Output: "json", Wait: 2 * time.Minute, ControlNamespace: "mesh",
 		RootWarnWithin: 60 * 24 * time.Hour, RootFailWithin: 14 * 24 * time.Hour, LeafWarnWithin: 6 * time.Hour, LeafFailWithin: 90 * time.Minute}
 	if *got != want {
 		t.Errorf("options %+v, want %+v", *got, want)

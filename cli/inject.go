@@ -13,11 +13,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"meshtls/inject"
-	"meshtls/install"
 )
 
 func newInjectCmd(f *Factory) *cobra.Command {
 	o := inject.Options{}
+	var images imageFlags
 	cmd := &cobra.Command{
 		Use:   "inject [flags] FILE|DIR|-",
 		Short: "Add the linkerd proxy to Kubernetes workloads",
@@ -48,20 +48,37 @@ template, or on a Namespace in the same input, wins over --tls.`,
   kubectl get deploy/web -n emojivoto -o yaml | linkerd inject --tls=required - | kubectl apply -f -
 
   # Inject every manifest in a directory
-  linkerd inject --tls=optional ./k8s/`,
+  linkerd inject --tls=optional ./k8s/
+
+  # Proxies from your own registry, pinned by digest, pulled with a Secret
+  linkerd inject --tls=optional --registry registry.example/meshtls \
+    --image-digests bin/images/digests.json --image-pull-secret regcred app.yml`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.ControlNamespace = f.LinkerdNamespace
 			if o.TLS != "" && o.TLS != "optional" && o.TLS != "required" {
 				return usageErrorf("invalid --tls value %q: use \"optional\" or \"required\"", o.TLS)
 			}
+			if cmd.Flags().Changed("version") {
+				fmt.Fprintln(f.IO.ErrOut, "Warning: inject's --version is deprecated: use --proxy-version")
+			}
+			digests, err := images.check("--proxy-version", o.Version, inject.Images...)
+			if err != nil {
+				return err
+			}
+			o.Registry, o.ImageDigests = images.registry, digests
+			o.ImagePullPolicy, o.ImagePullSecrets, o.ClusterDomain = images.pullPolicy, images.pullSecrets, images.clusterDomain
 			return runInject(f, args[0], o)
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&o.TLS, "tls", "", `enable TLS: "optional" gives each proxy its workload's certificate and falls back to plain text; "required" also refuses inbound plain text (probes, admin and tap ports, and config.linkerd.io/tls-exempt-ports excepted); a linkerd.io/tls annotation on a pod template or on a Namespace in the input wins`)
-	fl.StringVar(&o.Registry, "registry", install.DefaultRegistry, "registry of the proxy and proxy-init images")
+	images.add(fl, "proxy and proxy-init")
+	fl.StringVar(&o.Version, "proxy-version", Version, "tag of the proxy and proxy-init images (default: this CLI's version)")
+	// --version was this flag's first name. Not cobra's MarkDeprecated:
+	// it prints to stdout, into the manifest kubectl applies.
 	fl.StringVar(&o.Version, "version", Version, "tag of the proxy images")
+	_ = fl.MarkHidden("version")
 	fl.StringVar(&o.ProxyLogLevel, "proxy-log-level", "warn,linkerd2_proxy=info", "log filter of the proxy")
 	return cmd
 }

@@ -10,7 +10,7 @@ import (
 
 func TestInjectFileDirAndStdin(t *testing.T) {
 	emojivoto := filepath.Join("..", "inject", "testdata", "emojivoto.yml")
-	fromFile := execute(t, false, "inject", "--tls=optional", "--version", "v1", emojivoto)
+	fromFile := execute(t, false, "inject", "--tls=optional", "--proxy-version", "v1", emojivoto)
 	if fromFile.code != 0 {
 		t.Fatalf("exit %d: %s", fromFile.code, fromFile.errOut)
 	}
@@ -28,7 +28,7 @@ func TestInjectFileDirAndStdin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fromStdin := executeWithInput(t, string(data), "inject", "--tls=optional", "--version", "v1", "-")
+	fromStdin := executeWithInput(t, string(data), "inject", "--tls=optional", "--proxy-version", "v1", "-")
 	if fromStdin.code != 0 || fromStdin.out != fromFile.out {
 		t.Errorf("stdin gives different output (exit %d)", fromStdin.code)
 	}
@@ -40,12 +40,12 @@ func TestInjectFileDirAndStdin(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not yaml: ["), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fromDir := execute(t, false, "inject", "--tls=optional", "--version", "v1", dir)
+	fromDir := execute(t, false, "inject", "--tls=optional", "--proxy-version", "v1", dir)
 	if fromDir.code != 0 || fromDir.out != fromFile.out {
 		t.Errorf("directory gives different output (exit %d): %s", fromDir.code, fromDir.errOut)
 	}
 
-	again := executeWithInput(t, fromFile.out, "inject", "--tls=optional", "--version", "v1", "-")
+	again := executeWithInput(t, fromFile.out, "inject", "--tls=optional", "--proxy-version", "v1", "-")
 	if again.out != fromFile.out {
 		t.Error("injecting twice changed the output")
 	}

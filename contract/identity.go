@@ -2,6 +2,7 @@ package contract
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -42,21 +43,54 @@ const (
 // owner that outlives each run.
 var Kinds = []string{KindDeployment, KindStatefulSet, KindDaemonSet, KindCronJob, KindJob, KindReplicationController, KindReplicaSet, KindPod}
 
-// Identity is a workload's TLS identity and its certificate's DNS SAN.
+// DefaultClusterDomain is the cluster's DNS domain unless install, inject
+// and the controllers are told another (--cluster-domain): the one place
+// it is spelled out.
+const DefaultClusterDomain = "cluster.local"
+
+// Identity is a workload's TLS identity and its certificate's DNS SAN in
+// a cluster with the default domain.
 func Identity(owner, kind, namespace, controlNamespace string) string {
-	return fmt.Sprintf("%s.%s.%s.linkerd-managed.%s.svc.cluster.local", owner, kind, namespace, controlNamespace)
+	return IdentityIn(owner, kind, namespace, controlNamespace, DefaultClusterDomain)
+}
+
+// IdentityIn is a workload's TLS identity in the cluster domain
+// clusterDomain ("" is DefaultClusterDomain).
+func IdentityIn(owner, kind, namespace, controlNamespace, clusterDomain string) string {
+	return fmt.Sprintf("%s.%s.%s.%s", owner, kind, namespace, IdentityDomainIn(controlNamespace, clusterDomain))
 }
 
 // IdentityDomain is the DNS domain every identity of a control plane ends
-// in; the roots the CA generates are constrained to it.
+// in, with the default cluster domain; the roots the CA generates are
+// constrained to it.
 func IdentityDomain(controlNamespace string) string {
-	return "linkerd-managed." + controlNamespace + ".svc.cluster.local"
+	return IdentityDomainIn(controlNamespace, DefaultClusterDomain)
+}
+
+// IdentityDomainIn is IdentityDomain in the cluster domain clusterDomain.
+func IdentityDomainIn(controlNamespace, clusterDomain string) string {
+	return "linkerd-managed." + ServiceDomain(controlNamespace, clusterDomain)
+}
+
+// ServiceDomain is the DNS domain of namespace's Services:
+// <namespace>.svc.<clusterDomain>.
+func ServiceDomain(namespace, clusterDomain string) string {
+	if clusterDomain == "" {
+		clusterDomain = DefaultClusterDomain
+	}
+	return namespace + ".svc." + clusterDomain
 }
 
 // ControllerIdentity is the identity proxies expect of control-plane
 // components, which run as Deployments in the control-plane namespace.
 func ControllerIdentity(component, controlNamespace string) string {
-	return Identity(component, KindDeployment, controlNamespace, controlNamespace)
+	return ControllerIdentityIn(component, controlNamespace, DefaultClusterDomain)
+}
+
+// ControllerIdentityIn is ControllerIdentity in the cluster domain
+// clusterDomain.
+func ControllerIdentityIn(component, controlNamespace, clusterDomain string) string {
+	return IdentityIn(component, KindDeployment, controlNamespace, controlNamespace, clusterDomain)
 }
 
 // SecretName is the workload Secret for an owner.
@@ -66,5 +100,24 @@ func SecretName(owner, kind string) string {
 
 // RootCommonName is the subject of a generated root.
 func RootCommonName(controlNamespace string) string {
-	return "identity.linkerd." + strings.ToLower(controlNamespace) + ".cluster.local root CA"
+	return RootCommonNameIn(controlNamespace, DefaultClusterDomain)
 }
+
+// RootCommonNameIn is RootCommonName in the cluster domain clusterDomain.
+func RootCommonNameIn(controlNamespace, clusterDomain string) string {
+	if clusterDomain == "" {
+		clusterDomain = DefaultClusterDomain
+	}
+	return "identity.linkerd." + strings.ToLower(controlNamespace) + "." + clusterDomain + " root CA"
+}
+
+// CheckClusterDomain rejects a cluster domain no name can end in: it is a
+// DNS name without the trailing dot (cluster.local, corp.example).
+func CheckClusterDomain(d string) error {
+	if d == "" || len(d) > 200 || !clusterDomainRE.MatchString(d) {
+		return fmt.Errorf("invalid --cluster-domain %q: want the cluster's DNS domain, lower-case labels separated by dots, without a trailing dot (e.g. cluster.local)", d)
+	}
+	return nil
+}
+
+var clusterDomainRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$`)

@@ -334,13 +334,15 @@ func testIdentityAppears(t *testing.T, alwaysReady bool) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// The slice names the pod by reference, at an address outside loopback.
+	// The slice names the pod by reference, at the pod's own IP: a
+	// targetRef counts only for an address that is its pod's
+	// (TestSliceTargetRefCannotLendAnotherPodsIdentity).
 	if _, err := client.DiscoveryV1().EndpointSlices(ns).Create(ctx, &discoveryv1.EndpointSlice{
 		ObjectMeta:  metav1.ObjectMeta{Name: "web-manual", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(8080))}},
 		Endpoints: []discoveryv1.Endpoint{{
-			Addresses:  []string{"192.0.2.20"},
+			Addresses:  []string{podIP},
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: "web-0"},
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)},
 		}},
@@ -348,8 +350,8 @@ func testIdentityAppears(t *testing.T, alwaysReady bool) {
 		t.Fatal(err)
 	}
 
-	svcAddr := netip.MustParseAddrPort("192.0.2.20:8080")
 	podAddr := netip.AddrPortFrom(netip.MustParseAddr(podIP).Unmap(), 8080)
+	svcAddr := podAddr
 	bySvc := watch(t, api, "web."+ns+":80")
 	byPod := watch(t, api, podAddr.String())
 	for _, c := range []struct {

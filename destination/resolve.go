@@ -126,8 +126,10 @@ type store interface {
 // resolver turns a target into a snapshot from a store.
 type resolver struct {
 	controlNS string
-	store     store
-	verify    verifier
+	// clusterDomain ends every identity ("" is the default).
+	clusterDomain string
+	store         store
+	verify        verifier
 }
 
 func (r *resolver) resolve(t target) snapshot {
@@ -392,7 +394,7 @@ func (r *resolver) identity(pod *corev1.Pod) (id string, pending bool) {
 		return "", true
 	}
 	kind, name := identityOwner(pod)
-	id = contract.Identity(name, kind, pod.Namespace, r.controlNS)
+	id = contract.IdentityIn(name, kind, pod.Namespace, r.controlNS, r.clusterDomain)
 	if r.verify != nil && !r.verify.serves(pod, id) {
 		p, ok := r.verify.(interface {
 			pending(*corev1.Pod, string) bool

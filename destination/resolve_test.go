@@ -283,6 +283,16 @@ func TestIdentityRules(t *testing.T) {
 	}
 }
 
+// The identity destination advertises ends in the cluster domain the
+// controller was given, the one inject put in the pod's own identity.
+func TestIdentityInClusterDomain(t *testing.T) {
+	r := &resolver{controlNS: ctrlNS, clusterDomain: "corp.example"}
+	ep := r.podEndpoint(netip.MustParseAddrPort("10.1.0.1:8080"), meshedPod("web-1", "10.1.0.1", true))
+	if want := "web.deployment.emojivoto.linkerd-managed.linkerd.svc.corp.example"; ep.identity != want {
+		t.Errorf("identity %q, want %q", ep.identity, want)
+	}
+}
+
 // TestNoIdentityForSkippedPorts: the proxy's admin and tap ports, and
 // ports the pod skips inbound, are advertised without identity, so a
 // meshed client reaches them in plain text as the port expects, instead

@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"meshtls/contract"
 	pb "meshtls/proto/destination"
 	netpb "meshtls/proto/net"
 )
@@ -40,7 +41,7 @@ type Config struct {
 	// by it (label linkerd.io/control-plane-ns) get identities.
 	ControlNamespace string
 	// ClusterDomain ends fully qualified Service names; default
-	// "cluster.local".
+	// contract.DefaultClusterDomain.
 	ClusterDomain string
 	// Resync re-delivers every object this often (0: never).
 	Resync time.Duration
@@ -111,7 +112,10 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 		return nil, errors.New("destination: empty control-plane namespace")
 	}
 	if cfg.ClusterDomain == "" {
-		cfg.ClusterDomain = "cluster.local"
+		cfg.ClusterDomain = contract.DefaultClusterDomain
+	}
+	if err := contract.CheckClusterDomain(cfg.ClusterDomain); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -164,7 +168,7 @@ func New(client kubernetes.Interface, cfg Config) (*Server, error) {
 		s.handshakes = newHandshakeVerifier(s.life, roots, log, s.podVerdict)
 		s.verify = s.handshakes
 	}
-	s.res = &resolver{controlNS: cfg.ControlNamespace, store: &informerStore{s}, verify: s.verify}
+	s.res = &resolver{controlNS: cfg.ControlNamespace, clusterDomain: cfg.ClusterDomain, store: &informerStore{s}, verify: s.verify}
 	return s, nil
 }
 

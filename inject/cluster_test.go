@@ -29,10 +29,17 @@ func TestInjectedPassesServerDryRun(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 	}
-	for _, tls := range []string{"", "optional"} {
+	for _, tls := range []string{"", "optional", "optional+cluster"} {
 		for _, in := range []string{"emojivoto.yml", "kinds.yaml"} {
 			o := testOptions
-			o.TLS = tls
+			o.TLS = strings.TrimSuffix(tls, "+cluster")
+			if strings.HasSuffix(tls, "+cluster") {
+				// Every option a real cluster may need: digest references,
+				// pull secrets, the pull policy, another cluster domain.
+				o.Registry = "registry.example:5000/meshtls"
+				o.ImageDigests = map[string]string{"proxy": "sha256:" + strings.Repeat("2", 64), "proxy-init": "sha256:" + strings.Repeat("3", 64)}
+				o.ImagePullPolicy, o.ImagePullSecrets, o.ClusterDomain = "Always", []string{"regcred"}, "corp.example"
+			}
 			res := injectFile(t, in, o)
 			if in == "kinds.yaml" {
 				res = serverSafe(t, o)

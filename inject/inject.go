@@ -8,14 +8,15 @@ package inject
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 
 	"meshtls/contract"
+	"meshtls/internal/imageref"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -27,13 +28,29 @@ type Options struct {
 	TLS string
 	// Registry prefixes the images: <Registry>/proxy:<Version>.
 	Registry string
-	Version  string
+	// Version is the proxy and proxy-init images' tag (--proxy-version).
+	Version string
+	// ImageDigests, when set, pins the images by digest (name → digest).
+	ImageDigests map[string]string
+	// ImagePullPolicy of the proxy and proxy-init; "" is IfNotPresent.
+	ImagePullPolicy string
+	// ImagePullSecrets are added to each injected pod's imagePullSecrets.
+	ImagePullSecrets []string
+	// ClusterDomain is the cluster's DNS domain; "" is cluster.local.
+	ClusterDomain string
 	// ProxyLogLevel is the proxy's log filter.
 	ProxyLogLevel string
 
 	// nsTLS is the linkerd.io/tls annotation of each Namespace in the
 	// input, by name.
 	nsTLS map[string]string
+
+	pullPolicy  corev1.PullPolicy
+	pullSecrets []corev1.LocalObjectReference
+}
+
+func (o Options) images() imageref.Images {
+	return imageref.Images{Registry: o.Registry, Version: o.Version, Digests: o.ImageDigests}
 }
 
 // Validate fills defaults and rejects bad values.
@@ -47,10 +64,26 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("invalid --tls value %q: use \"optional\" or \"required\"", o.TLS)
 	}
 	if o.Registry == "" {
-		o.Registry = "ghcr.io/meshtls"
+		o.Registry = imageref.DefaultRegistry
 	}
-	if o.Version == "" {
-		return errors.New("empty version: set --version")
+	if err := imageref.CheckRegistry("--registry", o.Registry); err != nil {
+		return err
+	}
+	if err := imageref.CheckVersion("--proxy-version", o.Version); err != nil {
+		return err
+	}
+	var err error
+	if o.pullPolicy, err = imageref.PullPolicy(o.ImagePullPolicy); err != nil {
+		return err
+	}
+	if o.pullSecrets, err = imageref.PullSecrets(o.ImagePullSecrets); err != nil {
+		return err
+	}
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = contract.DefaultClusterDomain
+	}
+	if err := contract.CheckClusterDomain(o.ClusterDomain); err != nil {
+		return err
 	}
 	if o.ProxyLogLevel == "" {
 		o.ProxyLogLevel = "warn,linkerd2_proxy=info"
@@ -482,6 +515,31 @@ func addProxy(podMeta, podSpec map[string]any, ownerKind, owner string, o Option
 	if tls {
 		podSpec["volumes"] = append(asList(podSpec["volumes"]), tlsVolumes(ownerKind, owner)...)
 	}
+	addPullSecrets(podSpec, o.pullSecrets)
+}
+
+// addPullSecrets adds the secrets the proxy's images need to the pod's
+// own, once each. They stay on uninject: they may be the workload's too,
+// and a Secret reference the pod does not need is harmless.
+func addPullSecrets(podSpec map[string]any, refs []corev1.LocalObjectReference) {
+	if len(refs) == 0 {
+		return
+	}
+	list := asList(podSpec["imagePullSecrets"])
+	have := map[string]bool{}
+	for _, it := range list {
+		if m, ok := it.(map[string]any); ok {
+			if n, ok := m["name"].(string); ok {
+				have[n] = true
+			}
+		}
+	}
+	for _, r := range refs {
+		if !have[r.Name] {
+			list = append(list, toMap(r))
+		}
+	}
+	podSpec["imagePullSecrets"] = list
 }
 
 func asList(v any) []any {

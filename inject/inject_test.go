@@ -40,6 +40,17 @@ func report(res ...*Result) []byte {
 func TestGolden(t *testing.T) {
 	tlsOpts := testOptions
 	tlsOpts.TLS = "optional"
+	// Everything a real cluster may ask for: another registry, digests,
+	// a pull policy, pull secrets and another cluster domain.
+	clusterOpts := tlsOpts
+	clusterOpts.Registry = "registry.example:5000/meshtls"
+	clusterOpts.ImageDigests = map[string]string{
+		"proxy":      "sha256:2222222222222222222222222222222222222222222222222222222222222222",
+		"proxy-init": "sha256:3333333333333333333333333333333333333333333333333333333333333333",
+	}
+	clusterOpts.ImagePullPolicy = "Always"
+	clusterOpts.ImagePullSecrets = []string{"regcred"}
+	clusterOpts.ClusterDomain = "corp.example"
 	for _, tc := range []struct {
 		input, golden string
 		o             Options
@@ -47,6 +58,7 @@ func TestGolden(t *testing.T) {
 		{"emojivoto.yml", "emojivoto_tls.golden", tlsOpts},
 		{"emojivoto.yml", "emojivoto.golden", testOptions},
 		{"kinds.yaml", "kinds_tls.golden", tlsOpts},
+		{"emojivoto.yml", "emojivoto_cluster.golden", clusterOpts},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			res := injectFile(t, tc.input, tc.o)

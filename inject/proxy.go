@@ -18,7 +18,7 @@ func proxyContainer(ownerKind, owner string, o Options, tls bool, pc podConfig) 
 	env := []corev1.EnvVar{
 		{Name: contract.EnvLog, Value: o.ProxyLogLevel},
 		{Name: contract.EnvControllerNS, Value: o.ControlNamespace},
-		{Name: contract.EnvDestinationAddr, Value: contract.ControllerComponent + "." + o.ControlNamespace + ".svc.cluster.local:" + strconv.Itoa(contract.DestinationPort)},
+		{Name: contract.EnvDestinationAddr, Value: contract.ControllerComponent + "." + contract.ServiceDomain(o.ControlNamespace, o.ClusterDomain) + ":" + strconv.Itoa(contract.DestinationPort)},
 		{Name: contract.EnvInboundListenAddr, Value: "0.0.0.0:" + strconv.Itoa(contract.InboundPort)},
 		{Name: contract.EnvOutboundListenAddr, Value: "127.0.0.1:" + strconv.Itoa(contract.OutboundPort)},
 		{Name: contract.EnvAdminListenAddr, Value: "0.0.0.0:" + strconv.Itoa(contract.AdminPort)},
@@ -39,8 +39,8 @@ func proxyContainer(ownerKind, owner string, o Options, tls bool, pc podConfig) 
 			corev1.EnvVar{Name: contract.EnvTLSPrivateKey, Value: contract.IdentityDir + "/" + corev1.TLSPrivateKeyKey},
 			// The namespace is often unknown when a manifest is injected,
 			// so the kubelet fills it in from the env var above.
-			corev1.EnvVar{Name: contract.EnvTLSPodIdentity, Value: contract.Identity(owner, ownerKind, "$("+contract.EnvPodNamespace+")", o.ControlNamespace)},
-			corev1.EnvVar{Name: contract.EnvTLSControllerID, Value: contract.ControllerIdentity(contract.ControllerComponent, o.ControlNamespace)},
+			corev1.EnvVar{Name: contract.EnvTLSPodIdentity, Value: contract.IdentityIn(owner, ownerKind, "$("+contract.EnvPodNamespace+")", o.ControlNamespace, o.ClusterDomain)},
+			corev1.EnvVar{Name: contract.EnvTLSControllerID, Value: contract.ControllerIdentityIn(contract.ControllerComponent, o.ControlNamespace, o.ClusterDomain)},
 		)
 		// Written only when required (unset is optional), so optional
 		// pods' manifests stay as they were.
@@ -60,8 +60,8 @@ func proxyContainer(ownerKind, owner string, o Options, tls bool, pc podConfig) 
 	}
 	return corev1.Container{
 		Name:            contract.ProxyContainerName,
-		Image:           o.Registry + "/proxy:" + o.Version,
-		ImagePullPolicy: corev1.PullIfNotPresent,
+		Image:           o.images().Ref("proxy"),
+		ImagePullPolicy: o.pullPolicy,
 		Env:             env,
 		Ports: []corev1.ContainerPort{
 			{Name: contract.InboundPortName, ContainerPort: contract.InboundPort},
@@ -124,8 +124,8 @@ func initContainer(o Options, pc podConfig) corev1.Container {
 	}
 	return corev1.Container{
 		Name:            contract.InitContainerName,
-		Image:           o.Registry + "/proxy-init:" + o.Version,
-		ImagePullPolicy: corev1.PullIfNotPresent,
+		Image:           o.images().Ref("proxy-init"),
+		ImagePullPolicy: o.pullPolicy,
 		Args:            args,
 		// Root with NET_ADMIN (nf_tables) and NET_RAW (the iptables
 		// modes) only, and nothing else: no escalation, a read-only
@@ -164,3 +164,6 @@ func tlsVolumes(ownerKind, owner string) []any {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// Images are the images inject references.
+var Images = []string{"proxy", "proxy-init"}

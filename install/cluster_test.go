@@ -53,6 +53,11 @@ func TestInstallPassesServerDryRun(t *testing.T) {
 		{Version: "v1", TLS: "optional", ControlNamespace: "dry-tls"},
 		{Version: "v1", TLS: "optional", ControlNamespace: "dry-ha", ControllerReplicas: 3, RootCertPEM: cert, RootKeyPEM: key,
 			Now: func() time.Time { return t0 }},
+		// Every option a real cluster may need: the API server takes
+		// digest references, pull secrets and the pull policy.
+		{Version: "v1", TLS: "optional", ControlNamespace: "dry-cluster", Registry: "registry.example:5000/meshtls",
+			ImageDigests:    map[string]string{"controller": "sha256:" + strings.Repeat("1", 64)},
+			ImagePullPolicy: "Always", ImagePullSecrets: []string{"regcred"}, ClusterDomain: "corp.example"},
 	} {
 		// Namespaced objects can only be dry-run into a namespace that exists.
 		createNamespace(t, o.ControlNamespace)

@@ -70,6 +70,7 @@ func destinationObjects(o Options) []any {
 		"--admin-addr=0.0.0.0:" + strconv.Itoa(DestinationAdminPort),
 		"--log-format=json",
 	}
+	args = append(args, o.clusterDomainArgs()...)
 	podLabels := map[string]string{contract.ComponentLabel: comp, contract.ControlPlaneNSLabel: ns}
 	annotations := map[string]string{contract.CreatedByAnnotation: "linkerd/cli " + o.Version}
 	var volumes []corev1.Volume
@@ -102,11 +103,12 @@ func destinationObjects(o Options) []any {
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: annotations},
 				Spec: corev1.PodSpec{
 					ServiceAccountName: name,
+					ImagePullSecrets:   o.pullSecrets(),
 					SecurityContext:    restrictedPod(CAUser),
 					Containers: []corev1.Container{{
 						Name:            DestinationComponent,
-						Image:           o.Registry + "/controller:" + o.Version,
-						ImagePullPolicy: corev1.PullIfNotPresent,
+						Image:           o.images().Ref("controller"),
+						ImagePullPolicy: o.pullPolicy(),
 						Args:            args,
 						Ports: []corev1.ContainerPort{
 							{Name: "grpc", ContainerPort: contract.DestinationPort},

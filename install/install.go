@@ -25,6 +25,7 @@ import (
 
 	"meshtls/ca/pki"
 	"meshtls/contract"
+	"meshtls/internal/imageref"
 )
 
 // Ports of the control plane's own endpoints.
@@ -43,6 +44,15 @@ type Options struct {
 	Registry string
 	// Version is the control plane's image tag.
 	Version string
+	// ImageDigests, when set, pins our images by digest (name → digest,
+	// from the digest file make images writes).
+	ImageDigests map[string]string
+	// ImagePullPolicy of every container; "" is IfNotPresent.
+	ImagePullPolicy string
+	// ImagePullSecrets go into every pod spec install creates.
+	ImagePullSecrets []string
+	// ClusterDomain is the cluster's DNS domain; "" is cluster.local.
+	ClusterDomain string
 	// PrometheusImage is the full Prometheus image reference.
 	PrometheusImage string
 	// ControllerReplicas runs this many CA replicas; more than one is the
@@ -62,11 +72,42 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Defaults for the flags.
-const (
-	DefaultRegistry        = "ghcr.io/meshtls"
-	DefaultPrometheusImage = "prom/prometheus:v2.42.0"
-)
+// DefaultPrometheusImage is the Prometheus the project builds and tests:
+// the release of the module install/prometheus/go.mod pins (Prometheus
+// X.Y.Z is module version v0.XYY.Z); TestPrometheusImageMatchesModule
+// fails when the two disagree.
+const DefaultPrometheusImage = "prom/prometheus:v3.16.0"
+
+// DefaultRegistry is the default of --registry.
+const DefaultRegistry = imageref.DefaultRegistry
+
+// Images is what install references of ours: the controller image.
+var Images = []string{"controller"}
+
+func (o Options) images() imageref.Images {
+	return imageref.Images{Registry: o.Registry, Version: o.Version, Digests: o.ImageDigests}
+}
+
+// pullPolicy is the validated ImagePullPolicy.
+func (o Options) pullPolicy() corev1.PullPolicy {
+	p, _ := imageref.PullPolicy(o.ImagePullPolicy) // checked by Validate
+	return p
+}
+
+// pullSecrets is the validated ImagePullSecrets.
+func (o Options) pullSecrets() []corev1.LocalObjectReference {
+	r, _ := imageref.PullSecrets(o.ImagePullSecrets) // checked by Validate
+	return r
+}
+
+// clusterDomainArgs passes a cluster domain other than the default to a
+// controller, whose flag defaults to it.
+func (o Options) clusterDomainArgs() []string {
+	if o.ClusterDomain == "" || o.ClusterDomain == contract.DefaultClusterDomain {
+		return nil
+	}
+	return []string{"--cluster-domain=" + o.ClusterDomain}
+}
 
 // Validate checks options before anything is printed, so a bad flag never
 // yields half a manifest.
@@ -85,8 +126,23 @@ func (o *Options) Validate() error {
 	if o.Registry == "" {
 		o.Registry = DefaultRegistry
 	}
-	if o.Version == "" {
-		return fmt.Errorf("empty version: set --version")
+	if err := imageref.CheckRegistry("--registry", o.Registry); err != nil {
+		return err
+	}
+	if err := imageref.CheckVersion("--version", o.Version); err != nil {
+		return err
+	}
+	if _, err := imageref.PullPolicy(o.ImagePullPolicy); err != nil {
+		return err
+	}
+	if _, err := imageref.PullSecrets(o.ImagePullSecrets); err != nil {
+		return err
+	}
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = contract.DefaultClusterDomain
+	}
+	if err := contract.CheckClusterDomain(o.ClusterDomain); err != nil {
+		return err
 	}
 	if o.PrometheusImage == "" {
 		o.PrometheusImage = DefaultPrometheusImage
@@ -376,12 +432,13 @@ func caObjects(o Options) []any {
 				},
 				Spec: corev1.PodSpec{
 					ServiceAccountName: name,
+					ImagePullSecrets:   o.pullSecrets(),
 					SecurityContext:    restrictedPod(CAUser),
 					Containers: []corev1.Container{{
 						Name:            "ca",
-						Image:           o.Registry + "/controller:" + o.Version,
-						ImagePullPolicy: corev1.PullIfNotPresent,
-						Args: []string{
+						Image:           o.images().Ref("controller"),
+						ImagePullPolicy: o.pullPolicy(),
+						Args: append([]string{
 							"ca",
 							"--controller-namespace=" + ns,
 							"--cert-lifetime=" + o.CertLifetime.String(),
@@ -390,7 +447,7 @@ func caObjects(o Options) []any {
 							// the host's network.
 							"--admin-addr=0.0.0.0:" + strconv.Itoa(CAAdminPort),
 							"--log-format=json",
-						},
+						}, o.clusterDomainArgs()...),
 						Env: []corev1.EnvVar{
 							{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 						},

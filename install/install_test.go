@@ -7,12 +7,16 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"debug/buildinfo"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +72,13 @@ func TestGolden(t *testing.T) {
 	golden.Assert(t, "install_tls_ha.golden", scrubTapServing(render(t, Options{
 		Version: "v0.1.0", TLS: "optional", ControllerReplicas: 3, ControlNamespace: "mesh",
 		Registry: "registry.example/meshtls", PrometheusImage: "registry.example/prometheus:v2.42.0", CertLifetime: time.Hour,
+	})))
+	// Everything a real cluster may ask for: another registry, a digest,
+	// a pull policy, pull secrets and another cluster domain.
+	golden.Assert(t, "install_cluster.golden", scrubTapServing(render(t, Options{
+		Version: "v0.1.0", TLS: "optional", Registry: "registry.example:5000/meshtls",
+		ImageDigests:    map[string]string{"controller": "sha256:1111111111111111111111111111111111111111111111111111111111111111"},
+		ImagePullPolicy: "Always", ImagePullSecrets: []string{"regcred", "mirror"}, ClusterDomain: "corp.example",
 	})))
 }
 
@@ -273,6 +284,29 @@ func TestPrometheusConfigPassesPromtool(t *testing.T) {
 	if _, err := os.Stat(promtool); err != nil {
 		needs.Missing(t, promtool+" is missing: run `make prometheus` (Debian's promtool lacks Kubernetes service discovery)")
 	}
+	// It checks the config against the Prometheus install deploys: the
+	// module it was built from is the one DefaultPrometheusImage names
+	// (TestPrometheusImageMatchesModule).
+	bi, err := buildinfo.ReadFile(promtool)
+	if err != nil {
+		t.Fatalf("%s: %v", promtool, err)
+	}
+	built := ""
+	if bi.Main.Path == "github.com/prometheus/prometheus" {
+		built = bi.Main.Version
+	}
+	for _, d := range bi.Deps {
+		if d.Path == "github.com/prometheus/prometheus" {
+			built = d.Version
+		}
+	}
+	mod, err := os.ReadFile(filepath.Join("prometheus", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if built == "" || !strings.Contains(string(mod), "github.com/prometheus/prometheus "+built+"\n") {
+		t.Fatalf("%s was built from github.com/prometheus/prometheus %q, not the version install/prometheus/go.mod pins: rebuild it with `make prometheus`", promtool, built)
+	}
 	for _, ns := range []string{"linkerd", "mesh"} {
 		path := filepath.Join(t.TempDir(), "prometheus.yml")
 		if err := os.WriteFile(path, []byte(PrometheusConfig(ns)), 0o644); err != nil {
@@ -378,5 +412,27 @@ func TestLifetimeFloorAndHALayout(t *testing.T) {
 		if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
 			t.Errorf("%s has no resource requests", name)
 		}
+	}
+}
+
+// The Prometheus install deploys is the one the tests run: the release of
+// the module install/prometheus/go.mod pins (module v0.XYY.Z is
+// Prometheus X.Y.Z, as Prometheus tags its Go module).
+func TestPrometheusImageMatchesModule(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("prometheus", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*github\.com/prometheus/prometheus v0\.(\d+)\.(\d+)\s*$`).FindStringSubmatch(string(data))
+	if m == nil {
+		t.Fatal("install/prometheus/go.mod pins no github.com/prometheus/prometheus v0.X.Y")
+	}
+	minor, _ := strconv.Atoi(m[1])
+	want := fmt.Sprintf("prom/prometheus:v%d.%d.%s", minor/100, minor%100, m[2])
+	if DefaultPrometheusImage != want {
+		t.Errorf("install deploys %s but the tests run %s (module v0.%s.%s): set DefaultPrometheusImage to %s", DefaultPrometheusImage, want, m[1], m[2], want)
+	}
+	if out := render(t, Options{Version: "v1"}); !strings.Contains(string(out), "image: "+want+"\n") {
+		t.Errorf("install output does not reference %s", want)
 	}
 }

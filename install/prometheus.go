@@ -120,6 +120,7 @@ func prometheusObjects(o Options) []any {
 					},
 					Spec: corev1.PodSpec{
 						ServiceAccountName: name,
+						ImagePullSecrets:   o.pullSecrets(),
 						// nobody, as the Prometheus image runs.
 						SecurityContext: restrictedPod(65534),
 						Volumes: []corev1.Volume{
@@ -130,7 +131,7 @@ func prometheusObjects(o Options) []any {
 						Containers: []corev1.Container{{
 							Name:            "prometheus",
 							Image:           o.PrometheusImage,
-							ImagePullPolicy: corev1.PullIfNotPresent,
+							ImagePullPolicy: o.pullPolicy(),
 							Args: []string{
 								"--config.file=/etc/prometheus/" + PrometheusConfigKey,
 								"--storage.tsdb.path=/data",

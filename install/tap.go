@@ -40,7 +40,7 @@ const tapServingLifetime = 365 * 24 * time.Hour
 // API server checks the leaf against the APIService's caBundle, which is
 // that CA's certificate. A leaked serving key can then sign nothing the
 // caBundle would accept, and no CA key ever leaves this function.
-func tapServingCert(ns string, now time.Time) (certPEM, keyPEM, caPEM []byte, err error) {
+func tapServingCert(ns, clusterDomain string, now time.Time) (certPEM, keyPEM, caPEM []byte, err error) {
 	serial := func() (*big.Int, error) { return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)) }
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -68,7 +68,7 @@ func tapServingCert(ns string, now time.Time) (certPEM, keyPEM, caPEM []byte, er
 		BasicConstraintsValid: true,
 		MaxPathLenZero:        true,
 		KeyUsage:              x509.KeyUsageCertSign,
-		PermittedDNSDomains:   []string{host, host + ".cluster.local"},
+		PermittedDNSDomains:   []string{host, host + "." + clusterDomain},
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
@@ -81,7 +81,7 @@ func tapServingCert(ns string, now time.Time) (certPEM, keyPEM, caPEM []byte, er
 	tmpl := &x509.Certificate{
 		SerialNumber:          leafSerial,
 		Subject:               pkix.Name{CommonName: host},
-		DNSNames:              []string{host, host + ".cluster.local"},
+		DNSNames:              []string{host, host + "." + clusterDomain},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(tapServingLifetime),
 		BasicConstraintsValid: true,
@@ -112,7 +112,7 @@ func tapObjects(o Options) []any {
 	if o.Now != nil {
 		now = o.Now
 	}
-	certPEM, keyPEM, caPEM, err := tapServingCert(ns, now())
+	certPEM, keyPEM, caPEM, err := tapServingCert(ns, o.ClusterDomain, now())
 	if err != nil {
 		// crypto/rand does not fail on supported platforms.
 		panic(fmt.Sprintf("generating the tap API's serving certificate: %v", err))
@@ -190,12 +190,13 @@ func tapObjects(o Options) []any {
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: annotations},
 				Spec: corev1.PodSpec{
 					ServiceAccountName: name,
+					ImagePullSecrets:   o.pullSecrets(),
 					SecurityContext:    restrictedPod(CAUser),
 					Containers: []corev1.Container{{
 						Name:            comp,
-						Image:           o.Registry + "/controller:" + o.Version,
-						ImagePullPolicy: corev1.PullIfNotPresent,
-						Args: []string{
+						Image:           o.images().Ref("controller"),
+						ImagePullPolicy: o.pullPolicy(),
+						Args: append([]string{
 							"tap",
 							"--controller-namespace=" + ns,
 							"--addr=0.0.0.0:" + strconv.Itoa(contract.TapAPIPort),
@@ -206,7 +207,7 @@ func tapObjects(o Options) []any {
 							"--identity-key=" + contract.IdentityDir + "/" + corev1.TLSPrivateKeyKey,
 							"--trust-anchors=" + contract.TrustAnchorsDir + "/" + contract.BundleKey,
 							"--log-format=json",
-						},
+						}, o.clusterDomainArgs()...),
 						Ports: []corev1.ContainerPort{
 							{Name: "apiserver", ContainerPort: contract.TapAPIPort},
 							{Name: "admin-http", ContainerPort: contract.TapAdminPort},

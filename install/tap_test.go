@@ -41,7 +41,13 @@ func tapDocs(t *testing.T, o Options) map[string]map[string]any {
 // The APIService's caBundle verifies the serving certificate for the
 // name the API server dials (the Service's DNS name).
 func TestTapServingCertMatchesCABundle(t *testing.T) {
-	docs := tapDocs(t, Options{Version: "v1", TLS: "optional", ControlNamespace: "mesh"})
+	for _, domain := range []string{"", "corp.example"} {
+		t.Run("domain="+domain, func(t *testing.T) { testTapServingCert(t, domain) })
+	}
+}
+
+func testTapServingCert(t *testing.T, domain string) {
+	docs := tapDocs(t, Options{Version: "v1", TLS: "optional", ControlNamespace: "mesh", ClusterDomain: domain})
 	api := docs["APIService/"+contract.TapAPIService]
 	if api == nil {
 		t.Fatal("no APIService v1alpha1.tap.linkerd.io")
@@ -71,6 +77,18 @@ func TestTapServingCertMatchesCABundle(t *testing.T) {
 	}
 	if _, err := crt.Verify(x509.VerifyOptions{DNSName: "linkerd-tap.mesh.svc", Roots: pool}); err != nil {
 		t.Errorf("serving certificate does not verify against the caBundle: %v", err)
+	}
+	// The fully qualified name is in the cluster's domain, and only there.
+	if domain == "" {
+		domain = contract.DefaultClusterDomain
+	}
+	if _, err := crt.Verify(x509.VerifyOptions{DNSName: "linkerd-tap.mesh.svc." + domain, Roots: pool}); err != nil {
+		t.Errorf("serving certificate does not verify for linkerd-tap.mesh.svc.%s: %v", domain, err)
+	}
+	if domain != contract.DefaultClusterDomain {
+		if _, err := crt.Verify(x509.VerifyOptions{DNSName: "linkerd-tap.mesh.svc." + contract.DefaultClusterDomain, Roots: pool}); err == nil {
+			t.Errorf("in cluster domain %s the serving certificate still names %s", domain, contract.DefaultClusterDomain)
+		}
 	}
 	// m9: the serving certificate is a leaf: its key, which the output
 	// carries, can sign nothing the caBundle accepts.

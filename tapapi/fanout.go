@@ -143,7 +143,7 @@ func (s *Server) Resolve(ctx context.Context, t Target) (eps []Endpoint, skipped
 			Labels:   lbls,
 			Pod:      name,
 			Addr:     net.JoinHostPort(p.Status.PodIP, strconv.Itoa(contract.TapPort)),
-			Identity: contract.Identity(owner, okind, p.Namespace, s.cfg.ControlNamespace),
+			Identity: contract.IdentityIn(owner, okind, p.Namespace, s.cfg.ControlNamespace, s.cfg.ClusterDomain),
 		})
 	}
 	return eps, skipped, nil

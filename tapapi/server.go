@@ -33,6 +33,9 @@ import (
 type Config struct {
 	Client           kubernetes.Interface
 	ControlNamespace string
+	// ClusterDomain ends the identities proxies must present; "" is
+	// cluster.local.
+	ClusterDomain string
 	// Credentials returns the transport credentials for a proxy that must
 	// present identity: IdentityFiles.Credentials in a cluster.
 	Credentials func(identity string) (credentials.TransportCredentials, error)

@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"math/big"
 	"time"
+
+	"meshtls/contract"
 )
 
 // Defaults from the design: workload leaves live a day, the root a year.
@@ -152,7 +154,12 @@ func NewRoot(commonName string, lifetime time.Duration, now time.Time) (*Root, [
 // under the mesh's identity domain, so name constraints that exclude the
 // mesh's identities are found at load time, not at the first pod.
 func ProbeIdentity(controlNamespace string) string {
-	return "linkerd-ca-probe.pod." + controlNamespace + ".linkerd-managed." + controlNamespace + ".svc.cluster.local"
+	return ProbeIdentityIn(controlNamespace, contract.DefaultClusterDomain)
+}
+
+// ProbeIdentityIn is ProbeIdentity in the cluster domain clusterDomain.
+func ProbeIdentityIn(controlNamespace, clusterDomain string) string {
+	return contract.IdentityIn("linkerd-ca-probe", contract.KindPod, controlNamespace, controlNamespace, clusterDomain)
 }
 
 // LoadRoot parses and validates a self-signed root from PEM, for the

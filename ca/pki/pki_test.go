@@ -516,3 +516,32 @@ func TestNewRootAndIssuerIsConstrained(t *testing.T) {
 		t.Error("a certificate for www.example.com verifies under the generated root")
 	}
 }
+
+// A CA told another cluster domain generates a root constrained to that
+// domain's identities: the mesh's identities there verify, and the same
+// name under cluster.local is outside the constraint.
+func TestRootInClusterDomain(t *testing.T) {
+	now := time.Now()
+	const ns, domain = "linkerd", "corp.example"
+	issuer, _, _, err := NewRootAndIssuer(contract.RootCommonNameIn(ns, domain), contract.IdentityDomainIn(ns, domain), time.Hour*24*365, ProbeIdentityIn(ns, domain), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := contract.IdentityIn("web", contract.KindDeployment, "app", ns, domain)
+	if !strings.HasSuffix(id, ".svc.corp.example") {
+		t.Fatalf("identity %q does not end in the cluster domain", id)
+	}
+	leaf, err := issuer.Issue(id, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := issuer.Check(leaf.CertPEM, leaf.KeyPEM, id, now); err != nil {
+		t.Errorf("identity in the cluster domain: %v", err)
+	}
+	def := contract.Identity("web", contract.KindDeployment, "app", ns)
+	if leaf, err := issuer.Issue(def, time.Hour, now); err == nil {
+		if _, err := issuer.Check(leaf.CertPEM, leaf.KeyPEM, def, now); err == nil {
+			t.Errorf("a root constrained to %s accepts %s", domain, def)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"meshtls/ca"
 	"meshtls/ca/pki"
+	"meshtls/contract"
 )
 
 type caOptions struct {
@@ -49,6 +50,9 @@ holds the offline root it chains to.`,
   controller ca --kubeconfig ~/.kube/config --cert-lifetime 1h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := contract.CheckClusterDomain(o.cfg.ClusterDomain); err != nil {
+				return err
+			}
 			return runCA(cmd.Context(), o)
 		},
 	}
@@ -59,6 +63,7 @@ holds the offline root it chains to.`,
 	f.IntVar(&o.burst, "kube-api-burst", 200, "API request burst")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.cfg.ControlNamespace, "controller-namespace", "linkerd", "control-plane namespace: the root Secret and Lease live here")
+	f.StringVar(&o.cfg.ClusterDomain, "cluster-domain", contract.DefaultClusterDomain, "the cluster's DNS domain: it ends every identity the CA issues")
 	f.DurationVar(&o.cfg.LeafLifetime, "cert-lifetime", pki.DefaultLeafLifetime, "lifetime of workload certificates (renewed between 0.57 and 0.67 of it; at least "+ca.MinLeafLifetime.String()+")")
 	f.DurationVar(&o.cfg.RootLifetime, "root-lifetime", pki.DefaultRootLifetime, "lifetime of a generated root")
 	f.IntVar(&o.cfg.Workers, "workers", 16, "owners reconciled in parallel")

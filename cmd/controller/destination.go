@@ -35,7 +35,7 @@ func newDestinationCmd() *cobra.Command {
 		Long: `Run the destination service.
 
 Proxies open a Destination.Get stream per authority ("svc.ns:port",
-"svc.ns.svc.cluster.local:port") or address ("IP:port", a pod IP or a
+"svc.ns.svc.<cluster-domain>:port") or address ("IP:port", a pod IP or a
 Service's ClusterIP) and receive its endpoints, then changes, from watches on
 Services, EndpointSlices and Pods. An endpoint carries its pod's TLS identity
 only when the pod is meshed by this control plane with linkerd.io/tls=optional,
@@ -68,7 +68,7 @@ works. Without those flags it serves plain text only.`,
 	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:9996", "address for /ready, /live and /metrics (empty disables)")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.cfg.ControlNamespace, "controller-namespace", "linkerd", "control-plane namespace: only pods meshed by it get identities")
-	f.StringVar(&o.cfg.ClusterDomain, "cluster-domain", "cluster.local", "the cluster's DNS domain")
+	f.StringVar(&o.cfg.ClusterDomain, "cluster-domain", contract.DefaultClusterDomain, "the cluster's DNS domain: it ends Service names and the identities of pods")
 	f.DurationVar(&o.cfg.Resync, "resync", 0, "re-deliver every watched object this often (0: never)")
 	f.BoolVar(&o.cfg.TrustReadiness, "trust-readiness", false, "advertise a TLS pod's identity once it is Ready, without checking by a handshake to its inbound port that it serves it (for clusters where the controller cannot reach pods)")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "the controller's certificate (PEM, leaf then chain)")

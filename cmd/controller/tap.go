@@ -22,6 +22,7 @@ type tapOptions struct {
 	addr          string
 	adminAddr     string
 	logFormat     string
+	clusterDomain string
 	controllerNS  string
 	servingCert   string
 	servingKey    string
@@ -54,6 +55,9 @@ many it dropped.`,
       --trust-anchors=/var/linkerd-io/trust-anchors/trust-anchors.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := contract.CheckClusterDomain(o.clusterDomain); err != nil {
+				return err
+			}
 			return runTapAPI(cmd.Context(), o)
 		},
 	}
@@ -63,6 +67,7 @@ many it dropped.`,
 	f.StringVar(&o.adminAddr, "admin-addr", "127.0.0.1:"+strconv.Itoa(contract.TapAdminPort), "address for /ready, /live and /metrics (empty disables)")
 	f.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	f.StringVar(&o.controllerNS, "controller-namespace", "linkerd", "control-plane namespace: only pods meshed by it are tapped")
+	f.StringVar(&o.clusterDomain, "cluster-domain", contract.DefaultClusterDomain, "the cluster's DNS domain: it ends the identities proxies present")
 	f.StringVar(&o.servingCert, "tls-cert", "", "serving certificate the API server checks against the APIService's caBundle (PEM)")
 	f.StringVar(&o.servingKey, "tls-key", "", "its private key (PEM)")
 	f.StringVar(&o.identityCert, "identity-cert", "", "the controller's mesh certificate, presented to proxies (PEM)")
@@ -119,7 +124,7 @@ func runTapAPI(parent context.Context, o *tapOptions) error {
 		}
 		log.Info("pod cache synced: tap events name peer pods")
 	}()
-	srv, err := tapapi.New(tapapi.Config{Client: client, ControlNamespace: o.controllerNS, Credentials: ids.Credentials,
+	srv, err := tapapi.New(tapapi.Config{Client: client, ControlNamespace: o.controllerNS, ClusterDomain: o.clusterDomain, Credentials: ids.Credentials,
 		Auth: auth, Authorize: o.authorization, Peers: peers, Logger: log})
 	if err != nil {
 		return err

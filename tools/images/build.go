@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"debug/buildinfo"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -171,8 +172,35 @@ func build(ctx context.Context, cfg buildConfig) ([]result, error) {
 	if err := tarDir(ociDir, archive, cfg.Epoch); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(cfg.Log, "images: wrote %s and %s\n", ociDir, archive)
+	if err := writeDigests(filepath.Join(cfg.Out, digestsName), cfg.Version, results); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(cfg.Log, "images: wrote %s, %s and %s\n", ociDir, archive, digestsName)
 	return results, nil
+}
+
+// digestsName is the digest file under Out: what `linkerd install
+// --image-digests` and `linkerd inject --image-digests` read to pin each
+// image by its index digest.
+const digestsName = "digests.json"
+
+// digestFile is the digest file's shape (meshtls/internal/imageref
+// reads it).
+type digestFile struct {
+	Version string            `json:"version"`
+	Images  map[string]string `json:"images"`
+}
+
+func writeDigests(path, version string, results []result) error {
+	f := digestFile{Version: version, Images: map[string]string{}}
+	for _, r := range results {
+		f.Images[r.Component.Name] = r.Digest.String()
+	}
+	data, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
 }
 
 // goBuild builds a static binary: no cgo (a scratch image has no libc),

@@ -116,6 +116,16 @@ func TestBuildIsReproducible(t *testing.T) {
 			t.Errorf("%s image digests differ: %s and %s", testPlatforms[i].Architecture, da, db)
 		}
 	}
+	// The digest file names what was built, for install and inject.
+	var df digestFile
+	if data, err := os.ReadFile(filepath.Join(outA, digestsName)); err != nil {
+		t.Fatal(err)
+	} else if err := json.Unmarshal(data, &df); err != nil {
+		t.Fatal(err)
+	}
+	if df.Version != testVersion || len(df.Images) != 1 || df.Images["proxy-init"] != resA[0].Digest.String() {
+		t.Errorf("%s holds %+v, want version %s and proxy-init at %s", digestsName, df, testVersion, resA[0].Digest)
+	}
 	a, err := os.ReadFile(filepath.Join(outA, archiveName(testVersion)))
 	if err != nil {
 		t.Fatal(err)
