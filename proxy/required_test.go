@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -242,3 +243,43 @@ func TestParseProbes(t *testing.T) {
 }
 
 var _ = http.StatusOK
+
+// TestRequiredMTLSStreamUnaffected: a long-lived mTLS gRPC stream through
+// a required pod carries messages before, while and after plain-text
+// clients are refused next to it.
+func TestRequiredMTLSStreamUnaffected(t *testing.T) {
+	m := requiredMesh(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := grpcClient(t, m.a.addr("outbound")).FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := func(msg string) {
+		t.Helper()
+		if err := st.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: []byte(msg)}}); err != nil {
+			t.Fatalf("send %q: %v", msg, err)
+		}
+		r, err := st.Recv()
+		if err != nil || string(r.GetPayload().GetBody()) != msg {
+			t.Fatalf("echo of %q: %v %v", msg, r, err)
+		}
+	}
+	echo("before")
+	for i := range 5 {
+		out, _ := rawExchange(t, m.b.addr("inbound"), []byte("GET /x HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"), 5*time.Second)
+		if !strings.HasPrefix(out, "HTTP/1.1 403") {
+			t.Fatalf("plain request %d: %q", i, firstLine(out))
+		}
+		echo(fmt.Sprintf("during-%d", i))
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != io.EOF {
+		t.Fatalf("stream end: %v, want a clean EOF", err)
+	}
+	if got := metric(t, m.b.addr("admin"), "inbound_tls_refused_total", nil); got != 5 {
+		t.Errorf("refused %v, want 5", got)
+	}
+}
