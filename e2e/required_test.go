@@ -44,7 +44,9 @@ import (
 //     address;
 //   - Prometheus still scrapes web's proxy.
 func TestRequiredTLS(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it taps through the APIService v1alpha1.tap.linkerd.io,
+	// which is cluster-wide: another test's install would take it over,
+	// and its cleanup delete it.
 	client := localcluster.Client(t)
 	kubeconfig := localcluster.Kubeconfig(t)
 	kubectl := localcluster.Kubectl(t)
@@ -166,6 +168,15 @@ func TestRequiredTLS(t *testing.T) {
 	})
 
 	// tap shows legacy-bot's requests refused, from its address.
+	readyPod(ctx, t, client, cp, contract.ComponentLabel+"=tap")
+	localcluster.Eventually(t, 2*time.Minute, func() error {
+		out, err := exec.Command(kubectl, "--kubeconfig", kubeconfig, "get", "apiservice", contract.TapAPIService,
+			"-o", `jsonpath={.status.conditions[?(@.type=="Available")].status}`).CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), "True") {
+			return fmt.Errorf("APIService %s not Available: %s %v", contract.TapAPIService, out, err)
+		}
+		return nil
+	})
 	localcluster.Eventually(t, 2*time.Minute, func() error {
 		return tapRefused(ctx, []string{"tap", "deploy/web", "-n", ns, "-L", cp, "--kubeconfig", kubeconfig, "-o", "json"}, legacy.Status.PodIP)
 	})
