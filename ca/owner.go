@@ -26,7 +26,7 @@ func (k ownerKey) String() string { return k.Kind + "/" + k.Namespace + "/" + k.
 
 // wantsTLS says whether pod is one of this control plane's TLS pods.
 func wantsTLS(pod *corev1.Pod, controlNS string) bool {
-	return pod.Annotations[contract.TLSAnnotation] == "optional" && pod.Labels[contract.ControlPlaneNSLabel] == controlNS
+	return contract.TLSMode(pod.Annotations[contract.TLSAnnotation]) && pod.Labels[contract.ControlPlaneNSLabel] == controlNS
 }
 
 // podOwner finds the workload that owns pod's identity. inject writes a

@@ -131,7 +131,7 @@ func loadDataPlane(ctx context.Context, cfg Config, client *Lazy[kubernetes.Inte
 	namespaces := map[string]bool{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if p.Annotations[contract.TLSAnnotation] != contract.TLSOptional || p.DeletionTimestamp != nil ||
+		if !contract.TLSMode(p.Annotations[contract.TLSAnnotation]) || p.DeletionTimestamp != nil ||
 			p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 			continue
 		}

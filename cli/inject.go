@@ -32,12 +32,20 @@ and those annotated linkerd.io/inject: disabled are skipped. Injecting twice
 gives the same output.
 
 With --tls=optional each proxy is given its workload's certificate Secret
-and the trust bundle, both written by the CA of linkerd install --tls=optional.`,
+and the trust bundle, both written by the CA of linkerd install --tls=optional. --tls=required
+does the same and makes each proxy refuse inbound plain text: HTTP gets 403,
+gRPC PERMISSION_DENIED, other TCP is closed. The pod's HTTP probes, the
+proxy's admin and tap ports, and ports listed in
+config.linkerd.io/tls-exempt-ports stay reachable. linkerd.io/tls on a pod
+template, or on a Namespace in the same input, wins over --tls.`,
 		Example: `  # Inject a manifest with TLS and apply it
   linkerd inject --tls=optional app.yml | kubectl apply -f -
 
   # Inject what is running now
   kubectl get deploy -n emojivoto -o yaml | linkerd inject --tls=optional - | kubectl apply -f -
+
+  # Require mutual TLS for one workload's inbound traffic
+  kubectl get deploy/web -n emojivoto -o yaml | linkerd inject --tls=required - | kubectl apply -f -
 
   # Inject every manifest in a directory
   linkerd inject --tls=optional ./k8s/
@@ -48,8 +56,8 @@ and the trust bundle, both written by the CA of linkerd install --tls=optional.`
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.ControlNamespace = f.LinkerdNamespace
-			if o.TLS != "" && o.TLS != "optional" {
-				return usageErrorf("invalid --tls value %q: the only supported value is \"optional\"", o.TLS)
+			if o.TLS != "" && o.TLS != "optional" && o.TLS != "required" {
+				return usageErrorf("invalid --tls value %q: use \"optional\" or \"required\"", o.TLS)
 			}
 			if cmd.Flags().Changed("version") {
 				fmt.Fprintln(f.IO.ErrOut, "Warning: inject's --version is deprecated: use --proxy-version")
@@ -64,7 +72,7 @@ and the trust bundle, both written by the CA of linkerd install --tls=optional.`
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&o.TLS, "tls", "", `enable TLS: "optional" gives each proxy its workload's certificate and falls back to plain text`)
+	fl.StringVar(&o.TLS, "tls", "", `enable TLS: "optional" gives each proxy its workload's certificate and falls back to plain text; "required" also refuses inbound plain text (probes, admin and tap ports, and config.linkerd.io/tls-exempt-ports excepted); a linkerd.io/tls annotation on a pod template or on a Namespace in the input wins`)
 	images.add(fl, "proxy and proxy-init")
 	fl.StringVar(&o.Version, "proxy-version", Version, "tag of the proxy and proxy-init images (default: this CLI's version)")
 	// --version was this flag's first name. Not cobra's MarkDeprecated:

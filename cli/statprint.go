@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,8 +106,19 @@ func printKindTable(io *IOStreams, opts *StatOptions, rows []stat.Row, window ti
 		header = append([]string{"NAMESPACE"}, header...)
 		left = 2
 	}
+	textCols := 2
+	// REFUSED appears only when some row has refusals (pods with
+	// linkerd.io/tls: required), so other tables keep their shape.
+	refused := false
+	for _, r := range rows {
+		refused = refused || r.Refused > 0
+	}
 	if wide {
 		header = append(header, "PLAIN_RPS", "NO_TLS_REASONS", "TOP_PLAINTEXT")
+		if refused {
+			header = append(header, "REFUSED")
+			textCols++
+		}
 	}
 	out := &trimWriter{w: io.Out}
 	defer out.Flush()
@@ -116,7 +128,7 @@ func printKindTable(io *IOStreams, opts *StatOptions, rows []stat.Row, window ti
 		aligns := make([]tw.Align, len(header))
 		for i := range aligns {
 			aligns[i] = tw.AlignRight
-			if i < left || i >= len(header)-2 {
+			if i < left || i >= len(header)-textCols {
 				aligns[i] = tw.AlignLeft
 			}
 		}
@@ -153,6 +165,9 @@ func printKindTable(io *IOStreams, opts *StatOptions, rows []stat.Row, window ti
 				plain = plainRequests(r) / secs
 			}
 			cells = append(cells, rpsCell(plain), reasonsCell(r), edgesCell(r.TopPlaintext, secs))
+			if refused {
+				cells = append(cells, refusedCell(r))
+			}
 		}
 		if err := tbl.Append(toAny(cells)...); err != nil {
 			return err
@@ -293,6 +308,29 @@ func reasonsCell(r stat.Row) string {
 	return strings.Join(parts, ",")
 }
 
+// refusedCell is a row's refusals in the window and their reasons:
+// "12 (no_tls_from_remote=12)", or "-".
+func refusedCell(r stat.Row) string {
+	if r.Refused <= 0 {
+		return "-"
+	}
+	reasons := make([]string, 0, len(r.RefusedReasons))
+	for k := range r.RefusedReasons {
+		reasons = append(reasons, k)
+	}
+	sort.Slice(reasons, func(i, j int) bool {
+		if r.RefusedReasons[reasons[i]] != r.RefusedReasons[reasons[j]] {
+			return r.RefusedReasons[reasons[i]] > r.RefusedReasons[reasons[j]]
+		}
+		return reasons[i] < reasons[j]
+	})
+	parts := make([]string, 0, len(reasons))
+	for _, k := range reasons {
+		parts = append(parts, fmt.Sprintf("%s=%s", tap.Escape(k), strconv.FormatFloat(math.Round(r.RefusedReasons[k]), 'f', -1, 64)))
+	}
+	return strconv.FormatFloat(math.Round(r.Refused), 'f', -1, 64) + " (" + strings.Join(parts, ",") + ")"
+}
+
 // wideEdges is how many plain-text pairs the wide table shows per row.
 const wideEdges = 2
 
@@ -332,7 +370,11 @@ type statJSON struct {
 	WriteBPS     *float64            `json:"tcp_write_bytes_per_sec"`
 	NoTLS        map[string]*float64 `json:"no_tls"`
 	TopPlaintext []edgeJSON          `json:"top_plaintext"`
-	WindowSecs   float64             `json:"window_seconds"`
+	// Refused counts what required pods refused in the window (not in
+	// requests), by reason in RefusedReasons.
+	Refused        *float64            `json:"refused"`
+	RefusedReasons map[string]*float64 `json:"refused_reasons"`
+	WindowSecs     float64             `json:"window_seconds"`
 }
 
 type edgeJSON struct {
@@ -372,6 +414,10 @@ func statJSONRow(r stat.Row, window time.Duration) statJSON {
 		P99: num(r.P99, latencyDecimals), TLS: num(r.TLS, fractionDecimals),
 		NoTLS: map[string]*float64{}, TopPlaintext: []edgeJSON{}, WindowSecs: *num(window.Seconds(), 3),
 		TCPConn: num(r.TCPConn, countDecimals),
+		Refused: num(r.Refused, countDecimals), RefusedReasons: map[string]*float64{},
+	}
+	for k, v := range r.RefusedReasons {
+		j.RefusedReasons[k] = num(v, countDecimals)
 	}
 	if secs := window.Seconds(); secs > 0 {
 		j.ReadBPS, j.WriteBPS = num(r.ReadBytes/secs, rateDecimals), num(r.WriteBytes/secs, rateDecimals)

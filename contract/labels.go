@@ -12,10 +12,21 @@ const (
 	// and check select on it.
 	ComponentLabel = "linkerd.io/control-plane-component"
 
-	// TLSAnnotation "optional" marks a pod whose proxy wants a certificate.
+	// TLSAnnotation marks a pod whose proxy wants a certificate, and how
+	// strictly: TLSOptional or TLSRequired. On a Namespace it is the
+	// default for the pods inject sees in that namespace; a pod's own
+	// annotation wins.
 	TLSAnnotation = "linkerd.io/tls"
-	// TLSOptional is the only value TLSAnnotation takes today.
+	// TLSOptional fails open: mTLS where both ends can, plain text
+	// otherwise.
 	TLSOptional = "optional"
+	// TLSRequired is TLSOptional plus enforcement: the proxy accepts
+	// inbound application traffic only over mTLS from a mesh identity.
+	TLSRequired = "required"
+	// TLSPinnedAnnotation "true" says the pod template's TLSAnnotation was
+	// the user's own (it wins over the namespace and --tls when injected
+	// again), not one inject wrote from --tls or the namespace.
+	TLSPinnedAnnotation = "linkerd.io/tls-pinned"
 	// ProxyVersionAnnotation is the injected proxy's version.
 	ProxyVersionAnnotation = "linkerd.io/proxy-version"
 	// CreatedByAnnotation names the tool that wrote an object.
@@ -60,6 +71,10 @@ const (
 	RootNextKeyKey     = "next-tls.key"
 	RootNextAnchorsKey = "next-ca.crt"
 )
+
+// TLSMode says whether v, a TLSAnnotation value, asks for a certificate:
+// TLSOptional or TLSRequired (required implies everything optional does).
+func TLSMode(v string) bool { return v == TLSOptional || v == TLSRequired }
 
 // KindLabel is the pod label naming the owner of kind.
 func KindLabel(kind string) string { return ProxyKindLabelPrefix + kind }

@@ -67,6 +67,17 @@ const (
 	// EnvDrainDelay is how long the proxy keeps accepting after SIGTERM,
 	// while peers still hold the pod as an endpoint (default 5s).
 	EnvDrainDelay = "LINKERD2_PROXY_SHUTDOWN_DRAIN_DELAY"
+	// EnvInboundTLS is the pod's TLS mode (TLSOptional or TLSRequired);
+	// unset means optional. Required refuses inbound plain text.
+	EnvInboundTLS = "LINKERD2_PROXY_INBOUND_TLS"
+	// EnvInboundTLSExemptPorts lists ports (the syntax of EnvOpaquePorts)
+	// where a required pod still accepts plain text, from
+	// TLSExemptPortsAnnotation.
+	EnvInboundTLSExemptPorts = "LINKERD2_PROXY_INBOUND_TLS_EXEMPT_PORTS"
+	// EnvInboundProbes lists the kubelet's HTTP probes of the pod's
+	// containers as PORT:PATH, space-separated (8080:/healthz 8081:/ready):
+	// a required pod accepts these GET requests in plain text.
+	EnvInboundProbes = "LINKERD2_PROXY_INBOUND_PROBES"
 )
 
 // DefaultOpaquePorts are Linkerd's: SMTP, MySQL, Galera, PostgreSQL,
@@ -82,6 +93,20 @@ const (
 	ProxyCPULimitAnnotation     = "config.linkerd.io/proxy-cpu-limit"
 	ProxyMemRequestAnnotation   = "config.linkerd.io/proxy-memory-request"
 	ProxyMemLimitAnnotation     = "config.linkerd.io/proxy-memory-limit"
+	// TLSExemptPortsAnnotation lists ports (comma-separated, ranges a-b)
+	// where a pod with linkerd.io/tls: required still accepts plain text.
+	TLSExemptPortsAnnotation = "config.linkerd.io/tls-exempt-ports"
+)
+
+// Refusals of a required pod's proxy, as inbound_tls_refused_total's
+// reason label and the tap event's error spell them.
+const (
+	// RefusedNoTLS: the client sent plain text (or TLS not addressed to
+	// this pod's identity).
+	RefusedNoTLS = "no_tls_from_remote"
+	// TapRefusedPrefix starts a tap ResponseEnd error that marks a
+	// request the proxy refused: "refused:" + reason.
+	TapRefusedPrefix = "refused:"
 )
 
 // ProxyAwaitCommand is the proxy container's postStart hook: the kubelet

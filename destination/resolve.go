@@ -384,7 +384,7 @@ func skipsProxy(pod *corev1.Pod, port uint16) bool {
 // pending is true while the verifier's first check of the pod has not
 // concluded: the pod is then not advertised at all yet (snapshot.add).
 func (r *resolver) identity(pod *corev1.Pod) (id string, pending bool) {
-	if pod.Annotations[contract.TLSAnnotation] != contract.TLSOptional || pod.Labels[contract.ControlPlaneNSLabel] != r.controlNS {
+	if !contract.TLSMode(pod.Annotations[contract.TLSAnnotation]) || pod.Labels[contract.ControlPlaneNSLabel] != r.controlNS {
 		return "", false
 	}
 	if !podReady(pod) {

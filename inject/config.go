@@ -17,7 +17,9 @@ type podConfig struct {
 	opaquePorts     string // proxy env, defaults included
 	skipIn, skipOut string // proxy-init flags
 	resources       corev1.ResourceRequirements
-	cores           int // LINKERD2_PROXY_CORES, from the CPU limit; 0 unset
+	cores           int    // LINKERD2_PROXY_CORES, from the CPU limit; 0 unset
+	tlsExempt       string // plain-text ports of a required pod
+	probes          string // contract.EnvInboundProbes of a required pod
 }
 
 // readPodConfig reads and checks the annotations. An error names the
@@ -56,6 +58,9 @@ func readPodConfig(podMeta map[string]any) (podConfig, error) {
 		return c, err
 	}
 	if c.skipOut, err = ports(contract.SkipOutboundPortsAnnotation); err != nil {
+		return c, err
+	}
+	if c.tlsExempt, err = ports(contract.TLSExemptPortsAnnotation); err != nil {
 		return c, err
 	}
 	for _, q := range []struct {

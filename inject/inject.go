@@ -23,7 +23,8 @@ import (
 // Options is what `linkerd inject` can change.
 type Options struct {
 	ControlNamespace string
-	// TLS is "" or "optional".
+	// TLS is "", "optional" or "required": the mode of workloads whose
+	// pod template and namespace (when the input holds it) do not say.
 	TLS string
 	// Registry prefixes the images: <Registry>/proxy:<Version>.
 	Registry string
@@ -40,6 +41,10 @@ type Options struct {
 	// ProxyLogLevel is the proxy's log filter.
 	ProxyLogLevel string
 
+	// nsTLS is the linkerd.io/tls annotation of each Namespace in the
+	// input, by name.
+	nsTLS map[string]string
+
 	pullPolicy  corev1.PullPolicy
 	pullSecrets []corev1.LocalObjectReference
 }
@@ -54,9 +59,9 @@ func (o *Options) Validate() error {
 		o.ControlNamespace = "linkerd"
 	}
 	switch o.TLS {
-	case "", "optional":
+	case "", contract.TLSOptional, contract.TLSRequired:
 	default:
-		return fmt.Errorf("invalid --tls value %q: the only supported value is \"optional\"", o.TLS)
+		return fmt.Errorf("invalid --tls value %q: use \"optional\" or \"required\"", o.TLS)
 	}
 	if o.Registry == "" {
 		o.Registry = imageref.DefaultRegistry
@@ -123,15 +128,32 @@ func Inject(input []byte, source string, o Options) (*Result, error) {
 	}
 	res := &Result{}
 	var out bytes.Buffer
+	type parsed struct {
+		doc document
+		obj map[string]any
+	}
+	var docs []parsed
 	for _, doc := range splitDocuments(input) {
 		if isBlank(doc.text) {
 			continue
 		}
-		res.Documents++
 		obj, err := parseDocument(doc, source)
 		if err != nil {
 			return nil, err
 		}
+		docs = append(docs, parsed{doc, obj})
+	}
+	// A Namespace's mode is the default of the pods in it, wherever in
+	// the input it comes.
+	o.nsTLS = map[string]string{}
+	for _, d := range docs {
+		if err := namespaceTLS(d.obj, o.nsTLS); err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", source, d.doc.index, err)
+		}
+	}
+	for _, d := range docs {
+		doc, obj := d.doc, d.obj
+		res.Documents++
 		before := len(res.Reports)
 		injectObject(obj, o, &res.Reports)
 		for _, r := range res.Reports[before:] {
@@ -350,7 +372,21 @@ func injectObject(obj map[string]any, o Options, reports *[]Report) {
 			Reason: "is injected, but its pods complete only once the proxy exits too: stop it when the job's work is done"})
 	}
 
-	tls := o.TLS != ""
+	mode, pinned, err := tlsMode(podMeta, namespace, o)
+	if err != nil {
+		r.Outcome, r.Check, r.Reason = Skipped, checkAnnotations, err.Error()+"; not injected until it is fixed"
+		*reports = append(*reports, r)
+		return
+	}
+	o.TLS = mode
+	tls := mode != ""
+	if mode == contract.TLSRequired && name == "" {
+		// Without an identity a required proxy would refuse everyone:
+		// say so rather than inject a pod nobody can reach.
+		r.Outcome, r.Check, r.Reason = Skipped, checkTLS, "has no name (generateName), so it cannot be given the TLS identity linkerd.io/tls: required needs; not injected"
+		*reports = append(*reports, r)
+		return
+	}
 	if tls && name == "" {
 		// The Secret's name comes from the owner's name, which a
 		// generateName pod does not have yet.
@@ -364,7 +400,13 @@ func injectObject(obj map[string]any, o Options, reports *[]Report) {
 		return
 	}
 	uninject(podMeta, podSpec)
+	if mode == contract.TLSRequired {
+		pc.probes = probeList(asList(podSpec["containers"]))
+	}
 	addProxy(podMeta, podSpec, ownerKind, name, o, tls, pc)
+	if pinned && tls {
+		mapAt(podMeta, "annotations")[contract.TLSPinnedAnnotation] = "true"
+	}
 	*reports = append(*reports, r)
 }
 
@@ -417,7 +459,7 @@ func uninject(podMeta, podSpec map[string]any) {
 		}
 	}
 	ann := mapAt(podMeta, "annotations")
-	for _, k := range []string{contract.ProxyVersionAnnotation, contract.CreatedByAnnotation, contract.TLSAnnotation} {
+	for _, k := range []string{contract.ProxyVersionAnnotation, contract.CreatedByAnnotation, contract.TLSAnnotation, contract.TLSPinnedAnnotation} {
 		delete(ann, k)
 	}
 }

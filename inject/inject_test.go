@@ -320,8 +320,8 @@ func TestInvalidYAMLNamesDocumentAndLine(t *testing.T) {
 
 func TestBadOptions(t *testing.T) {
 	o := testOptions
-	o.TLS = "required"
-	if _, err := Inject([]byte("kind: Pod\n"), "x", o); err == nil || !strings.Contains(err.Error(), "optional") {
+	o.TLS = "strict"
+	if _, err := Inject([]byte("kind: Pod\n"), "x", o); err == nil || !strings.Contains(err.Error(), "required") {
 		t.Fatalf("err = %v", err)
 	}
 }

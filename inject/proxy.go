@@ -42,6 +42,17 @@ func proxyContainer(ownerKind, owner string, o Options, tls bool, pc podConfig) 
 			corev1.EnvVar{Name: contract.EnvTLSPodIdentity, Value: contract.IdentityIn(owner, ownerKind, "$("+contract.EnvPodNamespace+")", o.ControlNamespace, o.ClusterDomain)},
 			corev1.EnvVar{Name: contract.EnvTLSControllerID, Value: contract.ControllerIdentityIn(contract.ControllerComponent, o.ControlNamespace, o.ClusterDomain)},
 		)
+		// Written only when required (unset is optional), so optional
+		// pods' manifests stay as they were.
+		if o.TLS == contract.TLSRequired {
+			env = append(env, corev1.EnvVar{Name: contract.EnvInboundTLS, Value: o.TLS})
+			if pc.probes != "" {
+				env = append(env, corev1.EnvVar{Name: contract.EnvInboundProbes, Value: pc.probes})
+			}
+			if pc.tlsExempt != "" {
+				env = append(env, corev1.EnvVar{Name: contract.EnvInboundTLSExemptPorts, Value: pc.tlsExempt})
+			}
+		}
 		mounts = []corev1.VolumeMount{
 			{Name: contract.TrustAnchorsVolume, MountPath: contract.TrustAnchorsDir, ReadOnly: true},
 			{Name: contract.IdentityVolume, MountPath: contract.IdentityDir, ReadOnly: true},

@@ -67,6 +67,23 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.OpaquePorts, err = ParsePorts(opaque); err != nil {
 		return c, fmt.Errorf("%s: %w", contract.EnvOpaquePorts, err)
 	}
+	switch m := getenv(contract.EnvInboundTLS); m {
+	case "", contract.TLSOptional:
+	case contract.TLSRequired:
+		if len(set) == 0 {
+			// Without an identity every client would be refused.
+			return c, fmt.Errorf("%s=required but TLS is not configured (%s unset)", contract.EnvInboundTLS, strings.Join(unset, ", "))
+		}
+		c.RequireTLS = true
+	default:
+		return c, fmt.Errorf("%s=%q: want %q or %q", contract.EnvInboundTLS, m, contract.TLSOptional, contract.TLSRequired)
+	}
+	if c.Probes, err = ParseProbes(getenv(contract.EnvInboundProbes)); err != nil {
+		return c, fmt.Errorf("%s: %w", contract.EnvInboundProbes, err)
+	}
+	if c.TLSExemptPorts, err = ParsePorts(getenv(contract.EnvInboundTLSExemptPorts)); err != nil {
+		return c, fmt.Errorf("%s: %w", contract.EnvInboundTLSExemptPorts, err)
+	}
 	c.ShutdownGrace, c.DrainDelay = 2*time.Minute, 5*time.Second
 	for name, d := range map[string]*time.Duration{contract.EnvShutdownGrace: &c.ShutdownGrace, contract.EnvDrainDelay: &c.DrainDelay} {
 		if v := getenv(name); v != "" {

@@ -239,6 +239,10 @@ func (p *Proxy) inboundHandler() http.Handler {
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		meta := metaFrom(r.Context())
+		if meta.refuse != "" && !p.isProbe(r, meta) {
+			p.refuseInbound(w, r, meta)
+			return
+		}
 		meta.requests.Add(1)
 		rs := p.series(meta, r.Host, func() labels {
 			return meta.tls.labels(labels{"direction": inbound, "authority": p.m.authority(inbound, r.Host)})

@@ -78,6 +78,13 @@ type Config struct {
 	// either way for this long.
 	TCPIdleTimeout time.Duration
 
+	// RequireTLS refuses inbound application traffic that is not mTLS
+	// from a mesh identity (linkerd.io/tls: required), except the
+	// kubelet's Probes and TLSExemptPorts (required.go).
+	RequireTLS     bool
+	Probes         Probes
+	TLSExemptPorts PortSet
+
 	// OrigDst finds an accepted connection's original destination; nil
 	// means SO_ORIGINAL_DST. Tests without iptables set it.
 	OrigDst func(c net.Conn, direction string) (netip.AddrPort, error)
@@ -158,8 +165,10 @@ type connMeta struct {
 	src       netip.AddrPort
 	dst       netip.AddrPort // the original destination
 	tls       tlsStatus
-	requests  atomic.Int64
-	active    atomic.Bool
+	// refuse is why a required pod refuses this connection's requests.
+	refuse   string
+	requests atomic.Int64
+	active   atomic.Bool
 	// series caches the request metrics of this connection's label sets.
 	series  sync.Map
 	nSeries atomic.Int32
@@ -175,7 +184,8 @@ type Proxy struct {
 	id  *identityStore
 	tap *tapHub
 
-	refusals *refusals
+	refusals   *refusals
+	inRefusals *inboundRefusals
 
 	inboundHTTP, outboundHTTP *connServer
 	inboundRT, outboundRT     http.RoundTripper
@@ -198,6 +208,7 @@ func New(cfg Config) *Proxy {
 	p := &Proxy{cfg: cfg, log: cfg.Log, m: newMetrics(cfg.MetricsRetainIdle, cfg.MaxAuthorities), addrs: map[string]net.Addr{}, bound: make(chan struct{})}
 	p.id = newIdentityStore(&p.cfg, p.m, p.log)
 	p.refusals = newRefusals(p.m.reg)
+	p.inRefusals = newInboundRefusals(p.m.reg)
 	self := map[string]string{}
 	if cfg.PodNamespace != "" {
 		self["namespace"] = cfg.PodNamespace
@@ -426,6 +437,11 @@ func (p *Proxy) serveInbound(_ context.Context, conn net.Conn) {
 		// `openssl s_client` or `check --tls` make): there is no
 		// application behind it, and forwarding would loop.
 		p.fail(c, inbound, errLoop, "connection addressed to the inbound port itself", errors.New("no application behind the proxy port"))
+		return
+	}
+	meta.refuse = p.inboundRefusal(meta)
+	if meta.refuse != "" && proto != HTTP1 && proto != HTTP2 {
+		p.refuseInboundConn(c, meta)
 		return
 	}
 	cc := p.m.track(c, meta.tls.labels(labels{"direction": inbound, "peer": "src"}))

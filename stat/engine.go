@@ -300,6 +300,28 @@ func evaluate(ctx context.Context, q Query, p plan, ev evaluator, pods []Pod, ha
 		}
 	}
 
+	if p.wantRefused {
+		sums, err := ev.sum(ctx, p.refused)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range sums {
+			if s.Value <= 0 {
+				continue
+			}
+			a := get(p.keyOf(s.Labels))
+			reason := s.Labels["reason"]
+			if reason == "" {
+				reason = "unknown"
+			}
+			if a.row.RefusedReasons == nil {
+				a.row.RefusedReasons = map[string]float64{}
+			}
+			a.row.Refused += s.Value
+			a.row.RefusedReasons[reason] += s.Value
+		}
+	}
+
 	if havePods && q.Resource.Kind != KindAuthority && q.Resource.Kind != KindService {
 		addPodRows(q, p, pods, accs, get)
 	}

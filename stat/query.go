@@ -8,7 +8,10 @@ import (
 
 // Metric names, as linkerd2-proxy exports them.
 const (
-	metricResponses  = "response_total"
+	metricResponses = "response_total"
+	// metricRefused counts what a required pod's proxy refused for
+	// arriving without mTLS (never in response_total).
+	metricRefused    = "inbound_tls_refused_total"
 	metricLatency    = "response_latency_ms_bucket"
 	metricTCPOpen    = "tcp_open_connections" // a gauge
 	metricTCPRead    = "tcp_read_bytes_total"
@@ -148,7 +151,11 @@ type plan struct {
 	// connections the proxy does not label.
 	tcpOpen, tcpRead, tcpWrite vectorQuery
 	tcp                        bool
-	rowKind                    Kind
+	// refused is what required pods refused, by row labels and reason;
+	// read only for rows from inbound metrics without --from/--to.
+	refused     vectorQuery
+	wantRefused bool
+	rowKind     Kind
 	// rowLabels are the group-by labels naming a row: namespace label first,
 	// then the name label (only the namespace for namespace rows).
 	rowLabels []string
@@ -297,6 +304,10 @@ func buildPlan(q Query, pods []string) (plan, error) {
 		}
 		p.receivers = vectorQuery{Metric: metricResponses, Matchers: rm, By: rby}
 	}
+	if p.inbound && q.From == nil && q.To == nil {
+		p.wantRefused = true
+		p.refused = vectorQuery{Metric: metricRefused, Matchers: ms, By: append(append([]string{}, p.rowLabels...), "reason")}
+	}
 	return p, nil
 }
 
@@ -309,6 +320,9 @@ func (p plan) queries() []vectorQuery {
 	}
 	if p.tcp {
 		qs = append(qs, p.tcpOpen, p.tcpRead, p.tcpWrite)
+	}
+	if p.wantRefused {
+		qs = append(qs, p.refused)
 	}
 	return qs
 }

@@ -39,6 +39,7 @@ func (s *series) get(name string) string {
 var wanted = map[string]bool{
 	metricResponses: true, metricLatency: true,
 	metricTCPOpen: true, metricTCPRead: true, metricTCPWritten: true,
+	metricRefused: true,
 }
 
 // isGauge says whether a series' text is of a gauge stat reads, whose

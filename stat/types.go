@@ -268,6 +268,13 @@ type Row struct {
 	// TopPlaintext names the source→destination pairs carrying the most
 	// plain-text requests, largest first.
 	TopPlaintext []PlaintextEdge
+
+	// Refused counts the requests and connections a pod with
+	// linkerd.io/tls: required refused in the window, for arriving
+	// without mTLS; RefusedReasons splits it by reason. They are not in
+	// Requests: the TLS column is the share of served requests.
+	Refused        float64
+	RefusedReasons map[string]float64
 }
 
 // PlaintextEdge is plain-text traffic between two workloads.

@@ -2,6 +2,7 @@ package tap
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 
 	"meshtls/contract"
@@ -200,6 +201,15 @@ func (e *Event) Remote() Peer {
 		return e.Dst
 	}
 	return e.Src
+}
+
+// Refused is why a proxy in required mode refused the request (its
+// end's error is contract.TapRefusedPrefix + reason), or "".
+func (e *Event) Refused() string {
+	if r, ok := strings.CutPrefix(e.Error, contract.TapRefusedPrefix); ok {
+		return r
+	}
+	return ""
 }
 
 // Success classifies a finished request as Linkerd's metrics do: a gRPC

@@ -92,7 +92,10 @@ func AppendLine(b []byte, e *Event, wide bool) []byte {
 			b = fmt.Appendf(b, " reset-error=%d", e.ResetCode)
 		}
 		b = fmt.Appendf(b, " duration=%s response-length=%dB", micros(e.Duration), e.ResponseBytes)
-		if e.Error != "" {
+		if r := e.Refused(); r != "" {
+			b = append(b, " refused="...)
+			b = append(b, EscapeField(r)...)
+		} else if e.Error != "" {
 			b = append(b, " error="...)
 			b = append(b, EscapeField(e.Error)...)
 		}
@@ -162,6 +165,7 @@ type jsonEnd struct {
 	GRPCStatusCode *uint32 `json:"grpc_status_code,omitempty"`
 	ResetError     *uint32 `json:"reset_error,omitempty"`
 	Error          string  `json:"error,omitempty"`
+	Refused        string  `json:"refused,omitempty"`
 	DurationUS     int64   `json:"duration_us"`
 	ResponseBytes  uint64  `json:"response_bytes"`
 	RequestBytes   uint64  `json:"request_bytes"`
@@ -218,7 +222,7 @@ func MarshalJSON(e *Event) ([]byte, error) {
 		j.Response = &jsonResponse{Status: e.Status, LatencyUS: e.Latency.Microseconds()}
 	}
 	if e.Kind == KindEnd {
-		end := &jsonEnd{Error: e.Error, DurationUS: e.Duration.Microseconds(), ResponseBytes: e.ResponseBytes, RequestBytes: e.RequestBytes, Success: e.Success()}
+		end := &jsonEnd{Error: e.Error, Refused: e.Refused(), DurationUS: e.Duration.Microseconds(), ResponseBytes: e.ResponseBytes, RequestBytes: e.RequestBytes, Success: e.Success()}
 		if e.HasGRPCStatus {
 			name, code := GRPCStatusName(e.GRPCStatus), e.GRPCStatus
 			end.GRPCStatus, end.GRPCStatusCode = &name, &code

@@ -130,7 +130,7 @@ func (s *Server) Resolve(ctx context.Context, t Target) (eps []Endpoint, skipped
 			continue
 		}
 		name := p.Namespace + "/" + p.Name
-		if p.Annotations[contract.TLSAnnotation] != contract.TLSOptional {
+		if !contract.TLSMode(p.Annotations[contract.TLSAnnotation]) {
 			skipped = append(skipped, fmt.Sprintf("pod %s: its proxy has no TLS identity (inject it with --tls=optional), so it cannot be tapped", name))
 			continue
 		}
