@@ -40,7 +40,7 @@ func TestRequiredRefusesPlainHTTP(t *testing.T) {
 	admin := m.b.addr("admin")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := tapClient(t, m.b.addr("tap"), idCtrl).Observe(ctx, &tappb.ObserveRequest{})
+	st, err := tapClient(t, m.b.addr("tap"), idTap).Observe(ctx, &tappb.ObserveRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
