@@ -212,14 +212,14 @@ func forwardAsSent(pr *httputil.ProxyRequest, dst netip.AddrPort) {
 	}
 }
 
-// inboundHandler proxies requests to the local application at the
-// connection's original destination.
+// inboundHandler proxies requests to the local application on loopback at
+// the port of the connection's original destination (appAddr).
 func (p *Proxy) inboundHandler() http.Handler {
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			dst := metaFrom(pr.In.Context()).dst
 			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = dst.String()
+			pr.Out.URL.Host = appAddr(dst).String()
 			forwardAsSent(pr, dst)
 		},
 		Transport:    p.inboundRT,
@@ -230,7 +230,7 @@ func (p *Proxy) inboundHandler() http.Handler {
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodConnect && r.ProtoMajor == 1 {
 			p.tunnel(w, r, inbound, func(ctx context.Context) (net.Conn, error) {
-				return p.newInboundTransportDial(ctx, metaFrom(ctx).dst)
+				return p.newInboundTransportDial(ctx, appAddr(metaFrom(ctx).dst))
 			})
 			return
 		}

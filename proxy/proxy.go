@@ -367,7 +367,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 
 // serveInbound handles one connection redirected to the inbound port:
 // detect, terminate TLS meant for this pod, then proxy HTTP or bytes to
-// the original destination, the local application.
+// the local application on loopback at the original destination's port.
 func (p *Proxy) serveInbound(_ context.Context, conn net.Conn) {
 	raw := conn
 	meta := &connMeta{direction: inbound, src: addrPort(raw.RemoteAddr())}
@@ -488,6 +488,21 @@ func (p *Proxy) dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 	return d.DialContext(ctx, "tcp", addr.String())
 }
 
+// appAddr is where inbound traffic to dst is forwarded: the application
+// on the loopback address of dst's family, at dst's port, as
+// linkerd2-proxy does. Never the pod IP itself: with proxy-init's
+// redirect-non-loopback-local-traffic rule (a pod calling a Service that
+// routes back to itself), the proxy's own connection to its pod IP is
+// redirected to the inbound port again, and forwarding there would loop.
+// An application must therefore listen on 0.0.0.0, :: or loopback, not
+// on the pod IP alone (Linkerd has the same constraint).
+func appAddr(dst netip.AddrPort) netip.AddrPort {
+	if dst.Addr().Unmap().Is4() {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port())
+	}
+	return netip.AddrPortFrom(netip.IPv6Loopback(), dst.Port())
+}
+
 // inboundDstLabels are the transport labels of the proxy's connections to
 // the local application.
 func inboundDstLabels() labels {
@@ -498,10 +513,10 @@ func (p *Proxy) forwardInboundTCP(src *countedConn, meta *connMeta) {
 	defer func() { _ = src.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	defer cancel()
-	d, err := p.dial(ctx, meta.dst)
+	d, err := p.dial(ctx, appAddr(meta.dst))
 	if err != nil {
 		p.m.errors.WithLabelValues(inbound, errConnect).Inc()
-		p.log.Debug("inbound connect failed", "dst", meta.dst.String(), "error", err.Error())
+		p.log.Debug("inbound connect failed", "dst", appAddr(meta.dst).String(), "error", err.Error())
 		return
 	}
 	splice(src, p.m.track(d, inboundDstLabels()), p.cfg.TCPIdleTimeout)
