@@ -107,6 +107,9 @@ func initContainer(o Options, pc podConfig) corev1.Container {
 		"--outgoing-proxy-port", strconv.Itoa(contract.OutboundPort),
 		"--proxy-uid", strconv.Itoa(contract.ProxyUID),
 		"--inbound-ports-to-ignore", skipIn,
+		// The proxy's own connections to its pod IP (a Service routing
+		// back to this pod) go to its inbound side, over mTLS.
+		"--redirect-local-traffic",
 	}
 	if pc.skipOut != "" {
 		args = append(args, "--outbound-ports-to-ignore", pc.skipOut)
