@@ -64,6 +64,16 @@ const (
 	// EnvDrainDelay is how long the proxy keeps accepting after SIGTERM,
 	// while peers still hold the pod as an endpoint (default 5s).
 	EnvDrainDelay = "LINKERD2_PROXY_SHUTDOWN_DRAIN_DELAY"
+	// EnvMetricsRetainIdle is how long a metric series (and an outbound
+	// connection pool) unused is kept (a positive Go duration; default
+	// 10m, as linkerd2-proxy's variable of this name).
+	EnvMetricsRetainIdle = "LINKERD2_PROXY_METRICS_RETAIN_IDLE"
+	// EnvMaxAuthorities bounds the authority label values kept per
+	// direction; further authorities share one series (default 1000).
+	EnvMaxAuthorities = "LINKERD2_PROXY_METRICS_MAX_AUTHORITIES"
+	// EnvTCPIdleTimeout closes an opaque TCP connection that carried no
+	// byte either way for this long (a positive Go duration; default 1h).
+	EnvTCPIdleTimeout = "LINKERD2_PROXY_TCP_IDLE_TIMEOUT"
 )
 
 // DefaultOpaquePorts are Linkerd's: SMTP, MySQL, Galera, PostgreSQL,
