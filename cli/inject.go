@@ -55,6 +55,7 @@ and the trust bundle, both written by the CA of linkerd install --tls=optional.`
 	fl.StringVar(&o.Registry, "registry", install.DefaultRegistry, "registry of the proxy and proxy-init images")
 	fl.StringVar(&o.Version, "version", Version, "tag of the proxy images")
 	fl.StringVar(&o.ProxyLogLevel, "proxy-log-level", "warn,linkerd2_proxy=info", "log filter of the proxy")
+	fl.StringVar(&o.ClusterNetworks, "cluster-networks", "", "comma-separated CIDRs the proxies ask discovery about (the cluster's pod and Service ranges); traffic elsewhere is plain text without asking. Unset: every non-loopback address is asked about. A pod's config.linkerd.io/cluster-networks annotation overrides it")
 	return cmd
 }
 

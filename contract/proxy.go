@@ -89,6 +89,10 @@ const (
 	ProxyCPULimitAnnotation     = "config.linkerd.io/proxy-cpu-limit"
 	ProxyMemRequestAnnotation   = "config.linkerd.io/proxy-memory-request"
 	ProxyMemLimitAnnotation     = "config.linkerd.io/proxy-memory-limit"
+	// ClusterNetworksAnnotation lists the CIDRs the pod's proxy asks
+	// discovery about (EnvClusterNetworks); it overrides inject's
+	// --cluster-networks. Unset everywhere: every non-loopback address.
+	ClusterNetworksAnnotation = "config.linkerd.io/cluster-networks"
 )
 
 // ProxyAwaitCommand is the proxy container's postStart hook: the kubelet

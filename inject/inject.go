@@ -29,6 +29,11 @@ type Options struct {
 	Version  string
 	// ProxyLogLevel is the proxy's log filter.
 	ProxyLogLevel string
+	// ClusterNetworks (comma-separated CIDRs) become every proxy's
+	// LINKERD2_PROXY_DESTINATION_GET_NETWORKS unless a pod's
+	// config.linkerd.io/cluster-networks says otherwise. Empty: not
+	// written, and the proxy asks discovery about every address.
+	ClusterNetworks string
 }
 
 // Validate fills defaults and rejects bad values.
@@ -46,6 +51,10 @@ func (o *Options) Validate() error {
 	}
 	if o.Version == "" {
 		return errors.New("empty version: set --version")
+	}
+	var err error
+	if o.ClusterNetworks, err = CheckNetworks("--cluster-networks", o.ClusterNetworks); err != nil {
+		return err
 	}
 	if o.ProxyLogLevel == "" {
 		o.ProxyLogLevel = "warn,linkerd2_proxy=info"
