@@ -450,7 +450,9 @@ func (p *Proxy) newInboundTransport() http.RoundTripper {
 	h2.SetUnencryptedHTTP2(true)
 	return byProto{
 		h1: &http.Transport{DialContext: dial, Protocols: &h1, MaxIdleConnsPerHost: maxIdlePerHost, IdleConnTimeout: inboundIdleTimeout, DisableCompression: true, MaxResponseHeaderBytes: maxHeaderBytes, ExpectContinueTimeout: expectContinueTimeout},
-		h2: &http.Transport{DialContext: dial, Protocols: &h2, IdleConnTimeout: inboundIdleTimeout, DisableCompression: true, MaxResponseHeaderBytes: maxHeaderBytes, ExpectContinueTimeout: expectContinueTimeout},
+		// One connection for a burst of requests (see
+		// outboundTransport.newTransport).
+		h2: &http.Transport{DialContext: dial, Protocols: &h2, MaxConnsPerHost: 1, IdleConnTimeout: inboundIdleTimeout, DisableCompression: true, MaxResponseHeaderBytes: maxHeaderBytes, ExpectContinueTimeout: expectContinueTimeout},
 	}
 }
 
@@ -567,6 +569,15 @@ func (t *outboundTransport) newTransport(rt route, h2 bool) *http.Transport {
 	}
 	if rt.tls.status == "true" {
 		tr.DialTLSContext = dial
+	}
+	if h2 {
+		// One connection, dialled once: without the limit, a burst of
+		// requests to a new peer dials one connection per request (the
+		// transport cannot know before the handshake that it will be
+		// HTTP/2 and shared) and closes all but one of them, an mTLS
+		// handshake each on both proxies. The requests of the burst wait
+		// for the first dial and share its connection.
+		tr.MaxConnsPerHost = 1
 	}
 	return tr
 }
