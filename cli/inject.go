@@ -80,6 +80,7 @@ template, or on a Namespace in the same input, wins over --tls.`,
 	fl.StringVar(&o.Version, "version", Version, "tag of the proxy images")
 	_ = fl.MarkHidden("version")
 	fl.StringVar(&o.ProxyLogLevel, "proxy-log-level", "warn,linkerd2_proxy=info", "log filter of the proxy")
+	fl.StringVar(&o.ClusterNetworks, "cluster-networks", "", "comma-separated CIDRs the proxies ask discovery about (the cluster's pod and Service ranges); traffic elsewhere is plain text without asking. Unset: every non-loopback address is asked about. A pod's config.linkerd.io/cluster-networks annotation overrides it")
 	return cmd
 }
 

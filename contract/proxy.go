@@ -78,6 +78,16 @@ const (
 	// containers as PORT:PATH, space-separated (8080:/healthz 8081:/ready):
 	// a required pod accepts these GET requests in plain text.
 	EnvInboundProbes = "LINKERD2_PROXY_INBOUND_PROBES"
+	// EnvMetricsRetainIdle is how long a metric series (and an outbound
+	// connection pool) unused is kept (a positive Go duration; default
+	// 10m, as linkerd2-proxy's variable of this name).
+	EnvMetricsRetainIdle = "LINKERD2_PROXY_METRICS_RETAIN_IDLE"
+	// EnvMaxAuthorities bounds the authority label values kept per
+	// direction; further authorities share one series (default 1000).
+	EnvMaxAuthorities = "LINKERD2_PROXY_METRICS_MAX_AUTHORITIES"
+	// EnvTCPIdleTimeout closes an opaque TCP connection that carried no
+	// byte either way for this long (a positive Go duration; default 1h).
+	EnvTCPIdleTimeout = "LINKERD2_PROXY_TCP_IDLE_TIMEOUT"
 )
 
 // DefaultOpaquePorts are Linkerd's: SMTP, MySQL, Galera, PostgreSQL,
@@ -93,6 +103,10 @@ const (
 	ProxyCPULimitAnnotation     = "config.linkerd.io/proxy-cpu-limit"
 	ProxyMemRequestAnnotation   = "config.linkerd.io/proxy-memory-request"
 	ProxyMemLimitAnnotation     = "config.linkerd.io/proxy-memory-limit"
+	// ClusterNetworksAnnotation lists the CIDRs the pod's proxy asks
+	// discovery about (EnvClusterNetworks); it overrides inject's
+	// --cluster-networks. Unset everywhere: every non-loopback address.
+	ClusterNetworksAnnotation = "config.linkerd.io/cluster-networks"
 	// TLSExemptPortsAnnotation lists ports (comma-separated, ranges a-b)
 	// where a pod with linkerd.io/tls: required still accepts plain text.
 	TLSExemptPortsAnnotation = "config.linkerd.io/tls-exempt-ports"

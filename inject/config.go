@@ -2,6 +2,7 @@ package inject
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -20,6 +21,27 @@ type podConfig struct {
 	cores           int    // LINKERD2_PROXY_CORES, from the CPU limit; 0 unset
 	tlsExempt       string // plain-text ports of a required pod
 	probes          string // contract.EnvInboundProbes of a required pod
+	networks        string // LINKERD2_PROXY_DESTINATION_GET_NETWORKS; "" unset
+}
+
+// CheckNetworks reads a comma-separated CIDR list ("10.0.0.0/8,fd00::/8")
+// and returns it normalised; what names the setting in the error.
+func CheckNetworks(what, v string) (string, error) {
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return "", fmt.Errorf("%s: %q is not a CIDR such as 10.0.0.0/8 or fd00::/8", what, f)
+		}
+		out = append(out, p.Masked().String())
+	}
+	if len(out) == 0 && strings.TrimSpace(v) != "" {
+		return "", fmt.Errorf("%s: %q lists no CIDR", what, v)
+	}
+	return strings.Join(out, ","), nil
 }
 
 // readPodConfig reads and checks the annotations. An error names the
@@ -46,6 +68,9 @@ func readPodConfig(podMeta map[string]any) (podConfig, error) {
 		return strings.Join(strings.Fields(strings.ReplaceAll(v, ",", " ")), ","), nil
 	}
 	var err error
+	if c.networks, err = CheckNetworks("annotation "+contract.ClusterNetworksAnnotation, annotation(podMeta, contract.ClusterNetworksAnnotation)); err != nil {
+		return c, err
+	}
 	opaque, err := ports(contract.OpaquePortsAnnotation)
 	if err != nil {
 		return c, err

@@ -40,6 +40,11 @@ type Options struct {
 	ClusterDomain string
 	// ProxyLogLevel is the proxy's log filter.
 	ProxyLogLevel string
+	// ClusterNetworks (comma-separated CIDRs) become every proxy's
+	// LINKERD2_PROXY_DESTINATION_GET_NETWORKS unless a pod's
+	// config.linkerd.io/cluster-networks says otherwise. Empty: not
+	// written, and the proxy asks discovery about every address.
+	ClusterNetworks string
 
 	// nsTLS is the linkerd.io/tls annotation of each Namespace in the
 	// input, by name.
@@ -83,6 +88,9 @@ func (o *Options) Validate() error {
 		o.ClusterDomain = contract.DefaultClusterDomain
 	}
 	if err := contract.CheckClusterDomain(o.ClusterDomain); err != nil {
+		return err
+	}
+	if o.ClusterNetworks, err = CheckNetworks("--cluster-networks", o.ClusterNetworks); err != nil {
 		return err
 	}
 	if o.ProxyLogLevel == "" {

@@ -28,6 +28,16 @@ func proxyContainer(ownerKind, owner string, o Options, tls bool, pc podConfig) 
 		fieldEnv(contract.EnvPodIP, "status.podIP"),
 		{Name: contract.EnvOpaquePorts, Value: pc.opaquePorts},
 	}
+	// Only when configured: without it the proxy asks discovery about
+	// every non-loopback address, which can never send plain text to a
+	// meshed peer whose range a list left out.
+	networks := o.ClusterNetworks
+	if pc.networks != "" {
+		networks = pc.networks
+	}
+	if networks != "" {
+		env = append(env, corev1.EnvVar{Name: contract.EnvClusterNetworks, Value: networks})
+	}
 	if pc.cores > 0 {
 		env = append(env, corev1.EnvVar{Name: contract.EnvCores, Value: strconv.Itoa(pc.cores)})
 	}
@@ -118,6 +128,9 @@ func initContainer(o Options, pc podConfig) corev1.Container {
 		"--outgoing-proxy-port", strconv.Itoa(contract.OutboundPort),
 		"--proxy-uid", strconv.Itoa(contract.ProxyUID),
 		"--inbound-ports-to-ignore", skipIn,
+		// The proxy's own connections to its pod IP (a Service routing
+		// back to this pod) go to its inbound side, over mTLS.
+		"--redirect-local-traffic",
 	}
 	if pc.skipOut != "" {
 		args = append(args, "--outbound-ports-to-ignore", pc.skipOut)

@@ -178,12 +178,15 @@ func (m *metrics) track(c net.Conn, l labels) *countedConn {
 }
 
 // soOriginalDst is netfilter's getsockopt for the address a REDIRECTed
-// connection was sent to (linux/netfilter_ipv4.h).
+// connection was sent to: SO_ORIGINAL_DST at SOL_IP
+// (linux/netfilter_ipv4.h) and IP6T_SO_ORIGINAL_DST at SOL_IPV6
+// (linux/netfilter_ipv6/ip6_tables.h), the same number.
 const soOriginalDst = 80
 
 // OriginalDst returns the destination a connection had before iptables
-// redirected it to the proxy. A connection that was not redirected
-// reports its own local address.
+// redirected it to the proxy, IPv4 or IPv6 as the connection is (an IPv4
+// connection on a dual-stack socket is asked at SOL_IP). A connection
+// that was not redirected reports its own local address.
 func OriginalDst(c net.Conn) (netip.AddrPort, error) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
@@ -193,11 +196,16 @@ func OriginalDst(c net.Conn) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	var sa syscall.RawSockaddrInet4
+	v6 := !addrPort(tc.LocalAddr()).Addr().Is4()
+	var sa4 syscall.RawSockaddrInet4
+	var sa6 syscall.RawSockaddrInet6
+	level, ptr, size := syscall.SOL_IP, unsafe.Pointer(&sa4), uint32(unsafe.Sizeof(sa4))
+	if v6 {
+		level, ptr, size = syscall.SOL_IPV6, unsafe.Pointer(&sa6), uint32(unsafe.Sizeof(sa6))
+	}
 	var serr error
 	err = rc.Control(func(fd uintptr) {
-		size := uint32(unsafe.Sizeof(sa))
-		_, _, errno := syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, syscall.SOL_IP, soOriginalDst, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&size)), 0)
+		_, _, errno := syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, uintptr(level), soOriginalDst, uintptr(ptr), uintptr(unsafe.Pointer(&size)), 0)
 		if errno != 0 {
 			serr = errno
 		}
@@ -206,12 +214,19 @@ func OriginalDst(c net.Conn) (netip.AddrPort, error) {
 		return netip.AddrPort{}, err
 	}
 	if serr != nil {
-		return netip.AddrPort{}, fmt.Errorf("original destination: %w", serr)
+		family := "IPv4"
+		if v6 {
+			family = "IPv6"
+		}
+		return netip.AddrPort{}, fmt.Errorf("original destination (%s): %w", family, serr)
 	}
-	// Port is in network byte order whatever the host's.
-	pb := (*[2]byte)(unsafe.Pointer(&sa.Port))
-	port := binary.BigEndian.Uint16(pb[:])
-	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port), nil
+	// The port is in network byte order whatever the host's.
+	if v6 {
+		pb := (*[2]byte)(unsafe.Pointer(&sa6.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(sa6.Addr).Unmap(), binary.BigEndian.Uint16(pb[:])), nil
+	}
+	pb := (*[2]byte)(unsafe.Pointer(&sa4.Port))
+	return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), binary.BigEndian.Uint16(pb[:])), nil
 }
 
 // splice copies both ways until both sides are done. Each side's EOF is

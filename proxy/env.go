@@ -92,6 +92,18 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			}
 		}
 	}
+	for name, d := range map[string]*time.Duration{contract.EnvMetricsRetainIdle: &c.MetricsRetainIdle, contract.EnvTCPIdleTimeout: &c.TCPIdleTimeout} {
+		if v := getenv(name); v != "" {
+			if *d, err = time.ParseDuration(v); err != nil || *d <= 0 {
+				return c, fmt.Errorf("%s=%q: want a positive duration such as 10m or 1h", name, v)
+			}
+		}
+	}
+	if v := getenv(contract.EnvMaxAuthorities); v != "" {
+		if c.MaxAuthorities, err = strconv.Atoi(v); err != nil || c.MaxAuthorities <= 0 {
+			return c, fmt.Errorf("%s=%q: want a positive whole number such as 1000", contract.EnvMaxAuthorities, v)
+		}
+	}
 	return c, nil
 }
 

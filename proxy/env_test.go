@@ -69,3 +69,45 @@ func TestFromEnvDiscoveryAndLifecycle(t *testing.T) {
 		}
 	}
 }
+
+// TestFromEnvTuning: the metrics retention, the authority bound and the
+// opaque idle timeout have variables (Linkerd's names where it has one);
+// unset they keep the defaults, and a bad value is an error naming the
+// variable and what it wants.
+func TestFromEnvTuning(t *testing.T) {
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	c, err := FromEnv(env(map[string]string{
+		contract.EnvMetricsRetainIdle: "90s",
+		contract.EnvMaxAuthorities:    "50",
+		contract.EnvTCPIdleTimeout:    "15m",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MetricsRetainIdle != 90*time.Second || c.MaxAuthorities != 50 || c.TCPIdleTimeout != 15*time.Minute {
+		t.Errorf("retain %s authorities %d idle %s, want 90s 50 15m", c.MetricsRetainIdle, c.MaxAuthorities, c.TCPIdleTimeout)
+	}
+	c, err = FromEnv(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.defaults()
+	if c.MetricsRetainIdle != 10*time.Minute || c.MaxAuthorities != 1000 || c.TCPIdleTimeout != time.Hour {
+		t.Errorf("defaults: retain %s authorities %d idle %s", c.MetricsRetainIdle, c.MaxAuthorities, c.TCPIdleTimeout)
+	}
+	for _, bad := range []struct{ name, v, want string }{
+		{contract.EnvMetricsRetainIdle, "ten minutes", "duration"},
+		{contract.EnvMetricsRetainIdle, "0s", "positive"},
+		{contract.EnvMetricsRetainIdle, "-1m", "positive"},
+		{contract.EnvMaxAuthorities, "lots", "whole number"},
+		{contract.EnvMaxAuthorities, "0", "whole number"},
+		{contract.EnvMaxAuthorities, "-5", "whole number"},
+		{contract.EnvTCPIdleTimeout, "1 hour", "duration"},
+		{contract.EnvTCPIdleTimeout, "0", "positive"},
+	} {
+		_, err := FromEnv(env(map[string]string{bad.name: bad.v}))
+		if err == nil || !strings.Contains(err.Error(), bad.name) || !strings.Contains(err.Error(), bad.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s=%q: %v, want one line naming the variable and %q", bad.name, bad.v, err, bad.want)
+		}
+	}
+}

@@ -212,14 +212,14 @@ func forwardAsSent(pr *httputil.ProxyRequest, dst netip.AddrPort) {
 	}
 }
 
-// inboundHandler proxies requests to the local application at the
-// connection's original destination.
+// inboundHandler proxies requests to the local application on loopback at
+// the port of the connection's original destination (appAddr).
 func (p *Proxy) inboundHandler() http.Handler {
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			dst := metaFrom(pr.In.Context()).dst
 			pr.Out.URL.Scheme = "http"
-			pr.Out.URL.Host = dst.String()
+			pr.Out.URL.Host = appAddr(dst).String()
 			forwardAsSent(pr, dst)
 		},
 		Transport:    p.inboundRT,
@@ -230,7 +230,7 @@ func (p *Proxy) inboundHandler() http.Handler {
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodConnect && r.ProtoMajor == 1 {
 			p.tunnel(w, r, inbound, func(ctx context.Context) (net.Conn, error) {
-				return p.newInboundTransportDial(ctx, metaFrom(ctx).dst)
+				return p.newInboundTransportDial(ctx, appAddr(metaFrom(ctx).dst))
 			})
 			return
 		}
@@ -454,7 +454,9 @@ func (p *Proxy) newInboundTransport() http.RoundTripper {
 	h2.SetUnencryptedHTTP2(true)
 	return byProto{
 		h1: &http.Transport{DialContext: dial, Protocols: &h1, MaxIdleConnsPerHost: maxIdlePerHost, IdleConnTimeout: inboundIdleTimeout, DisableCompression: true, MaxResponseHeaderBytes: maxHeaderBytes, ExpectContinueTimeout: expectContinueTimeout},
-		h2: &http.Transport{DialContext: dial, Protocols: &h2, IdleConnTimeout: inboundIdleTimeout, DisableCompression: true, MaxResponseHeaderBytes: maxHeaderBytes, ExpectContinueTimeout: expectContinueTimeout},
+		// One connection for a burst of requests (see
+		// outboundTransport.newTransport).
+		h2: &http.Transport{DialContext: dial, Protocols: &h2, MaxConnsPerHost: 1, IdleConnTimeout: inboundIdleTimeout, DisableCompression: true, MaxResponseHeaderBytes: maxHeaderBytes, ExpectContinueTimeout: expectContinueTimeout},
 	}
 }
 
@@ -571,6 +573,15 @@ func (t *outboundTransport) newTransport(rt route, h2 bool) *http.Transport {
 	}
 	if rt.tls.status == "true" {
 		tr.DialTLSContext = dial
+	}
+	if h2 {
+		// One connection, dialled once: without the limit, a burst of
+		// requests to a new peer dials one connection per request (the
+		// transport cannot know before the handshake that it will be
+		// HTTP/2 and shared) and closes all but one of them, an mTLS
+		// handshake each on both proxies. The requests of the burst wait
+		// for the first dial and share its connection.
+		tr.MaxConnsPerHost = 1
 	}
 	return tr
 }

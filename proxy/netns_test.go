@@ -165,12 +165,14 @@ COMMIT
 // and a proxy running as uid 2102: the client app's plain request to the
 // server's pod IP is redirected to its proxy, which finds the original
 // destination with SO_ORIGINAL_DST and sends it over mTLS to the server's
-// pod IP, where iptables redirects it to the server's proxy.
+// pod IP, where iptables redirects it to the server's proxy. The same
+// over IPv6 (ip6tables rules, IP6T_SO_ORIGINAL_DST, the proxies' IPv6
+// listeners).
 func TestTransparentInNetworkNamespaces(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces and iptables")
 	}
-	for _, tool := range []string{"ip", "iptables-restore", "setpriv", "openssl"} {
+	for _, tool := range []string{"ip", "iptables-restore", "ip6tables-restore", "setpriv", "openssl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s: %v", tool, err)
 		}
@@ -181,6 +183,8 @@ func TestTransparentInNetworkNamespaces(t *testing.T) {
 	vethA, vethB := fmt.Sprintf("mtpa%d", pid%100000), fmt.Sprintf("mtpb%d", pid%100000)
 	subnet := fmt.Sprintf("10.254.%d", pid%250)
 	ipA, ipB := subnet+".1", subnet+".2"
+	subnet6 := fmt.Sprintf("fd00:254:%x::", pid%250)
+	ip6A, ip6B := subnet6+"1", subnet6+"2"
 	t.Cleanup(func() {
 		// Deleting a namespace takes its veth end and its rules with it.
 		_ = exec.Command("ip", "netns", "delete", nsA).Run()
@@ -192,14 +196,19 @@ func TestTransparentInNetworkNamespaces(t *testing.T) {
 	run(t, "ip", "link", "add", vethA, "type", "veth", "peer", "name", vethB)
 	run(t, "ip", "link", "set", vethA, "netns", nsA)
 	run(t, "ip", "link", "set", vethB, "netns", nsB)
-	for _, x := range []struct{ ns, dev, ip string }{{nsA, vethA, ipA}, {nsB, vethB, ipB}} {
+	for _, x := range []struct{ ns, dev, ip, ip6 string }{{nsA, vethA, ipA, ip6A}, {nsB, vethB, ipB, ip6B}} {
 		run(t, "ip", "-n", x.ns, "addr", "add", x.ip+"/24", "dev", x.dev)
+		run(t, "ip", "-n", x.ns, "addr", "add", x.ip6+"/64", "dev", x.dev, "nodad")
 		run(t, "ip", "-n", x.ns, "link", "set", x.dev, "up")
 		run(t, "ip", "-n", x.ns, "link", "set", "lo", "up")
-		cmd := exec.Command("ip", "netns", "exec", x.ns, "iptables-restore", "--noflush")
-		cmd.Stdin = strings.NewReader(proxyInitRules())
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("iptables-restore in %s: %v\n%s", x.ns, err, out)
+		// proxy-init writes the same rules for IPv6 (nft's inet table,
+		// or ip6tables-restore).
+		for _, restore := range []string{"iptables-restore", "ip6tables-restore"} {
+			cmd := exec.Command("ip", "netns", "exec", x.ns, restore, "--noflush")
+			cmd.Stdin = strings.NewReader(proxyInitRules())
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s in %s: %v\n%s", restore, x.ns, err, out)
+			}
 		}
 	}
 
@@ -271,7 +280,11 @@ func TestTransparentInNetworkNamespaces(t *testing.T) {
 			contract.EnvPodIP + "=" + ip}
 	}
 	target := ipB + ":8080"
-	eps, _ := json.Marshal(map[string]any{target: []map[string]any{{"Addr": target, "Identity": idB, "Labels": map[string]string{"namespace": "ns", "deployment": "b"}}}})
+	target6 := "[" + ip6B + "]:8080"
+	ep := func(addr string) []map[string]any {
+		return []map[string]any{{"Addr": addr, "Identity": idB, "Labels": map[string]string{"namespace": "ns", "deployment": "b"}}}
+	}
+	eps, _ := json.Marshal(map[string]any{target: ep(target), target6: ep(target6)})
 	start(nsB, false, helperEnv+"=app", "ADDR=0.0.0.0:8080")
 	start(nsB, true, append(append(proxyEnv(ipB), creds(idB)...), "MESHTLS_TEST_ENDPOINTS={}")...)
 	start(nsA, true, append(append(proxyEnv(ipA), creds(idA)...), "MESHTLS_TEST_ENDPOINTS="+string(eps))...)
@@ -333,13 +346,24 @@ func TestTransparentInNetworkNamespaces(t *testing.T) {
 		}
 		return sum
 	}
+	// IPv6 the same way: proxy-init redirects it to [::1]:4140 and to
+	// the inbound port, and the proxies read IP6T_SO_ORIGINAL_DST.
+	code, body = get(nsA, "http://"+target6+"/through-ip6tables")
+	if code != 200 || !strings.Contains(body, "app saw "+target6+" /through-ip6tables") {
+		t.Errorf("IPv6 through both proxies: %d %q", code, body)
+	}
 	mb := scrape(nsB)
-	if got := find(mb, "request_total", "direction=inbound", "tls=true", "client_id="+idA, "authority="+target); got != 1 {
-		t.Errorf("server proxy: inbound mTLS requests from %s = %v\n%v", idA, got, mb)
+	for _, dst := range []string{target, target6} {
+		if got := find(mb, "request_total", "direction=inbound", "tls=true", "client_id="+idA, "authority="+dst); got != 1 {
+			t.Errorf("server proxy: inbound mTLS requests from %s to %s = %v\n%v", idA, dst, got, mb)
+		}
 	}
 	ma := scrape(nsA)
-	if got := find(ma, "request_total", "direction=outbound", "tls=true", "server_id="+idB, "dst_deployment=b"); got != 1 {
-		t.Errorf("client proxy: outbound mTLS requests to %s = %v", idB, got)
+	if got := find(ma, "request_total", "direction=outbound", "tls=true", "server_id="+idB, "dst_deployment=b"); got != 2 {
+		t.Errorf("client proxy: outbound mTLS requests to %s = %v, want 2 (IPv4 and IPv6)", idB, got)
+	}
+	if got := find(ma, "request_total", "tls=no_identity"); got != 0 {
+		t.Errorf("client proxy: %v requests in plain text", got)
 	}
 
 	// openssl from the client pod straight at the server's pod IP and

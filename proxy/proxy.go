@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"meshtls/proxy/discovery"
@@ -262,42 +263,62 @@ func (p *Proxy) Run(ctx context.Context) error {
 		{"admin", p.cfg.AdminAddr, func(_ context.Context, l net.Listener) error { return p.serveAdmin(life, l) }},
 		{"tap", p.cfg.TapAddr, p.serveTap},
 	}
-	var listeners []net.Listener
+	type bound struct {
+		ln
+		lis net.Listener
+	}
+	var listeners []bound
+	closeAll := func() {
+		for _, o := range listeners {
+			_ = o.lis.Close()
+		}
+	}
 	for _, l := range lns {
 		if l.addr == "" {
 			continue
 		}
 		lis, err := net.Listen("tcp", l.addr)
 		if err != nil {
-			for _, o := range listeners {
-				_ = o.Close()
-			}
+			closeAll()
 			return fmt.Errorf("%s listener on %s: %w", l.name, l.addr, err)
 		}
-		listeners = append(listeners, lis)
+		listeners = append(listeners, bound{l, lis})
 		p.addrsMu.Lock()
 		p.addrs[l.name] = lis.Addr()
 		if l.name == inbound {
 			p.inboundPort.Store(uint32(addrPort(lis.Addr()).Port()))
 		}
 		p.addrsMu.Unlock()
+		if l.name != inbound && l.name != outbound {
+			continue
+		}
+		// proxy-init redirects IPv6 too: the same port on the IPv6
+		// address it redirects to must answer, or IPv6 would fail.
+		six := ipv6Companion(l.addr, lis.Addr())
+		if six == "" {
+			continue
+		}
+		lis6, err := net.Listen("tcp6", six)
+		switch {
+		case err == nil:
+			listeners = append(listeners, bound{ln{l.name, six, l.serve}, lis6})
+		case errors.Is(err, syscall.EADDRNOTAVAIL) || errors.Is(err, syscall.EAFNOSUPPORT):
+			p.log.Info("IPv6 is off in this pod: listening on IPv4 only", "listener", l.name, "error", err.Error())
+		default:
+			closeAll()
+			return fmt.Errorf("%s listener on %s (IPv6): %w", l.name, six, err)
+		}
 	}
 	close(p.bound)
 	p.ready.Store(true)
 	p.log.Info("proxy listening", "inbound", p.cfg.InboundAddr, "outbound", p.cfg.OutboundAddr, "admin", p.cfg.AdminAddr, "tap", p.cfg.TapAddr, "identity", p.cfg.Identity)
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(lns))
-	i := 0
-	for _, l := range lns {
-		if l.addr == "" {
-			continue
-		}
-		lis := listeners[i]
-		i++
+	errs := make(chan error, len(listeners))
+	for _, b := range listeners {
 		wg.Go(func() {
-			if err := l.serve(serving, lis); err != nil && serving.Err() == nil {
-				errs <- fmt.Errorf("%s: %w", l.name, err)
+			if err := b.serve(serving, b.lis); err != nil && serving.Err() == nil {
+				errs <- fmt.Errorf("%s: %w", b.name, err)
 				cancel()
 			}
 		})
@@ -308,9 +329,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	wg.Go(func() { p.outboundHTTP.run(serving) })
 	<-ctx.Done()
 	p.drain(len(errs) > 0, stopServing)
-	for _, l := range listeners {
-		_ = l.Close()
-	}
+	closeAll()
 	endLife()
 	wg.Wait()
 	select {
@@ -369,6 +388,24 @@ func (p *Proxy) acceptLoop(handle func(context.Context, net.Conn)) func(context.
 	}
 }
 
+// ipv6Companion is the IPv6 address to listen on beside addr, where
+// proxy-init's rules send IPv6 traffic: [::1] beside the outbound side's
+// 127.0.0.1, [::] beside 0.0.0.0 when Go did not already bind it
+// dual-stack. None for other addresses, nor for port 0 (tests).
+func ipv6Companion(addr string, got net.Addr) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || ap.Port() == 0 {
+		return ""
+	}
+	switch {
+	case ap.Addr() == netip.AddrFrom4([4]byte{127, 0, 0, 1}):
+		return netip.AddrPortFrom(netip.IPv6Loopback(), ap.Port()).String()
+	case ap.Addr() == netip.IPv4Unspecified() && got.(*net.TCPAddr).IP.To4() != nil:
+		return netip.AddrPortFrom(netip.IPv6Unspecified(), ap.Port()).String()
+	}
+	return ""
+}
+
 func addrPort(a net.Addr) netip.AddrPort {
 	if ta, ok := a.(*net.TCPAddr); ok {
 		ap := ta.AddrPort()
@@ -380,7 +417,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 
 // serveInbound handles one connection redirected to the inbound port:
 // detect, terminate TLS meant for this pod, then proxy HTTP or bytes to
-// the original destination, the local application.
+// the local application on loopback at the original destination's port.
 func (p *Proxy) serveInbound(_ context.Context, conn net.Conn) {
 	raw := conn
 	meta := &connMeta{direction: inbound, src: addrPort(raw.RemoteAddr())}
@@ -506,6 +543,21 @@ func (p *Proxy) dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 	return d.DialContext(ctx, "tcp", addr.String())
 }
 
+// appAddr is where inbound traffic to dst is forwarded: the application
+// on the loopback address of dst's family, at dst's port, as
+// linkerd2-proxy does. Never the pod IP itself: with proxy-init's
+// redirect-non-loopback-local-traffic rule (a pod calling a Service that
+// routes back to itself), the proxy's own connection to its pod IP is
+// redirected to the inbound port again, and forwarding there would loop.
+// An application must therefore listen on 0.0.0.0, :: or loopback, not
+// on the pod IP alone (Linkerd has the same constraint).
+func appAddr(dst netip.AddrPort) netip.AddrPort {
+	if dst.Addr().Unmap().Is4() {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port())
+	}
+	return netip.AddrPortFrom(netip.IPv6Loopback(), dst.Port())
+}
+
 // inboundDstLabels are the transport labels of the proxy's connections to
 // the local application.
 func inboundDstLabels() labels {
@@ -516,10 +568,10 @@ func (p *Proxy) forwardInboundTCP(src *countedConn, meta *connMeta) {
 	defer func() { _ = src.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ConnectTimeout)
 	defer cancel()
-	d, err := p.dial(ctx, meta.dst)
+	d, err := p.dial(ctx, appAddr(meta.dst))
 	if err != nil {
 		p.m.errors.WithLabelValues(inbound, errConnect).Inc()
-		p.log.Debug("inbound connect failed", "dst", meta.dst.String(), "error", err.Error())
+		p.log.Debug("inbound connect failed", "dst", appAddr(meta.dst).String(), "error", err.Error())
 		return
 	}
 	splice(src, p.m.track(d, inboundDstLabels()), p.cfg.TCPIdleTimeout)

@@ -39,7 +39,9 @@ func newRootCmd(stdout io.Writer) *cobra.Command {
 		Long: `proxy-init installs, in the network namespace it runs in, the nat rules of
 Linkerd's proxy-init: incoming TCP goes to the proxy's inbound port except
 the ignored ports; outgoing TCP goes to the proxy's outbound port except
-the proxy's own (by uid) and loopback traffic. IPv4 and IPv6 alike.
+the proxy's own (by uid) and loopback traffic. IPv4 and IPv6 alike. The
+proxy's own connections to its pod's IP (a Service that routes back to the
+same pod) go to its inbound port, so they are served over mTLS too.
 
 --firewall nft (the default) programs one nf_tables table, inet
 proxy_init, through netlink: no iptables binary needed, NET_ADMIN only.
@@ -89,7 +91,7 @@ its table in one transaction, iptables mode leaves existing chains alone.`,
 	f.StringVar(&inIgnore, "inbound-ports-to-ignore", "", "comma-separated incoming destination ports that skip the proxy")
 	f.StringVar(&outIgnore, "outbound-ports-to-ignore", "", "comma-separated outgoing destination ports that skip the proxy")
 	f.StringVar(&c.Firewall, "firewall", "nft", "how to write the rules: nft (nf_tables through netlink), iptables or iptables-legacy (their restore commands)")
-	f.BoolVar(&c.RedirectLocal, "redirect-local-traffic", false, "send the proxy's connections to its own pod IP to the inbound port (Linkerd's redirect-non-loopback-local-traffic); needs a proxy that reaches the app on 127.0.0.1")
+	f.BoolVar(&c.RedirectLocal, "redirect-local-traffic", true, "send the proxy's connections to its own pod IP to the inbound port (Linkerd's redirect-non-loopback-local-traffic), so a pod calling a Service that routes back to itself is served over mTLS; =false only with a proxy that forwards inbound traffic to the pod IP rather than 127.0.0.1")
 	f.BoolVar(&simulate, "simulate", false, "print the rules instead of applying them")
 	return cmd
 }

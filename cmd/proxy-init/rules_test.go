@@ -130,10 +130,14 @@ func TestNftRulesMatchTheIptablesRules(t *testing.T) {
 	if !strings.Contains(ipt, "! -d ::1/128 -m owner --uid-owner 2102") || !strings.Contains(ipt, "! -d 127.0.0.1/32 -m owner --uid-owner 2102") {
 		t.Errorf("iptables input lacks the local redirect for both families:\n%s", ipt)
 	}
-	// Without the flag, no local redirect.
+	// The local redirect is the default (the proxy reaches the app on
+	// 127.0.0.1, so it cannot loop); --redirect-local-traffic=false drops it.
 	args = args[:len(args)-2]
 	args = append(args, "--simulate")
-	if out := simulate(); strings.Contains(out, "redirect-non-loopback-local-traffic") {
-		t.Errorf("the local redirect is there without --redirect-local-traffic:\n%s", out)
+	if out := simulate(); !strings.Contains(out, "redirect-non-loopback-local-traffic") {
+		t.Errorf("the local redirect is not there by default:\n%s", out)
+	}
+	if out := simulate("--redirect-local-traffic=false"); strings.Contains(out, "redirect-non-loopback-local-traffic") {
+		t.Errorf("the local redirect is there with --redirect-local-traffic=false:\n%s", out)
 	}
 }

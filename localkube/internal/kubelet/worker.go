@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -53,6 +54,16 @@ type containerRun struct {
 	nextStart    time.Time
 	done         bool // init container finished successfully
 	warned       string
+	// hookPending: the postStart hook of this run has not returned; the
+	// containers after it wait, as on a kubelet.
+	hookPending bool
+}
+
+// hookResult is a postStart hook's outcome.
+type hookResult struct {
+	container string
+	gen       int
+	err       error
 }
 
 type exitEvent struct {
@@ -77,6 +88,7 @@ type podWorker struct {
 	wake    chan struct{}
 	exits   chan exitEvent
 	probes  chan probeResult
+	hooks   chan hookResult
 	stopped chan struct{}
 
 	pod       *v1.Pod // latest spec with our addresses filled in
@@ -100,7 +112,7 @@ type podWorker struct {
 func newPodWorker(k *Kubelet, pod *v1.Pod) *podWorker {
 	w := &podWorker{
 		k: k, uid: pod.UID, latest: pod,
-		wake: make(chan struct{}, 1), exits: make(chan exitEvent, 16), probes: make(chan probeResult, 16),
+		wake: make(chan struct{}, 1), exits: make(chan exitEvent, 16), probes: make(chan probeResult, 16), hooks: make(chan hookResult, 4),
 		stopped: make(chan struct{}), tokens: map[string]*token{}, volumes: map[string]string{},
 		conditions: map[v1.PodConditionType]v1.PodCondition{},
 		dir:        filepath.Join(k.cfg.Dir, "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)),
@@ -155,6 +167,8 @@ func (w *podWorker) run(ctx context.Context) {
 			w.handleExit(ev)
 		case r := <-w.probes:
 			w.handleProbe(ctx, r)
+		case r := <-w.hooks:
+			w.handleHook(r)
 		}
 	}
 }
@@ -264,11 +278,20 @@ func (w *podWorker) syncContainers(ctx context.Context) {
 		w.start(ctx, c)
 		return
 	}
+	// Containers start in order, and one whose postStart hook has not
+	// returned holds back the rest (the kubelet runs the hook before it
+	// starts the next container).
 	for _, c := range w.containers {
+		if c.hookPending {
+			return
+		}
 		if c.running || c.term != nil || now.Before(c.nextStart) {
 			continue
 		}
 		w.start(ctx, c)
+		if c.hookPending {
+			return
+		}
 	}
 }
 
@@ -361,6 +384,17 @@ func (w *podWorker) start(ctx context.Context, c *containerRun) {
 	}
 	pctx, cancel := context.WithCancel(ctx)
 	c.cancel = cancel
+	if ls := c.spec.Lifecycle; ls != nil && ls.PostStart != nil && ls.PostStart.Exec != nil {
+		c.hookPending = true
+		hook := ls.PostStart.Exec.Command
+		go func() {
+			err := w.runHook(pctx, c.spec, bin, hook, env)
+			select {
+			case w.hooks <- hookResult{container: name, gen: gen, err: err}:
+			case <-w.stopped:
+			}
+		}()
+	}
 	podIP := w.podIP.String()
 	if p := c.spec.StartupProbe; p != nil {
 		go runProbe(pctx, startupProbe, p, &c.spec, podIP, gen, w.probes)
@@ -398,7 +432,7 @@ func (w *podWorker) handleExit(ev exitEvent) {
 	if c == nil || c.gen != ev.gen {
 		return
 	}
-	c.running, c.ready, c.pid = false, false, 0
+	c.running, c.ready, c.pid, c.hookPending = false, false, 0, false
 	if c.cancel != nil {
 		c.cancel()
 	}
@@ -468,6 +502,90 @@ func (w *podWorker) handleProbe(ctx context.Context, r probeResult) {
 		c.ready = false
 		w.kill(c, w.grace())
 	}
+}
+
+// handleHook ends a postStart hook's wait. A failed hook kills the
+// container, which then restarts as its pod's policy says, as the kubelet
+// does (event FailedPostStartHook).
+func (w *podWorker) handleHook(r hookResult) {
+	c := w.find(r.container)
+	if c == nil || c.gen != r.gen || !c.running {
+		return
+	}
+	c.hookPending = false
+	if r.err == nil {
+		w.poke()
+		return
+	}
+	msg := fmt.Sprintf("PostStartHookError: %v", r.err)
+	w.k.event(w.pod, v1.EventTypeWarning, "FailedPostStartHook", fmt.Sprintf("container %s: %s", c.spec.Name, msg))
+	w.k.event(w.pod, v1.EventTypeNormal, "Killing", fmt.Sprintf("FailedPostStartHook: container %s will be restarted", c.spec.Name))
+	c.ready = false
+	w.kill(c, w.grace())
+}
+
+// runHook runs an exec lifecycle hook as the kubelet would in the
+// container: its user, environment and the pod's namespaces. The pod has
+// no image filesystem: "/NAME" of the container's own image (the proxy's
+// "/proxy await") is the binary the image maps to; any other command is
+// a host path or a name in localkube's PATH, as for kubectl exec. It ends
+// when the container does.
+func (w *podWorker) runHook(ctx context.Context, spec v1.Container, bin string, command, env []string) error {
+	if len(command) == 0 {
+		return fmt.Errorf("exec hook has no command")
+	}
+	path := command[0]
+	if path == "/"+ImageName(spec.Image) {
+		path = bin
+	} else if p, err := exec.LookPath(path); err != nil {
+		return fmt.Errorf("%s: %w", command[0], err)
+	} else {
+		path = p
+	}
+	cmd := exec.CommandContext(ctx, path, command[1:]...)
+	cmd.Args[0] = command[0]
+	cmd.Env = env
+	cmd.Dir = w.dir
+	out := &boundedBuffer{max: 4 << 10}
+	cmd.Stdout, cmd.Stderr = out, out
+	procutil.Prepare(cmd, w.k.cfg.Dir)
+	if err := runAs(cmd, w.pod, &spec); err != nil {
+		return err
+	}
+	err := w.thread.run(cmd.Start)
+	closeExtra(cmd)
+	if err != nil {
+		return err
+	}
+	if err := cmd.Wait(); err != nil {
+		if s := strings.TrimSpace(out.String()); s != "" {
+			return fmt.Errorf("%s: %w: %s", strings.Join(command, " "), err, s)
+		}
+		return fmt.Errorf("%s: %w", strings.Join(command, " "), err)
+	}
+	return nil
+}
+
+// boundedBuffer keeps the first max bytes written to it.
+type boundedBuffer struct {
+	mu  sync.Mutex
+	b   []byte
+	max int
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := b.max - len(b.b); room > 0 {
+		b.b = append(b.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (b *boundedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.b)
 }
 
 // kill sends SIGTERM to the container's process group and SIGKILL after grace.
