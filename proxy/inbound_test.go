@@ -33,8 +33,7 @@ func TestInboundForwardsToLoopback(t *testing.T) {
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
 
-	opaque := PortSet{}
-	m := newMesh(t, meshOpts{idA: idA, idB: idB, tuneB: func(c *Config) { c.OpaquePorts = opaque }})
+	m := newMesh(t, meshOpts{idA: idA, idB: idB})
 	m.b.setOrigDst(podIP)
 	resp, err := m.client(false).Get("http://" + m.target + "/x")
 	if err != nil {
@@ -49,10 +48,12 @@ func TestInboundForwardsToLoopback(t *testing.T) {
 		t.Errorf("server proxy did not count the request as inbound mTLS:\n%s", metrics)
 	}
 
-	// Opaque TCP: the port skips detection, and the bytes (an HTTP
-	// request, so the app's answer says who got them) go to loopback.
-	opaque[port] = true
-	c, err := net.Dial("tcp", m.b.addr("inbound"))
+	// Opaque TCP, through a proxy configured so from its start: the port
+	// skips detection, and the bytes (an HTTP request, so the app's
+	// answer says who got them) go to loopback.
+	mo := newMesh(t, meshOpts{idA: idA, idB: idB, tuneB: func(c *Config) { c.OpaquePorts = PortSet{port: true} }})
+	mo.b.setOrigDst(podIP)
+	c, err := net.Dial("tcp", mo.b.addr("inbound"))
 	if err != nil {
 		t.Fatal(err)
 	}
