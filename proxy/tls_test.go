@@ -172,6 +172,11 @@ func TestCertificateArrivesLater(t *testing.T) {
 		_ = resp.Body.Close()
 		t.Errorf("mTLS to a pod without a certificate answered %d", resp.StatusCode)
 	}
+	// The client can see its handshake fail before the proxy has counted
+	// it: wait for the count, then check it is exactly one.
+	eventually(t, 5*time.Second, "the refused handshake to be counted", func() bool {
+		return metric(t, admin, "proxy_connection_errors_total", map[string]string{"direction": "inbound", "reason": errTLSInbound}) >= 1
+	})
 	if got := metric(t, admin, "proxy_connection_errors_total", map[string]string{"direction": "inbound", "reason": errTLSInbound}); got != 1 {
 		t.Errorf("inbound handshakes refused without a certificate = %v, want 1", got)
 	}
