@@ -13,7 +13,10 @@ import (
 type connSet struct {
 	mu sync.Mutex
 	m  map[*liveConn]struct{}
-	wg sync.WaitGroup
+	// empty is closed when m becomes empty while someone waits. Not a
+	// WaitGroup: a connection accepted while shutdown waits would be an
+	// Add racing the Wait.
+	empty chan struct{}
 }
 
 type liveConn struct {
@@ -29,7 +32,6 @@ func (s *connSet) add(c net.Conn) *liveConn {
 		s.m = map[*liveConn]struct{}{}
 	}
 	s.m[lc] = struct{}{}
-	s.wg.Add(1)
 	s.mu.Unlock()
 	return lc
 }
@@ -37,10 +39,14 @@ func (s *connSet) add(c net.Conn) *liveConn {
 func (c *liveConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
-		c.set.mu.Lock()
-		delete(c.set.m, c)
-		c.set.mu.Unlock()
-		c.set.wg.Done()
+		s := c.set
+		s.mu.Lock()
+		delete(s.m, c)
+		if len(s.m) == 0 && s.empty != nil {
+			close(s.empty)
+			s.empty = nil
+		}
+		s.mu.Unlock()
 	})
 	return err
 }
@@ -64,13 +70,22 @@ func socketOf(c net.Conn) net.Conn {
 // wait returns true once every tracked connection closed, false if ctx
 // ended first.
 func (s *connSet) wait(ctx context.Context) bool {
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return true
-	case <-ctx.Done():
-		return false
+	for {
+		s.mu.Lock()
+		if len(s.m) == 0 {
+			s.mu.Unlock()
+			return true
+		}
+		if s.empty == nil {
+			s.empty = make(chan struct{})
+		}
+		empty := s.empty
+		s.mu.Unlock()
+		select {
+		case <-empty:
+		case <-ctx.Done():
+			return false
+		}
 	}
 }
 
