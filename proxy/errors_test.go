@@ -151,47 +151,31 @@ func (errNoEndpointsForTest) Unavailable() bool { return true }
 // mid-stream.
 func brokenGRPCServer(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
+	return opaqueServer(t, func(c *net.TCPConn) {
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		_ = fr.WriteSettings()
 		for {
-			c, err := l.Accept()
+			f, err := fr.ReadFrame()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer func() { _ = c.Close() }()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				preface := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(c, preface); err != nil {
-					return
-				}
-				fr := http2.NewFramer(c, c)
-				_ = fr.WriteSettings()
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					if h, ok := f.(*http2.HeadersFrame); ok {
-						var hb strings.Builder
-						enc := hpack.NewEncoder(&hb)
-						_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-						_ = enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
-						_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: []byte(hb.String()), EndHeaders: true})
-						// A gRPC message frame: not compressed, 2 bytes.
-						_ = fr.WriteData(h.StreamID, false, []byte{0, 0, 0, 0, 2, 0x0a, 0x00})
-						time.Sleep(50 * time.Millisecond)
-						return // no trailers: the connection just ends
-					}
-				}
-			}()
+			if h, ok := f.(*http2.HeadersFrame); ok {
+				var hb strings.Builder
+				enc := hpack.NewEncoder(&hb)
+				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				_ = enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "application/grpc"})
+				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: []byte(hb.String()), EndHeaders: true})
+				// A gRPC message frame: not compressed, 2 bytes.
+				_ = fr.WriteData(h.StreamID, false, []byte{0, 0, 0, 0, 2, 0x0a, 0x00})
+				time.Sleep(50 * time.Millisecond)
+				return // no trailers: the connection just ends
+			}
 		}
-	}()
-	return l.Addr().String()
+	})
 }
 
 // TestGRPCMidStreamFailure: an upstream that dies after the response

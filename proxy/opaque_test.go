@@ -3,7 +3,7 @@ package proxy
 import (
 	"bufio"
 	"net"
-	"strconv"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -13,34 +13,18 @@ import (
 // replies): it greets on connect, then echoes lines.
 func greeter(t *testing.T) (string, uint16) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
+	addr := opaqueServer(t, func(c *net.TCPConn) {
+		_, _ = c.Write([]byte("220 greeter ready\r\n"))
+		r := bufio.NewReader(c)
 		for {
-			c, err := l.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_, _ = c.Write([]byte("220 greeter ready\r\n"))
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					_, _ = c.Write([]byte("echo " + line))
-				}
-			}()
+			_, _ = c.Write([]byte("echo " + line))
 		}
-	}()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	n, _ := strconv.Atoi(port)
-	return l.Addr().String(), uint16(n)
+	})
+	return addr, netip.MustParseAddrPort(addr).Port()
 }
 
 // TestServerSpeaksFirstOnOpaquePorts: on an opaque port the server's
